@@ -1,0 +1,183 @@
+"""The connector contract (BLUEPRINT §9).
+
+A connector knows how to *read* one kind of source. It never pseudonymises
+and never writes: it yields raw records and state checkpoints, and the
+pipeline (:mod:`hub.pipeline`) does the rest. This keeps clear identifiers
+inside one well-tested component and makes every connector replaceable.
+
+The verbs follow Airbyte/Singer: ``check`` (can I reach the source?),
+``streams`` (what can I read, which fields are identifiers?) and
+``read(stream, state)`` (raw records, then the new state).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hub.pseudonyms import IdentifierType
+
+JSONState = dict[str, Any]
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's typed configuration.
+
+    Frozen and closed: a misspelt key in ``raccordo.toml`` is an error, not an
+    ignored setting. Secrets are declared as :class:`pydantic.SecretStr` so
+    they never show in reprs, logs or error messages.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldRole(enum.StrEnum):
+    """What a raw field is, privacy-wise. Decides what the pipeline does with it."""
+
+    #: A personal identifier: validated, pseudonymised, the clear value discarded.
+    IDENTIFIER = "identifier"
+    #: Directly identifying but not a key (names, birthplace, address): dropped at once.
+    PERSONAL = "personal"
+    #: Anything else: kept for the mapping.
+    DATA = "data"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field a stream yields."""
+
+    name: str
+    role: FieldRole = FieldRole.DATA
+    description: str = ""
+    #: For identifiers: the expected type, or ``None`` to detect it from the value
+    #: (CF, provisional CF, STP, ENI), or read it from ``type_field``.
+    identifier_type: IdentifierType | None = None
+    #: For identifiers whose type is given by another field of the record.
+    type_field: str | None = None
+    #: For CF identifiers: also expose birth year and sex derived from it as
+    #: ``<name>__birth_year`` and ``<name>__sex`` before the CF is discarded.
+    derive_birth_year_and_sex: bool = False
+    #: A missing/empty identifier is allowed (anonymous contacts).
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A kind of record a connector can read."""
+
+    name: str
+    fields: tuple[FieldSpec, ...]
+    #: Field(s) whose values identify a record in the source; stored only keyed-hashed.
+    source_key: tuple[str, ...]
+    description: str = ""
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def identifier_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.role is FieldRole.IDENTIFIER)
+
+    @property
+    def personal_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.role is FieldRole.PERSONAL)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A record as read from the source, before pseudonymisation.
+
+    ``location`` tells a person where to look (``file.csv:42``,
+    ``GET /flussi page 3``); it must not contain identifiers.
+    """
+
+    stream: str
+    data: Mapping[str, Any]
+    location: str = ""
+    #: ``delete`` removes what this source key produced earlier (e.g. SIUSS
+    #: ``TipoOperazione="C"``).
+    op: Literal["upsert", "delete"] = "upsert"
+    #: Optional explicit source key; by default built from ``Stream.source_key``.
+    key: str | None = None
+
+    def __repr__(self) -> str:  # never show data: it holds clear identifiers
+        return f"RawRecord(stream={self.stream!r}, location={self.location!r}, op={self.op!r})"
+
+
+@dataclass(frozen=True)
+class StateCheckpoint:
+    """New state covering every record yielded before it.
+
+    The pipeline commits it in the same transaction as those records, so a
+    crash never skips data and a re-run never duplicates it.
+    """
+
+    state: JSONState = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """A problem the connector found in the source (unreadable file, bad XML)
+    that concerns a whole unit rather than one record. Counted and quarantined
+    by the pipeline; reading goes on with the next unit."""
+
+    reason: str
+    location: str = ""
+    rule: str = "source"
+
+
+ReadItem = RawRecord | StateCheckpoint | SourceError
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    message: str
+
+
+class Connector:
+    """Base class of connectors. Subclasses set ``name``, ``config_class`` and
+    implement :meth:`check`, :meth:`streams` and :meth:`read`."""
+
+    #: Connector type name, as written in ``raccordo.toml`` (``type = "..."``).
+    name: ClassVar[str] = ""
+    #: One line for ``raccordo connectors list``.
+    summary: ClassVar[str] = ""
+    config_class: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+    #: Mapping file used when the configuration names none (relative to ``mappings/``).
+    default_mapping: ClassVar[str | None] = None
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Connector:
+        """Build from the ``[connectors.NAME.config]`` table (validated)."""
+        return cls(cls.config_class.model_validate(dict(settings)))
+
+    def check(self) -> CheckResult:
+        raise NotImplementedError
+
+    def streams(self) -> tuple[Stream, ...]:
+        raise NotImplementedError
+
+    def read(self, stream: str, state: JSONState) -> Iterator[ReadItem]:
+        raise NotImplementedError
+
+    def stream(self, name: str) -> Stream:
+        for s in self.streams():
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.name} has no stream {name!r}")

@@ -1,0 +1,28 @@
+"""Pseudonymisation: typed identifiers, keyed pseudonyms, the keyring.
+
+The only component that ever sees a clear identifier. See
+``docs/pseudonymisation.md`` for the scheme.
+"""
+
+from hub.pseudonyms.identifiers import (
+    Identifier,
+    IdentifierType,
+    InvalidIdentifier,
+    cf_birth_year_and_sex,
+    parse_identifier,
+)
+from hub.pseudonyms.keyring import KeyMaterial, Keyring, KeyringStatus, KeySource
+from hub.pseudonyms.pseudonymiser import Pseudonymiser
+
+__all__ = [
+    "Identifier",
+    "IdentifierType",
+    "InvalidIdentifier",
+    "KeyMaterial",
+    "KeySource",
+    "Keyring",
+    "KeyringStatus",
+    "Pseudonymiser",
+    "cf_birth_year_and_sex",
+    "parse_identifier",
+]
