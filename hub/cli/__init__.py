@@ -1,0 +1,244 @@
+"""The ``raccordo`` command.
+
+Every command reads ``raccordo.toml`` from ``--config``, ``RACCORDO_CONFIG``
+or the current directory. Errors a user can cause are printed as one
+readable message with a hint and a documented exit code (docs/cli.md),
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hub.cli.connectors_list import list_connectors
+from hub.cli.keys import app as keys_app
+from hub.cli.mappings import app as mappings_app
+from hub.config import Config, load_config
+from hub.errors import RaccordoError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="raccordo",
+    help="Raccordo: pseudonymised district registries fed from the software consortia already use.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+connectors_app = typer.Typer(help="List installed connector plugins and check configured ones.",
+                             no_args_is_help=True)
+quarantine_app = typer.Typer(help="Records refused by a sync, with the reason and where.",
+                             no_args_is_help=True)
+app.add_typer(connectors_app, name="connectors")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(keys_app, name="keys")
+app.add_typer(mappings_app, name="mappings")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
+                 envvar="RACCORDO_CONFIG", show_envvar=True),
+]
+
+
+def _config(path: Path | None) -> Config:
+    return load_config(path)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Workspace directory to create (may exist, must not hold a raccordo.toml).")],
+    district: Annotated[str, typer.Option(help="Code of the district (ambito / DCS).")] = "DISTRETTO",
+    district_name: Annotated[str, typer.Option(help="Name of the district.")] = "Distretto",
+) -> None:
+    """Create a workspace: raccordo.toml, a mappings folder and an encrypted keyring."""
+    from hub.workspace import init_workspace
+
+    cfg_path = init_workspace(directory, district=district, district_name=district_name)
+    console.print(f"Created [bold]{cfg_path}[/bold]")
+    console.print("Next: edit it to add organisations and connectors, then `raccordo sync`.")
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """List installed connector plugins, including those that failed to load."""
+    raise typer.Exit(list_connectors(console))
+
+
+@connectors_app.command("check")
+def connectors_check(
+    name: Annotated[str, typer.Argument(help="Connector name as configured in raccordo.toml.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Check that a configured connector can reach its source."""
+    from hub.pipeline import build_connector
+
+    cfg = _config(config)
+    result = build_connector(cfg, name).check()
+    if result.ok:
+        console.print(f"[green]OK[/green] {name}: {result.message}")
+        return
+    err_console.print(f"[red]FAILED[/red] {name}: {result.message}")
+    raise typer.Exit(4)
+
+
+@app.command()
+def sync(
+    names: Annotated[list[str] | None, typer.Argument(help="Connectors to sync (default: every enabled one).")] = None,
+    config: ConfigOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Read, pseudonymise, map, validate and load: one run per connector stream."""
+    from hub.pipeline import Pipeline, RunProgress, iter_connectors, open_keyring
+    from hub.registry import Registry
+
+    cfg = _config(config)
+    keyring = open_keyring(cfg)
+    registry = Registry.open(cfg.registry_url)
+    pipeline = Pipeline(cfg, registry, keyring)
+    failed = False
+    targets = list(iter_connectors(cfg, names))
+    if not targets:
+        err_console.print("No enabled connectors in the configuration: nothing to sync.")
+        raise typer.Exit(0)
+    for name in targets:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+            console=err_console, transient=True, disable=quiet,
+        ) as bar:
+            task = bar.add_task(f"{name}: starting", total=None)
+
+            def show(p: RunProgress, task: object = task, bar: Progress = bar) -> None:
+                bar.update(task, description=(  # type: ignore[arg-type]
+                    f"{p.connector}/{p.stream}: read {p.read:,} · loaded {p.loaded:,} · "
+                    f"unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"))
+
+            try:
+                summaries = pipeline.sync(name, progress=show)
+            except RaccordoError as e:
+                failed = True
+                err_console.print(f"[red]error[/red] {name}: {e}")
+                continue
+        for s in summaries:
+            _print_run(s)
+    registry.close()
+    if failed:
+        raise typer.Exit(7)
+
+
+def _print_run(s: object) -> None:
+    from hub.registry import RunSummary
+
+    assert isinstance(s, RunSummary)
+    mark = "[green]✓[/green]" if s.status == "succeeded" else "[red]✗[/red]"
+    console.print(
+        f"{mark} run {s.id} {s.connector} ({s.mapping} v{s.mapping_version}): "
+        f"read {s.read:,} = loaded {s.loaded:,} + unchanged {s.unchanged:,} + "
+        f"quarantined {s.quarantined:,}"
+        + (f"  · deleted {s.deleted:,}" if s.deleted else "")
+        + (f"  · source units refused {s.source_errors:,}" if s.source_errors else "")
+    )
+    if s.unmapped_codes:
+        for table, codes in s.unmapped_codes.items():
+            listed = ", ".join(f"{c} ×{n}" for c, n in sorted(codes.items()))
+            console.print(f"  codes not in table [bold]{table}[/bold]: {listed}")
+    if s.quarantined or s.source_errors:
+        console.print(f"  see why: raccordo quarantine list --run {s.id}")
+
+
+@app.command()
+def runs(
+    config: ConfigOpt = None,
+    connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The latest sync runs with their accounting."""
+    from hub.registry import Registry
+
+    cfg = _config(config)
+    registry = Registry.open(cfg.registry_url)
+    rows = registry.runs(connector=connector, limit=limit)
+    if as_json:
+        print(json.dumps([{**r.__dict__, "balanced": r.balanced} for r in rows], default=str,
+                         indent=2))
+        return
+    table = Table(title="Runs")
+    for col in ("run", "connector", "status", "started", "read", "loaded", "unchanged",
+                "quarantined", "mapping"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r.id), r.connector, r.status, r.started_at.strftime("%Y-%m-%d %H:%M"),
+                      f"{r.read:,}", f"{r.loaded:,}", f"{r.unchanged:,}", f"{r.quarantined:,}",
+                      f"{r.mapping} v{r.mapping_version}")
+    console.print(table)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    config: ConfigOpt = None,
+    connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
+    run: Annotated[int | None, typer.Option(help="Only this run.")] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Refused records: where they were, which field, which rule, why."""
+    from hub.registry import Registry
+
+    cfg = _config(config)
+    registry = Registry.open(cfg.registry_url)
+    rows = registry.quarantine_entries(connector=connector, run_id=run, limit=limit)
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        console.print("Quarantine is empty for this selection.")
+        return
+    table = Table(title="Quarantine")
+    for col in ("run", "connector", "where", "field", "rule", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r["run_id"]), r["connector"], r["location"], r["field"] or "",
+                      r["rule"], r["reason"])
+    console.print(table)
+
+
+@app.command()
+def demo(
+    workspace: Annotated[Path, typer.Option(help="Where to create the demo workspace.")] = Path("demo-workspace"),
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Exit after loading and printing.")] = False,
+) -> None:
+    """Create a demo district workspace, load it through the real pipeline, print the results."""
+    from hub.demo import run_demo
+
+    run_demo(workspace, serve=not no_serve, console=console)
+
+
+def main() -> None:
+    """Entry point: run the app, turning RaccordoError into a message and its exit code."""
+    try:
+        app(standalone_mode=False)
+    except RaccordoError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

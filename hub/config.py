@@ -1,0 +1,188 @@
+"""``raccordo.toml``: where the registry, the keyring and the connectors are.
+
+The file is validated with pydantic (closed models: a misspelt key is an
+error). Every problem becomes a :class:`hub.errors.ConfigError` naming the
+file, the key and the fix. Relative paths are resolved against the directory
+of the configuration file, so a workspace can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from hub.errors import ConfigError
+from hub.schema import OrganisationKind
+
+CONFIG_ENV = "RACCORDO_CONFIG"
+REGISTRY_URL_ENV = "RACCORDO_REGISTRY_URL"
+DEFAULT_CONFIG_NAME = "raccordo.toml"
+#: Mapping files shipped with Raccordo (the repository's ``mappings/`` folder).
+BUILTIN_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+
+CLOSED = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSettings(BaseModel):
+    model_config = CLOSED
+
+    district: Code
+    district_name: str = ""
+    registry_url: str = "sqlite:///registry.sqlite"
+    keyring: str = "keys/keyring.json"
+    keyring_key_file: str | None = "keys/keyring.key"
+    #: Pseudonymisation domain; defaults to the district code.
+    pseudonym_domain: Code | None = None
+    mappings_dir: str = "mappings"
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    quarantine_retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
+
+
+class OrganisationSettings(BaseModel):
+    model_config = CLOSED
+
+    name: str
+    kind: OrganisationKind = OrganisationKind.ENTE_GESTORE
+    tax_code: str | None = None
+
+
+class ConnectorSettings(BaseModel):
+    model_config = CLOSED
+
+    type: str
+    org: Code
+    mapping: str | None = None
+    enabled: bool = True
+    schedule: str | None = "@daily"
+    queue: str | None = None
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Settings(BaseModel):
+    model_config = CLOSED
+
+    hub: HubSettings
+    organisations: dict[Code, OrganisationSettings] = Field(default_factory=dict)
+    connectors: dict[Code, ConnectorSettings] = Field(default_factory=dict)
+
+
+class Config:
+    """A loaded configuration: settings plus the directory paths resolve against."""
+
+    def __init__(self, settings: Settings, path: Path) -> None:
+        self.settings = settings
+        self.path = path
+        self.base_dir = path.parent
+
+    # -- paths -----------------------------------------------------------------
+    def resolve(self, value: str | os.PathLike[str]) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def hub(self) -> HubSettings:
+        return self.settings.hub
+
+    @property
+    def registry_url(self) -> str:
+        url = os.environ.get(REGISTRY_URL_ENV) or self.hub.registry_url
+        return resolve_sqlite_url(url, self.base_dir)
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.resolve(self.hub.keyring)
+
+    @property
+    def keyring_key_file(self) -> Path | None:
+        return self.resolve(self.hub.keyring_key_file) if self.hub.keyring_key_file else None
+
+    @property
+    def pseudonym_domain(self) -> str:
+        return self.hub.pseudonym_domain or self.hub.district
+
+    def mapping_path(self, name: str) -> Path:
+        """Find a mapping file: absolute, under the workspace's mappings dir, or built in."""
+        p = Path(name)
+        if p.is_absolute():
+            return p
+        for candidate in (self.resolve(self.hub.mappings_dir) / p, self.resolve(p), BUILTIN_MAPPINGS / p):
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(
+            f"mapping file {name!r} not found",
+            where=str(self.path),
+            hint=f"put it in {self.resolve(self.hub.mappings_dir)} or give an absolute path",
+        )
+
+    def connector(self, name: str) -> ConnectorSettings:
+        try:
+            return self.settings.connectors[name]
+        except KeyError:
+            known = ", ".join(self.settings.connectors) or "none"
+            raise ConfigError(
+                f"no connector named {name!r} (configured: {known})",
+                where=str(self.path),
+                hint=f"add a [connectors.{name}] table or check the spelling",
+            ) from None
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """Make ``sqlite:///relative.db`` relative to the config file, not the CWD."""
+    m = re.match(r"^sqlite(\+\w+)?:///(?!/)(.+)$", url)
+    if m and not m.group(2).startswith(":memory:"):
+        return f"sqlite{m.group(1) or ''}:///{(base_dir / m.group(2)).resolve()}"
+    return url
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config path from ``--config``, ``RACCORDO_CONFIG`` or ``./raccordo.toml``."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    p = find_config(path)
+    if not p.is_file():
+        raise ConfigError(
+            "configuration file not found",
+            where=str(p),
+            hint="create one with `raccordo init DIR`, or pass --config / set RACCORDO_CONFIG",
+        )
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", where=str(p), hint="fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the file: {e}", where=str(p)) from None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            problems.append(f"key {loc}: {err['msg']}")
+        raise ConfigError(
+            "invalid configuration: " + "; ".join(problems),
+            where=str(p),
+            hint="see docs/configuration.md for every key and its allowed values",
+        ) from None
+    cfg = Config(settings, p.resolve())
+    for name, c in settings.connectors.items():
+        if c.org not in settings.organisations:
+            raise ConfigError(
+                f"connector {name!r} names organisation {c.org!r}, which is not declared",
+                where=f"{p} [connectors.{name}].org",
+                hint=f"add an [organisations.{c.org}] table with its name and kind",
+            )
+    return cfg

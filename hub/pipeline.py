@@ -1,0 +1,382 @@
+"""The one pipeline: read → pseudonymise → map → validate → load.
+
+Called the same way by the CLI (``raccordo sync``) and by Airflow tasks
+(``dags/``). Records are processed in batches; each batch, its quarantine
+entries, the run counters and the connector's state checkpoint are committed
+in one database transaction (see :meth:`hub.registry.Registry.commit_batch`).
+
+Accounting: for every run ``read = loaded + unchanged + quarantined``.
+A record is *unchanged* when its pseudonymised content and the mapping
+version are those already loaded; *loaded* when it was inserted, updated or
+applied a cancellation; *quarantined* when any step refused it — then none of
+its outputs is loaded, and the quarantine keeps why and where, never a clear
+identifier.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from pydantic import ValidationError
+
+from hub.config import Config
+from hub.connector import (
+    Connector,
+    FieldRole,
+    RawRecord,
+    SourceError,
+    StateCheckpoint,
+    Stream,
+)
+from hub.errors import RaccordoError, RunFailed
+from hub.mappings import CompiledMapping, compile_mapping, load_mapping
+from hub.plugins import get_plugins
+from hub.pseudonyms import (
+    IdentifierType,
+    InvalidIdentifier,
+    Keyring,
+    KeySource,
+    Pseudonymiser,
+    cf_birth_year_and_sex,
+    parse_identifier,
+)
+from hub.registry import (
+    BatchCounts,
+    EntityRow,
+    QuarantineEntry,
+    Registry,
+    RunSummary,
+    SourceRecordChange,
+)
+from hub.schema import model_for
+
+log = logging.getLogger("raccordo.pipeline")
+
+#: Marker stored in place of an identifier that could not be pseudonymised.
+INVALID_MARKER = "<invalid identifier removed>"
+
+ProgressCallback = Callable[["RunProgress"], None]
+
+
+@dataclass
+class RunProgress:
+    connector: str
+    stream: str
+    run_id: int
+    read: int
+    loaded: int
+    unchanged: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A raw record after pseudonymisation (clear identifiers already gone)."""
+
+    source_key_hash: str
+    location: str
+    op: str
+    data: dict[str, Any]
+    problems: tuple[tuple[str, str, str], ...]  # (field, rule, message)
+
+
+def open_keyring(config: Config) -> Keyring:
+    return Keyring.open(config.keyring_path, KeySource.from_env(config.keyring_key_file))
+
+
+def build_connector(config: Config, name: str) -> Connector:
+    settings = config.connector(name)
+    cls = get_plugins().connector(settings.type)
+    try:
+        return cls.from_settings(settings.config)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"key {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise RaccordoError(
+            f"invalid connector settings: {problems}",
+            where=f"{config.path} [connectors.{name}.config]",
+            hint=f"see the README of the {settings.type!r} connector for its settings",
+        ) from None
+
+
+def load_connector_mapping(config: Config, name: str, connector: Connector) -> CompiledMapping:
+    settings = config.connector(name)
+    mapping_name = settings.mapping or connector.default_mapping
+    if not mapping_name:
+        raise RaccordoError(
+            f"connector {name!r} has no mapping file",
+            where=f"{config.path} [connectors.{name}]",
+            hint='add mapping = "file.toml" (see docs/mappings.md)',
+        )
+    return compile_mapping(load_mapping(config.mapping_path(mapping_name)))
+
+
+class Pipeline:
+    """Runs syncs for the connectors of one configuration."""
+
+    def __init__(self, config: Config, registry: Registry, keyring: Keyring) -> None:
+        self.config = config
+        self.registry = registry
+        self.pseudonymiser = Pseudonymiser(keyring, config.pseudonym_domain)
+        self.reference_year = dt.date.today().year
+        self._register_organisations()
+
+    def _register_organisations(self) -> None:
+        hub = self.config.hub
+        self.registry.upsert_district(hub.district, hub.district_name, self.config.pseudonym_domain)
+        self.registry.upsert_organisations(
+            {"code": code, "name": o.name, "kind": o.kind.value, "district": hub.district,
+             "tax_code": o.tax_code}
+            for code, o in self.config.settings.organisations.items()
+        )
+
+    # -- public -------------------------------------------------------------------
+    def sync(self, name: str, *, progress: ProgressCallback | None = None) -> list[RunSummary]:
+        """Sync every stream of connector ``name``; one run per stream."""
+        settings = self.config.connector(name)
+        connector = build_connector(self.config, name)
+        mapping = load_connector_mapping(self.config, name, connector)
+        summaries = []
+        for stream in connector.streams():
+            summaries.append(
+                self._sync_stream(name, settings.type, settings.org, connector, stream, mapping,
+                                  progress)
+            )
+        return summaries
+
+    # -- internals ----------------------------------------------------------------
+    def _sync_stream(self, name: str, connector_type: str, org: str, connector: Connector,
+                     stream: Stream, mapping: CompiledMapping,
+                     progress: ProgressCallback | None) -> RunSummary:
+        run_id = self.registry.start_run(
+            connector=name, connector_type=connector_type, org=org, mapping=mapping.name,
+            mapping_version=mapping.version,
+        )
+        state = self.registry.get_state(name, stream.name)
+        batch: list[RawRecord] = []
+        errors: list[SourceError] = []
+        latest_state: dict[str, Any] | None = None
+        totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
+        batch_size = self.config.hub.batch_size
+
+        def flush() -> None:
+            counts = self._process_batch(name, org, stream, mapping, run_id, batch, errors,
+                                         latest_state)
+            totals.read += counts.read
+            totals.loaded += counts.loaded
+            totals.unchanged += counts.unchanged
+            totals.quarantined += counts.quarantined
+            batch.clear()
+            errors.clear()
+            if progress:
+                progress(totals)
+
+        try:
+            for item in connector.read(stream.name, state):
+                if isinstance(item, RawRecord):
+                    batch.append(item)
+                    if len(batch) >= batch_size:
+                        flush()
+                elif isinstance(item, StateCheckpoint):
+                    latest_state = dict(item.state)
+                elif isinstance(item, SourceError):
+                    errors.append(item)
+                else:  # a connector bug, not bad data
+                    raise TypeError(f"connector yielded {type(item).__name__}")
+            flush()
+        except RaccordoError as e:
+            summary = self.registry.finish_run(run_id, status="failed", error=str(e))
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
+            ) from None
+        except Exception as e:
+            self.registry.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        return self.registry.finish_run(run_id, status="succeeded")
+
+    def _process_batch(self, name: str, org: str, stream: Stream, mapping: CompiledMapping,
+                       run_id: int, batch: list[RawRecord], errors: list[SourceError],
+                       state: dict[str, Any] | None) -> BatchCounts:
+        counts = BatchCounts(read=len(batch), source_errors=len(errors))
+        quarantine: list[QuarantineEntry] = [
+            QuarantineEntry(kind="source", location=e.location, rule=e.rule, reason=e.reason,
+                            payload={})
+            for e in errors
+        ]
+        prepared = [self._pseudonymise(name, org, stream, r) for r in batch]
+        # Last occurrence of a key in a batch wins (a later line updates an earlier one).
+        existing = self.registry.existing_record_hashes(
+            name, stream.name, [p.source_key_hash for p in prepared]
+        )
+        changes: dict[str, SourceRecordChange] = {}
+        for p in prepared:
+            if p.problems:
+                quarantine.append(_quarantine_entry(p, p.problems[0]))
+                counts.quarantined += 1
+                continue
+            record_hash = _record_hash(mapping.version, p.op, p.data)
+            if p.op == "upsert" and existing.get(p.source_key_hash) == record_hash \
+                    and p.source_key_hash not in changes:
+                counts.unchanged += 1
+                continue
+            if p.op == "delete":
+                changes[p.source_key_hash] = SourceRecordChange(p.source_key_hash, record_hash,
+                                                                "delete")
+                counts.loaded += 1
+                counts.deleted += 1
+                continue
+            result = mapping.apply(p.data)
+            for table, code in result.unmapped:
+                slot = counts.unmapped.setdefault(table, {})
+                slot[code] = slot.get(code, 0) + 1
+            if result.problems:
+                pr = result.problems[0]
+                quarantine.append(_quarantine_entry(p, (pr.field, pr.rule, pr.message)))
+                counts.quarantined += 1
+                continue
+            entities, problem = self._validate(org, name, stream.name, p, result.outputs)
+            if problem:
+                quarantine.append(_quarantine_entry(p, problem))
+                counts.quarantined += 1
+                continue
+            changes[p.source_key_hash] = SourceRecordChange(
+                p.source_key_hash, record_hash, "upsert", tuple(entities)
+            )
+            counts.loaded += 1
+        retention = dt.timedelta(days=self.config.hub.quarantine_retention_days)
+        self.registry.commit_batch(
+            run_id=run_id, connector=name, stream=stream.name, org=org,
+            changes=list(changes.values()), quarantine=quarantine, counts=counts, state=state,
+            retention=retention,
+        )
+        return counts
+
+    def _pseudonymise(self, name: str, org: str, stream: Stream, record: RawRecord) -> _Prepared:
+        """Replace identifiers by pseudonyms, drop personal fields and undeclared fields."""
+        raw = record.data
+        if record.key is not None:
+            key = record.key
+        else:
+            key = "|".join(str(raw.get(k, "")) for k in stream.source_key)
+        skh = self.pseudonymiser.key_hash(name, stream.name, key)
+        data: dict[str, Any] = {}
+        problems: list[tuple[str, str, str]] = []
+        for spec in stream.fields:
+            if spec.name not in raw or spec.role is FieldRole.PERSONAL:
+                continue
+            value = raw[spec.name]
+            if spec.role is FieldRole.DATA:
+                data[spec.name] = value
+                continue
+            expected = spec.identifier_type
+            if spec.type_field:
+                try:
+                    expected = IdentifierType(str(raw.get(spec.type_field, "")).upper())
+                except ValueError:
+                    problems.append((spec.name, "unknown_type",
+                                     f"{spec.type_field}: not a known identifier type"))
+                    data[spec.name] = INVALID_MARKER
+                    continue
+            text = None if value is None else str(value)
+            if spec.optional and not (text or "").strip():
+                data[spec.name] = None
+                continue
+            try:
+                ident = parse_identifier(
+                    text, expected,
+                    namespace=org if expected is IdentifierType.LOCAL else None,
+                )
+            except InvalidIdentifier as e:
+                problems.append((spec.name, e.rule, e.message))
+                data[spec.name] = INVALID_MARKER
+                continue
+            if ident.type is IdentifierType.NONE:
+                data[spec.name] = None
+                continue
+            data[spec.name] = self.pseudonymiser.pseudonym(ident)
+            if spec.derive_birth_year_and_sex and ident.type is IdentifierType.CF:
+                year, sex = cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
+                data[f"{spec.name}__birth_year"] = year
+                data[f"{spec.name}__sex"] = sex
+        return _Prepared(skh, record.location, record.op, data, tuple(problems))
+
+    def _validate(self, org: str, name: str, stream: str, p: _Prepared,
+                  outputs: Any) -> tuple[list[EntityRow], tuple[str, str, str] | None]:
+        entities: list[EntityRow] = []
+        seen: dict[str, int] = {}
+        for out in outputs:
+            model = model_for(out.model)
+            try:
+                obj = model.model_validate({**out.data, "org": org})
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(x) for x in err["loc"])
+                # pydantic's message may quote the input: keep only the message text
+                # (type + constraint), never the value.
+                return [], (f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
+            values = obj.model_dump(exclude={"org"})
+            row = {k: _column_value(v) for k, v in values.items()}
+            if out.key is not None:
+                key_hash = self.pseudonymiser.key_hash(out.model, *[str(k) for k in out.key])
+            else:
+                n = seen.get(out.model, 0)
+                seen[out.model] = n + 1
+                key_hash = self.pseudonymiser.key_hash(out.model, p.source_key_hash, str(n))
+            content = hashlib.sha256(
+                json.dumps(row, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            entities.append(EntityRow(out.model, key_hash, content, row))
+        return entities, None
+
+
+def _safe_msg(err: Mapping[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid value"))
+    return msg[:300]
+
+
+def _column_value(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, tuple):
+        return "|".join(str(x.value if isinstance(x, Enum) else x) for x in v)
+    return v
+
+
+def _record_hash(mapping_version: str, op: str, data: Mapping[str, Any]) -> str:
+    payload = json.dumps([mapping_version, op, data], sort_keys=True, default=_json_default)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, dt.date | Decimal):
+        return str(v)
+    return repr(v)
+
+
+def _quarantine_entry(p: _Prepared, problem: tuple[str, str, str]) -> QuarantineEntry:
+    field, rule, message = problem
+    return QuarantineEntry(
+        kind="record", location=p.location, rule=rule, reason=message,
+        payload=p.data, source_key_hash=p.source_key_hash, field=field,
+    )
+
+
+def iter_connectors(config: Config, names: list[str] | None) -> Iterator[str]:
+    """The connectors to sync: those named, or every enabled one."""
+    if names:
+        for n in names:
+            config.connector(n)  # raises a ConfigError naming the known ones
+        yield from names
+        return
+    for n, c in config.settings.connectors.items():
+        if c.enabled:
+            yield n

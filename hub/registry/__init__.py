@@ -1,0 +1,407 @@
+"""The district registry: SQLAlchemy 2 on SQLite (default) or PostgreSQL.
+
+Only the pipeline writes records, and it does so through
+:meth:`Registry.commit_batch`, which applies a batch of records, its
+quarantine entries, the run counters and the connector's new state in ONE
+transaction: a crash can lose no data and a re-run duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.errors import ConfigError
+from hub.registry import tables as t
+from hub.registry.migrate import upgrade
+
+__all__ = [
+    "BatchCounts",
+    "EntityRow",
+    "QuarantineEntry",
+    "Registry",
+    "RunSummary",
+    "SourceRecordChange",
+    "tables",
+]
+
+tables = t
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    """A validated common-schema record ready for its table."""
+
+    kind: str
+    key_hash: str
+    content_hash: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SourceRecordChange:
+    """A source record that is new, changed or cancelled, with what it now produces."""
+
+    source_key_hash: str
+    record_hash: str
+    op: Literal["upsert", "delete"]
+    entities: tuple[EntityRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    kind: Literal["record", "source"]
+    location: str
+    rule: str
+    reason: str
+    payload: Mapping[str, Any]
+    source_key_hash: str | None = None
+    field: str | None = None
+
+
+@dataclass
+class BatchCounts:
+    read: int = 0
+    loaded: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    deleted: int = 0
+    source_errors: int = 0
+    unmapped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    connector: str
+    connector_type: str
+    org: str
+    mapping: str
+    mapping_version: str
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    read: int
+    loaded: int
+    unchanged: int
+    quarantined: int
+    deleted: int
+    source_errors: int
+    batches: int
+    unmapped_codes: dict[str, dict[str, int]]
+    error: str | None
+
+    @property
+    def balanced(self) -> bool:
+        """The accounting invariant: every record read is accounted for."""
+        return self.read == self.loaded + self.unchanged + self.quarantined
+
+
+# Subjects are keyed by the person, not by the source record that mentioned
+# them, so many source records share a subject row: stale clean-up and
+# cancellations never delete subjects.
+_OWNED_TABLES = tuple(k for k in t.RECORD_TABLES if k != "subject")
+
+
+class Registry:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- opening ------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Registry:
+        try:
+            engine = sa.create_engine(url, future=True)
+        except (sa.exc.ArgumentError, ImportError) as e:
+            raise ConfigError(
+                f"cannot use registry_url: {e}",
+                where="registry_url",
+                hint="use sqlite:///path/registry.sqlite or postgresql+psycopg://user@host/db",
+            ) from None
+        if engine.dialect.name == "sqlite":
+            _sqlite_pragmas(engine)
+        elif engine.dialect.name != "postgresql":
+            raise ConfigError(
+                f"unsupported database {engine.dialect.name!r}",
+                where="registry_url",
+                hint="the registry runs on SQLite or PostgreSQL",
+            )
+        reg = cls(engine)
+        if migrate:
+            try:
+                upgrade(engine)
+            except sa.exc.OperationalError as e:
+                raise ConfigError(
+                    f"cannot open the registry database: {e.orig}",
+                    where="registry_url",
+                    hint="check that the database exists, is reachable and writable",
+                ) from None
+        return reg
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- organisations ------------------------------------------------------------
+    def upsert_district(self, code: str, name: str, domain: str) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.districts, [{"code": code, "name": name or code,
+                                               "pseudonym_domain": domain}], ["code"])
+
+    def upsert_organisations(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        rows = [dict(r) for r in rows]
+        if rows:
+            with self.engine.begin() as conn:
+                self._upsert(conn, t.organisations, rows, ["code"])
+
+    # -- runs ---------------------------------------------------------------------
+    def start_run(self, *, connector: str, connector_type: str, org: str, mapping: str,
+                  mapping_version: str) -> int:
+        with self.engine.begin() as conn:
+            # A run still "running" here was killed: the next run resumes from
+            # its last committed state, so mark it for the record.
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.connector == connector, t.runs.c.status == "running")
+                .values(status="interrupted", error="the process stopped before the run ended")
+            )
+            res = conn.execute(
+                t.runs.insert().values(
+                    connector=connector, connector_type=connector_type, org=org,
+                    mapping=mapping, mapping_version=mapping_version, started_at=utcnow(),
+                    status="running", read=0, loaded=0, unchanged=0, quarantined=0, deleted=0,
+                    source_errors=0, batches=0, unmapped_codes="{}",
+                )
+            )
+            pk = res.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def finish_run(self, run_id: int, *, status: str, error: str | None = None) -> RunSummary:
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.runs.update().where(t.runs.c.id == run_id)
+                .values(status=status, error=error, finished_at=utcnow())
+            )
+        return self.run(run_id)
+
+    def run(self, run_id: int) -> RunSummary:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).mappings().one()
+        return _run_summary(row)
+
+    def runs(self, *, connector: str | None = None, limit: int = 20) -> list[RunSummary]:
+        q = sa.select(t.runs).order_by(t.runs.c.id.desc()).limit(limit)
+        if connector:
+            q = q.where(t.runs.c.connector == connector)
+        with self.engine.connect() as conn:
+            return [_run_summary(r) for r in conn.execute(q).mappings()]
+
+    # -- state --------------------------------------------------------------------
+    def get_state(self, connector: str, stream: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            raw = conn.execute(
+                sa.select(t.connector_state.c.state).where(
+                    t.connector_state.c.connector == connector, t.connector_state.c.stream == stream
+                )
+            ).scalar_one_or_none()
+        return dict(json.loads(raw)) if raw else {}
+
+    def reset_state(self, connector: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.connector_state.delete().where(t.connector_state.c.connector == connector))
+
+    # -- loading ------------------------------------------------------------------
+    def existing_record_hashes(self, connector: str, stream: str,
+                               keys: Sequence[str]) -> dict[str, str]:
+        """``source_key_hash → record_hash`` for the keys already loaded."""
+        out: dict[str, str] = {}
+        sr = t.source_records
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(keys)), 900):
+                q = sa.select(sr.c.source_key_hash, sr.c.record_hash).where(
+                    sr.c.connector == connector, sr.c.stream == stream,
+                    sr.c.source_key_hash.in_(chunk),
+                )
+                out.update({k: h for k, h in conn.execute(q)})
+        return out
+
+    def commit_batch(
+        self,
+        *,
+        run_id: int,
+        connector: str,
+        stream: str,
+        org: str,
+        changes: Sequence[SourceRecordChange],
+        quarantine: Sequence[QuarantineEntry],
+        counts: BatchCounts,
+        state: Mapping[str, Any] | None,
+        retention: dt.timedelta,
+    ) -> None:
+        """Apply one batch atomically: records, cancellations, quarantine, counters, state."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._apply_changes(conn, connector, stream, org, run_id, changes, now)
+            if quarantine:
+                conn.execute(t.quarantine.insert(), [
+                    {
+                        "run_id": run_id, "connector": connector, "stream": stream, "org": org,
+                        "kind": q.kind, "location": q.location[:300],
+                        "source_key_hash": q.source_key_hash, "field": q.field, "rule": q.rule,
+                        "reason": q.reason,
+                        "payload": json.dumps(q.payload, sort_keys=True, default=str),
+                        "created_at": now, "expires_at": now + retention,
+                    }
+                    for q in quarantine
+                ])
+            run = conn.execute(
+                sa.select(t.runs.c.unmapped_codes).where(t.runs.c.id == run_id)
+            ).scalar_one()
+            unmapped: dict[str, dict[str, int]] = json.loads(run or "{}")
+            for table, codes in counts.unmapped.items():
+                slot = unmapped.setdefault(table, {})
+                for code, n in codes.items():
+                    slot[code] = slot.get(code, 0) + n
+            r = t.runs.c
+            conn.execute(
+                t.runs.update().where(r.id == run_id).values(
+                    read=r.read + counts.read, loaded=r.loaded + counts.loaded,
+                    unchanged=r.unchanged + counts.unchanged,
+                    quarantined=r.quarantined + counts.quarantined,
+                    deleted=r.deleted + counts.deleted,
+                    source_errors=r.source_errors + counts.source_errors,
+                    batches=r.batches + 1,
+                    unmapped_codes=json.dumps(unmapped, sort_keys=True),
+                )
+            )
+            if state is not None:
+                self._upsert(conn, t.connector_state, [{
+                    "connector": connector, "stream": stream,
+                    "state": json.dumps(state, sort_keys=True), "run_id": run_id, "updated_at": now,
+                }], ["connector", "stream"])
+
+    def _apply_changes(self, conn: sa.Connection, connector: str, stream: str, org: str,
+                       run_id: int, changes: Sequence[SourceRecordChange],
+                       now: dt.datetime) -> None:
+        if not changes:
+            return
+        # What each source record produced before, in the tables it owns.
+        touched = [c.source_key_hash for c in changes]
+        produced_now: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        rows_by_kind: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for c in changes:
+            for e in c.entities:
+                produced_now[c.source_key_hash].add((e.kind, e.key_hash))
+                rows_by_kind[e.kind][e.key_hash] = {
+                    **e.values, "org": org, "key_hash": e.key_hash,
+                    "source_key_hash": c.source_key_hash, "content_hash": e.content_hash,
+                    "updated_at": now,
+                }
+        for kind in _OWNED_TABLES:
+            table = t.RECORD_TABLES[kind]
+            stale: list[int] = []
+            for chunk in _chunks(touched, 900):
+                q = sa.select(table.c.id, table.c.key_hash, table.c.source_key_hash).where(
+                    table.c.org == org, table.c.source_key_hash.in_(chunk)
+                )
+                for rid, key_hash, skh in conn.execute(q):
+                    if (kind, key_hash) not in produced_now.get(skh, set()):
+                        stale.append(rid)
+            for chunk_ids in _chunks(stale, 900):
+                conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
+        for kind, rows in rows_by_kind.items():
+            table = t.RECORD_TABLES[kind]
+            existing: dict[str, str] = {}
+            keys = list(rows)
+            for chunk in _chunks(keys, 900):
+                q = sa.select(table.c.key_hash, table.c.content_hash).where(
+                    table.c.org == org, table.c.key_hash.in_(chunk)
+                )
+                existing.update({k: h for k, h in conn.execute(q)})
+            to_write = [r for k, r in rows.items() if existing.get(k) != r["content_hash"]]
+            if to_write:
+                self._upsert(conn, table, to_write, ["org", "key_hash"])
+        sr = t.source_records
+        deletes = [c.source_key_hash for c in changes if c.op == "delete"]
+        for chunk in _chunks(deletes, 900):
+            conn.execute(sr.delete().where(sr.c.connector == connector, sr.c.stream == stream,
+                                           sr.c.source_key_hash.in_(chunk)))
+        upserts = [
+            {"connector": connector, "stream": stream, "org": org,
+             "source_key_hash": c.source_key_hash, "record_hash": c.record_hash,
+             "run_id": run_id, "updated_at": now}
+            for c in changes if c.op == "upsert"
+        ]
+        if upserts:
+            self._upsert(conn, sr, upserts, ["connector", "stream", "source_key_hash"])
+
+    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
+                conflict: list[str]) -> None:
+        ins: Any
+        if self.dialect == "postgresql":
+            ins = postgresql.insert(table)
+        else:
+            ins = sqlite.insert(table)
+        cols = [c for c in rows[0] if c not in conflict and c != "id"]
+        stmt = ins.on_conflict_do_update(
+            index_elements=conflict, set_={c: ins.excluded[c] for c in cols}
+        ) if cols else ins.on_conflict_do_nothing(index_elements=conflict)
+        conn.execute(stmt, rows)
+
+    # -- quarantine ---------------------------------------------------------------
+    def quarantine_entries(self, *, connector: str | None = None, run_id: int | None = None,
+                           limit: int = 50) -> list[dict[str, Any]]:
+        q = t.quarantine
+        stmt = sa.select(q).order_by(q.c.id.desc()).limit(limit)
+        if connector:
+            stmt = stmt.where(q.c.connector == connector)
+        if run_id:
+            stmt = stmt.where(q.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def purge_expired_quarantine(self) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(t.quarantine.delete().where(t.quarantine.c.expires_at < utcnow()))
+            return int(res.rowcount or 0)
+
+    def count(self, kind: str, *, org: str | None = None) -> int:
+        table = t.RECORD_TABLES[kind]
+        q = sa.select(sa.func.count()).select_from(table)
+        if org:
+            q = q.where(table.c.org == org)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+
+def _run_summary(row: Mapping[str, Any]) -> RunSummary:
+    data = dict(row)
+    data["unmapped_codes"] = json.loads(data.get("unmapped_codes") or "{}")
+    return RunSummary(**data)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _sqlite_pragmas(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()

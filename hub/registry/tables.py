@@ -1,0 +1,217 @@
+"""Registry tables (SQLAlchemy Core). Alembic migrations in ``migrations/``
+must produce exactly this metadata (a test compares them).
+
+Record tables share a block of columns: the organisation that supplied the
+row, a keyed hash identifying it (``key_hash``), the keyed hash of the source
+record that produced it, a content hash (to tell "unchanged" from "updated")
+and provenance. No table has a column for a clear identifier.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+PSEUDONYM = sa.String(80)
+HASH = sa.String(100)
+CODE = sa.String(40)
+
+
+def _record_columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("org", CODE, nullable=False),
+        sa.Column("key_hash", HASH, nullable=False),
+        sa.Column("source_key_hash", HASH, nullable=False),
+        sa.Column("content_hash", sa.String(64), nullable=False),
+        sa.Column("connector", CODE, nullable=False),
+        sa.Column("run_id", sa.Integer, nullable=False),
+        sa.Column("mapping", sa.String(80), nullable=False),
+        sa.Column("mapping_version", sa.String(40), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    ]
+
+
+def _record_table(name: str, *columns: sa.Column[object], extra_indexes: tuple[str, ...] = ()) -> sa.Table:
+    t = sa.Table(
+        name,
+        metadata,
+        *_record_columns(),
+        *columns,
+        sa.UniqueConstraint("org", "key_hash"),
+        sa.Index(None, "org", "source_key_hash"),
+    )
+    for col in extra_indexes:
+        sa.Index(None, t.c[col])
+    return t
+
+
+subjects = _record_table(
+    "subjects",
+    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("household", PSEUDONYM),
+    sa.Column("birth_year", sa.SmallInteger),
+    sa.Column("sex", sa.String(1)),
+    sa.Column("residence_comune_istat", sa.String(6)),
+    sa.Column("citizenship", sa.String(3)),
+    extra_indexes=("subject",),
+)
+
+assessments = _record_table(
+    "assessments",
+    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("assessed_on", sa.Date, nullable=False),
+    sa.Column("valid_until", sa.Date),
+    sa.Column("disability", sa.Boolean),
+    sa.Column("non_self_sufficient", sa.Boolean),
+    extra_indexes=("subject",),
+)
+
+case_episodes = _record_table(
+    "case_episodes",
+    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("area", sa.String(10), nullable=False),
+    sa.Column("opened_on", sa.Date, nullable=False),
+    sa.Column("closed_on", sa.Date),
+    extra_indexes=("subject",),
+)
+
+interventions = _record_table(
+    "interventions",
+    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("service_code", sa.String(20), nullable=False),
+    sa.Column("area", sa.String(10), nullable=False),
+    sa.Column("started_on", sa.Date, nullable=False),
+    sa.Column("ended_on", sa.Date),
+    sa.Column("amount", sa.Numeric(14, 2)),
+    sa.Column("amount_co_paid", sa.Numeric(14, 2)),
+    sa.Column("comune_istat", sa.String(6)),
+    extra_indexes=("subject",),
+)
+
+need_signals = _record_table(
+    "need_signals",
+    sa.Column("subject", PSEUDONYM),
+    # Closed-list codes joined by "|" (portable across SQLite and PostgreSQL).
+    sa.Column("needs", sa.String(200), nullable=False),
+    sa.Column("services_given", sa.String(300), nullable=False),
+    sa.Column("comune_istat", sa.String(6), nullable=False),
+    sa.Column("on", sa.Date, nullable=False),
+    sa.Column("referred_by_social_services", sa.Boolean, nullable=False),
+    sa.Column("birth_year", sa.SmallInteger),
+    sa.Column("sex", sa.String(1)),
+    extra_indexes=("subject",),
+)
+
+#: Record tables by model kind (see :data:`hub.schema.MODELS`).
+RECORD_TABLES: dict[str, sa.Table] = {
+    "subject": subjects,
+    "assessment": assessments,
+    "case_episode": case_episodes,
+    "intervention": interventions,
+    "need_signal": need_signals,
+}
+
+organisations = sa.Table(
+    "organisations",
+    metadata,
+    sa.Column("code", CODE, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("district", CODE),
+    sa.Column("tax_code", sa.String(11)),
+)
+
+districts = sa.Table(
+    "districts",
+    metadata,
+    sa.Column("code", CODE, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("pseudonym_domain", CODE, nullable=False),
+)
+
+#: One row per source record ever loaded: lets a re-run tell "unchanged"
+#: without mapping again, and lets a changed or cancelled record replace
+#: what it produced before.
+source_records = sa.Table(
+    "source_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connector", CODE, nullable=False),
+    sa.Column("stream", sa.String(60), nullable=False),
+    sa.Column("org", CODE, nullable=False),
+    sa.Column("source_key_hash", HASH, nullable=False),
+    sa.Column("record_hash", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("connector", "stream", "source_key_hash"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connector", CODE, nullable=False),
+    sa.Column("connector_type", CODE, nullable=False),
+    sa.Column("org", CODE, nullable=False),
+    sa.Column("mapping", sa.String(80), nullable=False),
+    sa.Column("mapping_version", sa.String(40), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # running | succeeded | failed | interrupted
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("read", sa.Integer, nullable=False, default=0),
+    sa.Column("loaded", sa.Integer, nullable=False, default=0),
+    sa.Column("unchanged", sa.Integer, nullable=False, default=0),
+    sa.Column("quarantined", sa.Integer, nullable=False, default=0),
+    sa.Column("deleted", sa.Integer, nullable=False, default=0),
+    sa.Column("source_errors", sa.Integer, nullable=False, default=0),
+    sa.Column("batches", sa.Integer, nullable=False, default=0),
+    # JSON object {"table": {"code": count}}: source codes the mapping could not map.
+    sa.Column("unmapped_codes", sa.Text, nullable=False, default="{}"),
+    sa.Column("error", sa.Text),
+    sa.Index(None, "connector", "started_at"),
+)
+
+connector_state = sa.Table(
+    "connector_state",
+    metadata,
+    sa.Column("connector", CODE, primary_key=True),
+    sa.Column("stream", sa.String(60), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("connector", CODE, nullable=False),
+    sa.Column("stream", sa.String(60), nullable=False),
+    sa.Column("org", CODE, nullable=False),
+    # record (a bad record) | source (a unit that could not be read at all)
+    sa.Column("kind", sa.String(10), nullable=False),
+    sa.Column("location", sa.String(300), nullable=False),
+    sa.Column("source_key_hash", HASH),
+    sa.Column("field", sa.String(120)),
+    sa.Column("rule", sa.String(60), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    # JSON of the record after pseudonymisation: identifiers replaced by their
+    # pseudonym or by a marker, personal fields removed. Never the raw record.
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "connector", "created_at"),
+)

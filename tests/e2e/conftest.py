@@ -1,0 +1,83 @@
+"""Workspaces for end-to-end tests: a real config, keyring and registry."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hub.registry import tables as t
+from hub.workspace import init_workspace
+
+SYNTHETIC = """
+[organisations.SYN]
+name = "Consorzio sintetico"
+kind = "ente_gestore"
+
+[connectors.syn]
+type = "synthetic"
+org = "SYN"
+mapping = "synthetic.toml"
+[connectors.syn.config]
+count = {count}
+bad_ratio = 0.03
+seed = 11
+checkpoint_every = 250
+"""
+
+WorkspaceFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_workspace(
+    tmp_path: Path, registry_url: str, request: pytest.FixtureRequest
+) -> WorkspaceFactory:
+    """Build a workspace whose registry is ``registry_url`` (SQLite or PostgreSQL).
+
+    ``keys_from`` copies the keyring of another workspace, so that two
+    workspaces produce the same pseudonyms and can be compared.
+    """
+    counter = iter(range(1000))
+
+    def make(count: int = 10_000, *, keys_from: Path | None = None, own_db: bool = False,
+             batch_size: int = 1000) -> Path:
+        n = next(counter)
+        ws = tmp_path / f"ws{n}"
+        url = registry_url
+        if own_db:  # a second registry on the same kind of database
+            if registry_url.startswith("sqlite"):
+                url = f"sqlite:///{tmp_path / f'registry{n}.sqlite'}"
+            else:
+                server = request.getfixturevalue("postgres_server")
+                url = server.url(server.create_database(f"own{n}_{uuid.uuid4().hex[:8]}"))
+        ws.mkdir()
+        if keys_from is not None:
+            shutil.copytree(keys_from / "keys", ws / "keys")
+        cfg = init_workspace(ws, district="TEST", district_name="Distretto di prova",
+                             extra=SYNTHETIC.format(count=count))
+        text = cfg.read_text()
+        text = text.replace('registry_url = "sqlite:///registry.sqlite"',
+                            f'registry_url = "{url}"')
+        text = text.replace("batch_size = 1000", f"batch_size = {batch_size}")
+        cfg.write_text(text)
+        return ws
+
+    return make
+
+
+def registry_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every record table's rows, without surrogate ids, run ids and timestamps."""
+    skip = {"id", "run_id", "updated_at"}
+    engine = sa.create_engine(url)
+    out: dict[str, list[tuple[object, ...]]] = {}
+    with engine.connect() as conn:
+        for name, table in [*t.RECORD_TABLES.items(), ("source_records", t.source_records)]:
+            cols = [c for c in table.c if c.name not in skip]
+            rows = conn.execute(sa.select(*cols)).all()
+            out[name] = sorted((tuple(r) for r in rows), key=repr)
+    engine.dispose()
+    return out

@@ -1,0 +1,124 @@
+"""The acceptance of the hub core, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from connectors.synthetic import SyntheticConfig, SyntheticConnector, expected_bad
+from hub.config import load_config
+from hub.connector import RawRecord
+from hub.pipeline import Pipeline, open_keyring
+from hub.registry import Registry
+from tests.e2e.conftest import WorkspaceFactory, registry_dump
+from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+
+RACCORDO = [sys.executable, "-m", "hub"]
+
+
+def _pipeline(ws: Path) -> tuple[Pipeline, Registry]:
+    cfg = load_config(ws / "raccordo.toml")
+    reg = Registry.open(cfg.registry_url)
+    return Pipeline(cfg, reg, open_keyring(cfg)), reg
+
+
+def _clear_identifiers(count: int) -> tuple[set[str], set[str]]:
+    """The CFs and names the synthetic source holds, to prove none reached the hub."""
+    conn = SyntheticConnector(SyntheticConfig(count=count, bad_ratio=0.03, seed=11))
+    cfs, names = set(), set()
+    for item in conn.read("cases", {}):
+        if isinstance(item, RawRecord):
+            cfs.add(str(item.data["cf"]))
+            names.update({str(item.data["cognome"]), str(item.data["nome"])})
+    return cfs, names
+
+
+def test_10000_records_with_3_percent_bad_are_accounted_exactly(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    ws = make_workspace(10_000)
+    pipeline, reg = _pipeline(ws)
+    bad = expected_bad(10_000, 0.03, 11)
+    assert 200 < bad < 400  # the generator really makes ~3% bad records
+
+    (run,) = pipeline.sync("syn")
+    assert run.status == "succeeded"
+    assert (run.read, run.loaded, run.unchanged, run.quarantined) == (10_000, 10_000 - bad, 0, bad)
+    assert run.balanced
+    quarantined = reg.quarantine_entries(run_id=run.id, limit=100_000)
+    assert len(quarantined) == bad
+    assert {q["rule"] for q in quarantined} >= {"cf_check_char", "unmapped_code"}
+    assert all(q["location"].startswith("synthetic record ") for q in quarantined)
+    counts = {k: reg.count(k) for k in ("subject", "case_episode", "intervention")}
+    assert counts["case_episode"] == counts["intervention"] == 10_000 - bad
+    assert 0 < counts["subject"] < 10_000 - bad  # people recur across records
+
+    # Syncing again adds nothing: the cursor says everything was read.
+    before = registry_dump(reg.engine.url.render_as_string(hide_password=False))
+    (again,) = pipeline.sync("syn")
+    assert (again.read, again.loaded, again.quarantined) == (0, 0, 0)
+    # Forgetting the cursor re-reads everything: all unchanged, bad ones refused again.
+    reg.reset_state("syn")
+    (reread,) = pipeline.sync("syn")
+    assert (reread.read, reread.loaded, reread.unchanged, reread.quarantined) == (
+        10_000, 0, 10_000 - bad, bad)
+    assert registry_dump(reg.engine.url.render_as_string(hide_password=False)) == before
+    reg.close()
+
+
+def test_killed_mid_sync_then_rerun_equals_uninterrupted_run(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    reference = make_workspace(5_000, batch_size=300)
+    pipeline, reg = _pipeline(reference)
+    pipeline.sync("syn")
+    expected = registry_dump(reg.engine.url.render_as_string(hide_password=False))
+    reg.close()
+
+    # Same keys (so same pseudonyms), its own registry.
+    ws = make_workspace(5_000, keys_from=reference, batch_size=300, own_db=True)
+    env = {**os.environ, "RACCORDO_SYNTHETIC_CRASH_AT": "3217"}
+    killed = subprocess.run([*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    cfg = load_config(ws / "raccordo.toml")
+    reg2 = Registry.open(cfg.registry_url)
+    partial = registry_dump(cfg.registry_url)
+    assert 0 < len(partial["case_episodes"]) < len(expected["case_episodes"])
+    (interrupted,) = reg2.runs(limit=1)
+    assert interrupted.status == "running"
+    reg2.close()
+
+    done = subprocess.run([*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert registry_dump(cfg.registry_url) == expected
+    reg3 = Registry.open(cfg.registry_url)
+    last, first = reg3.runs(limit=2)
+    assert first.status == "interrupted" and last.status == "succeeded"
+    assert last.balanced and first.balanced  # counters moved with the committed batches
+    assert first.read + last.read >= 5_000  # the tail after the last checkpoint is read again
+    reg3.close()
+
+
+def test_no_clear_identifier_anywhere_after_a_run(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(2_000)
+    result = subprocess.run([*RACCORDO, "sync", "--config", str(ws / "raccordo.toml")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run([*RACCORDO, "quarantine", "list", "--json", "--limit", "1000",
+                              "--config", str(ws / "raccordo.toml")],
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0
+    cfs, names = _clear_identifiers(2_000)
+    url = load_config(ws / "raccordo.toml").registry_url
+    leaks = scan_paths([ws], names=names, values=cfs)
+    leaks += scan_database(url, names=names, values=cfs)
+    out = tmp_output = ws / "cli-output.txt"
+    tmp_output.write_text(result.stdout + result.stderr + listing.stdout + listing.stderr)
+    leaks += scan_paths([out], names=names, values=cfs)
+    assert_no_leaks(leaks)
+    assert "cf_check_char" in listing.stdout  # the quarantine explains itself
