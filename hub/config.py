@@ -58,7 +58,8 @@ class ConnectorSettings(BaseModel):
 
     type: str
     org: Code
-    mapping: str | None = None
+    #: One mapping file for every stream, or a table {stream = "file.toml"}.
+    mapping: str | dict[str, str] | None = None
     enabled: bool = True
     schedule: str | None = "@daily"
     queue: str | None = None

@@ -17,11 +17,32 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 from hub.pseudonyms import IdentifierType
 
 JSONState = dict[str, Any]
+
+
+def _resolve_in_workspace(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+def _resolve_glob_in_workspace(value: str, info: ValidationInfo) -> str:
+    return str(_resolve_in_workspace(Path(value), info))
+
+
+#: A path in a connector's config: relative paths are relative to ``raccordo.toml``.
+WorkspacePath = Annotated[Path, AfterValidator(_resolve_in_workspace)]
+#: A glob pattern in a connector's config, resolved like :data:`WorkspacePath`.
+WorkspaceGlob = Annotated[str, AfterValidator(_resolve_glob_in_workspace)]
 
 
 class ConnectorConfig(BaseModel):
@@ -63,6 +84,10 @@ class FieldSpec:
     derive_birth_year_and_sex: bool = False
     #: A missing/empty identifier is allowed (anonymous contacts).
     optional: bool = False
+    #: For LOCAL identifiers: the field holding the issuing ente's code, whose
+    #: namespace the id lives in (default: the connector's organisation). By
+    #: law some local ids (SINBA ``IDBeneficiario``) must not be linkable across enti.
+    namespace_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,9 @@ class RawRecord:
     op: Literal["upsert", "delete"] = "upsert"
     #: Optional explicit source key; by default built from ``Stream.source_key``.
     key: str | None = None
+    #: The unit of delivery the record came in (a file, a WaaS flow id), if the
+    #: source delivers whole units that can later be replaced (see UnitComplete).
+    unit: str | None = None
 
     def __repr__(self) -> str:  # never show data: it holds clear identifiers
         return f"RawRecord(stream={self.stream!r}, location={self.location!r}, op={self.op!r})"
@@ -123,6 +151,19 @@ class StateCheckpoint:
 
 
 @dataclass(frozen=True)
+class UnitComplete:
+    """Every record of ``unit`` has been yielded (a whole file, a whole flow).
+
+    When a unit is read again (a file changed after it was processed), the
+    pipeline removes what the unit's earlier version produced and the new
+    version no longer contains, in the same transaction as the state that
+    marks the unit processed.
+    """
+
+    unit: str
+
+
+@dataclass(frozen=True)
 class SourceError:
     """A problem the connector found in the source (unreadable file, bad XML)
     that concerns a whole unit rather than one record. Counted and quarantined
@@ -133,7 +174,7 @@ class SourceError:
     rule: str = "source"
 
 
-ReadItem = RawRecord | StateCheckpoint | SourceError
+ReadItem = RawRecord | StateCheckpoint | SourceError | UnitComplete
 
 
 @dataclass(frozen=True)
@@ -151,8 +192,9 @@ class Connector:
     #: One line for ``raccordo connectors list``.
     summary: ClassVar[str] = ""
     config_class: ClassVar[type[ConnectorConfig]] = ConnectorConfig
-    #: Mapping file used when the configuration names none (relative to ``mappings/``).
-    default_mapping: ClassVar[str | None] = None
+    #: Mapping file used when the configuration names none (relative to ``mappings/``):
+    #: one file for every stream, or a file per stream name.
+    default_mapping: ClassVar[str | dict[str, str] | None] = None
 
     def __init__(self, config: ConnectorConfig) -> None:
         if not isinstance(config, self.config_class):
@@ -163,9 +205,14 @@ class Connector:
         self.config = config
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> Connector:
-        """Build from the ``[connectors.NAME.config]`` table (validated)."""
-        return cls(cls.config_class.model_validate(dict(settings)))
+    def from_settings(cls, settings: Mapping[str, Any], *, base_dir: Path | None = None) -> Connector:
+        """Build from the ``[connectors.NAME.config]`` table (validated).
+
+        ``base_dir`` (the directory of ``raccordo.toml``) anchors relative
+        :data:`WorkspacePath` / :data:`WorkspaceGlob` settings.
+        """
+        context = {"base_dir": base_dir} if base_dir is not None else None
+        return cls(cls.config_class.model_validate(dict(settings), context=context))
 
     def check(self) -> CheckResult:
         raise NotImplementedError

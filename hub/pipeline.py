@@ -35,6 +35,7 @@ from hub.connector import (
     SourceError,
     StateCheckpoint,
     Stream,
+    UnitComplete,
 )
 from hub.errors import RaccordoError, RunFailed
 from hub.mappings import CompiledMapping, compile_mapping, load_mapping
@@ -86,6 +87,26 @@ class _Prepared:
     op: str
     data: dict[str, Any]
     problems: tuple[tuple[str, str, str], ...]  # (field, rule, message)
+    unit_hash: str | None = None
+
+
+#: Words sources use for identifier types, beyond the IdentifierType names.
+TYPE_ALIASES = {
+    "CFP": IdentifierType.CF_PROVV,
+    "CF PROVVISORIO": IdentifierType.CF_PROVV,
+    "CODICE FISCALE": IdentifierType.CF,
+    "": IdentifierType.NONE,
+    "NESSUNO": IdentifierType.NONE,
+    "ND": IdentifierType.NONE,
+}
+
+
+def identifier_type_named(word: str) -> IdentifierType:
+    """``IdentifierType`` from a source's word for it; ValueError if unknown."""
+    w = " ".join(word.strip().upper().replace("_", " ").split())
+    if w in TYPE_ALIASES:
+        return TYPE_ALIASES[w]
+    return IdentifierType(w.replace(" ", "_"))
 
 
 def open_keyring(config: Config) -> Keyring:
@@ -96,7 +117,7 @@ def build_connector(config: Config, name: str) -> Connector:
     settings = config.connector(name)
     cls = get_plugins().connector(settings.type)
     try:
-        return cls.from_settings(settings.config)
+        return cls.from_settings(settings.config, base_dir=config.base_dir)
     except ValidationError as e:
         problems = "; ".join(
             f"key {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
@@ -108,14 +129,18 @@ def build_connector(config: Config, name: str) -> Connector:
         ) from None
 
 
-def load_connector_mapping(config: Config, name: str, connector: Connector) -> CompiledMapping:
+def load_connector_mapping(config: Config, name: str, connector: Connector,
+                           stream: str) -> CompiledMapping:
+    """The mapping of one stream: from the config, else the connector's default."""
     settings = config.connector(name)
-    mapping_name = settings.mapping or connector.default_mapping
+    chosen = settings.mapping if settings.mapping is not None else connector.default_mapping
+    mapping_name = chosen.get(stream) if isinstance(chosen, dict) else chosen
     if not mapping_name:
         raise RaccordoError(
-            f"connector {name!r} has no mapping file",
+            f"connector {name!r} has no mapping file for stream {stream!r}",
             where=f"{config.path} [connectors.{name}]",
-            hint='add mapping = "file.toml" (see docs/mappings.md)',
+            hint='add mapping = "file.toml" or mapping = { stream = "file.toml" } '
+            "(see docs/mappings.md)",
         )
     return compile_mapping(load_mapping(config.mapping_path(mapping_name)))
 
@@ -144,9 +169,9 @@ class Pipeline:
         """Sync every stream of connector ``name``; one run per stream."""
         settings = self.config.connector(name)
         connector = build_connector(self.config, name)
-        mapping = load_connector_mapping(self.config, name, connector)
         summaries = []
         for stream in connector.streams():
+            mapping = load_connector_mapping(self.config, name, connector, stream.name)
             summaries.append(
                 self._sync_stream(name, settings.type, settings.org, connector, stream, mapping,
                                   progress)
@@ -164,19 +189,21 @@ class Pipeline:
         state = self.registry.get_state(name, stream.name)
         batch: list[RawRecord] = []
         errors: list[SourceError] = []
+        units: list[str] = []
         latest_state: dict[str, Any] | None = None
         totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
         batch_size = self.config.hub.batch_size
 
         def flush() -> None:
             counts = self._process_batch(name, org, stream, mapping, run_id, batch, errors,
-                                         latest_state)
+                                         units, latest_state)
             totals.read += counts.read
             totals.loaded += counts.loaded
             totals.unchanged += counts.unchanged
             totals.quarantined += counts.quarantined
             batch.clear()
             errors.clear()
+            units.clear()
             if progress:
                 progress(totals)
 
@@ -190,6 +217,12 @@ class Pipeline:
                     latest_state = dict(item.state)
                 elif isinstance(item, SourceError):
                     errors.append(item)
+                elif isinstance(item, UnitComplete):
+                    # Committed with the batch holding the unit's last records (or a
+                    # later one): removal of what the unit no longer holds happens
+                    # only once all of it has been seen.
+                    units.append(self.pseudonymiser.key_hash("unit", name, stream.name,
+                                                             item.unit))
                 else:  # a connector bug, not bad data
                     raise TypeError(f"connector yielded {type(item).__name__}")
             flush()
@@ -205,7 +238,7 @@ class Pipeline:
 
     def _process_batch(self, name: str, org: str, stream: Stream, mapping: CompiledMapping,
                        run_id: int, batch: list[RawRecord], errors: list[SourceError],
-                       state: dict[str, Any] | None) -> BatchCounts:
+                       units: list[str], state: dict[str, Any] | None) -> BatchCounts:
         counts = BatchCounts(read=len(batch), source_errors=len(errors))
         quarantine: list[QuarantineEntry] = [
             QuarantineEntry(kind="source", location=e.location, rule=e.rule, reason=e.reason,
@@ -218,6 +251,7 @@ class Pipeline:
             name, stream.name, [p.source_key_hash for p in prepared]
         )
         changes: dict[str, SourceRecordChange] = {}
+        unchanged: list[str] = []
         for p in prepared:
             if p.problems:
                 quarantine.append(_quarantine_entry(p, p.problems[0]))
@@ -227,10 +261,11 @@ class Pipeline:
             if p.op == "upsert" and existing.get(p.source_key_hash) == record_hash \
                     and p.source_key_hash not in changes:
                 counts.unchanged += 1
+                unchanged.append(p.source_key_hash)
                 continue
             if p.op == "delete":
                 changes[p.source_key_hash] = SourceRecordChange(p.source_key_hash, record_hash,
-                                                                "delete")
+                                                                "delete", (), p.unit_hash)
                 counts.loaded += 1
                 counts.deleted += 1
                 continue
@@ -249,14 +284,14 @@ class Pipeline:
                 counts.quarantined += 1
                 continue
             changes[p.source_key_hash] = SourceRecordChange(
-                p.source_key_hash, record_hash, "upsert", tuple(entities)
+                p.source_key_hash, record_hash, "upsert", tuple(entities), p.unit_hash
             )
             counts.loaded += 1
         retention = dt.timedelta(days=self.config.hub.quarantine_retention_days)
         self.registry.commit_batch(
             run_id=run_id, connector=name, stream=stream.name, org=org,
             changes=list(changes.values()), quarantine=quarantine, counts=counts, state=state,
-            retention=retention,
+            retention=retention, unchanged=unchanged, completed_units=list(units),
         )
         return counts
 
@@ -280,7 +315,7 @@ class Pipeline:
             expected = spec.identifier_type
             if spec.type_field:
                 try:
-                    expected = IdentifierType(str(raw.get(spec.type_field, "")).upper())
+                    expected = identifier_type_named(str(raw.get(spec.type_field) or ""))
                 except ValueError:
                     problems.append((spec.name, "unknown_type",
                                      f"{spec.type_field}: not a known identifier type"))
@@ -290,11 +325,12 @@ class Pipeline:
             if spec.optional and not (text or "").strip():
                 data[spec.name] = None
                 continue
+            namespace = None
+            if expected is IdentifierType.LOCAL:
+                namespace = str(raw.get(spec.namespace_field) or "") if spec.namespace_field \
+                    else org
             try:
-                ident = parse_identifier(
-                    text, expected,
-                    namespace=org if expected is IdentifierType.LOCAL else None,
-                )
+                ident = parse_identifier(text, expected, namespace=namespace)
             except InvalidIdentifier as e:
                 problems.append((spec.name, e.rule, e.message))
                 data[spec.name] = INVALID_MARKER
@@ -307,7 +343,9 @@ class Pipeline:
                 year, sex = cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
                 data[f"{spec.name}__birth_year"] = year
                 data[f"{spec.name}__sex"] = sex
-        return _Prepared(skh, record.location, record.op, data, tuple(problems))
+        unit_hash = (self.pseudonymiser.key_hash("unit", name, stream.name, record.unit)
+                     if record.unit is not None else None)
+        return _Prepared(skh, record.location, record.op, data, tuple(problems), unit_hash)
 
     def _validate(self, org: str, name: str, stream: str, p: _Prepared,
                   outputs: Any) -> tuple[list[EntityRow], tuple[str, str, str] | None]:

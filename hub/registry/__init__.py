@@ -57,6 +57,7 @@ class SourceRecordChange:
     record_hash: str
     op: Literal["upsert", "delete"]
     entities: tuple[EntityRow, ...] = ()
+    unit_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class BatchCounts:
     unchanged: int = 0
     quarantined: int = 0
     deleted: int = 0
+    removed: int = 0
     source_errors: int = 0
     unmapped: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -97,6 +99,7 @@ class RunSummary:
     unchanged: int
     quarantined: int
     deleted: int
+    removed: int
     source_errors: int
     batches: int
     unmapped_codes: dict[str, dict[str, int]]
@@ -181,7 +184,7 @@ class Registry:
                     connector=connector, connector_type=connector_type, org=org,
                     mapping=mapping, mapping_version=mapping_version, started_at=utcnow(),
                     status="running", read=0, loaded=0, unchanged=0, quarantined=0, deleted=0,
-                    source_errors=0, batches=0, unmapped_codes="{}",
+                    removed=0, source_errors=0, batches=0, unmapped_codes="{}",
                 )
             )
             pk = res.inserted_primary_key
@@ -249,11 +252,26 @@ class Registry:
         counts: BatchCounts,
         state: Mapping[str, Any] | None,
         retention: dt.timedelta,
+        unchanged: Sequence[str] = (),
+        completed_units: Sequence[str] = (),
     ) -> None:
-        """Apply one batch atomically: records, cancellations, quarantine, counters, state."""
+        """Apply one batch atomically: records, cancellations, quarantine, counters, state.
+
+        ``unchanged`` are the source key hashes read again without change (marked
+        as seen by this run); ``completed_units`` the unit hashes fully read in
+        this run: what they held before and this run did not see is removed.
+        """
         now = utcnow()
         with self.engine.begin() as conn:
             self._apply_changes(conn, connector, stream, org, run_id, changes, now)
+            sr = t.source_records
+            for chunk in _chunks(list(unchanged), 900):
+                conn.execute(sr.update().where(
+                    sr.c.connector == connector, sr.c.stream == stream,
+                    sr.c.source_key_hash.in_(chunk)).values(run_id=run_id))
+            for unit_hash in completed_units:
+                counts.removed += self._remove_unseen(conn, connector, stream, org, run_id,
+                                                      unit_hash)
             if quarantine:
                 conn.execute(t.quarantine.insert(), [
                     {
@@ -281,6 +299,7 @@ class Registry:
                     unchanged=r.unchanged + counts.unchanged,
                     quarantined=r.quarantined + counts.quarantined,
                     deleted=r.deleted + counts.deleted,
+                    removed=r.removed + counts.removed,
                     source_errors=r.source_errors + counts.source_errors,
                     batches=r.batches + 1,
                     unmapped_codes=json.dumps(unmapped, sort_keys=True),
@@ -291,6 +310,21 @@ class Registry:
                     "connector": connector, "stream": stream,
                     "state": json.dumps(state, sort_keys=True), "run_id": run_id, "updated_at": now,
                 }], ["connector", "stream"])
+
+    def _remove_unseen(self, conn: sa.Connection, connector: str, stream: str, org: str,
+                       run_id: int, unit_hash: str) -> int:
+        sr = t.source_records
+        gone = [k for (k,) in conn.execute(sa.select(sr.c.source_key_hash).where(
+            sr.c.connector == connector, sr.c.stream == stream, sr.c.unit_hash == unit_hash,
+            sr.c.run_id != run_id))]
+        for chunk in _chunks(gone, 900):
+            for kind in _OWNED_TABLES:
+                table = t.RECORD_TABLES[kind]
+                conn.execute(table.delete().where(table.c.org == org,
+                                                  table.c.source_key_hash.in_(chunk)))
+            conn.execute(sr.delete().where(sr.c.connector == connector, sr.c.stream == stream,
+                                           sr.c.source_key_hash.in_(chunk)))
+        return len(gone)
 
     def _apply_changes(self, conn: sa.Connection, connector: str, stream: str, org: str,
                        run_id: int, changes: Sequence[SourceRecordChange],
@@ -341,7 +375,7 @@ class Registry:
         upserts = [
             {"connector": connector, "stream": stream, "org": org,
              "source_key_hash": c.source_key_hash, "record_hash": c.record_hash,
-             "run_id": run_id, "updated_at": now}
+             "unit_hash": c.unit_hash, "run_id": run_id, "updated_at": now}
             for c in changes if c.op == "upsert"
         ]
         if upserts:

@@ -151,9 +151,13 @@ source_records = sa.Table(
     sa.Column("org", CODE, nullable=False),
     sa.Column("source_key_hash", HASH, nullable=False),
     sa.Column("record_hash", sa.String(64), nullable=False),
+    # Keyed hash of the unit (file, flow) the record last came in, if any.
+    sa.Column("unit_hash", HASH),
+    # The last run that read this record (loaded or unchanged).
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("connector", "stream", "source_key_hash"),
+    sa.Index(None, "connector", "stream", "unit_hash"),
 )
 
 runs = sa.Table(
@@ -174,6 +178,8 @@ runs = sa.Table(
     sa.Column("unchanged", sa.Integer, nullable=False, default=0),
     sa.Column("quarantined", sa.Integer, nullable=False, default=0),
     sa.Column("deleted", sa.Integer, nullable=False, default=0),
+    # Records removed because a re-read unit (file, flow) no longer contains them.
+    sa.Column("removed", sa.Integer, nullable=False, default=0),
     sa.Column("source_errors", sa.Integer, nullable=False, default=0),
     sa.Column("batches", sa.Integer, nullable=False, default=0),
     # JSON object {"table": {"code": count}}: source codes the mapping could not map.

@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 15:47:06.475332
+Create Date: 2026-11-22 15:54:49.668573
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0001"
 down_revision = None
@@ -201,6 +202,7 @@ def upgrade() -> None:
         sa.Column("unchanged", sa.Integer(), nullable=False),
         sa.Column("quarantined", sa.Integer(), nullable=False),
         sa.Column("deleted", sa.Integer(), nullable=False),
+        sa.Column("removed", sa.Integer(), nullable=False),
         sa.Column("source_errors", sa.Integer(), nullable=False),
         sa.Column("batches", sa.Integer(), nullable=False),
         sa.Column("unmapped_codes", sa.Text(), nullable=False),
@@ -220,6 +222,7 @@ def upgrade() -> None:
         sa.Column("org", sa.String(length=40), nullable=False),
         sa.Column("source_key_hash", sa.String(length=100), nullable=False),
         sa.Column("record_hash", sa.String(length=64), nullable=False),
+        sa.Column("unit_hash", sa.String(length=100), nullable=True),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_source_records")),
@@ -230,6 +233,13 @@ def upgrade() -> None:
             name=op.f("uq_source_records_connector_stream_source_key_hash"),
         ),
     )
+    with op.batch_alter_table("source_records", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_source_records_connector_stream_unit_hash"),
+            ["connector", "stream", "unit_hash"],
+            unique=False,
+        )
+
     op.create_table(
         "subjects",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -264,6 +274,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_subjects_org_source_key_hash"))
 
     op.drop_table("subjects")
+    with op.batch_alter_table("source_records", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_source_records_connector_stream_unit_hash"))
+
     op.drop_table("source_records")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_runs_connector_started_at"))
