@@ -212,6 +212,34 @@ def quarantine_list(
     console.print(table)
 
 
+report_app = typer.Typer(help="Indicators computed from the registry.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("prese-in-carico")
+def report_prese_in_carico(
+    config: ConfigOpt = None,
+    org: Annotated[str | None, typer.Option(help="One organisation (default: the whole district).")] = None,
+    year: Annotated[list[int] | None, typer.Option(help="Year(s) (default: every year with data).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """People in charge (prese in carico) at 31 October, by target group, with households."""
+    from hub.errors import ConfigError
+    from hub.observatory.prese_in_carico import prese_in_carico, render, years_with_data
+    from hub.registry import Registry
+
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"unknown format {fmt!r}", where="--format", hint="use table, csv or json")
+    cfg = _config(config)
+    if org and org not in cfg.settings.organisations:
+        raise ConfigError(f"no organisation {org!r}", where=str(cfg.path),
+                          hint="known: " + ", ".join(cfg.settings.organisations))
+    registry = Registry.open(cfg.registry_url)
+    years = year or years_with_data(registry.engine, org)
+    print(render(prese_in_carico(registry.engine, years, org=org), fmt), end="")
+    registry.close()
+
+
 @app.command()
 def demo(
     workspace: Annotated[Path, typer.Option(help="Where to create the demo workspace.")] = Path("demo-workspace"),

@@ -1,0 +1,137 @@
+"""``raccordo demo``: a fictional district loaded through the real connectors.
+
+Writes the demo sources (a CSV export, an inbox of SIUSS XML files, flows
+behind a local fake WaaS endpoint — see :mod:`hub.demo.district`), writes a
+``raccordo.toml`` that uses them, syncs every connector with the same code
+path as ``raccordo sync``, and prints the *prese in carico* tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+
+from hub.config import load_config
+from hub.demo.district import CONSORTIA, SEED_TABLE, build_sources
+from hub.observatory.prese_in_carico import prese_in_carico, render
+from hub.pipeline import Pipeline, open_keyring
+from hub.pseudonyms import Keyring, KeySource
+from hub.registry import Registry
+
+DEMO_TOKEN = "demo-token-not-a-secret"
+
+CONFIG = """\
+# Demo district written by `raccordo demo` (rewritten at each run).
+# Every key is documented in docs/configuration.md.
+
+[hub]
+district = "DEMO-NO"
+district_name = "Distretto dimostrativo (provincia di Novara)"
+registry_url = "sqlite:///registry.sqlite"
+keyring = "keys/keyring.json"
+keyring_key_file = "keys/keyring.key"
+batch_size = 1000
+
+[organisations.CISS-BORGO]
+name = "CISS Borgomanero"
+kind = "ente_gestore"
+
+[organisations.CBV]
+name = "Consorzio Basso Verbano (fittizio)"
+kind = "ente_gestore"
+
+[organisations.COT]
+name = "Consorzio Ovest Ticino (fittizio)"
+kind = "ente_gestore"
+
+[connectors.ciss_csv]
+type = "csv_export"
+org = "CISS-BORGO"
+mapping = "cartella-esempio.toml"
+description = "Export of the cartella sociale (CartellaSociale Esempio layout)"
+[connectors.ciss_csv.config]
+path = "sources/ciss-borgomanero.csv"
+encoding = "cp1252"
+delimiter = ";"
+source_key = ["ID_CARTELLA", "COD_INTERVENTO", "DATA_INIZIO"]
+personal_columns = ["COGNOME", "NOME", "NOTE"]
+[connectors.ciss_csv.config.identifier_columns.CODICE_FISCALE]
+type_column = "TIPO_DOCUMENTO"
+[connectors.ciss_csv.config.identifier_columns.ID_NUCLEO]
+type = "LOCAL"
+optional = true
+
+[connectors.cbv_files]
+type = "siuss_files"
+org = "CBV"
+description = "SIUSS PS/PSA/SINA flows dropped in an inbox folder"
+[connectors.cbv_files.config]
+inbox = "sources/cbv-inbox"
+
+[connectors.cot_waas]
+type = "siuss_waas"
+org = "COT"
+description = "SIUSS flows pulled from the consortium's WaaS e-service (local fake server)"
+[connectors.cot_waas.config]
+base_url = "{waas_url}"
+token = "{token}"
+limit = 50
+"""
+
+
+@contextlib.contextmanager
+def _fake_waas(folder: Path) -> Iterator[str]:
+    from connectors.siuss_waas.fake_server import FakeWaaS, flows_from_dir
+
+    with FakeWaaS(flows_from_dir(folder), token=DEMO_TOKEN) as server:
+        yield server.url
+
+
+def prepare_workspace(workspace: Path, waas_url: str) -> Path:
+    """Create the keyring once and (re)write the configuration."""
+    keys = workspace / "keys"
+    keys.mkdir(exist_ok=True, mode=0o700)
+    if not (keys / "keyring.json").exists():
+        Keyring.create(keys / "keyring.json", KeySource.generate_key_file(keys / "keyring.key"))
+    (workspace / "mappings").mkdir(exist_ok=True)
+    cfg = workspace / "raccordo.toml"
+    cfg.write_text(CONFIG.format(waas_url=waas_url, token=DEMO_TOKEN), encoding="utf-8")
+    return cfg
+
+
+def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
+    workspace = workspace.resolve()
+    sources = workspace / "sources"
+    if not sources.exists():
+        console.print("Writing the demo district's sources (CSV export, SIUSS XML, WaaS flows)…")
+        build_sources(sources)
+    console.print(f"Demo district workspace: [bold]{workspace}[/bold]")
+    with _fake_waas(sources / "cot-waas") as waas_url:
+        cfg_path = prepare_workspace(workspace, waas_url)
+        cfg = load_config(cfg_path)
+        registry = Registry.open(cfg.registry_url)
+        pipeline = Pipeline(cfg, registry, open_keyring(cfg))
+        for name in cfg.settings.connectors:
+            for s in pipeline.sync(name):
+                console.print(
+                    f"run {s.id} {s.connector}/{s.mapping}: read {s.read:,} = loaded {s.loaded:,}"
+                    f" + unchanged {s.unchanged:,} + quarantined {s.quarantined:,}"
+                    + (f"  (source units refused: {s.source_errors})" if s.source_errors else "")
+                )
+    years = sorted(SEED_TABLE)
+    for c in CONSORTIA:
+        console.print(f"\n[bold]{c.name}[/bold] ({c.code}) — prese in carico al 31 ottobre")
+        console.print(render(prese_in_carico(registry.engine, years, org=c.code)),
+                      highlight=False, markup=False)
+    console.print("\n[bold]Distretto[/bold] — prese in carico al 31 ottobre")
+    console.print(render(prese_in_carico(registry.engine, years)), highlight=False,
+                  markup=False)
+    registry.close()
+    console.print(f"Why records were refused: raccordo quarantine list --config {cfg_path}")
+    console.print("The same table from the registry: raccordo report prese-in-carico "
+                  f"--org CISS-BORGO --config {cfg_path}")
+    if serve:
+        console.print("The web app is not part of this version yet: nothing to serve.")

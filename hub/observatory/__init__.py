@@ -1,0 +1,1 @@
+"""Indicators computed from the registry (district planning questions)."""
