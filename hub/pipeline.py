@@ -278,7 +278,10 @@ class Pipeline:
                 quarantine.append(_quarantine_entry(p, (pr.field, pr.rule, pr.message)))
                 counts.quarantined += 1
                 continue
-            entities, problem = self._validate(org, name, stream.name, p, result.outputs)
+            entities, problem = self._validate(org, name, stream.name, p, result.outputs,
+                                               {"connector": name, "run_id": run_id,
+                                                "mapping": mapping.name,
+                                                "mapping_version": mapping.version})
             if problem:
                 quarantine.append(_quarantine_entry(p, problem))
                 counts.quarantined += 1
@@ -347,8 +350,8 @@ class Pipeline:
                      if record.unit is not None else None)
         return _Prepared(skh, record.location, record.op, data, tuple(problems), unit_hash)
 
-    def _validate(self, org: str, name: str, stream: str, p: _Prepared,
-                  outputs: Any) -> tuple[list[EntityRow], tuple[str, str, str] | None]:
+    def _validate(self, org: str, name: str, stream: str, p: _Prepared, outputs: Any,
+                  provenance: dict[str, Any]) -> tuple[list[EntityRow], tuple[str, str, str] | None]:
         entities: list[EntityRow] = []
         seen: dict[str, int] = {}
         for out in outputs:
@@ -372,7 +375,7 @@ class Pipeline:
             content = hashlib.sha256(
                 json.dumps(row, sort_keys=True, default=str).encode()
             ).hexdigest()
-            entities.append(EntityRow(out.model, key_hash, content, row))
+            entities.append(EntityRow(out.model, key_hash, content, {**row, **provenance}))
         return entities, None
 
 

@@ -254,19 +254,7 @@ def demo(
 def main() -> None:
     """Entry point: run the app, turning RaccordoError into a message and its exit code."""
     try:
-        app(standalone_mode=False)
+        app()
     except RaccordoError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, markup=False)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

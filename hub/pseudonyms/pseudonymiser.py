@@ -1,17 +1,47 @@
-"""INTERFACE STUB — to be implemented (see helper brief)."""
+"""Keyed pseudonyms: HMAC-SHA256 with a key per domain and epoch (docs/pseudonymisation.md)."""
 
 from __future__ import annotations
 
-from hub.pseudonyms.identifiers import Identifier
+import base64
+import hashlib
+import hmac
+from functools import lru_cache
+
+from hub.pseudonyms.identifiers import Identifier, IdentifierType
 from hub.pseudonyms.keyring import Keyring
 
 
+def _b64(d: bytes) -> str:
+    return base64.urlsafe_b64encode(d).decode().rstrip("=")
+
+
 class Pseudonymiser:
+    """Turns identifiers into pseudonyms of one domain (a district registry).
+
+    ``pseudonym`` = ``f"{epoch}." + b64url(HMAC(k, "v1|TYPE|namespace|value"))``
+    where ``k`` is derived by HKDF from the epoch's secret for this domain.
+    """
+
     def __init__(self, keyring: Keyring, domain: str, epoch: int | None = None) -> None:
-        raise NotImplementedError
+        self.domain = domain
+        self.epoch = keyring.current_epoch if epoch is None else epoch
+        self._pkey = keyring.domain_key(domain, self.epoch, purpose="pseudonym")
+        self._rkey = keyring.domain_key(domain, self.epoch, purpose="record-key")
+        self._cached = lru_cache(maxsize=200_000)(self._compute)
+
+    def __repr__(self) -> str:
+        return f"Pseudonymiser(domain={self.domain!r}, epoch={self.epoch})"
+
+    def _compute(self, kind: str, namespace: str, value: str) -> str:
+        msg = f"v1|{kind}|{namespace}|{value}".encode()
+        return f"{self.epoch}." + _b64(hmac.new(self._pkey, msg, hashlib.sha256).digest())
 
     def pseudonym(self, identifier: Identifier) -> str:
-        raise NotImplementedError
+        if identifier.type is IdentifierType.NONE:
+            raise ValueError("an absent identifier has no pseudonym")
+        return self._cached(identifier.type.value, identifier.namespace or "", identifier.value)
 
     def key_hash(self, *parts: str) -> str:
-        raise NotImplementedError
+        """Keyed hash of a source record key (which may contain identifiers)."""
+        msg = "\x1f".join(parts).encode()
+        return f"k{self.epoch}." + _b64(hmac.new(self._rkey, msg, hashlib.sha256).digest())
