@@ -338,6 +338,12 @@ class Registry:
         for c in changes:
             for e in c.entities:
                 produced_now[c.source_key_hash].add((e.kind, e.key_hash))
+                prev = rows_by_kind[e.kind].get(e.key_hash)
+                # A row several source records share (a subject) keeps the first record
+                # that gave it its current content: the result is then the same
+                # whatever the batch boundaries (a resumed run equals an uninterrupted one).
+                if prev is not None and prev["content_hash"] == e.content_hash:
+                    continue
                 rows_by_kind[e.kind][e.key_hash] = {
                     **e.values, "org": org, "key_hash": e.key_hash,
                     "source_key_hash": c.source_key_hash, "content_hash": e.content_hash,

@@ -87,7 +87,7 @@ def test_killed_mid_sync_then_rerun_equals_uninterrupted_run(
     cfg = load_config(ws / "raccordo.toml")
     reg2 = Registry.open(cfg.registry_url)
     partial = registry_dump(cfg.registry_url)
-    assert 0 < len(partial["case_episodes"]) < len(expected["case_episodes"])
+    assert 0 < len(partial["case_episode"]) < len(expected["case_episode"])
     (interrupted,) = reg2.runs(limit=1)
     assert interrupted.status == "running"
     reg2.close()

@@ -1,0 +1,1 @@
+"""Test utilities: a throwaway PostgreSQL server and the leak scanner."""
