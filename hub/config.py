@@ -114,7 +114,11 @@ class Config:
         p = Path(name)
         if p.is_absolute():
             return p
-        for candidate in (self.resolve(self.hub.mappings_dir) / p, self.resolve(p), BUILTIN_MAPPINGS / p):
+        for candidate in (
+            self.resolve(self.hub.mappings_dir) / p,
+            self.resolve(p),
+            BUILTIN_MAPPINGS / p,
+        ):
             if candidate.is_file():
                 return candidate
         raise ConfigError(

@@ -15,10 +15,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
-
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
@@ -205,7 +203,9 @@ class Connector:
         self.config = config
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], *, base_dir: Path | None = None) -> Connector:
+    def from_settings(
+        cls, settings: Mapping[str, Any], *, base_dir: Path | None = None
+    ) -> Connector:
         """Build from the ``[connectors.NAME.config]`` table (validated).
 
         ``base_dir`` (the directory of ``raccordo.toml``) anchors relative

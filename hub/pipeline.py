@@ -129,8 +129,9 @@ def build_connector(config: Config, name: str) -> Connector:
         ) from None
 
 
-def load_connector_mapping(config: Config, name: str, connector: Connector,
-                           stream: str) -> CompiledMapping:
+def load_connector_mapping(
+    config: Config, name: str, connector: Connector, stream: str
+) -> CompiledMapping:
     """The mapping of one stream: from the config, else the connector's default."""
     settings = config.connector(name)
     chosen = settings.mapping if settings.mapping is not None else connector.default_mapping
@@ -159,8 +160,13 @@ class Pipeline:
         hub = self.config.hub
         self.registry.upsert_district(hub.district, hub.district_name, self.config.pseudonym_domain)
         self.registry.upsert_organisations(
-            {"code": code, "name": o.name, "kind": o.kind.value, "district": hub.district,
-             "tax_code": o.tax_code}
+            {
+                "code": code,
+                "name": o.name,
+                "kind": o.kind.value,
+                "district": hub.district,
+                "tax_code": o.tax_code,
+            }
             for code, o in self.config.settings.organisations.items()
         )
 
@@ -173,17 +179,28 @@ class Pipeline:
         for stream in connector.streams():
             mapping = load_connector_mapping(self.config, name, connector, stream.name)
             summaries.append(
-                self._sync_stream(name, settings.type, settings.org, connector, stream, mapping,
-                                  progress)
+                self._sync_stream(
+                    name, settings.type, settings.org, connector, stream, mapping, progress
+                )
             )
         return summaries
 
     # -- internals ----------------------------------------------------------------
-    def _sync_stream(self, name: str, connector_type: str, org: str, connector: Connector,
-                     stream: Stream, mapping: CompiledMapping,
-                     progress: ProgressCallback | None) -> RunSummary:
+    def _sync_stream(
+        self,
+        name: str,
+        connector_type: str,
+        org: str,
+        connector: Connector,
+        stream: Stream,
+        mapping: CompiledMapping,
+        progress: ProgressCallback | None,
+    ) -> RunSummary:
         run_id = self.registry.start_run(
-            connector=name, connector_type=connector_type, org=org, mapping=mapping.name,
+            connector=name,
+            connector_type=connector_type,
+            org=org,
+            mapping=mapping.name,
             mapping_version=mapping.version,
         )
         state = self.registry.get_state(name, stream.name)
@@ -195,8 +212,9 @@ class Pipeline:
         batch_size = self.config.hub.batch_size
 
         def flush() -> None:
-            counts = self._process_batch(name, org, stream, mapping, run_id, batch, errors,
-                                         units, latest_state)
+            counts = self._process_batch(
+                name, org, stream, mapping, run_id, batch, errors, units, latest_state
+            )
             totals.read += counts.read
             totals.loaded += counts.loaded
             totals.unchanged += counts.unchanged
@@ -221,13 +239,12 @@ class Pipeline:
                     # Committed with the batch holding the unit's last records (or a
                     # later one): removal of what the unit no longer holds happens
                     # only once all of it has been seen.
-                    units.append(self.pseudonymiser.key_hash("unit", name, stream.name,
-                                                             item.unit))
+                    units.append(self.pseudonymiser.key_hash("unit", name, stream.name, item.unit))
                 else:  # a connector bug, not bad data
                     raise TypeError(f"connector yielded {type(item).__name__}")
             flush()
         except RaccordoError as e:
-            summary = self.registry.finish_run(run_id, status="failed", error=str(e))
+            self.registry.finish_run(run_id, status="failed", error=str(e))
             raise RunFailed(
                 f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
             ) from None
@@ -236,13 +253,23 @@ class Pipeline:
             raise
         return self.registry.finish_run(run_id, status="succeeded")
 
-    def _process_batch(self, name: str, org: str, stream: Stream, mapping: CompiledMapping,
-                       run_id: int, batch: list[RawRecord], errors: list[SourceError],
-                       units: list[str], state: dict[str, Any] | None) -> BatchCounts:
+    def _process_batch(
+        self,
+        name: str,
+        org: str,
+        stream: Stream,
+        mapping: CompiledMapping,
+        run_id: int,
+        batch: list[RawRecord],
+        errors: list[SourceError],
+        units: list[str],
+        state: dict[str, Any] | None,
+    ) -> BatchCounts:
         counts = BatchCounts(read=len(batch), source_errors=len(errors))
         quarantine: list[QuarantineEntry] = [
-            QuarantineEntry(kind="source", location=e.location, rule=e.rule, reason=e.reason,
-                            payload={})
+            QuarantineEntry(
+                kind="source", location=e.location, rule=e.rule, reason=e.reason, payload={}
+            )
             for e in errors
         ]
         prepared = [self._pseudonymise(name, org, stream, r) for r in batch]
@@ -258,14 +285,18 @@ class Pipeline:
                 counts.quarantined += 1
                 continue
             record_hash = _record_hash(mapping.version, p.op, p.data)
-            if p.op == "upsert" and existing.get(p.source_key_hash) == record_hash \
-                    and p.source_key_hash not in changes:
+            if (
+                p.op == "upsert"
+                and existing.get(p.source_key_hash) == record_hash
+                and p.source_key_hash not in changes
+            ):
                 counts.unchanged += 1
                 unchanged.append(p.source_key_hash)
                 continue
             if p.op == "delete":
-                changes[p.source_key_hash] = SourceRecordChange(p.source_key_hash, record_hash,
-                                                                "delete", (), p.unit_hash)
+                changes[p.source_key_hash] = SourceRecordChange(
+                    p.source_key_hash, record_hash, "delete", (), p.unit_hash
+                )
                 counts.loaded += 1
                 counts.deleted += 1
                 continue
@@ -278,10 +309,19 @@ class Pipeline:
                 quarantine.append(_quarantine_entry(p, (pr.field, pr.rule, pr.message)))
                 counts.quarantined += 1
                 continue
-            entities, problem = self._validate(org, name, stream.name, p, result.outputs,
-                                               {"connector": name, "run_id": run_id,
-                                                "mapping": mapping.name,
-                                                "mapping_version": mapping.version})
+            entities, problem = self._validate(
+                org,
+                name,
+                stream.name,
+                p,
+                result.outputs,
+                {
+                    "connector": name,
+                    "run_id": run_id,
+                    "mapping": mapping.name,
+                    "mapping_version": mapping.version,
+                },
+            )
             if problem:
                 quarantine.append(_quarantine_entry(p, problem))
                 counts.quarantined += 1
@@ -292,9 +332,17 @@ class Pipeline:
             counts.loaded += 1
         retention = dt.timedelta(days=self.config.hub.quarantine_retention_days)
         self.registry.commit_batch(
-            run_id=run_id, connector=name, stream=stream.name, org=org,
-            changes=list(changes.values()), quarantine=quarantine, counts=counts, state=state,
-            retention=retention, unchanged=unchanged, completed_units=list(units),
+            run_id=run_id,
+            connector=name,
+            stream=stream.name,
+            org=org,
+            changes=list(changes.values()),
+            quarantine=quarantine,
+            counts=counts,
+            state=state,
+            retention=retention,
+            unchanged=unchanged,
+            completed_units=list(units),
         )
         return counts
 
@@ -320,8 +368,13 @@ class Pipeline:
                 try:
                     expected = identifier_type_named(str(raw.get(spec.type_field) or ""))
                 except ValueError:
-                    problems.append((spec.name, "unknown_type",
-                                     f"{spec.type_field}: not a known identifier type"))
+                    problems.append(
+                        (
+                            spec.name,
+                            "unknown_type",
+                            f"{spec.type_field}: not a known identifier type",
+                        )
+                    )
                     data[spec.name] = INVALID_MARKER
                     continue
             text = None if value is None else str(value)
@@ -330,8 +383,9 @@ class Pipeline:
                 continue
             namespace = None
             if expected is IdentifierType.LOCAL:
-                namespace = str(raw.get(spec.namespace_field) or "") if spec.namespace_field \
-                    else org
+                namespace = (
+                    str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
+                )
             try:
                 ident = parse_identifier(text, expected, namespace=namespace)
             except InvalidIdentifier as e:
@@ -346,12 +400,22 @@ class Pipeline:
                 year, sex = cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
                 data[f"{spec.name}__birth_year"] = year
                 data[f"{spec.name}__sex"] = sex
-        unit_hash = (self.pseudonymiser.key_hash("unit", name, stream.name, record.unit)
-                     if record.unit is not None else None)
+        unit_hash = (
+            self.pseudonymiser.key_hash("unit", name, stream.name, record.unit)
+            if record.unit is not None
+            else None
+        )
         return _Prepared(skh, record.location, record.op, data, tuple(problems), unit_hash)
 
-    def _validate(self, org: str, name: str, stream: str, p: _Prepared, outputs: Any,
-                  provenance: dict[str, Any]) -> tuple[list[EntityRow], tuple[str, str, str] | None]:
+    def _validate(
+        self,
+        org: str,
+        name: str,
+        stream: str,
+        p: _Prepared,
+        outputs: Any,
+        provenance: dict[str, Any],
+    ) -> tuple[list[EntityRow], tuple[str, str, str] | None]:
         entities: list[EntityRow] = []
         seen: dict[str, int] = {}
         for out in outputs:
@@ -406,8 +470,13 @@ def _json_default(v: Any) -> Any:
 def _quarantine_entry(p: _Prepared, problem: tuple[str, str, str]) -> QuarantineEntry:
     field, rule, message = problem
     return QuarantineEntry(
-        kind="record", location=p.location, rule=rule, reason=message,
-        payload=p.data, source_key_hash=p.source_key_hash, field=field,
+        kind="record",
+        location=p.location,
+        rule=rule,
+        reason=message,
+        payload=p.data,
+        source_key_hash=p.source_key_hash,
+        field=field,
     )
 
 

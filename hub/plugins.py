@@ -66,8 +66,9 @@ class PluginManager:
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
             if allowed is not None and ep.name not in allowed:
-                self._plugins.append(PluginInfo(ep.name, ep.value, dist, version, "disabled",
-                                                f"not in {ENV_FILTER}"))
+                self._plugins.append(
+                    PluginInfo(ep.name, ep.value, dist, version, "disabled", f"not in {ENV_FILTER}")
+                )
                 continue
             self._plugins.append(self._load_one(ep, dist, version))
 
@@ -81,9 +82,11 @@ class PluginManager:
             return failed("failed", f"import failed: {type(e).__name__}: {e}")
         api = getattr(module, "RACCORDO_HOOK_API", hookspecs.HOOK_API_VERSION)
         if api not in hookspecs.SUPPORTED_HOOK_API:
-            return failed("incompatible",
-                          f"needs hook API {api}; this Raccordo supports "
-                          f"{', '.join(map(str, sorted(hookspecs.SUPPORTED_HOOK_API)))}")
+            return failed(
+                "incompatible",
+                f"needs hook API {api}; this Raccordo supports "
+                f"{', '.join(map(str, sorted(hookspecs.SUPPORTED_HOOK_API)))}",
+            )
         try:
             self._pm.register(module, name=ep.name)
             self._pm.check_pending()
@@ -94,22 +97,27 @@ class PluginManager:
         regs = _Registrations()
         try:
             self._call(module, "raccordo_register_connectors", regs.connectors.append)
-            self._call(module, "raccordo_register_mapping_dirs",
-                       lambda p: regs.mapping_dirs.append(Path(p)))
+            self._call(
+                module,
+                "raccordo_register_mapping_dirs",
+                lambda p: regs.mapping_dirs.append(Path(p)),
+            )
             for cls in regs.connectors:
                 if not (isinstance(cls, type) and issubclass(cls, Connector) and cls.name):
                     raise TypeError(f"{cls!r} is not a named Connector subclass")
                 if cls.name in self._connectors:
-                    raise ValueError(f"connector type {cls.name!r} is already provided by "
-                                     "another plugin")
+                    raise ValueError(
+                        f"connector type {cls.name!r} is already provided by another plugin"
+                    )
         except Exception as e:
             self._pm.unregister(module)
             return failed("failed", f"registration failed: {type(e).__name__}: {e}")
         for cls in regs.connectors:
             self._connectors[cls.name] = cls
         self._mapping_dirs.extend(regs.mapping_dirs)
-        return PluginInfo(ep.name, ep.value, dist, version, "loaded", None,
-                          tuple(c.name for c in regs.connectors))
+        return PluginInfo(
+            ep.name, ep.value, dist, version, "loaded", None, tuple(c.name for c in regs.connectors)
+        )
 
     def _call(self, module: ModuleType, hook: str, register: Any) -> None:
         impl = getattr(module, hook, None)

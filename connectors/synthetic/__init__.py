@@ -35,8 +35,20 @@ RACCORDO_HOOK_API = 1
 #: Test hook: kill the process (SIGKILL) when about to yield record N.
 CRASH_ENV = "RACCORDO_SYNTHETIC_CRASH_AT"
 
-SURNAMES = ("Brusaferri", "Cavigioli", "Dellarole", "Gambarana", "Lucchini", "Morandi",
-            "Perazzoli", "Ronchetti", "Sguazzini", "Tadini", "Vandoni", "Zanzottera")
+SURNAMES = (
+    "Brusaferri",
+    "Cavigioli",
+    "Dellarole",
+    "Gambarana",
+    "Lucchini",
+    "Morandi",
+    "Perazzoli",
+    "Ronchetti",
+    "Sguazzini",
+    "Tadini",
+    "Vandoni",
+    "Zanzottera",
+)
 NAMES_M = ("Aldo", "Bruno", "Cesare", "Dino", "Elio", "Franco", "Guido", "Luigi")
 NAMES_F = ("Anna", "Bice", "Carla", "Delia", "Enza", "Flora", "Gina", "Lia")
 #: Every name the connector can emit (the leak scanner looks for them).
@@ -88,10 +100,17 @@ def _person(seed: int, p: int) -> dict[str, str]:
     year = r.randint(1925, 2022)
     month, day = r.randint(1, 12), r.randint(1, 28)
     place = r.choice(BELFIORE)
-    first15 = (f"{_consonant_code(surname)}{_consonant_code(name)}{year % 100:02d}"
-               f"{MONTHS[month - 1]}{day + (40 if sex == 'F' else 0):02d}{place}")
-    return {"cf": first15 + cf_check_character(first15), "cognome": surname, "nome": name,
-            "household_id": f"H{p // 3:07d}", "comune": r.choice(COMUNI)}
+    first15 = (
+        f"{_consonant_code(surname)}{_consonant_code(name)}{year % 100:02d}"
+        f"{MONTHS[month - 1]}{day + (40 if sex == 'F' else 0):02d}{place}"
+    )
+    return {
+        "cf": first15 + cf_check_character(first15),
+        "cognome": surname,
+        "nome": name,
+        "household_id": f"H{p // 3:07d}",
+        "comune": r.choice(COMUNI),
+    }
 
 
 def _it(d: dt.date) -> str:
@@ -109,11 +128,15 @@ def make_record(i: int, *, seed: int, bad_ratio: float) -> dict[str, str]:
     assessed = opened - dt.timedelta(days=r.randint(1, 900)) if r.random() < 0.3 else None
     cents = r.randint(1000, 300_000)
     rec = {
-        "case_id": f"C{i:08d}", **who,
-        "area": r.choice(AREAS), "service": r.choice(SERVICES),
-        "opened": _it(opened), "closed": _it(closed) if closed else "",
+        "case_id": f"C{i:08d}",
+        **who,
+        "area": r.choice(AREAS),
+        "service": r.choice(SERVICES),
+        "opened": _it(opened),
+        "closed": _it(closed) if closed else "",
         "amount": f"{cents // 100:,}".replace(",", ".") + f",{cents % 100:02d}"
-        if r.random() < 0.5 else "",
+        if r.random() < 0.5
+        else "",
         "disability": r.choice("SN") if assessed else "",
         "non_self_sufficient": r.choice(("S", "N", "")) if assessed else "",
         "assessed": _it(assessed) if assessed else "",
@@ -136,8 +159,13 @@ STREAM = Stream(
     description="One row per presa in carico with its intervention and, sometimes, an assessment",
     fields=(
         FieldSpec("case_id", description="Case number"),
-        FieldSpec("cf", FieldRole.IDENTIFIER, "Codice fiscale", IdentifierType.CF,
-                  derive_birth_year_and_sex=True),
+        FieldSpec(
+            "cf",
+            FieldRole.IDENTIFIER,
+            "Codice fiscale",
+            IdentifierType.CF,
+            derive_birth_year_and_sex=True,
+        ),
         FieldSpec("cognome", FieldRole.PERSONAL, "Surname"),
         FieldSpec("nome", FieldRole.PERSONAL, "Given name"),
         FieldSpec("household_id", FieldRole.IDENTIFIER, "Household id", IdentifierType.LOCAL),
@@ -162,8 +190,9 @@ class SyntheticConnector(Connector):
     config: SyntheticConfig
 
     def check(self) -> CheckResult:
-        return CheckResult(True, f"generates {self.config.count:,} records (seed "
-                                 f"{self.config.seed})")
+        return CheckResult(
+            True, f"generates {self.config.count:,} records (seed {self.config.seed})"
+        )
 
     def streams(self) -> tuple[Stream, ...]:
         return (STREAM,)
@@ -176,8 +205,11 @@ class SyntheticConnector(Connector):
         for i in range(start, c.count):
             if crash_at is not None and i == crash_at:
                 os.kill(os.getpid(), signal.SIGKILL)
-            yield RawRecord("cases", make_record(i, seed=c.seed, bad_ratio=c.bad_ratio),
-                            location=f"synthetic record {i}")
+            yield RawRecord(
+                "cases",
+                make_record(i, seed=c.seed, bad_ratio=c.bad_ratio),
+                location=f"synthetic record {i}",
+            )
             if (i + 1) % c.checkpoint_every == 0:
                 yield StateCheckpoint({"next": i + 1})
         yield StateCheckpoint({"next": max(start, c.count)})

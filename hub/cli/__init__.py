@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
@@ -34,10 +34,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-connectors_app = typer.Typer(help="List installed connector plugins and check configured ones.",
-                             no_args_is_help=True)
-quarantine_app = typer.Typer(help="Records refused by a sync, with the reason and where.",
-                             no_args_is_help=True)
+connectors_app = typer.Typer(
+    help="List installed connector plugins and check configured ones.", no_args_is_help=True
+)
+quarantine_app = typer.Typer(
+    help="Records refused by a sync, with the reason and where.", no_args_is_help=True
+)
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(keys_app, name="keys")
@@ -45,8 +47,13 @@ app.add_typer(mappings_app, name="mappings")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
-                 envvar="RACCORDO_CONFIG", show_envvar=True),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
+        envvar="RACCORDO_CONFIG",
+        show_envvar=True,
+    ),
 ]
 
 
@@ -56,8 +63,15 @@ def _config(path: Path | None) -> Config:
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Workspace directory to create (may exist, must not hold a raccordo.toml).")],
-    district: Annotated[str, typer.Option(help="Code of the district (ambito / DCS).")] = "DISTRETTO",
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="Workspace directory to create (may exist, must not hold a raccordo.toml)."
+        ),
+    ],
+    district: Annotated[
+        str, typer.Option(help="Code of the district (ambito / DCS).")
+    ] = "DISTRETTO",
     district_name: Annotated[str, typer.Option(help="Name of the district.")] = "Distretto",
 ) -> None:
     """Create a workspace: raccordo.toml, a mappings folder and an encrypted keyring."""
@@ -93,7 +107,9 @@ def connectors_check(
 
 @app.command()
 def sync(
-    names: Annotated[list[str] | None, typer.Argument(help="Connectors to sync (default: every enabled one).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Connectors to sync (default: every enabled one).")
+    ] = None,
     config: ConfigOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
@@ -112,15 +128,23 @@ def sync(
         raise typer.Exit(0)
     for name in targets:
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=err_console, transient=True, disable=quiet,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=quiet,
         ) as bar:
             task = bar.add_task(f"{name}: starting", total=None)
 
-            def show(p: RunProgress, task: object = task, bar: Progress = bar) -> None:
-                bar.update(task, description=(  # type: ignore[arg-type]
-                    f"{p.connector}/{p.stream}: read {p.read:,} · loaded {p.loaded:,} · "
-                    f"unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"))
+            def show(p: RunProgress, task: TaskID = task, bar: Progress = bar) -> None:
+                bar.update(
+                    task,
+                    description=(
+                        f"{p.connector}/{p.stream}: read {p.read:,} · loaded {p.loaded:,} · "
+                        f"unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"
+                    ),
+                )
 
             try:
                 summaries = pipeline.sync(name, progress=show)
@@ -169,17 +193,37 @@ def runs(
     registry = Registry.open(cfg.registry_url)
     rows = registry.runs(connector=connector, limit=limit)
     if as_json:
-        print(json.dumps([{**r.__dict__, "balanced": r.balanced} for r in rows], default=str,
-                         indent=2))
+        print(
+            json.dumps(
+                [{**r.__dict__, "balanced": r.balanced} for r in rows], default=str, indent=2
+            )
+        )
         return
     table = Table(title="Runs")
-    for col in ("run", "connector", "status", "started", "read", "loaded", "unchanged",
-                "quarantined", "mapping"):
+    for col in (
+        "run",
+        "connector",
+        "status",
+        "started",
+        "read",
+        "loaded",
+        "unchanged",
+        "quarantined",
+        "mapping",
+    ):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r.id), r.connector, r.status, r.started_at.strftime("%Y-%m-%d %H:%M"),
-                      f"{r.read:,}", f"{r.loaded:,}", f"{r.unchanged:,}", f"{r.quarantined:,}",
-                      f"{r.mapping} v{r.mapping_version}")
+        table.add_row(
+            str(r.id),
+            r.connector,
+            r.status,
+            r.started_at.strftime("%Y-%m-%d %H:%M"),
+            f"{r.read:,}",
+            f"{r.loaded:,}",
+            f"{r.unchanged:,}",
+            f"{r.quarantined:,}",
+            f"{r.mapping} v{r.mapping_version}",
+        )
     console.print(table)
 
 
@@ -207,8 +251,14 @@ def quarantine_list(
     for col in ("run", "connector", "where", "field", "rule", "reason"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(str(r["run_id"]), r["connector"], r["location"], r["field"] or "",
-                      r["rule"], r["reason"])
+        table.add_row(
+            str(r["run_id"]),
+            r["connector"],
+            r["location"],
+            r["field"] or "",
+            r["rule"],
+            r["reason"],
+        )
     console.print(table)
 
 
@@ -219,8 +269,12 @@ app.add_typer(report_app, name="report")
 @report_app.command("prese-in-carico")
 def report_prese_in_carico(
     config: ConfigOpt = None,
-    org: Annotated[str | None, typer.Option(help="One organisation (default: the whole district).")] = None,
-    year: Annotated[list[int] | None, typer.Option(help="Year(s) (default: every year with data).")] = None,
+    org: Annotated[
+        str | None, typer.Option(help="One organisation (default: the whole district).")
+    ] = None,
+    year: Annotated[
+        list[int] | None, typer.Option(help="Year(s) (default: every year with data).")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
 ) -> None:
     """People in charge (prese in carico) at 31 October, by target group, with households."""
@@ -229,11 +283,16 @@ def report_prese_in_carico(
     from hub.registry import Registry
 
     if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"unknown format {fmt!r}", where="--format", hint="use table, csv or json")
+        raise ConfigError(
+            f"unknown format {fmt!r}", where="--format", hint="use table, csv or json"
+        )
     cfg = _config(config)
     if org and org not in cfg.settings.organisations:
-        raise ConfigError(f"no organisation {org!r}", where=str(cfg.path),
-                          hint="known: " + ", ".join(cfg.settings.organisations))
+        raise ConfigError(
+            f"no organisation {org!r}",
+            where=str(cfg.path),
+            hint="known: " + ", ".join(cfg.settings.organisations),
+        )
     registry = Registry.open(cfg.registry_url)
     years = year or years_with_data(registry.engine, org)
     print(render(prese_in_carico(registry.engine, years, org=org), fmt), end="")
@@ -242,8 +301,12 @@ def report_prese_in_carico(
 
 @app.command()
 def demo(
-    workspace: Annotated[Path, typer.Option(help="Where to create the demo workspace.")] = Path("demo-workspace"),
-    no_serve: Annotated[bool, typer.Option("--no-serve", help="Exit after loading and printing.")] = False,
+    workspace: Annotated[Path, typer.Option(help="Where to create the demo workspace.")] = Path(
+        "demo-workspace"
+    ),
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Exit after loading and printing.")
+    ] = False,
 ) -> None:
     """Create a demo district workspace, load it through the real pipeline, print the results."""
     from hub.demo import run_demo

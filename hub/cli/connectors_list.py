@@ -17,8 +17,13 @@ def list_connectors(console: Console) -> int:
     for col in ("plugin", "status", "connector types", "distribution", "error"):
         table.add_column(col, overflow="fold")
     for p in plugins:
-        table.add_row(p.name, f"[{STYLE[p.status]}]{p.status}[/]", ", ".join(p.connectors),
-                      f"{p.distribution} {p.version}", p.error or "")
+        table.add_row(
+            p.name,
+            f"[{STYLE[p.status]}]{p.status}[/]",
+            ", ".join(p.connectors),
+            f"{p.distribution} {p.version}",
+            p.error or "",
+        )
     console.print(table)
     connectors = get_plugins().connectors()
     if connectors:

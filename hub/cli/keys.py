@@ -11,19 +11,27 @@ from rich.console import Console
 from hub.errors import KeyringError
 from hub.pseudonyms import Keyring, KeySource
 
-app = typer.Typer(help="Create and inspect the pseudonymisation keyring (never shows secrets).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Create and inspect the pseudonymisation keyring (never shows secrets).",
+    no_args_is_help=True,
+)
 
-KeyringOpt = Annotated[Path | None, typer.Option(
-    help="Keyring file (default: the one named in raccordo.toml).")]
-KeyFileOpt = Annotated[Path | None, typer.Option(
-    help="Key file unlocking it (default: keyring_key_file in raccordo.toml).")]
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="Path of raccordo.toml.", envvar="RACCORDO_CONFIG")]
+KeyringOpt = Annotated[
+    Path | None, typer.Option(help="Keyring file (default: the one named in raccordo.toml).")
+]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(help="Key file unlocking it (default: keyring_key_file in raccordo.toml)."),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Path of raccordo.toml.", envvar="RACCORDO_CONFIG"),
+]
 
 
-def _paths(keyring: Path | None, key_file: Path | None,
-           config: Path | None) -> tuple[Path, Path | None]:
+def _paths(
+    keyring: Path | None, key_file: Path | None, config: Path | None
+) -> tuple[Path, Path | None]:
     if keyring is not None:
         return keyring, key_file
     from hub.config import load_config
@@ -33,8 +41,7 @@ def _paths(keyring: Path | None, key_file: Path | None,
 
 
 @app.command()
-def init(keyring: KeyringOpt = None, key_file: KeyFileOpt = None,
-         config: ConfigOpt = None) -> None:
+def init(keyring: KeyringOpt = None, key_file: KeyFileOpt = None, config: ConfigOpt = None) -> None:
     """Create a new keyring. Without a key in the environment, a key file is generated."""
     console = Console()
     path, kf = _paths(keyring, key_file, config)
@@ -48,14 +55,17 @@ def init(keyring: KeyringOpt = None, key_file: KeyFileOpt = None,
     Keyring.create(path, source)
     console.print(f"Keyring created: [bold]{path}[/bold]")
     if created_key:
-        console.print(f"Key file created: [bold]{created_key}[/bold] (mode 0600). Back it up "
-                      "offline and keep it off the registry server: without it the keyring "
-                      "cannot be opened, and whoever has both can re-identify pseudonyms.")
+        console.print(
+            f"Key file created: [bold]{created_key}[/bold] (mode 0600). Back it up "
+            "offline and keep it off the registry server: without it the keyring "
+            "cannot be opened, and whoever has both can re-identify pseudonyms."
+        )
 
 
 @app.command()
-def status(keyring: KeyringOpt = None, key_file: KeyFileOpt = None,
-           config: ConfigOpt = None) -> None:
+def status(
+    keyring: KeyringOpt = None, key_file: KeyFileOpt = None, config: ConfigOpt = None
+) -> None:
     """Show the keyring's epochs and how it is locked (no secrets)."""
     console = Console()
     path, kf = _paths(keyring, key_file, config)

@@ -12,14 +12,17 @@ from rich.console import Console
 from hub.errors import MappingFileError
 from hub.mappings import load_mapping, mapping_json_schema
 
-app = typer.Typer(help="Check declarative mapping files and print their JSON Schema.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Check declarative mapping files and print their JSON Schema.", no_args_is_help=True
+)
 
 
 @app.command()
 def validate(
-    files: Annotated[list[Path] | None, typer.Argument(
-        help="Mapping files (default: every *.toml in ./mappings).")] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Mapping files (default: every *.toml in ./mappings)."),
+    ] = None,
 ) -> None:
     """Validate mapping files; print each error with its location. Exit 6 if any is invalid."""
     console = Console()
@@ -35,8 +38,11 @@ def validate(
             bad += 1
             console.print(f"[red]INVALID[/red] {e}", highlight=False)
             continue
-        console.print(f"[green]OK[/green] {f}: {spec.name} version {spec.version} "
-                      f"({len(spec.records)} record types)", highlight=False)
+        console.print(
+            f"[green]OK[/green] {f}: {spec.name} version {spec.version} "
+            f"({len(spec.records)} record types)",
+            highlight=False,
+        )
     if bad:
         raise typer.Exit(MappingFileError.exit_code)
 

@@ -21,7 +21,7 @@ from hub.pipeline import Pipeline, open_keyring
 from hub.pseudonyms import Keyring, KeySource
 from hub.registry import Registry
 
-DEMO_TOKEN = "demo-token-not-a-secret"
+DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105
 
 CONFIG = """\
 # Demo district written by `raccordo demo` (rewritten at each run).
@@ -124,14 +124,18 @@ def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
     years = sorted(SEED_TABLE)
     for c in CONSORTIA:
         console.print(f"\n[bold]{c.name}[/bold] ({c.code}) — prese in carico al 31 ottobre")
-        console.print(render(prese_in_carico(registry.engine, years, org=c.code)),
-                      highlight=False, markup=False)
+        console.print(
+            render(prese_in_carico(registry.engine, years, org=c.code)),
+            highlight=False,
+            markup=False,
+        )
     console.print("\n[bold]Distretto[/bold] — prese in carico al 31 ottobre")
-    console.print(render(prese_in_carico(registry.engine, years)), highlight=False,
-                  markup=False)
+    console.print(render(prese_in_carico(registry.engine, years)), highlight=False, markup=False)
     registry.close()
     console.print(f"Why records were refused: raccordo quarantine list --config {cfg_path}")
-    console.print("The same table from the registry: raccordo report prese-in-carico "
-                  f"--org CISS-BORGO --config {cfg_path}")
+    console.print(
+        "The same table from the registry: raccordo report prese-in-carico "
+        f"--org CISS-BORGO --config {cfg_path}"
+    )
     if serve:
         console.print("The web app is not part of this version yet: nothing to serve.")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from hub.demo.people import Person, PeopleFactory, with_wrong_check_character
+from hub.demo.people import PeopleFactory, Person, with_wrong_check_character
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "comuni_novara.csv"
 NS = "http://inps.it/Casellario"
@@ -63,22 +63,63 @@ class Consortium:
 
 CONSORTIA = (
     Consortium(
-        "CISS-BORGO", "CISS Borgomanero",
-        ("Borgomanero", "Gozzano", "Invorio", "Cureggio", "Fontaneto d'Agogna", "Maggiora",
-         "Bogogno", "Agrate Conturbia", "Boca", "Cavallirio", "Soriso", "Pogno",
-         "Briga Novarese", "Gargallo", "Gattico-Veruno", "Ameno", "Armeno", "Orta San Giulio"),
+        "CISS-BORGO",
+        "CISS Borgomanero",
+        (
+            "Borgomanero",
+            "Gozzano",
+            "Invorio",
+            "Cureggio",
+            "Fontaneto d'Agogna",
+            "Maggiora",
+            "Bogogno",
+            "Agrate Conturbia",
+            "Boca",
+            "Cavallirio",
+            "Soriso",
+            "Pogno",
+            "Briga Novarese",
+            "Gargallo",
+            "Gattico-Veruno",
+            "Ameno",
+            "Armeno",
+            "Orta San Giulio",
+        ),
         "csv",
     ),
     Consortium(
-        "CBV", "Consorzio Basso Verbano (fittizio)",
-        ("Arona", "Oleggio Castello", "Dormelletto", "Castelletto sopra Ticino", "Meina",
-         "Lesa", "Comignago", "Paruzzaro", "Massino Visconti", "Nebbiuno"),
+        "CBV",
+        "Consorzio Basso Verbano (fittizio)",
+        (
+            "Arona",
+            "Oleggio Castello",
+            "Dormelletto",
+            "Castelletto sopra Ticino",
+            "Meina",
+            "Lesa",
+            "Comignago",
+            "Paruzzaro",
+            "Massino Visconti",
+            "Nebbiuno",
+        ),
         "siuss_files",
     ),
     Consortium(
-        "COT", "Consorzio Ovest Ticino (fittizio)",
-        ("Oleggio", "Marano Ticino", "Mezzomerico", "Pombia", "Varallo Pombia", "Divignano",
-         "Bellinzago Novarese", "Cameri", "Galliate", "Romentino", "Trecate"),
+        "COT",
+        "Consorzio Ovest Ticino (fittizio)",
+        (
+            "Oleggio",
+            "Marano Ticino",
+            "Mezzomerico",
+            "Pombia",
+            "Varallo Pombia",
+            "Divignano",
+            "Bellinzago Novarese",
+            "Cameri",
+            "Galliate",
+            "Romentino",
+            "Trecate",
+        ),
         "siuss_waas",
     ),
 )
@@ -107,14 +148,34 @@ VENDOR_SERVICES = {
     "POVERTA": (("CONTR-EC", "Contributo economico"), ("PRONTO-INT", "Pronto intervento sociale")),
     "IMMIGRATI": (("MEDIAZ", "Mediazione culturale"), ("SEGR-SOC", "Segretariato sociale")),
     "DIPENDENZE": (("SEGR-SOC", "Segretariato sociale"), ("INS-LAV", "Inserimento lavorativo")),
-    "ANZIANI": (("SAD", "Assistenza domiciliare"), ("TELESOCC", "Telesoccorso"),
-                ("PASTI", "Pasti a domicilio")),
+    "ANZIANI": (
+        ("SAD", "Assistenza domiciliare"),
+        ("TELESOCC", "Telesoccorso"),
+        ("PASTI", "Pasti a domicilio"),
+    ),
 }
 CSV_COLUMNS = (
-    "ID_CARTELLA", "TIPO_DOCUMENTO", "CODICE_FISCALE", "COGNOME", "NOME", "ANNO_NASCITA",
-    "SESSO", "COMUNE_RESIDENZA_ISTAT", "ID_NUCLEO", "AREA", "DATA_PRESA_IN_CARICO",
-    "DATA_CHIUSURA", "COD_INTERVENTO", "DESCRIZIONE_INTERVENTO", "DATA_INIZIO", "DATA_FINE",
-    "IMPORTO", "INVALIDITA", "NON_AUTOSUFFICIENTE", "DATA_VALUTAZIONE", "NOTE",
+    "ID_CARTELLA",
+    "TIPO_DOCUMENTO",
+    "CODICE_FISCALE",
+    "COGNOME",
+    "NOME",
+    "ANNO_NASCITA",
+    "SESSO",
+    "COMUNE_RESIDENZA_ISTAT",
+    "ID_NUCLEO",
+    "AREA",
+    "DATA_PRESA_IN_CARICO",
+    "DATA_CHIUSURA",
+    "COD_INTERVENTO",
+    "DESCRIZIONE_INTERVENTO",
+    "DATA_INIZIO",
+    "DATA_FINE",
+    "IMPORTO",
+    "INVALIDITA",
+    "NON_AUTOSUFFICIENTE",
+    "DATA_VALUTAZIONE",
+    "NOTE",
 )
 
 
@@ -155,8 +216,10 @@ def _weighted_comuni(comuni: Iterable[Comune]) -> tuple[list[Comune], list[int]]
 # CISS Borgomanero: CSV export reproducing the seed table
 # ----------------------------------------------------------------------------
 
-def write_ciss_csv(path: Path, rng: random.Random, factory: PeopleFactory,
-                   comuni: list[Comune], truth: Truth) -> int:
+
+def write_ciss_csv(
+    path: Path, rng: random.Random, factory: PeopleFactory, comuni: list[Comune], truth: Truth
+) -> int:
     """Write the CartellaSociale export; returns the number of data rows."""
     cs, weights = _weighted_comuni(comuni)
     rows: list[dict[str, str]] = []
@@ -164,8 +227,10 @@ def write_ciss_csv(path: Path, rng: random.Random, factory: PeopleFactory,
     for year, (m_nd, m_d, a_nd, a_d, anz, anz_nss, total, nuclei) in SEED_TABLE.items():
         changed = m_nd + m_d + a_nd + a_d + anz + anz_nss - total
         plan = (
-            [("minori", False, "none")] * m_nd + [("minori", True, "none")] * m_d
-            + [("adulti", False, "none")] * a_nd + [("adulti", True, "none")] * a_d
+            [("minori", False, "none")] * m_nd
+            + [("minori", True, "none")] * m_d
+            + [("adulti", False, "none")] * a_nd
+            + [("adulti", True, "none")] * a_d
             + [("anziani", False, "none")] * (anz - changed)
             + [("anziani", False, "nss")] * (anz_nss - changed)
             + [("anziani", False, "becomes_nss")] * changed
@@ -207,12 +272,19 @@ def write_ciss_csv(path: Path, rng: random.Random, factory: PeopleFactory,
                 "ID_CARTELLA": str(next(cartella)),
                 "TIPO_DOCUMENTO": person.id_type,
                 "CODICE_FISCALE": person.identifier,
-                "COGNOME": person.surname, "NOME": person.name,
-                "ANNO_NASCITA": str(person.birth_year), "SESSO": person.sex,
-                "COMUNE_RESIDENZA_ISTAT": comune.istat, "ID_NUCLEO": household,
-                "AREA": area, "DATA_PRESA_IN_CARICO": _it_date(opened),
+                "COGNOME": person.surname,
+                "NOME": person.name,
+                "ANNO_NASCITA": str(person.birth_year),
+                "SESSO": person.sex,
+                "COMUNE_RESIDENZA_ISTAT": comune.istat,
+                "ID_NUCLEO": household,
+                "AREA": area,
+                "DATA_PRESA_IN_CARICO": _it_date(opened),
                 "DATA_CHIUSURA": _it_date(closed),
-                "INVALIDITA": "", "NON_AUTOSUFFICIENTE": "", "DATA_VALUTAZIONE": "", "NOTE": "",
+                "INVALIDITA": "",
+                "NON_AUTOSUFFICIENTE": "",
+                "DATA_VALUTAZIONE": "",
+                "NOTE": "",
             }
             before = _rand_date(rng, dt.date(year - 3, 1, 1), dt.date(year - 1, 12, 31))
             if disabled:
@@ -222,21 +294,29 @@ def write_ciss_csv(path: Path, rng: random.Random, factory: PeopleFactory,
             elif nss == "becomes_nss":
                 base.update(NON_AUTOSUFFICIENTE="N", DATA_VALUTAZIONE=_it_date(before))
             elif rng.random() < 0.2:
-                base.update(INVALIDITA="N", NON_AUTOSUFFICIENTE="N",
-                            DATA_VALUTAZIONE=_it_date(before))
+                base.update(
+                    INVALIDITA="N", NON_AUTOSUFFICIENTE="N", DATA_VALUTAZIONE=_it_date(before)
+                )
             if rng.random() < 0.02:
                 base["NOTE"] = f"Colloquio con {person.name} {person.surname};\nrichiamare"
             n_services = 2 if nss == "becomes_nss" else rng.choice((1, 1, 1, 2))
             for k, (code, descr) in enumerate(rng.sample(VENDOR_SERVICES[area], n_services)):
-                row = dict(base, COD_INTERVENTO=code, DESCRIZIONE_INTERVENTO=descr,
-                           DATA_INIZIO=_it_date(opened), DATA_FINE=_it_date(closed),
-                           IMPORTO=_it_amount(rng.randint(2_000, 180_000))
-                           if code == "CONTR-EC" else "")
+                row = dict(
+                    base,
+                    COD_INTERVENTO=code,
+                    DESCRIZIONE_INTERVENTO=descr,
+                    DATA_INIZIO=_it_date(opened),
+                    DATA_FINE=_it_date(closed),
+                    IMPORTO=_it_amount(rng.randint(2_000, 180_000)) if code == "CONTR-EC" else "",
+                )
                 if k == 1 and nss == "becomes_nss":
                     # Assessed non self-sufficient during the year: counted in both groups.
-                    row.update(NON_AUTOSUFFICIENTE="S",
-                               DATA_VALUTAZIONE=_it_date(
-                                   _rand_date(rng, dt.date(year, 2, 1), dt.date(year, 9, 30))))
+                    row.update(
+                        NON_AUTOSUFFICIENTE="S",
+                        DATA_VALUTAZIONE=_it_date(
+                            _rand_date(rng, dt.date(year, 2, 1), dt.date(year, 9, 30))
+                        ),
+                    )
                 rows.append(row)
         rows.extend(_ciss_noise(year, rng, factory, cs, weights, cartella, truth))
     with path.open("w", encoding="cp1252", newline="") as f:
@@ -246,9 +326,15 @@ def write_ciss_csv(path: Path, rng: random.Random, factory: PeopleFactory,
     return len(rows)
 
 
-def _ciss_noise(year: int, rng: random.Random, factory: PeopleFactory, cs: list[Comune],
-                weights: list[int], cartella: Iterable[int],
-                truth: Truth) -> list[dict[str, str]]:
+def _ciss_noise(
+    year: int,
+    rng: random.Random,
+    factory: PeopleFactory,
+    cs: list[Comune],
+    weights: list[int],
+    cartella: Iterable[int],
+    truth: Truth,
+) -> list[dict[str, str]]:
     """Rows that must not change the table: late cases, and bad records for the quarantine."""
     out = []
     ids = iter(cartella)
@@ -263,18 +349,31 @@ def _ciss_noise(year: int, rng: random.Random, factory: PeopleFactory, cs: list[
             truth.identifiers.add(ident)
         elif i < 6:  # a code the vendor mapping does not know: quarantined
             code, descr = "BONUS-X", "Bonus sperimentale comunale"
-        out.append({
-            "ID_CARTELLA": str(next(ids)), "TIPO_DOCUMENTO": "CF", "CODICE_FISCALE": ident,
-            "COGNOME": person.surname, "NOME": person.name,
-            "ANNO_NASCITA": str(person.birth_year), "SESSO": person.sex,
-            "COMUNE_RESIDENZA_ISTAT": rng.choices(cs, weights)[0].istat,
-            "ID_NUCLEO": f"L{year}{i:04d}", "AREA": "ADULTI",
-            "DATA_PRESA_IN_CARICO": _it_date(opened),
-            "DATA_CHIUSURA": _it_date(_rand_date(rng, opened, dt.date(year, 12, 31))),
-            "COD_INTERVENTO": code, "DESCRIZIONE_INTERVENTO": descr,
-            "DATA_INIZIO": _it_date(opened), "DATA_FINE": "", "IMPORTO": "",
-            "INVALIDITA": "", "NON_AUTOSUFFICIENTE": "", "DATA_VALUTAZIONE": "", "NOTE": "",
-        })
+        out.append(
+            {
+                "ID_CARTELLA": str(next(ids)),
+                "TIPO_DOCUMENTO": "CF",
+                "CODICE_FISCALE": ident,
+                "COGNOME": person.surname,
+                "NOME": person.name,
+                "ANNO_NASCITA": str(person.birth_year),
+                "SESSO": person.sex,
+                "COMUNE_RESIDENZA_ISTAT": rng.choices(cs, weights)[0].istat,
+                "ID_NUCLEO": f"L{year}{i:04d}",
+                "AREA": "ADULTI",
+                "DATA_PRESA_IN_CARICO": _it_date(opened),
+                "DATA_CHIUSURA": _it_date(_rand_date(rng, opened, dt.date(year, 12, 31))),
+                "COD_INTERVENTO": code,
+                "DESCRIZIONE_INTERVENTO": descr,
+                "DATA_INIZIO": _it_date(opened),
+                "DATA_FINE": "",
+                "IMPORTO": "",
+                "INVALIDITA": "",
+                "NON_AUTOSUFFICIENTE": "",
+                "DATA_VALUTAZIONE": "",
+                "NOTE": "",
+            }
+        )
     truth.invalid_records["CISS-BORGO"] = truth.invalid_records.get("CISS-BORGO", 0) + 6
     return out
 
@@ -307,8 +406,14 @@ class Prestazione:
     cancel: bool = False
 
 
-def plan_siuss(consortium: Consortium, comuni: dict[str, Comune], rng: random.Random,
-               factory: PeopleFactory, people: int, truth: Truth) -> list[Prestazione]:
+def plan_siuss(
+    consortium: Consortium,
+    comuni: dict[str, Comune],
+    rng: random.Random,
+    factory: PeopleFactory,
+    people: int,
+    truth: Truth,
+) -> list[Prestazione]:
     cs, weights = _weighted_comuni(comuni[n] for n in consortium.comuni)
     out: list[Prestazione] = []
     for i in range(people):
@@ -323,50 +428,91 @@ def plan_siuss(consortium: Consortium, comuni: dict[str, Comune], rng: random.Ra
             sina = None
             if age >= 65 and rng.random() < 0.5:
                 sina = (rng.choice("123"), rng.choice(("", "1", "2")))
-            out.append(Prestazione(person, comune, code, descr, area, s,
-                                   s + dt.timedelta(days=rng.randint(30, 300)),
-                                   f"{consortium.code}-{i:05d}-{k}", rng.random() < 0.8, sina))
+            out.append(
+                Prestazione(
+                    person,
+                    comune,
+                    code,
+                    descr,
+                    area,
+                    s,
+                    s + dt.timedelta(days=rng.randint(30, 300)),
+                    f"{consortium.code}-{i:05d}-{k}",
+                    rng.random() < 0.8,
+                    sina,
+                )
+            )
     # A few prestazioni inserted by mistake and cancelled later (TipoOperazione="C").
     for p in rng.sample(out, k=max(1, len(out) // 100)):
         out.append(Prestazione(**{**p.__dict__, "cancel": True}))
     # A few beneficiaries whose CF has a wrong check character.
     for i in range(3):
         p = rng.choice(out)
-        bad = Person(p.person.surname, p.person.name, p.person.sex, p.person.birth,
-                     p.person.belfiore, with_wrong_check_character(p.person.identifier), "CF")
+        bad = Person(
+            p.person.surname,
+            p.person.name,
+            p.person.sex,
+            p.person.birth,
+            p.person.belfiore,
+            with_wrong_check_character(p.person.identifier),
+            "CF",
+        )
         truth.identifiers.add(bad.identifier)
-        out.append(Prestazione(**{**p.__dict__, "person": bad, "protocol": f"BAD-{i}",
-                                  "cancel": False}))
+        out.append(
+            Prestazione(**{**p.__dict__, "person": bad, "protocol": f"BAD-{i}", "cancel": False})
+        )
     truth.invalid_records[consortium.code] = 3
     return out
 
 
-def siuss_flow_xml(ente: str, ente_belfiore: str, flow_name: str,
-                   items: list[Prestazione], operator_cf: str) -> bytes:
+def siuss_flow_xml(
+    ente: str, ente_belfiore: str, flow_name: str, items: list[Prestazione], operator_cf: str
+) -> bytes:
     """A PS/PSA/SINA flow as the SIUSS XSD describes it (valid against it)."""
     root = etree.Element(f"{{{NS}}}Flusso", nsmap={None: NS})
     ident = etree.SubElement(root, f"{{{NS}}}IdentificazioneFlusso", Nome=flow_name)
-    etree.SubElement(ident, f"{{{NS}}}Ente", Codice=ente, Denominazione=ente,
-                     CFOperatore=operator_cf, Indirizzo=ente_belfiore)
+    etree.SubElement(
+        ident,
+        f"{{{NS}}}Ente",
+        Codice=ente,
+        Denominazione=ente,
+        CFOperatore=operator_cf,
+        Indirizzo=ente_belfiore,
+    )
     by_person: dict[str, list[Prestazione]] = {}
     for it in items:
         by_person.setdefault(it.person.identifier, []).append(it)
     for cf, its in by_person.items():
         p = its[0].person
         b = etree.SubElement(root, f"{{{NS}}}Beneficiario", CodiceFiscale=cf)
-        etree.SubElement(b, f"{{{NS}}}Anagrafica", Cognome=p.surname.upper(),
-                         Nome=p.name.upper(), AnnoNascita=str(p.birth_year),
-                         LuogoNascita=p.belfiore, Genere="2" if p.sex == "F" else "1",
-                         CodiceCittadinanza="380")
-        etree.SubElement(b, f"{{{NS}}}Indirizzo", CodiceComune=its[0].comune.istat,
-                         CodiceNazione="380", CodiceRegione="01")
+        etree.SubElement(
+            b,
+            f"{{{NS}}}Anagrafica",
+            Cognome=p.surname.upper(),
+            Nome=p.name.upper(),
+            AnnoNascita=str(p.birth_year),
+            LuogoNascita=p.belfiore,
+            Genere="2" if p.sex == "F" else "1",
+            CodiceCittadinanza="380",
+        )
+        etree.SubElement(
+            b,
+            f"{{{NS}}}Indirizzo",
+            CodiceComune=its[0].comune.istat,
+            CodiceNazione="380",
+            CodiceRegione="01",
+        )
         for it in its:
             attrs = {
-                "TipoOperazione": "C" if it.cancel else "I", "PresenzaProvaMezzi": "1",
-                "CaratterePrestazione": "1", "CodicePrestazione": it.code,
-                "DenominazionePrestazione": it.description, "ProtocolloDomanda": it.protocol,
+                "TipoOperazione": "C" if it.cancel else "I",
+                "PresenzaProvaMezzi": "1",
+                "CaratterePrestazione": "1",
+                "CodicePrestazione": it.code,
+                "DenominazionePrestazione": it.description,
+                "ProtocolloDomanda": it.protocol,
                 "DataInizioPrestazione": it.start.isoformat(),
-                "PresaCarico": "1" if it.presa_carico else "2", "AreaUtenza": it.area,
+                "PresaCarico": "1" if it.presa_carico else "2",
+                "AreaUtenza": it.area,
                 "ImportoMensile": "150.00",
             }
             if it.end:
@@ -375,17 +521,30 @@ def siuss_flow_xml(ente: str, ente_belfiore: str, flow_name: str,
             if it.sina:
                 avq, invciv = it.sina
                 sina = etree.SubElement(
-                    ps, f"{{{NS}}}SINA", Mobilita="2", AttivitaVitaQuotidiana=avq,
-                    DisturbiComportamentali="1", AreaReddituale="2", AreaSupporto="1",
-                    FonteDerivazioneValutazione="1", StrumentoValutazione="1")
+                    ps,
+                    f"{{{NS}}}SINA",
+                    Mobilita="2",
+                    AttivitaVitaQuotidiana=avq,
+                    DisturbiComportamentali="1",
+                    AreaReddituale="2",
+                    AreaSupporto="1",
+                    FonteDerivazioneValutazione="1",
+                    StrumentoValutazione="1",
+                )
                 if invciv:
                     inv = etree.SubElement(sina, f"{{{NS}}}InvaliditaCivile")
                     etree.SubElement(inv, f"{{{NS}}}InvCiv").text = invciv
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    xml: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return xml
 
 
-def write_siuss_inbox(inbox: Path, consortium: Consortium, items: list[Prestazione],
-                      comuni: dict[str, Comune], operator_cf: str) -> list[Path]:
+def write_siuss_inbox(
+    inbox: Path,
+    consortium: Consortium,
+    items: list[Prestazione],
+    comuni: dict[str, Comune],
+    operator_cf: str,
+) -> list[Path]:
     """One flow file per quarter of the start date; cancellations in a last file."""
     inbox.mkdir(parents=True, exist_ok=True)
     seat = comuni[consortium.comuni[0]].belfiore
@@ -402,8 +561,13 @@ def write_siuss_inbox(inbox: Path, consortium: Consortium, items: list[Prestazio
     return paths
 
 
-def write_waas_flows(folder: Path, consortium: Consortium, items: list[Prestazione],
-                     comuni: dict[str, Comune], operator_cf: str) -> list[Path]:
+def write_waas_flows(
+    folder: Path,
+    consortium: Consortium,
+    items: list[Prestazione],
+    comuni: dict[str, Comune],
+    operator_cf: str,
+) -> list[Path]:
     """One flow per prestazione (as in *cooperazione applicativa*), in delivery order."""
     folder.mkdir(parents=True, exist_ok=True)
     seat = comuni[consortium.comuni[0]].belfiore
@@ -421,19 +585,28 @@ def build_sources(directory: Path, *, seed: int = 2026) -> Truth:
     """Write every source of the demo district under ``directory``; deterministic for a seed."""
     rng = random.Random(seed)
     comuni = load_comuni()
-    birthplaces = tuple(c.belfiore for c in comuni.values()) + ("H501", "F205", "L219")
+    birthplaces = (*tuple(c.belfiore for c in comuni.values()), "H501", "F205", "L219")
     factory = PeopleFactory(rng, birthplaces)
     truth = Truth()
     operator = factory.person(1975)
     truth.remember(operator)
     ciss, cbv, cot = CONSORTIA
     directory.mkdir(parents=True, exist_ok=True)
-    write_ciss_csv(directory / "ciss-borgomanero.csv", rng, factory,
-                   [comuni[n] for n in ciss.comuni], truth)
-    write_siuss_inbox(directory / "cbv-inbox", cbv,
-                      plan_siuss(cbv, comuni, rng, factory, 700, truth), comuni,
-                      operator.identifier)
-    write_waas_flows(directory / "cot-waas", cot,
-                     plan_siuss(cot, comuni, rng, factory, 250, truth), comuni,
-                     operator.identifier)
+    write_ciss_csv(
+        directory / "ciss-borgomanero.csv", rng, factory, [comuni[n] for n in ciss.comuni], truth
+    )
+    write_siuss_inbox(
+        directory / "cbv-inbox",
+        cbv,
+        plan_siuss(cbv, comuni, rng, factory, 700, truth),
+        comuni,
+        operator.identifier,
+    )
+    write_waas_flows(
+        directory / "cot-waas",
+        cot,
+        plan_siuss(cot, comuni, rng, factory, 250, truth),
+        comuni,
+        operator.identifier,
+    )
     return truth

@@ -85,13 +85,14 @@ class CompiledMapping:
     # -- compile ------------------------------------------------------------------
     def _compile_record(
         self, spec: RecordSpec
-    ) -> tuple[str, tuple[str, ...] | None, Callable[[Mapping[str, Any]], bool],
-               list[tuple[str, Getter]]]:
+    ) -> tuple[
+        str, tuple[str, ...] | None, Callable[[Mapping[str, Any]], bool], list[tuple[str, Getter]]
+    ]:
         getters = [(target, self._compile(target, t)) for target, t in spec.fields.items()]
         key = tuple(spec.key) if spec.key else None
         return spec.model, key, _compile_when(spec.when), getters
 
-    def _compile(self, target: str, t: Any) -> Getter:  # noqa: C901 - one branch per transform
+    def _compile(self, target: str, t: Any) -> Getter:
         def missing(src: str, default: Any = None) -> Any:
             if t.optional or default is not None:
                 return default
@@ -108,6 +109,7 @@ class CompiledMapping:
                 if v is None:
                     return missing(src, default)
                 return v.upper() if upper else v
+
             return get_field
         if isinstance(t, FirstOfT):
             srcs = t.sources
@@ -118,6 +120,7 @@ class CompiledMapping:
                     if v is not None:
                         return v
                 return missing("/".join(srcs))
+
             return get_first
         if isinstance(t, CodeT):
             return self._code_getter(t.source, t.table, t.optional)
@@ -135,6 +138,7 @@ class CompiledMapping:
                         continue
                 shown = " or ".join(_human_format(f) for f in formats)
                 raise _Problem("date_format", f"{src}: not a valid date in the form {shown}", src)
+
             return get_date
         if isinstance(t, IntT):
             src, idefault = t.source, t.default
@@ -150,6 +154,7 @@ class CompiledMapping:
                     return int(s)
                 except ValueError:
                     raise _Problem("int_format", f"{src}: not a whole number", src) from None
+
             return get_int
         if isinstance(t, DecimalT):
             src, comma = t.source, t.decimal_comma
@@ -163,11 +168,15 @@ class CompiledMapping:
                 try:
                     d = Decimal(s)
                 except InvalidOperation:
-                    raise _Problem("decimal_format", f"{src}: not a number"
-                                   + (" in the form 1.234,56" if comma else ""), src) from None
+                    raise _Problem(
+                        "decimal_format",
+                        f"{src}: not a number" + (" in the form 1.234,56" if comma else ""),
+                        src,
+                    ) from None
                 if not d.is_finite():
                     raise _Problem("decimal_format", f"{src}: not a finite number", src)
                 return d
+
             return get_decimal
         if isinstance(t, BoolT):
             src = t.source
@@ -185,8 +194,10 @@ class CompiledMapping:
                     return True
                 if s.upper() in falses:
                     return False
-                raise _Problem("bool_value", f"{src}: expected one of "
-                               f"{', '.join(sorted(trues | falses))}", src)
+                raise _Problem(
+                    "bool_value", f"{src}: expected one of {', '.join(sorted(trues | falses))}", src
+                )
+
             return get_bool
         if isinstance(t, SplitT):
             src, sep = t.source, t.sep
@@ -200,6 +211,7 @@ class CompiledMapping:
                 if code is None:
                     return tuple(items)
                 return tuple(code({"_item": x}, res) for x in items)
+
             return get_split
         raise TypeError(f"unknown transform {type(t).__name__}")  # pragma: no cover
 
@@ -219,8 +231,8 @@ class CompiledMapping:
             res.unmapped.append((table_name, s))
             if default is not None:
                 return default
-            raise _Problem("unmapped_code",
-                           f"code {s!r} is not in code table {table_name!r}", src)
+            raise _Problem("unmapped_code", f"code {s!r} is not in code table {table_name!r}", src)
+
         return get_code
 
     # -- apply --------------------------------------------------------------------
@@ -234,8 +246,9 @@ class CompiledMapping:
                 try:
                     value = get(record, res)
                 except _Problem as p:
-                    res.problems.append(MappingProblem(f"{model}.{target}", p.source, p.rule,
-                                                       p.message))
+                    res.problems.append(
+                        MappingProblem(f"{model}.{target}", p.source, p.rule, p.message)
+                    )
                     continue
                 if value is not None:
                     data[target] = value
@@ -261,8 +274,14 @@ def _compile_when(w: When | None) -> Callable[[Mapping[str, Any]], bool]:
 
 
 def _human_format(f: str) -> str:
-    return (f.replace("%d", "dd").replace("%m", "mm").replace("%Y", "yyyy")
-            .replace("%y", "yy").replace("%H", "HH").replace("%M", "MM"))
+    return (
+        f.replace("%d", "dd")
+        .replace("%m", "mm")
+        .replace("%Y", "yyyy")
+        .replace("%y", "yy")
+        .replace("%H", "HH")
+        .replace("%M", "MM")
+    )
 
 
 def load_mapping(path: Path) -> MappingFile:
@@ -273,20 +292,32 @@ def load_mapping(path: Path) -> MappingFile:
     except FileNotFoundError:
         raise MappingFileError("mapping file not found", where=where) from None
     except tomllib.TOMLDecodeError as e:
-        raise MappingFileError("not valid TOML", where=where, errors=[str(e)],
-                               hint="fix the syntax at the line and column shown") from None
+        raise MappingFileError(
+            "not valid TOML",
+            where=where,
+            errors=[str(e)],
+            hint="fix the syntax at the line and column shown",
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise MappingFileError(f"cannot read the file: {e}", where=where) from None
     try:
         spec = MappingFile.model_validate(data)
     except ValidationError as e:
         errors = [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise MappingFileError("invalid mapping file", where=where, errors=errors,
-                               hint="see docs/mappings.md for the format") from None
+        raise MappingFileError(
+            "invalid mapping file",
+            where=where,
+            errors=errors,
+            hint="see docs/mappings.md for the format",
+        ) from None
     errors = _check_semantics(spec)
     if errors:
-        raise MappingFileError("invalid mapping file", where=where, errors=errors,
-                               hint="see docs/mappings.md for the format")
+        raise MappingFileError(
+            "invalid mapping file",
+            where=where,
+            errors=errors,
+            hint="see docs/mappings.md for the format",
+        )
     return spec
 
 
@@ -299,8 +330,9 @@ def _check_semantics(spec: MappingFile) -> list[str]:
         for target, t in r.fields.items():
             loc = f"records.{i}.fields.{target}"
             if target not in known:
-                errors.append(f"{loc}: {r.model} has no field {target!r} "
-                              f"(fields: {', '.join(sorted(known))})")
+                errors.append(
+                    f"{loc}: {r.model} has no field {target!r} (fields: {', '.join(sorted(known))})"
+                )
             tables = [getattr(t, "table", None)]
             for table in tables:
                 if table is not None and table not in spec.codes:

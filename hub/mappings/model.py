@@ -105,10 +105,11 @@ class CodeTable(BaseModel):
     @model_validator(mode="after")
     def _one_policy(self) -> CodeTable:
         if self.default is not None and self.unmapped == "quarantine":
-            raise ValueError("give either unmapped = \"quarantine\" or a default, not both")
+            raise ValueError('give either unmapped = "quarantine" or a default, not both')
         if self.default is None and self.unmapped != "quarantine":
-            raise ValueError("say what to do with unknown codes: unmapped = \"quarantine\" "
-                             "or default = \"...\"")
+            raise ValueError(
+                'say what to do with unknown codes: unmapped = "quarantine" or default = "..."'
+            )
         return self
 
 

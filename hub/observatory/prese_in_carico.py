@@ -98,8 +98,9 @@ def years_with_data(engine: sa.Engine, org: str | None = None) -> list[int]:
     return list(range(lo.year, hi.year + 1))
 
 
-def _one_year(engine: sa.Engine, year: int, org: str | None,
-              reference_day: tuple[int, int]) -> PreseInCaricoRow:
+def _one_year(
+    engine: sa.Engine, year: int, org: str | None, reference_day: tuple[int, int]
+) -> PreseInCaricoRow:
     start = dt.date(year, 1, 1)
     ref = dt.date(year, *reference_day)
     ce, su, asmt = t.case_episodes, t.subjects, t.assessments
@@ -112,10 +113,13 @@ def _one_year(engine: sa.Engine, year: int, org: str | None,
     subj_q = sa.select(su.c.subject, su.c.org, su.c.birth_year, su.c.household).where(
         su.c.subject.in_(sa.select(active.c.subject))
     )
-    asmt_q = sa.select(asmt.c.subject, asmt.c.assessed_on, asmt.c.valid_until,
-                       asmt.c.disability, asmt.c.non_self_sufficient).where(
-        asmt.c.subject.in_(sa.select(active.c.subject)), asmt.c.assessed_on <= ref
-    )
+    asmt_q = sa.select(
+        asmt.c.subject,
+        asmt.c.assessed_on,
+        asmt.c.valid_until,
+        asmt.c.disability,
+        asmt.c.non_self_sufficient,
+    ).where(asmt.c.subject.in_(sa.select(active.c.subject)), asmt.c.assessed_on <= ref)
     if org:
         subj_q = subj_q.where(su.c.org == org)
         asmt_q = asmt_q.where(asmt.c.org == org)
@@ -129,7 +133,8 @@ def _one_year(engine: sa.Engine, year: int, org: str | None,
             if hh is not None and subject not in household:
                 household[subject] = f"{s_org}/{hh}"
         history: dict[str, list[tuple[dt.date, dt.date | None, bool | None, bool | None]]] = (
-            defaultdict(list))
+            defaultdict(list)
+        )
         for subject, on, until, dis, nss in conn.execute(asmt_q):
             history[subject].append((on, until, dis, nss))
 
@@ -141,8 +146,9 @@ def _one_year(engine: sa.Engine, year: int, org: str | None,
             unknown_age += 1
             continue
         age = year - by
-        statuses = _statuses_in_window(sorted(history.get(person, []), key=lambda a: a[0]),
-                                       start, ref)
+        statuses = _statuses_in_window(
+            sorted(history.get(person, []), key=lambda a: a[0]), start, ref
+        )
         if age < 65:
             prefix = "minori" if age < 18 else "adulti"
             if any(dis for dis, _ in statuses):
@@ -155,8 +161,9 @@ def _one_year(engine: sa.Engine, year: int, org: str | None,
             if any(not nss for _, nss in statuses):
                 counts["anziani"] += 1
     nuclei = len({household.get(p, f"single/{p}") for p in people})
-    return PreseInCaricoRow(year=year, **counts, utenti=len(people), nuclei=nuclei,
-                            eta_ignota=unknown_age)
+    return PreseInCaricoRow(
+        year=year, **counts, utenti=len(people), nuclei=nuclei, eta_ignota=unknown_age
+    )
 
 
 def _statuses_in_window(
@@ -209,8 +216,9 @@ def render(rows: list[PreseInCaricoRow], fmt: str = "table") -> str:
         raise ValueError(f"unknown format {fmt!r}: use table, csv or json")
     head = [HEADINGS[k] for k in keys]
     body = [[str(getattr(r, k)) for k in keys] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("-|-".join("-" * w for w in widths))
     for b in body:

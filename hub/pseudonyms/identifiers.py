@@ -48,12 +48,50 @@ class Identifier:
 _OMOCODIA = "LMNPQRSTUV"  # letters standing for 0-9 in omocodic codes
 _DIGIT_POS = (6, 7, 9, 10, 12, 13, 14)
 _MONTHS = "ABCDEHLMPRST"
-_CF_SHAPE = re.compile(r"^[A-Z]{6}[0-9LMNP-V]{2}[ABCDEHLMPRST][0-9LMNP-V]{2}[A-Z][0-9LMNP-V]{3}[A-Z]$")
+_CF_SHAPE = re.compile(
+    r"^[A-Z]{6}[0-9LMNP-V]{2}[ABCDEHLMPRST][0-9LMNP-V]{2}[A-Z][0-9LMNP-V]{3}[A-Z]$"
+)
 _ODD = dict(
     zip(
         "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        (1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20,
-         11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23),
+        (
+            1,
+            0,
+            5,
+            7,
+            9,
+            13,
+            15,
+            17,
+            19,
+            21,
+            1,
+            0,
+            5,
+            7,
+            9,
+            13,
+            15,
+            17,
+            19,
+            21,
+            2,
+            4,
+            18,
+            20,
+            11,
+            3,
+            6,
+            8,
+            12,
+            14,
+            16,
+            10,
+            22,
+            25,
+            24,
+            23,
+        ),
         strict=True,
     )
 )

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from hub.errors import KeyringError
 
 KEY_ENV = "RACCORDO_KEYRING_KEY"
-PASSPHRASE_ENV = "RACCORDO_KEYRING_PASSPHRASE"
+PASSPHRASE_ENV = "RACCORDO_KEYRING_PASSPHRASE"  # noqa: S105 - a variable name
 FORMAT = 1
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
@@ -68,8 +68,7 @@ class KeySource:
             try:
                 text = key_file.read_text(encoding="ascii").strip()
             except (OSError, UnicodeDecodeError) as e:
-                raise KeyringError(f"cannot read the key file: {e.strerror or e}",
-                                   where=str(key_file)) from None
+                raise KeyringError(f"cannot read the key file: {e}", where=str(key_file)) from None
             return cls(key=_parse_key(text, str(key_file)), origin=str(key_file))
         raise KeyringError(
             "no key to unlock the keyring",
@@ -82,8 +81,11 @@ class KeySource:
     def generate_key_file(cls, path: Path) -> KeySource:
         """Write a new random key to ``path`` (mode 0600) and return it as a source."""
         if path.exists():
-            raise KeyringError("a key file already exists; refusing to overwrite it",
-                               where=str(path), hint="keep it, or move it away first")
+            raise KeyringError(
+                "a key file already exists; refusing to overwrite it",
+                where=str(path),
+                hint="keep it, or move it away first",
+            )
         key = secrets.token_bytes(32)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -98,8 +100,11 @@ def _parse_key(text: str, where: str) -> bytes:
     except (ValueError, TypeError):
         key = b""
     if len(key) != 32:
-        raise KeyringError("the keyring key is not a base64 encoding of 32 bytes", where=where,
-                           hint="use the key file written by `raccordo keys init`")
+        raise KeyringError(
+            "the keyring key is not a base64 encoding of 32 bytes",
+            where=where,
+            hint="use the key file written by `raccordo keys init`",
+        )
     return key
 
 
@@ -125,8 +130,14 @@ class KeyringStatus:
 class Keyring:
     """Unlocked keyring. Derives per-domain keys; never exposes master secrets."""
 
-    def __init__(self, path: Path, source: KeySource, header: dict[str, Any],
-                 current: int, epochs: dict[int, KeyMaterial]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        source: KeySource,
+        header: dict[str, Any],
+        current: int,
+        epochs: dict[int, KeyMaterial],
+    ) -> None:
         self.path = path
         self._source = source
         self._header = header
@@ -140,13 +151,22 @@ class Keyring:
     @classmethod
     def create(cls, path: Path, source: KeySource) -> Keyring:
         if path.exists():
-            raise KeyringError("a keyring already exists; refusing to overwrite it",
-                               where=str(path),
-                               hint="use `raccordo keys status`; rotation adds an epoch instead")
+            raise KeyringError(
+                "a keyring already exists; refusing to overwrite it",
+                where=str(path),
+                hint="use `raccordo keys status`; rotation adds an epoch instead",
+            )
         if source.passphrase is not None:
-            header: dict[str, Any] = {"format": FORMAT, "kdf": {
-                "kind": "scrypt", "salt": _b64e(secrets.token_bytes(16)),
-                "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}}
+            header: dict[str, Any] = {
+                "format": FORMAT,
+                "kdf": {
+                    "kind": "scrypt",
+                    "salt": _b64e(secrets.token_bytes(16)),
+                    "n": SCRYPT_N,
+                    "r": SCRYPT_R,
+                    "p": SCRYPT_P,
+                },
+            }
         else:
             header = {"format": FORMAT, "kdf": {"kind": "raw-key"}}
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -157,28 +177,40 @@ class Keyring:
     @classmethod
     def open(cls, path: Path, source: KeySource) -> Keyring:
         if not path.is_file():
-            raise KeyringError("keyring file not found", where=str(path),
-                               hint="create it with `raccordo keys init` (or `raccordo init`)")
+            raise KeyringError(
+                "keyring file not found",
+                where=str(path),
+                hint="create it with `raccordo keys init` (or `raccordo init`)",
+            )
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             header = {"format": doc["format"], "kdf": doc["kdf"]}
             nonce, ct = _b64d(doc["nonce"]), _b64d(doc["ciphertext"])
         except (OSError, ValueError, KeyError, TypeError):
-            raise KeyringError("the keyring file is damaged or not a keyring", where=str(path),
-                               hint="restore it from your backup") from None
+            raise KeyringError(
+                "the keyring file is damaged or not a keyring",
+                where=str(path),
+                hint="restore it from your backup",
+            ) from None
         if header["format"] != FORMAT:
-            raise KeyringError(f"unknown keyring format {header['format']!r}", where=str(path),
-                               hint="upgrade Raccordo")
+            raise KeyringError(
+                f"unknown keyring format {header['format']!r}",
+                where=str(path),
+                hint="upgrade Raccordo",
+            )
         key = _file_key(header, source, path)
         try:
             payload = json.loads(AESGCM(key).decrypt(nonce, ct, _aad(header)))
         except InvalidTag:
-            raise KeyringError("cannot unlock the keyring: wrong passphrase or key",
-                               where=str(path),
-                               hint="check RACCORDO_KEYRING_KEY / RACCORDO_KEYRING_PASSPHRASE "
-                               "or keyring_key_file") from None
-        epochs = {int(e): KeyMaterial(int(e), _b64d(v["secret"]), v["created"])
-                  for e, v in payload["epochs"].items()}
+            raise KeyringError(
+                "cannot unlock the keyring: wrong passphrase or key",
+                where=str(path),
+                hint="check RACCORDO_KEYRING_KEY / RACCORDO_KEYRING_PASSPHRASE or keyring_key_file",
+            ) from None
+        epochs = {
+            int(e): KeyMaterial(int(e), _b64d(v["secret"]), v["created"])
+            for e, v in payload["epochs"].items()
+        }
         return cls(path, source, header, int(payload["current_epoch"]), epochs)
 
     def rotate(self) -> int:
@@ -206,22 +238,29 @@ class Keyring:
             raise KeyringError(f"the keyring has no epoch {e}", where=str(self.path))
         info = b"raccordo/v1|" + purpose.encode() + b"|" + domain.encode()
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
-            self._epochs[e].secret)
+            self._epochs[e].secret
+        )
 
     def status(self) -> KeyringStatus:
         return KeyringStatus(
-            path=str(self.path), format=FORMAT, kdf=str(self._header["kdf"]["kind"]),
+            path=str(self.path),
+            format=FORMAT,
+            kdf=str(self._header["kdf"]["kind"]),
             current_epoch=self._current,
             epochs=tuple((e, self._epochs[e].created) for e in sorted(self._epochs)),
         )
 
     # -- storage --------------------------------------------------------------
     def _save(self) -> None:
-        payload = json.dumps({
-            "current_epoch": self._current,
-            "epochs": {str(e): {"secret": _b64e(m.secret), "created": m.created}
-                       for e, m in self._epochs.items()},
-        }).encode()
+        payload = json.dumps(
+            {
+                "current_epoch": self._current,
+                "epochs": {
+                    str(e): {"secret": _b64e(m.secret), "created": m.created}
+                    for e, m in self._epochs.items()
+                },
+            }
+        ).encode()
         nonce = secrets.token_bytes(12)
         key = _file_key(self._header, self._source, self.path)
         ct = AESGCM(key).encrypt(nonce, payload, _aad(self._header))
@@ -248,14 +287,20 @@ def _file_key(header: dict[str, Any], source: KeySource, path: Path) -> bytes:
     kdf = header["kdf"]
     if kdf["kind"] == "scrypt":
         if source.passphrase is None:
-            raise KeyringError("this keyring is locked with a passphrase", where=str(path),
-                               hint="set RACCORDO_KEYRING_PASSPHRASE")
-        return Scrypt(salt=_b64d(kdf["salt"]), length=32, n=int(kdf["n"]), r=int(kdf["r"]),
-                      p=int(kdf["p"])).derive(source.passphrase.encode())
+            raise KeyringError(
+                "this keyring is locked with a passphrase",
+                where=str(path),
+                hint="set RACCORDO_KEYRING_PASSPHRASE",
+            )
+        return Scrypt(
+            salt=_b64d(kdf["salt"]), length=32, n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"])
+        ).derive(source.passphrase.encode())
     if kdf["kind"] == "raw-key":
         if source.key is None:
-            raise KeyringError("this keyring is locked with a key, not a passphrase",
-                               where=str(path),
-                               hint="set RACCORDO_KEYRING_KEY or keyring_key_file")
+            raise KeyringError(
+                "this keyring is locked with a key, not a passphrase",
+                where=str(path),
+                hint="set RACCORDO_KEYRING_KEY or keyring_key_file",
+            )
         return source.key
     raise KeyringError(f"unknown key derivation {kdf['kind']!r}", where=str(path))

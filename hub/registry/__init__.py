@@ -159,18 +159,23 @@ class Registry:
     # -- organisations ------------------------------------------------------------
     def upsert_district(self, code: str, name: str, domain: str) -> None:
         with self.engine.begin() as conn:
-            self._upsert(conn, t.districts, [{"code": code, "name": name or code,
-                                               "pseudonym_domain": domain}], ["code"])
+            self._upsert(
+                conn,
+                t.districts,
+                [{"code": code, "name": name or code, "pseudonym_domain": domain}],
+                ["code"],
+            )
 
     def upsert_organisations(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        rows = [dict(r) for r in rows]
-        if rows:
+        data = [dict(r) for r in rows]
+        if data:
             with self.engine.begin() as conn:
-                self._upsert(conn, t.organisations, rows, ["code"])
+                self._upsert(conn, t.organisations, data, ["code"])
 
     # -- runs ---------------------------------------------------------------------
-    def start_run(self, *, connector: str, connector_type: str, org: str, mapping: str,
-                  mapping_version: str) -> int:
+    def start_run(
+        self, *, connector: str, connector_type: str, org: str, mapping: str, mapping_version: str
+    ) -> int:
         with self.engine.begin() as conn:
             # A run still "running" here was killed: the next run resumes from
             # its last committed state, so mark it for the record.
@@ -181,10 +186,22 @@ class Registry:
             )
             res = conn.execute(
                 t.runs.insert().values(
-                    connector=connector, connector_type=connector_type, org=org,
-                    mapping=mapping, mapping_version=mapping_version, started_at=utcnow(),
-                    status="running", read=0, loaded=0, unchanged=0, quarantined=0, deleted=0,
-                    removed=0, source_errors=0, batches=0, unmapped_codes="{}",
+                    connector=connector,
+                    connector_type=connector_type,
+                    org=org,
+                    mapping=mapping,
+                    mapping_version=mapping_version,
+                    started_at=utcnow(),
+                    status="running",
+                    read=0,
+                    loaded=0,
+                    unchanged=0,
+                    quarantined=0,
+                    deleted=0,
+                    removed=0,
+                    source_errors=0,
+                    batches=0,
+                    unmapped_codes="{}",
                 )
             )
             pk = res.inserted_primary_key
@@ -194,7 +211,8 @@ class Registry:
     def finish_run(self, run_id: int, *, status: str, error: str | None = None) -> RunSummary:
         with self.engine.begin() as conn:
             conn.execute(
-                t.runs.update().where(t.runs.c.id == run_id)
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
                 .values(status=status, error=error, finished_at=utcnow())
             )
         return self.run(run_id)
@@ -223,21 +241,25 @@ class Registry:
 
     def reset_state(self, connector: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(t.connector_state.delete().where(t.connector_state.c.connector == connector))
+            conn.execute(
+                t.connector_state.delete().where(t.connector_state.c.connector == connector)
+            )
 
     # -- loading ------------------------------------------------------------------
-    def existing_record_hashes(self, connector: str, stream: str,
-                               keys: Sequence[str]) -> dict[str, str]:
+    def existing_record_hashes(
+        self, connector: str, stream: str, keys: Sequence[str]
+    ) -> dict[str, str]:
         """``source_key_hash → record_hash`` for the keys already loaded."""
         out: dict[str, str] = {}
         sr = t.source_records
         with self.engine.connect() as conn:
             for chunk in _chunks(list(set(keys)), 900):
                 q = sa.select(sr.c.source_key_hash, sr.c.record_hash).where(
-                    sr.c.connector == connector, sr.c.stream == stream,
+                    sr.c.connector == connector,
+                    sr.c.stream == stream,
                     sr.c.source_key_hash.in_(chunk),
                 )
-                out.update({k: h for k, h in conn.execute(q)})
+                out.update({str(row[0]): str(row[1]) for row in conn.execute(q)})
         return out
 
     def commit_batch(
@@ -266,24 +288,41 @@ class Registry:
             self._apply_changes(conn, connector, stream, org, run_id, changes, now)
             sr = t.source_records
             for chunk in _chunks(list(unchanged), 900):
-                conn.execute(sr.update().where(
-                    sr.c.connector == connector, sr.c.stream == stream,
-                    sr.c.source_key_hash.in_(chunk)).values(run_id=run_id))
+                conn.execute(
+                    sr.update()
+                    .where(
+                        sr.c.connector == connector,
+                        sr.c.stream == stream,
+                        sr.c.source_key_hash.in_(chunk),
+                    )
+                    .values(run_id=run_id)
+                )
             for unit_hash in completed_units:
-                counts.removed += self._remove_unseen(conn, connector, stream, org, run_id,
-                                                      unit_hash)
+                counts.removed += self._remove_unseen(
+                    conn, connector, stream, org, run_id, unit_hash
+                )
             if quarantine:
-                conn.execute(t.quarantine.insert(), [
-                    {
-                        "run_id": run_id, "connector": connector, "stream": stream, "org": org,
-                        "kind": q.kind, "location": q.location[:300],
-                        "source_key_hash": q.source_key_hash, "field": q.field, "rule": q.rule,
-                        "reason": q.reason,
-                        "payload": json.dumps(q.payload, sort_keys=True, default=str),
-                        "created_at": now, "expires_at": now + retention,
-                    }
-                    for q in quarantine
-                ])
+                conn.execute(
+                    t.quarantine.insert(),
+                    [
+                        {
+                            "run_id": run_id,
+                            "connector": connector,
+                            "stream": stream,
+                            "org": org,
+                            "kind": q.kind,
+                            "location": q.location[:300],
+                            "source_key_hash": q.source_key_hash,
+                            "field": q.field,
+                            "rule": q.rule,
+                            "reason": q.reason,
+                            "payload": json.dumps(q.payload, sort_keys=True, default=str),
+                            "created_at": now,
+                            "expires_at": now + retention,
+                        }
+                        for q in quarantine
+                    ],
+                )
             run = conn.execute(
                 sa.select(t.runs.c.unmapped_codes).where(t.runs.c.id == run_id)
             ).scalar_one()
@@ -294,8 +333,11 @@ class Registry:
                     slot[code] = slot.get(code, 0) + n
             r = t.runs.c
             conn.execute(
-                t.runs.update().where(r.id == run_id).values(
-                    read=r.read + counts.read, loaded=r.loaded + counts.loaded,
+                t.runs.update()
+                .where(r.id == run_id)
+                .values(
+                    read=r.read + counts.read,
+                    loaded=r.loaded + counts.loaded,
                     unchanged=r.unchanged + counts.unchanged,
                     quarantined=r.quarantined + counts.quarantined,
                     deleted=r.deleted + counts.deleted,
@@ -306,29 +348,67 @@ class Registry:
                 )
             )
             if state is not None:
-                self._upsert(conn, t.connector_state, [{
-                    "connector": connector, "stream": stream,
-                    "state": json.dumps(state, sort_keys=True), "run_id": run_id, "updated_at": now,
-                }], ["connector", "stream"])
+                self._upsert(
+                    conn,
+                    t.connector_state,
+                    [
+                        {
+                            "connector": connector,
+                            "stream": stream,
+                            "state": json.dumps(state, sort_keys=True),
+                            "run_id": run_id,
+                            "updated_at": now,
+                        }
+                    ],
+                    ["connector", "stream"],
+                )
 
-    def _remove_unseen(self, conn: sa.Connection, connector: str, stream: str, org: str,
-                       run_id: int, unit_hash: str) -> int:
+    def _remove_unseen(
+        self,
+        conn: sa.Connection,
+        connector: str,
+        stream: str,
+        org: str,
+        run_id: int,
+        unit_hash: str,
+    ) -> int:
         sr = t.source_records
-        gone = [k for (k,) in conn.execute(sa.select(sr.c.source_key_hash).where(
-            sr.c.connector == connector, sr.c.stream == stream, sr.c.unit_hash == unit_hash,
-            sr.c.run_id != run_id))]
+        gone = [
+            k
+            for (k,) in conn.execute(
+                sa.select(sr.c.source_key_hash).where(
+                    sr.c.connector == connector,
+                    sr.c.stream == stream,
+                    sr.c.unit_hash == unit_hash,
+                    sr.c.run_id != run_id,
+                )
+            )
+        ]
         for chunk in _chunks(gone, 900):
             for kind in _OWNED_TABLES:
                 table = t.RECORD_TABLES[kind]
-                conn.execute(table.delete().where(table.c.org == org,
-                                                  table.c.source_key_hash.in_(chunk)))
-            conn.execute(sr.delete().where(sr.c.connector == connector, sr.c.stream == stream,
-                                           sr.c.source_key_hash.in_(chunk)))
+                conn.execute(
+                    table.delete().where(table.c.org == org, table.c.source_key_hash.in_(chunk))
+                )
+            conn.execute(
+                sr.delete().where(
+                    sr.c.connector == connector,
+                    sr.c.stream == stream,
+                    sr.c.source_key_hash.in_(chunk),
+                )
+            )
         return len(gone)
 
-    def _apply_changes(self, conn: sa.Connection, connector: str, stream: str, org: str,
-                       run_id: int, changes: Sequence[SourceRecordChange],
-                       now: dt.datetime) -> None:
+    def _apply_changes(
+        self,
+        conn: sa.Connection,
+        connector: str,
+        stream: str,
+        org: str,
+        run_id: int,
+        changes: Sequence[SourceRecordChange],
+        now: dt.datetime,
+    ) -> None:
         if not changes:
             return
         # What each source record produced before, in the tables it owns.
@@ -345,8 +425,11 @@ class Registry:
                 if prev is not None and prev["content_hash"] == e.content_hash:
                     continue
                 rows_by_kind[e.kind][e.key_hash] = {
-                    **e.values, "org": org, "key_hash": e.key_hash,
-                    "source_key_hash": c.source_key_hash, "content_hash": e.content_hash,
+                    **e.values,
+                    "org": org,
+                    "key_hash": e.key_hash,
+                    "source_key_hash": c.source_key_hash,
+                    "content_hash": e.content_hash,
                     "updated_at": now,
                 }
         for kind in _OWNED_TABLES:
@@ -369,40 +452,56 @@ class Registry:
                 q = sa.select(table.c.key_hash, table.c.content_hash).where(
                     table.c.org == org, table.c.key_hash.in_(chunk)
                 )
-                existing.update({k: h for k, h in conn.execute(q)})
+                existing.update({str(row[0]): str(row[1]) for row in conn.execute(q)})
             to_write = [r for k, r in rows.items() if existing.get(k) != r["content_hash"]]
             if to_write:
                 self._upsert(conn, table, to_write, ["org", "key_hash"])
         sr = t.source_records
         deletes = [c.source_key_hash for c in changes if c.op == "delete"]
         for chunk in _chunks(deletes, 900):
-            conn.execute(sr.delete().where(sr.c.connector == connector, sr.c.stream == stream,
-                                           sr.c.source_key_hash.in_(chunk)))
+            conn.execute(
+                sr.delete().where(
+                    sr.c.connector == connector,
+                    sr.c.stream == stream,
+                    sr.c.source_key_hash.in_(chunk),
+                )
+            )
         upserts = [
-            {"connector": connector, "stream": stream, "org": org,
-             "source_key_hash": c.source_key_hash, "record_hash": c.record_hash,
-             "unit_hash": c.unit_hash, "run_id": run_id, "updated_at": now}
-            for c in changes if c.op == "upsert"
+            {
+                "connector": connector,
+                "stream": stream,
+                "org": org,
+                "source_key_hash": c.source_key_hash,
+                "record_hash": c.record_hash,
+                "unit_hash": c.unit_hash,
+                "run_id": run_id,
+                "updated_at": now,
+            }
+            for c in changes
+            if c.op == "upsert"
         ]
         if upserts:
             self._upsert(conn, sr, upserts, ["connector", "stream", "source_key_hash"])
 
-    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
-                conflict: list[str]) -> None:
+    def _upsert(
+        self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str]
+    ) -> None:
         ins: Any
-        if self.dialect == "postgresql":
-            ins = postgresql.insert(table)
-        else:
-            ins = sqlite.insert(table)
+        ins = postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
         cols = [c for c in rows[0] if c not in conflict and c != "id"]
-        stmt = ins.on_conflict_do_update(
-            index_elements=conflict, set_={c: ins.excluded[c] for c in cols}
-        ) if cols else ins.on_conflict_do_nothing(index_elements=conflict)
+        stmt = (
+            ins.on_conflict_do_update(
+                index_elements=conflict, set_={c: ins.excluded[c] for c in cols}
+            )
+            if cols
+            else ins.on_conflict_do_nothing(index_elements=conflict)
+        )
         conn.execute(stmt, rows)
 
     # -- quarantine ---------------------------------------------------------------
-    def quarantine_entries(self, *, connector: str | None = None, run_id: int | None = None,
-                           limit: int = 50) -> list[dict[str, Any]]:
+    def quarantine_entries(
+        self, *, connector: str | None = None, run_id: int | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         q = t.quarantine
         stmt = sa.select(q).order_by(q.c.id.desc()).limit(limit)
         if connector:
@@ -426,7 +525,7 @@ class Registry:
             return int(conn.execute(q).scalar_one())
 
 
-def _run_summary(row: Mapping[str, Any]) -> RunSummary:
+def _run_summary(row: Any) -> RunSummary:
     data = dict(row)
     data["unmapped_codes"] = json.loads(data.get("unmapped_codes") or "{}")
     return RunSummary(**data)

@@ -41,7 +41,9 @@ def _record_columns() -> list[sa.Column[object]]:
     ]
 
 
-def _record_table(name: str, *columns: sa.Column[object], extra_indexes: tuple[str, ...] = ()) -> sa.Table:
+def _record_table(
+    name: str, *columns: sa.Column[object], extra_indexes: tuple[str, ...] = ()
+) -> sa.Table:
     t = sa.Table(
         name,
         metadata,

@@ -200,7 +200,9 @@ class NeedSignal(Record):
 
     subject: Pseudonym | None = None
     needs: Annotated[tuple[NeedCode, ...], Field(min_length=1, max_length=len(Need))]
-    services_given: Annotated[tuple[ServiceGivenCode, ...], Field(max_length=len(ServiceGiven))] = ()
+    services_given: Annotated[
+        tuple[ServiceGivenCode, ...], Field(max_length=len(ServiceGiven))
+    ] = ()
     comune_istat: ComuneIstat
     on: dt.date
     referred_by_social_services: bool = False
@@ -244,6 +246,7 @@ def model_for(kind: str) -> type[Record]:
 def json_schemas() -> dict[str, Any]:
     """JSON Schema of every model, as published in ``docs/schema/``."""
     out: dict[str, Any] = {}
-    for model in (*MODELS.values(), Organisation, District, Provenance):
+    models: tuple[type[BaseModel], ...] = (*MODELS.values(), Organisation, District, Provenance)
+    for model in models:
         out[model.__name__] = model.model_json_schema(mode="validation")
     return out

@@ -43,8 +43,13 @@ def make_workspace(
     """
     counter = iter(range(1000))
 
-    def make(count: int = 10_000, *, keys_from: Path | None = None, own_db: bool = False,
-             batch_size: int = 1000) -> Path:
+    def make(
+        count: int = 10_000,
+        *,
+        keys_from: Path | None = None,
+        own_db: bool = False,
+        batch_size: int = 1000,
+    ) -> Path:
         n = next(counter)
         ws = tmp_path / f"ws{n}"
         url = registry_url
@@ -57,11 +62,14 @@ def make_workspace(
         ws.mkdir()
         if keys_from is not None:
             shutil.copytree(keys_from / "keys", ws / "keys")
-        cfg = init_workspace(ws, district="TEST", district_name="Distretto di prova",
-                             extra=SYNTHETIC.format(count=count))
+        cfg = init_workspace(
+            ws,
+            district="TEST",
+            district_name="Distretto di prova",
+            extra=SYNTHETIC.format(count=count),
+        )
         text = cfg.read_text()
-        text = text.replace('registry_url = "sqlite:///registry.sqlite"',
-                            f'registry_url = "{url}"')
+        text = text.replace('registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{url}"')
         text = text.replace("batch_size = 1000", f"batch_size = {batch_size}")
         cfg.write_text(text)
         return ws

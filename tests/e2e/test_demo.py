@@ -15,42 +15,101 @@ pytestmark = pytest.mark.slow
 
 RACCORDO = [sys.executable, "-m", "hub"]
 
-EXPECTED_CSV = ["anno,Minori non disabili,Minori disabili,Adulti non disabili,Adulti disabili,"
-                "Anziani,Anziani non autosuff.,Totale utenti,Totale nuclei"] + [
-    ",".join(str(v) for v in (year, *row)) for year, row in SEED_TABLE.items()]
+EXPECTED_CSV = [
+    "anno,Minori non disabili,Minori disabili,Adulti non disabili,Adulti disabili,"
+    "Anziani,Anziani non autosuff.,Totale utenti,Totale nuclei"
+] + [",".join(str(v) for v in (year, *row)) for year, row in SEED_TABLE.items()]
 
 
 def test_demo_reproduces_the_ciss_borgomanero_table_and_leaks_nothing(tmp_path: Path) -> None:
     ws = tmp_path / "demo"
-    out = subprocess.run([*RACCORDO, "demo", "--no-serve", "--workspace", str(ws)],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [*RACCORDO, "demo", "--no-serve", "--workspace", str(ws)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     # The printed table, exactly, for 2020-2022.
     for year, row in SEED_TABLE.items():
         cells = [str(year), *(str(v) for v in row)]
-        assert any(line.split() == " ".join(cells).split()
-                   for line in out.stdout.replace("|", " ").splitlines()), (year, out.stdout)
+        assert any(
+            line.split() == " ".join(cells).split()
+            for line in out.stdout.replace("|", " ").splitlines()
+        ), (year, out.stdout)
     report = subprocess.run(
-        [*RACCORDO, "report", "prese-in-carico", "--org", "CISS-BORGO", "--format", "csv",
-         "--year", "2020", "--year", "2021", "--year", "2022",
-         "--config", str(ws / "raccordo.toml")], capture_output=True, text=True, timeout=300)
+        [
+            *RACCORDO,
+            "report",
+            "prese-in-carico",
+            "--org",
+            "CISS-BORGO",
+            "--format",
+            "csv",
+            "--year",
+            "2020",
+            "--year",
+            "2021",
+            "--year",
+            "2022",
+            "--config",
+            str(ws / "raccordo.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     assert report.stdout.splitlines() == EXPECTED_CSV
 
     # A second demo run reads nothing new and changes nothing.
-    again = subprocess.run([*RACCORDO, "demo", "--no-serve", "--workspace", str(ws)],
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [*RACCORDO, "demo", "--no-serve", "--workspace", str(ws)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stderr
     report2 = subprocess.run(
-        [*RACCORDO, "report", "prese-in-carico", "--org", "CISS-BORGO", "--format", "csv",
-         "--year", "2020", "--year", "2021", "--year", "2022",
-         "--config", str(ws / "raccordo.toml")], capture_output=True, text=True, timeout=300)
+        [
+            *RACCORDO,
+            "report",
+            "prese-in-carico",
+            "--org",
+            "CISS-BORGO",
+            "--format",
+            "csv",
+            "--year",
+            "2020",
+            "--year",
+            "2021",
+            "--year",
+            "2022",
+            "--config",
+            str(ws / "raccordo.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report2.stdout == report.stdout
 
     # Invalid codes went to quarantine, with reasons.
-    q = subprocess.run([*RACCORDO, "quarantine", "list", "--json", "--limit", "1000",
-                        "--config", str(ws / "raccordo.toml")],
-                       capture_output=True, text=True, timeout=300)
+    q = subprocess.run(
+        [
+            *RACCORDO,
+            "quarantine",
+            "list",
+            "--json",
+            "--limit",
+            "1000",
+            "--config",
+            str(ws / "raccordo.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert q.returncode == 0
     assert q.stdout.count('"cf_check_char"') >= 4 + 3 + 3
     assert '"unmapped_code"' in q.stdout
@@ -62,6 +121,7 @@ def test_demo_reproduces_the_ciss_borgomanero_table_and_leaks_nothing(tmp_path: 
     outputs.write_text(out.stdout + out.stderr + report.stdout + q.stdout + q.stderr)
     hub_written = [p for p in ws.iterdir() if p.name != "sources"] + [outputs]
     leaks = scan_paths(hub_written, names=truth.names, values=truth.identifiers)
-    leaks += scan_database(f"sqlite:///{ws / 'registry.sqlite'}", names=truth.names,
-                           values=truth.identifiers)
+    leaks += scan_database(
+        f"sqlite:///{ws / 'registry.sqlite'}", names=truth.names, values=truth.identifiers
+    )
     assert_no_leaks(leaks)

@@ -64,7 +64,11 @@ def test_10000_records_with_3_percent_bad_are_accounted_exactly(
     reg.reset_state("syn")
     (reread,) = pipeline.sync("syn")
     assert (reread.read, reread.loaded, reread.unchanged, reread.quarantined) == (
-        10_000, 0, 10_000 - bad, bad)
+        10_000,
+        0,
+        10_000 - bad,
+        bad,
+    )
     assert registry_dump(reg.engine.url.render_as_string(hide_password=False)) == before
     reg.close()
 
@@ -81,8 +85,13 @@ def test_killed_mid_sync_then_rerun_equals_uninterrupted_run(
     # Same keys (so same pseudonyms), its own registry.
     ws = make_workspace(5_000, keys_from=reference, batch_size=300, own_db=True)
     env = {**os.environ, "RACCORDO_SYNTHETIC_CRASH_AT": "3217"}
-    killed = subprocess.run([*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     cfg = load_config(ws / "raccordo.toml")
     reg2 = Registry.open(cfg.registry_url)
@@ -92,8 +101,12 @@ def test_killed_mid_sync_then_rerun_equals_uninterrupted_run(
     assert interrupted.status == "running"
     reg2.close()
 
-    done = subprocess.run([*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert registry_dump(cfg.registry_url) == expected
     reg3 = Registry.open(cfg.registry_url)
@@ -106,12 +119,28 @@ def test_killed_mid_sync_then_rerun_equals_uninterrupted_run(
 
 def test_no_clear_identifier_anywhere_after_a_run(make_workspace: WorkspaceFactory) -> None:
     ws = make_workspace(2_000)
-    result = subprocess.run([*RACCORDO, "sync", "--config", str(ws / "raccordo.toml")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*RACCORDO, "sync", "--config", str(ws / "raccordo.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    listing = subprocess.run([*RACCORDO, "quarantine", "list", "--json", "--limit", "1000",
-                              "--config", str(ws / "raccordo.toml")],
-                             capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [
+            *RACCORDO,
+            "quarantine",
+            "list",
+            "--json",
+            "--limit",
+            "1000",
+            "--config",
+            str(ws / "raccordo.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0
     cfs, names = _clear_identifiers(2_000)
     url = load_config(ws / "raccordo.toml").registry_url

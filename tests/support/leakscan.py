@@ -52,25 +52,29 @@ class _Matcher:
     def __init__(self, names: Iterable[str], values: Iterable[str]) -> None:
         vals = sorted({v.strip() for v in values if v and v.strip()}, key=len, reverse=True)
         self.values = re.compile("|".join(map(re.escape, vals)), re.IGNORECASE) if vals else None
-        nms = sorted({n.strip() for n in names if n and len(n.strip()) >= 3}, key=len,
-                     reverse=True)
-        self.names = (re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, nms)) + r")(?!\w)",
-                                 re.IGNORECASE) if nms else None)
+        nms = sorted({n.strip() for n in names if n and len(n.strip()) >= 3}, key=len, reverse=True)
+        self.names = (
+            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, nms)) + r")(?!\w)", re.IGNORECASE)
+            if nms
+            else None
+        )
 
     def scan(self, text: str, where: str) -> list[Leak]:
         out = [Leak(where, "codice fiscale", _mask(m.group())) for m in CF.finditer(text)]
         out += [Leak(where, "STP/ENI code", _mask(m.group())) for m in STP_ENI.finditer(text)]
         if self.values:
-            out += [Leak(where, "identifier fed to the test", _mask(m.group()))
-                    for m in self.values.finditer(text)]
+            out += [
+                Leak(where, "identifier fed to the test", _mask(m.group()))
+                for m in self.values.finditer(text)
+            ]
         if self.names:
-            out += [Leak(where, "person name", _mask(m.group()))
-                    for m in self.names.finditer(text)]
+            out += [Leak(where, "person name", _mask(m.group())) for m in self.names.finditer(text)]
         return out
 
 
-def scan_text(text: str, *, where: str, names: Iterable[str] = (),
-              values: Iterable[str] = ()) -> list[Leak]:
+def scan_text(
+    text: str, *, where: str, names: Iterable[str] = (), values: Iterable[str] = ()
+) -> list[Leak]:
     return _Matcher(names, values).scan(text, where)
 
 
@@ -82,19 +86,24 @@ def _file_texts(path: Path) -> Iterable[tuple[str, str]]:
     if raw[:16] == b"SQLite format 3\x00":
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            tables = [r[0] for r in conn.execute("select name from sqlite_master "
-                                                 "where type='table'")]
+            tables = [
+                r[0] for r in conn.execute("select name from sqlite_master where type='table'")
+            ]
             for table in tables:
                 for i, row in enumerate(conn.execute(f'select * from "{table}"')):
-                    cells = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
-                             for c in row if c is not None]
+                    cells = [
+                        c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                        for c in row
+                        if c is not None
+                    ]
                     yield f"{path}:{table} row {i}", "\x1f".join(cells)
         finally:
             conn.close()
 
 
-def scan_paths(paths: Iterable[Path], *, names: Iterable[str] = (),
-               values: Iterable[str] = ()) -> list[Leak]:
+def scan_paths(
+    paths: Iterable[Path], *, names: Iterable[str] = (), values: Iterable[str] = ()
+) -> list[Leak]:
     """Every file under ``paths`` (recursively), raw bytes and SQLite cells."""
     m = _Matcher(names, values)
     leaks: list[Leak] = []
@@ -106,8 +115,7 @@ def scan_paths(paths: Iterable[Path], *, names: Iterable[str] = (),
     return leaks
 
 
-def scan_database(url: str, *, names: Iterable[str] = (),
-                  values: Iterable[str] = ()) -> list[Leak]:
+def scan_database(url: str, *, names: Iterable[str] = (), values: Iterable[str] = ()) -> list[Leak]:
     """Every text-like column of every table of a SQLite or PostgreSQL database."""
     m = _Matcher(names, values)
     engine = sa.create_engine(url)
@@ -128,5 +136,6 @@ def scan_database(url: str, *, names: Iterable[str] = (),
 def assert_no_leaks(leaks: list[Leak]) -> None:
     if leaks:
         shown = "\n".join(f"  {leak}" for leak in leaks[:30])
-        raise AssertionError(f"{len(leaks)} clear identifier(s) found where the hub writes:\n"
-                             f"{shown}")
+        raise AssertionError(
+            f"{len(leaks)} clear identifier(s) found where the hub writes:\n{shown}"
+        )

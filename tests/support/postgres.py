@@ -21,12 +21,14 @@ import sqlalchemy as sa
 
 
 def find_bin(name: str) -> Path:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                   key=lambda p: int(Path(p).parts[-3]))
+    found = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[-3])
+    )
     if not found:
         raise RuntimeError(
             f"PostgreSQL's {name} is not installed: run scripts/ensure-postgres.sh "
-            "(make test does it)")
+            "(make test does it)"
+        )
     return Path(found[-1])
 
 
@@ -47,18 +49,48 @@ class PostgresServer:
             try:
                 pw = pwd.getpwnam(self.user)
             except KeyError as e:
-                raise RuntimeError("running as root but there is no 'postgres' system user; "
-                                   "install the postgresql package") from e
+                raise RuntimeError(
+                    "running as root but there is no 'postgres' system user; "
+                    "install the postgresql package"
+                ) from e
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self._run([str(find_bin("initdb")), "-D", str(self.data), "-U", "postgres",
-                   "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"])
+        self._run(
+            [
+                str(find_bin("initdb")),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
         log = self.dir / "server.log"
-        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                f"-c unix_socket_directories={self.dir} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+        )
         try:
-            self._run([str(find_bin("pg_ctl")), "-D", str(self.data), "-l", str(log),
-                       "-o", opts, "-w", "-t", "60", "start"])
+            self._run(
+                [
+                    str(find_bin("pg_ctl")),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(log),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
         except RuntimeError as e:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"{e}\nserver log:\n{tail}") from None
@@ -83,7 +115,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run([str(find_bin("pg_ctl")), "-D", str(self.data), "-m", "immediate",
-                       "-w", "stop"])
+            self._run(
+                [str(find_bin("pg_ctl")), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+            )
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -19,8 +19,9 @@ OMOCODIC = "RSSMRA80A01H50MF"  # omocodic shape (last digit replaced by a letter
 
 def test_finds_each_kind_in_text() -> None:
     text = f'{{"x": "{CF}"}} ok; omocodic {OMOCODIC}; STP0102061234567; Mario Ginepro; 12345678903'
-    kinds = [leak.kind for leak in scan_text(text, where="t", names=["Ginepro"],
-                                             values=["12345678903"])]
+    kinds = [
+        leak.kind for leak in scan_text(text, where="t", names=["Ginepro"], values=["12345678903"])
+    ]
     assert kinds.count("codice fiscale") == 2
     assert "STP/ENI code" in kinds and "person name" in kinds
     assert "identifier fed to the test" in kinds
@@ -46,8 +47,10 @@ def test_files_gzip_and_sqlite_cells(tmp_path: Path) -> None:
 
 
 def test_no_false_positive_on_pseudonyms(tmp_path: Path) -> None:
-    lines = [f"1.{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip('=')}"
-             for _ in range(10_000)]
+    lines = [
+        f"1.{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip('=')}"
+        for _ in range(10_000)
+    ]
     (tmp_path / "p.txt").write_text("\n".join(lines))
     assert_no_leaks(scan_paths([tmp_path]))
 

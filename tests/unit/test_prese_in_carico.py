@@ -22,23 +22,49 @@ _ids = itertools.count()
 
 def _common(org: str) -> dict[str, object]:
     n = next(_ids)
-    return {"org": org, "key_hash": f"k{n}", "source_key_hash": f"s{n}", "content_hash": "c",
-            "connector": "test", "run_id": 1, "mapping": "m", "mapping_version": "1",
-            "updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}
+    return {
+        "org": org,
+        "key_hash": f"k{n}",
+        "source_key_hash": f"s{n}",
+        "content_hash": "c",
+        "connector": "test",
+        "run_id": 1,
+        "mapping": "m",
+        "mapping_version": "1",
+        "updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    }
 
 
-def _person(conn: sa.Connection, org: str, subject: str, birth_year: int | None,
-            household: str | None, episodes: list[tuple[D, D | None]],
-            assessments: list[tuple[D, bool | None, bool | None]] = ()) -> None:  # type: ignore[assignment]
-    conn.execute(t.subjects.insert().values(**_common(org), subject=subject,
-                                            birth_year=birth_year, household=household))
+def _person(
+    conn: sa.Connection,
+    org: str,
+    subject: str,
+    birth_year: int | None,
+    household: str | None,
+    episodes: list[tuple[D, D | None]],
+    assessments: list[tuple[D, bool | None, bool | None]] = (),
+) -> None:  # type: ignore[assignment]
+    conn.execute(
+        t.subjects.insert().values(
+            **_common(org), subject=subject, birth_year=birth_year, household=household
+        )
+    )
     for opened, closed in episodes:
-        conn.execute(t.case_episodes.insert().values(**_common(org), subject=subject, area="FAM",
-                                                     opened_on=opened, closed_on=closed))
+        conn.execute(
+            t.case_episodes.insert().values(
+                **_common(org), subject=subject, area="FAM", opened_on=opened, closed_on=closed
+            )
+        )
     for on, dis, nss in assessments:
-        conn.execute(t.assessments.insert().values(**_common(org), subject=subject,
-                                                   assessed_on=on, disability=dis,
-                                                   non_self_sufficient=nss))
+        conn.execute(
+            t.assessments.insert().values(
+                **_common(org),
+                subject=subject,
+                assessed_on=on,
+                disability=dis,
+                non_self_sufficient=nss,
+            )
+        )
 
 
 def test_groups_reference_date_households_and_changes_of_group(registry_url: str) -> None:
@@ -47,35 +73,69 @@ def test_groups_reference_date_households_and_changes_of_group(registry_url: str
         # minore (2022-2010 = 12), no assessment: minori non disabili; household H1
         _person(conn, "A", "p-minore", 2010, "H1", [(D(2022, 3, 1), None)])
         # sibling in the same household, disabled since 2020
-        _person(conn, "A", "p-minore-dis", 2012, "H1", [(D(2021, 5, 1), D(2022, 2, 1))],
-                [(D(2020, 1, 10), True, None)])
+        _person(
+            conn,
+            "A",
+            "p-minore-dis",
+            2012,
+            "H1",
+            [(D(2021, 5, 1), D(2022, 2, 1))],
+            [(D(2020, 1, 10), True, None)],
+        )
         # adult (40), opened after 31 October: not counted in 2022
         _person(conn, "A", "p-late", 1982, "H2", [(D(2022, 11, 5), None)])
         # adult closed before the year: not counted
         _person(conn, "A", "p-closed", 1982, None, [(D(2020, 1, 5), D(2021, 12, 31))])
         # older person (80) assessed non self-sufficient in June: two groups, one person
-        _person(conn, "A", "p-anziano", 1942, None, [(D(2019, 1, 1), None)],
-                [(D(2018, 5, 1), False, False), (D(2022, 6, 1), None, True)])
+        _person(
+            conn,
+            "A",
+            "p-anziano",
+            1942,
+            None,
+            [(D(2019, 1, 1), None)],
+            [(D(2018, 5, 1), False, False), (D(2022, 6, 1), None, True)],
+        )
         # older person already non self-sufficient: one group
-        _person(conn, "A", "p-nsa", 1940, None, [(D(2022, 1, 1), D(2022, 12, 31))],
-                [(D(2015, 5, 1), None, True)])
+        _person(
+            conn,
+            "A",
+            "p-nsa",
+            1940,
+            None,
+            [(D(2022, 1, 1), D(2022, 12, 31))],
+            [(D(2015, 5, 1), None, True)],
+        )
         # the same person known to consortium B too (district counts them once)
         _person(conn, "B", "p-nsa", 1940, None, [(D(2022, 2, 1), None)])
         # unknown birth year: in the total, in no group
         _person(conn, "B", "p-noage", None, None, [(D(2022, 2, 1), None)])
     (a,) = prese_in_carico(reg.engine, [2022], org="A")
     assert a == PreseInCaricoRow(
-        year=2022, minori_non_disabili=1, minori_disabili=1, adulti_non_disabili=0,
-        adulti_disabili=0, anziani=1, anziani_non_autosufficienti=2, utenti=4, nuclei=3,
-        eta_ignota=0)
+        year=2022,
+        minori_non_disabili=1,
+        minori_disabili=1,
+        adulti_non_disabili=0,
+        adulti_disabili=0,
+        anziani=1,
+        anziani_non_autosufficienti=2,
+        utenti=4,
+        nuclei=3,
+        eta_ignota=0,
+    )
     (district,) = prese_in_carico(reg.engine, [2022])
     assert district.utenti == 5  # p-nsa once, plus p-noage
     assert district.anziani_non_autosufficienti == 2
     assert district.eta_ignota == 1
     (y2021,) = prese_in_carico(reg.engine, [2021], org="A")
     # 2021: p-minore-dis (11, disabled), p-closed (39), p-anziano (79, not yet NSA)
-    assert (y2021.minori_disabili, y2021.adulti_non_disabili, y2021.anziani,
-            y2021.anziani_non_autosufficienti, y2021.utenti) == (1, 1, 1, 0, 3)
+    assert (
+        y2021.minori_disabili,
+        y2021.adulti_non_disabili,
+        y2021.anziani,
+        y2021.anziani_non_autosufficienti,
+        y2021.utenti,
+    ) == (1, 1, 1, 0, 3)
     reg.close()
 
 
@@ -83,16 +143,17 @@ def test_status_timeline() -> None:
     start, ref = D(2022, 1, 1), D(2022, 10, 31)
     assert _statuses_in_window([], start, ref) == {(False, False)}
     assert _statuses_in_window([(D(2022, 6, 1), None, None, True)], start, ref) == {
-        (False, False), (False, True)}
+        (False, False),
+        (False, True),
+    }
     # assessed on 1 January: the earlier status was never held in the window
-    assert _statuses_in_window([(D(2022, 1, 1), None, None, True)], start, ref) == {
-        (False, True)}
+    assert _statuses_in_window([(D(2022, 1, 1), None, None, True)], start, ref) == {(False, True)}
     # expired before the window: back to "neither"
     assert _statuses_in_window([(D(2021, 1, 1), D(2021, 12, 31), True, None)], start, ref) == {
-        (False, False)}
+        (False, False)
+    }
     # after the reference date: not counted
-    assert _statuses_in_window([(D(2022, 11, 1), None, True, None)], start, ref) == {
-        (False, False)}
+    assert _statuses_in_window([(D(2022, 11, 1), None, True, None)], start, ref) == {(False, False)}
 
 
 def test_render_formats() -> None:

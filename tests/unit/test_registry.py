@@ -40,42 +40,73 @@ def test_unsupported_or_broken_url_is_a_config_error(tmp_path: object) -> None:
 
 
 def _row(subject: str, opened: dt.date) -> dict[str, object]:
-    return {"subject": subject, "area": "FAM", "opened_on": opened, "closed_on": None,
-            "connector": "c", "run_id": 1, "mapping": "m", "mapping_version": "1"}
+    return {
+        "subject": subject,
+        "area": "FAM",
+        "opened_on": opened,
+        "closed_on": None,
+        "connector": "c",
+        "run_id": 1,
+        "mapping": "m",
+        "mapping_version": "1",
+    }
 
 
 def test_batch_state_and_records_commit_together_and_changed_records_replace(
     registry_url: str,
 ) -> None:
     reg = Registry.open(registry_url)
-    run = reg.start_run(connector="c", connector_type="t", org="O", mapping="m",
-                        mapping_version="1")
+    run = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+    )
     p = "1.abcdefghijklmnop"
     ep1 = EntityRow("case_episode", "k.ep1aaaaaaaaaaaaaaaa", "h1", _row(p, dt.date(2020, 1, 1)))
     ep2 = EntityRow("case_episode", "k.ep2aaaaaaaaaaaaaaaa", "h2", _row(p, dt.date(2021, 1, 1)))
     reg.commit_batch(
-        run_id=run, connector="c", stream="s", org="O",
+        run_id=run,
+        connector="c",
+        stream="s",
+        org="O",
         changes=[SourceRecordChange("k.src1aaaaaaaaaaaaaaa", "r1", "upsert", (ep1, ep2))],
-        quarantine=[QuarantineEntry("record", "file.csv:3", "cf_check_char", "bad check",
-                                    {"cf": "<invalid>"}, field="cf")],
-        counts=BatchCounts(read=2, loaded=1, quarantined=1), state={"next": 2},
+        quarantine=[
+            QuarantineEntry(
+                "record",
+                "file.csv:3",
+                "cf_check_char",
+                "bad check",
+                {"cf": "<invalid>"},
+                field="cf",
+            )
+        ],
+        counts=BatchCounts(read=2, loaded=1, quarantined=1),
+        state={"next": 2},
         retention=dt.timedelta(days=30),
     )
     assert reg.count("case_episode") == 2
     assert reg.get_state("c", "s") == {"next": 2}
     # The same source record now produces only one episode: the other is removed.
     reg.commit_batch(
-        run_id=run, connector="c", stream="s", org="O",
+        run_id=run,
+        connector="c",
+        stream="s",
+        org="O",
         changes=[SourceRecordChange("k.src1aaaaaaaaaaaaaaa", "r2", "upsert", (ep1,))],
-        quarantine=[], counts=BatchCounts(read=1, loaded=1), state={"next": 3},
+        quarantine=[],
+        counts=BatchCounts(read=1, loaded=1),
+        state={"next": 3},
         retention=dt.timedelta(days=30),
     )
     assert reg.count("case_episode") == 1
     # A cancellation removes what the record produced.
     reg.commit_batch(
-        run_id=run, connector="c", stream="s", org="O",
+        run_id=run,
+        connector="c",
+        stream="s",
+        org="O",
         changes=[SourceRecordChange("k.src1aaaaaaaaaaaaaaa", "r3", "delete")],
-        quarantine=[], counts=BatchCounts(read=1, loaded=1, deleted=1), state={"next": 4},
+        quarantine=[],
+        counts=BatchCounts(read=1, loaded=1, deleted=1),
+        state={"next": 4},
         retention=dt.timedelta(days=30),
     )
     assert reg.count("case_episode") == 0
@@ -89,15 +120,25 @@ def test_batch_state_and_records_commit_together_and_changed_records_replace(
 
 def test_a_failed_batch_leaves_neither_records_nor_state(registry_url: str) -> None:
     reg = Registry.open(registry_url)
-    run = reg.start_run(connector="c", connector_type="t", org="O", mapping="m",
-                        mapping_version="1")
-    bad = EntityRow("case_episode", "k.ep1aaaaaaaaaaaaaaaa", "h1",
-                    {**_row("1.abcdefghijklmnop", dt.date(2020, 1, 1)), "area": None})
+    run = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+    )
+    bad = EntityRow(
+        "case_episode",
+        "k.ep1aaaaaaaaaaaaaaaa",
+        "h1",
+        {**_row("1.abcdefghijklmnop", dt.date(2020, 1, 1)), "area": None},
+    )
     with pytest.raises(sa.exc.IntegrityError):
         reg.commit_batch(
-            run_id=run, connector="c", stream="s", org="O",
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
             changes=[SourceRecordChange("k.src1aaaaaaaaaaaaaaa", "r1", "upsert", (bad,))],
-            quarantine=[], counts=BatchCounts(read=1, loaded=1), state={"next": 1},
+            quarantine=[],
+            counts=BatchCounts(read=1, loaded=1),
+            state={"next": 1},
             retention=dt.timedelta(days=30),
         )
     assert reg.get_state("c", "s") == {}

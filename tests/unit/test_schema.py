@@ -19,8 +19,9 @@ def test_models_are_strict_and_closed() -> None:
     with pytest.raises(ValidationError, match="Extra inputs"):
         Subject.model_validate({"org": "X", "subject": P, "name": "Mario"})
     with pytest.raises(ValidationError, match="valid date"):
-        CaseEpisode.model_validate({"org": "X", "subject": P, "area": "FAM",
-                                    "opened_on": "2020-01-01"})
+        CaseEpisode.model_validate(
+            {"org": "X", "subject": P, "area": "FAM", "opened_on": "2020-01-01"}
+        )
 
 
 def test_strings_are_bounded_and_shaped() -> None:
@@ -29,30 +30,48 @@ def test_strings_are_bounded_and_shaped() -> None:
     with pytest.raises(ValidationError):
         Subject(org="X" * 41, subject=P)
     with pytest.raises(ValidationError):
-        Intervention(org="X", subject=P, service_code="A" * 21, area="FAM",  # type: ignore[arg-type]
-                     started_on=dt.date(2020, 1, 1))
+        Intervention(
+            org="X",
+            subject=P,
+            service_code="A" * 21,
+            area="FAM",  # type: ignore[arg-type]
+            started_on=dt.date(2020, 1, 1),
+        )
     with pytest.raises(ValidationError):
         Subject(org="X", subject=P, residence_comune_istat="3024")
 
 
 def test_dates_must_be_ordered() -> None:
     with pytest.raises(ValidationError, match="closed_on is before opened_on"):
-        CaseEpisode(org="X", subject=P, area="FAM",  # type: ignore[arg-type]
-                    opened_on=dt.date(2021, 1, 1), closed_on=dt.date(2020, 1, 1))
+        CaseEpisode(
+            org="X",
+            subject=P,
+            area="FAM",  # type: ignore[arg-type]
+            opened_on=dt.date(2021, 1, 1),
+            closed_on=dt.date(2020, 1, 1),
+        )
     with pytest.raises(ValidationError, match="assessment must state"):
         Assessment(org="X", subject=P, assessed_on=dt.date(2021, 1, 1))
 
 
 def test_need_signal_allows_anonymous_contacts_but_needs_a_need() -> None:
-    ok = NeedSignal.model_validate({"org": "ETS1", "needs": ("food",), "comune_istat": "003024",
-                                    "on": dt.date(2024, 5, 1)})
+    ok = NeedSignal.model_validate(
+        {"org": "ETS1", "needs": ("food",), "comune_istat": "003024", "on": dt.date(2024, 5, 1)}
+    )
     assert ok.subject is None
     with pytest.raises(ValidationError):
-        NeedSignal.model_validate({"org": "ETS1", "needs": (), "comune_istat": "003024",
-                                   "on": dt.date(2024, 5, 1)})
+        NeedSignal.model_validate(
+            {"org": "ETS1", "needs": (), "comune_istat": "003024", "on": dt.date(2024, 5, 1)}
+        )
     with pytest.raises(ValidationError):
-        NeedSignal.model_validate({"org": "ETS1", "needs": ("bingo",), "comune_istat": "003024",
-                                   "on": dt.date(2024, 5, 1)})
+        NeedSignal.model_validate(
+            {
+                "org": "ETS1",
+                "needs": ("bingo",),
+                "comune_istat": "003024",
+                "on": dt.date(2024, 5, 1),
+            }
+        )
 
 
 def test_unknown_model_names_the_valid_ones() -> None:
@@ -65,4 +84,5 @@ def test_published_json_schema_is_up_to_date() -> None:
         path = DEFAULT_DIR / name
         assert path.is_file(), f"{path} missing: run python -m hub.schema.publish"
         assert path.read_text(encoding="utf-8") == text, (
-            f"{path} is stale: run python -m hub.schema.publish")
+            f"{path} is stale: run python -m hub.schema.publish"
+        )

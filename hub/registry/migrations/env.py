@@ -6,6 +6,8 @@ connection in ``config.attributes["connection"]``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
 from hub.registry.tables import metadata
@@ -25,7 +27,7 @@ def run_migrations() -> None:
     _run(connection)
 
 
-def _run(connection: object) -> None:
+def _run(connection: Any) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
