@@ -114,11 +114,15 @@ class Config:
         p = Path(name)
         if p.is_absolute():
             return p
-        for candidate in (
+        from hub.plugins import get_plugins  # plugins may ship mapping folders
+
+        candidates = [
             self.resolve(self.hub.mappings_dir) / p,
             self.resolve(p),
             BUILTIN_MAPPINGS / p,
-        ):
+            *(d / p for d in get_plugins().mapping_dirs()),
+        ]
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate
         raise ConfigError(

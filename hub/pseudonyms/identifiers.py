@@ -192,8 +192,8 @@ def detect_type(code: str) -> IdentifierType:
         return IdentifierType.ENI
     if code.isdigit() and len(code) == 11:
         return IdentifierType.CF_PROVV
-    if len(code) == 16:
-        return IdentifierType.CF
+    if len(code) == 16 or (code[:6].isalpha() and 12 <= len(code) <= 20):
+        return IdentifierType.CF  # a codice fiscale, perhaps mistyped: explained as one
     raise InvalidIdentifier(
         "identifier: not a codice fiscale (16 characters), a provisional codice fiscale "
         f"(11 digits), nor an STP/ENI code; it has {len(code)} characters",
