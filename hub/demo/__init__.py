@@ -18,6 +18,7 @@ from hub.config import load_config
 from hub.demo.district import CONSORTIA, SEED_TABLE, build_sources
 from hub.observatory.prese_in_carico import prese_in_carico, render
 from hub.pipeline import Pipeline, open_keyring
+from hub.plugins import get_plugins
 from hub.pseudonyms import Keyring, KeySource
 from hub.registry import Registry
 
@@ -47,6 +48,7 @@ kind = "ente_gestore"
 name = "Consorzio Ovest Ticino (fittizio)"
 kind = "ente_gestore"
 
+#@ csv_export
 [connectors.ciss_csv]
 type = "csv_export"
 org = "CISS-BORGO"
@@ -64,6 +66,7 @@ type_column = "TIPO_DOCUMENTO"
 type = "LOCAL"
 optional = true
 
+#@ siuss_files
 [connectors.cbv_files]
 type = "siuss_files"
 org = "CBV"
@@ -71,6 +74,7 @@ description = "SIUSS PS/PSA/SINA flows dropped in an inbox folder"
 [connectors.cbv_files.config]
 inbox = "sources/cbv-inbox"
 
+#@ siuss_waas
 [connectors.cot_waas]
 type = "siuss_waas"
 org = "COT"
@@ -83,14 +87,25 @@ limit = 50
 
 
 @contextlib.contextmanager
-def _fake_waas(folder: Path) -> Iterator[str]:
+def _fake_waas(folder: Path, available: bool) -> Iterator[str]:
+    if not available:
+        yield "http://127.0.0.1:9/unavailable"
+        return
     from connectors.siuss_waas.fake_server import FakeWaaS, flows_from_dir
 
     with FakeWaaS(flows_from_dir(folder), token=DEMO_TOKEN) as server:
         yield server.url
 
 
-def prepare_workspace(workspace: Path, waas_url: str) -> Path:
+def _config_text(waas_url: str, installed: set[str]) -> str:
+    """The demo configuration, with only the connectors whose plugins are installed."""
+    text = CONFIG.format(waas_url=waas_url, token=DEMO_TOKEN)
+    head, *sections = text.split("#@ ")
+    kept = [s.split("\n", 1)[1] for s in sections if s.split("\n", 1)[0].strip() in installed]
+    return head + "".join(kept)
+
+
+def prepare_workspace(workspace: Path, waas_url: str, installed: set[str]) -> Path:
     """Create the keyring once and (re)write the configuration."""
     keys = workspace / "keys"
     keys.mkdir(exist_ok=True, mode=0o700)
@@ -98,7 +113,7 @@ def prepare_workspace(workspace: Path, waas_url: str) -> Path:
         Keyring.create(keys / "keyring.json", KeySource.generate_key_file(keys / "keyring.key"))
     (workspace / "mappings").mkdir(exist_ok=True)
     cfg = workspace / "raccordo.toml"
-    cfg.write_text(CONFIG.format(waas_url=waas_url, token=DEMO_TOKEN), encoding="utf-8")
+    cfg.write_text(_config_text(waas_url, installed), encoding="utf-8")
     return cfg
 
 
@@ -109,8 +124,15 @@ def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
         console.print("Writing the demo district's sources (CSV export, SIUSS XML, WaaS flows)…")
         build_sources(sources)
     console.print(f"Demo district workspace: [bold]{workspace}[/bold]")
-    with _fake_waas(sources / "cot-waas") as waas_url:
-        cfg_path = prepare_workspace(workspace, waas_url)
+    installed = set(get_plugins().connectors())
+    for c in CONSORTIA:
+        if c.channel not in installed:
+            console.print(
+                f"[yellow]The {c.channel} connector is not installed: {c.name}'s "
+                "data is not loaded.[/yellow]"
+            )
+    with _fake_waas(sources / "cot-waas", "siuss_waas" in installed) as waas_url:
+        cfg_path = prepare_workspace(workspace, waas_url, installed)
         cfg = load_config(cfg_path)
         registry = Registry.open(cfg.registry_url)
         pipeline = Pipeline(cfg, registry, open_keyring(cfg))
@@ -128,9 +150,15 @@ def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
             render(prese_in_carico(registry.engine, years, org=c.code)),
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
     console.print("\n[bold]Distretto[/bold] — prese in carico al 31 ottobre")
-    console.print(render(prese_in_carico(registry.engine, years)), highlight=False, markup=False)
+    console.print(
+        render(prese_in_carico(registry.engine, years)),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     registry.close()
     console.print(f"Why records were refused: raccordo quarantine list --config {cfg_path}")
     console.print(

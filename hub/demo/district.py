@@ -58,7 +58,7 @@ class Consortium:
     code: str
     name: str
     comuni: tuple[str, ...]
-    channel: str  # csv | siuss_files | siuss_waas
+    channel: str  # the connector type delivering its data
 
 
 CONSORTIA = (
@@ -85,7 +85,7 @@ CONSORTIA = (
             "Armeno",
             "Orta San Giulio",
         ),
-        "csv",
+        "csv_export",
     ),
     Consortium(
         "CBV",

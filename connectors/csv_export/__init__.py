@@ -1,0 +1,194 @@
+"""``csv_export``: any CSV export, driven by its configuration and a mapping file.
+
+Reads the files matching ``path`` in name order through the hardened CSV
+entry point (:mod:`hub.inputs.csv`). Each file is a unit: an unchanged file
+(same SHA-256) is not read again; a changed file is read again and replaces
+what its earlier version produced.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub import hookimpl
+from hub.connector import (
+    CheckResult,
+    Connector,
+    ConnectorConfig,
+    FieldRole,
+    FieldSpec,
+    JSONState,
+    RawRecord,
+    ReadItem,
+    SourceError,
+    StateCheckpoint,
+    Stream,
+    UnitComplete,
+    WorkspaceGlob,
+)
+from hub.inputs.csv import CSVInputError, iter_rows, open_csv
+from hub.pseudonyms import IdentifierType
+
+RACCORDO_HOOK_API = 1
+
+
+class IdentifierColumn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The identifier type, or "auto" to detect it from the value's layout.
+    type: Literal["auto", "CF", "CF_PROVV", "STP", "ENI", "LOCAL"] = "auto"
+    #: A column holding the type of each row's identifier (CF, STP, ENI, CFP...).
+    type_column: str | None = None
+    #: An empty value is allowed (anonymous contacts, no household).
+    optional: bool = False
+    #: Derive birth year and sex from a CF as <column>__birth_year / <column>__sex.
+    derive_birth_year_and_sex: bool = False
+
+
+class CSVExportConfig(ConnectorConfig):
+    #: A file or a glob pattern; relative to raccordo.toml.
+    path: WorkspaceGlob
+    encoding: str = "auto"
+    delimiter: str = "auto"
+    stream: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")] = "rows"
+    #: Columns whose values identify a row in the source (stored only keyed-hashed).
+    source_key: Annotated[list[str], Field(min_length=1)]
+    identifier_columns: dict[str, IdentifierColumn] = Field(default_factory=dict)
+    #: Directly identifying columns that are not keys (names, notes, addresses): dropped.
+    personal_columns: list[str] = Field(default_factory=list)
+    max_file_mb: Annotated[int, Field(ge=1, le=4096)] = 512
+
+
+class CSVExportConnector(Connector):
+    name = "csv_export"
+    summary = "CSV exports (Excel-style ';', cp1252, BOM, dd/mm/yyyy, decimal commas) + mapping"
+    config_class = CSVExportConfig
+    config: CSVExportConfig
+
+    def _files(self) -> list[Path]:
+        return sorted(Path(p) for p in glob.glob(self.config.path) if Path(p).is_file())
+
+    def check(self) -> CheckResult:
+        files = self._files()
+        if not files:
+            return CheckResult(False, f"no file matches {self.config.path}")
+        try:
+            f = open_csv(
+                files[0],
+                encoding=self.config.encoding,
+                delimiter=self.config.delimiter,
+                max_bytes=self.config.max_file_mb * 1024 * 1024,
+            )
+        except (CSVInputError, OSError) as e:
+            return CheckResult(False, f"{files[0].name}: {e}")
+        return CheckResult(
+            True,
+            f"{len(files)} file(s); {files[0].name}: encoding "
+            f"{f.encoding}, separator {f.delimiter!r}, "
+            f"{len(f.header)} columns",
+        )
+
+    def _header(self) -> tuple[str, ...]:
+        for path in self._files():
+            try:
+                return open_csv(
+                    path,
+                    encoding=self.config.encoding,
+                    delimiter=self.config.delimiter,
+                    max_bytes=self.config.max_file_mb * 1024 * 1024,
+                ).header
+            except (CSVInputError, OSError):
+                continue
+        return ()
+
+    def streams(self) -> tuple[Stream, ...]:
+        c = self.config
+        declared = [*c.identifier_columns, *c.personal_columns, *c.source_key]
+        columns = list(dict.fromkeys([*declared, *self._header()]))
+        fields = []
+        for col in columns:
+            if col in c.identifier_columns:
+                spec = c.identifier_columns[col]
+                fields.append(
+                    FieldSpec(
+                        col,
+                        FieldRole.IDENTIFIER,
+                        identifier_type=None if spec.type == "auto" else IdentifierType(spec.type),
+                        type_field=spec.type_column,
+                        optional=spec.optional,
+                        derive_birth_year_and_sex=spec.derive_birth_year_and_sex,
+                    )
+                )
+            elif col in c.personal_columns:
+                fields.append(FieldSpec(col, FieldRole.PERSONAL))
+            else:
+                fields.append(FieldSpec(col))
+        return (
+            Stream(
+                c.stream,
+                tuple(fields),
+                source_key=tuple(c.source_key),
+                description=f"rows of {c.path}",
+            ),
+        )
+
+    def read(self, stream: str, state: JSONState) -> Iterator[ReadItem]:
+        self.stream(stream)
+        done: dict[str, str] = dict(state.get("files", {}))
+        for path in self._files():
+            name = path.name
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as e:
+                yield SourceError(f"cannot read the file: {e.strerror}", name)
+                continue
+            if done.get(name) == digest:
+                continue
+            yield from self._read_file(path, stream)
+            done[name] = digest
+            yield StateCheckpoint({"files": dict(done)})
+        yield StateCheckpoint({"files": dict(done)})
+
+    def _read_file(self, path: Path, stream: str) -> Iterator[ReadItem]:
+        name = path.name
+        try:
+            f = open_csv(
+                path,
+                encoding=self.config.encoding,
+                delimiter=self.config.delimiter,
+                max_bytes=self.config.max_file_mb * 1024 * 1024,
+            )
+            missing = [c for c in self.config.source_key if c not in f.header]
+            if missing:
+                raise CSVInputError(
+                    f"the key column(s) {', '.join(missing)} are not in the header", line=1
+                )
+            rows = list(iter_rows(f))  # the whole file is checked before anything is yielded
+        except CSVInputError as e:
+            where = f"{name} line {e.line}" if e.line else name
+            yield SourceError(
+                f"file refused, nothing loaded from it: {e.reason}", where, rule="csv"
+            )
+            return
+        except OSError as e:
+            yield SourceError(f"cannot read the file: {e.strerror}", name)
+            return
+        for row in rows:
+            if row.values is None:
+                yield SourceError(
+                    f"row skipped: {row.problem}", f"{name} line {row.line}", rule="csv_row"
+                )
+                continue
+            yield RawRecord(stream, row.values, location=f"{name} line {row.line}", unit=name)
+        yield UnitComplete(name)
+
+
+@hookimpl
+def raccordo_register_connectors(register: Callable[[type[Connector]], None]) -> None:
+    register(CSVExportConnector)
