@@ -225,6 +225,9 @@ class CompiledMapping:
             if s is None:
                 if optional:
                     return None
+                if default is not None:  # a missing code takes the table's default too
+                    res.unmapped.append((table_name, "(empty)"))
+                    return default
                 raise _Problem("missing", f"required code is missing (source field {src})", src)
             if s in values:
                 return values[s]

@@ -1,0 +1,176 @@
+"""The one hardened XML entry point (BLUEPRINT §8.4).
+
+lxml with ``resolve_entities=False, no_network=True, load_dtd=False,
+huge_tree=False``; documents with a DOCTYPE are refused outright (XXE and
+"billion laughs" both need one); sizes are bounded; parsing streams with
+``iterparse`` and clears what it has read, so memory stays flat whatever the
+file size. Validation against an XSD happens in a first streaming pass, so a
+file that is invalid anywhere yields nothing at all. Messages never quote
+values from the document (they may be codici fiscali).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from lxml import etree
+
+MAX_BYTES = 512 * 1024 * 1024
+_DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_QUOTED = re.compile(r"'[^']*'")
+_NAMES = re.compile(r"(Element|attribute) '(\{[^}]*\})?([^']+)'")
+
+Source = bytes | Path
+
+
+class UnsafeOrInvalidXML(ValueError):
+    """The document cannot be trusted; ``reason`` is for people, ``line`` 0 if unknown."""
+
+    def __init__(self, reason: str, *, line: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}" if self.line else self.reason
+
+
+def _open(source: Source) -> IO[bytes]:
+    return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+
+
+def _size(source: Source) -> int:
+    return len(source) if isinstance(source, bytes) else source.stat().st_size
+
+
+def _parse_args() -> dict[str, Any]:
+    return {
+        "resolve_entities": False,
+        "no_network": True,
+        "load_dtd": False,
+        "huge_tree": False,
+        "remove_comments": True,
+        "remove_pis": True,
+    }
+
+
+def check_prolog(source: Source, *, max_bytes: int = MAX_BYTES) -> None:
+    """Refuse oversize documents and any DOCTYPE / ENTITY declaration."""
+    size = _size(source)
+    if size > max_bytes:
+        raise UnsafeOrInvalidXML(
+            f"the document is {size // (1024 * 1024)} MiB, over the "
+            f"limit of {max_bytes // (1024 * 1024)} MiB"
+        )
+    if size == 0:
+        raise UnsafeOrInvalidXML("the document is empty")
+    with _open(source) as f:
+        head = f.read(64 * 1024)
+    m = _DOCTYPE.search(head)
+    if m:
+        line = head[: m.start()].count(b"\n") + 1
+        raise UnsafeOrInvalidXML(
+            "the document declares a DOCTYPE or entities, which SIUSS flows never do; refused "
+            "for safety (this is how XXE and 'billion laughs' attacks work)",
+            line=line,
+        )
+
+
+def _explain(e: etree.XMLSyntaxError, last_line: int) -> UnsafeOrInvalidXML:
+    msg = str(e.msg if hasattr(e, "msg") and e.msg else e)
+    line = e.lineno or last_line
+    if "Premature end" in msg or "expected '>'" in msg or "EndTag" in msg or "end of data" in msg:
+        return UnsafeOrInvalidXML(
+            "the document ends before the XML is complete: was it "
+            "truncated while copying or downloading?",
+            line=line,
+        )
+    if "Element" in msg and (
+        "facet" in msg or "not expected" in msg or "attribute" in msg or "missing" in msg
+    ):
+        names = " ".join(f"{kind.lower()} {name}" for kind, _ns, name in _NAMES.findall(msg))
+        rest = _QUOTED.sub("…", _NAMES.sub("", msg)).strip(" :,.")
+        rest = re.sub(r"\(<string>, line \d+\)", "", rest).strip()
+        return UnsafeOrInvalidXML(
+            f"does not follow the official schema ({names}: {rest})", line=line
+        )
+    return UnsafeOrInvalidXML(f"not well-formed XML ({_QUOTED.sub('…', msg)})", line=line)
+
+
+def validate(
+    source: Source, schema: etree.XMLSchema | None, *, root: str, max_bytes: int = MAX_BYTES
+) -> None:
+    """First pass: safety, well-formedness, XSD validity, complete root. Flat memory."""
+    check_prolog(source, max_bytes=max_bytes)
+    last_line = 0
+    closed = False
+    with _open(source) as f:
+        try:
+            ctx = etree.iterparse(f, events=("end",), schema=schema, **_parse_args())
+            for _ev, el in ctx:
+                last_line = el.sourceline or last_line
+                if etree.QName(el).localname == root and el.getparent() is None:
+                    closed = True
+                el.clear(keep_tail=True)
+        except etree.XMLSyntaxError as e:
+            raise _explain(e, last_line) from None
+    if not closed:
+        raise UnsafeOrInvalidXML(
+            "the document ends before the XML is complete: was it "
+            "truncated while copying or downloading?",
+            line=last_line,
+        )
+
+
+def iter_elements(
+    source: Source, tags: set[str], events: tuple[str, ...] = ("end",)
+) -> Iterator[tuple[str, Any]]:
+    """Second pass: (event, element) for elements whose local name is in ``tags``.
+
+    Elements are cleared once the caller has moved past them, with their
+    already-read siblings, so memory stays bounded.
+    """
+    last_line = 0
+    with _open(source) as f:
+        try:
+            for ev, el in etree.iterparse(f, events=events, **_parse_args()):
+                last_line = el.sourceline or last_line
+                name = etree.QName(el).localname
+                if name in tags:
+                    yield ev, el
+                if ev == "end" and el.getparent() is not None and name in tags:
+                    el.clear(keep_tail=True)
+                    parent = el.getparent()
+                    while el.getprevious() is not None and parent is not None:
+                        del parent[0]
+        except etree.XMLSyntaxError as e:
+            raise _explain(e, last_line) from None
+
+
+def first_child_name(source: Source, *, max_bytes: int = MAX_BYTES) -> str | None:
+    """Local name of the first element after the root's first child (cheap peek)."""
+    check_prolog(source, max_bytes=max_bytes)
+    depth = 0
+    seen = 0
+    with _open(source) as f:
+        try:
+            for ev, el in etree.iterparse(f, events=("start", "end"), **_parse_args()):
+                if ev == "start":
+                    depth += 1
+                    if depth == 2:
+                        seen += 1
+                        if seen == 2:
+                            return str(etree.QName(el).localname)
+                else:
+                    depth -= 1
+        except etree.XMLSyntaxError as e:
+            raise _explain(e, 0) from None
+    return None
+
+
+def load_schema(path: Path) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(path), etree.XMLParser(**_parse_args())))
