@@ -13,7 +13,7 @@ import fnmatch
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -46,7 +46,7 @@ class SiussFilesConnector(Connector):
     name = "siuss_files"
     summary = "SIUSS flows (PS/PSA/SINA, SINBA) as XML files in an inbox folder"
     config_class = SiussFilesConfig
-    default_mapping = {"ps": "siuss_ps.toml", "sinba": "siuss_sinba.toml"}
+    default_mapping: ClassVar[dict[str, str]] = {"ps": "siuss_ps.toml", "sinba": "siuss_sinba.toml"}
     config: SiussFilesConfig
 
     def _files(self) -> list[Path]:
