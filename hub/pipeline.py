@@ -37,7 +37,7 @@ from hub.connector import (
     Stream,
     UnitComplete,
 )
-from hub.errors import RaccordoError, RunFailed
+from hub.errors import RaccordoError, RunFailed, SourceUnavailable
 from hub.mappings import CompiledMapping, compile_mapping, load_mapping
 from hub.plugins import get_plugins
 from hub.pseudonyms import (
@@ -243,6 +243,14 @@ class Pipeline:
                 else:  # a connector bug, not bad data
                     raise TypeError(f"connector yielded {type(item).__name__}")
             flush()
+        except SourceUnavailable as e:
+            # The source stopped answering: keep what was read up to now (the state
+            # checkpoint covers it), so the next run resumes right there.
+            flush()
+            self.registry.finish_run(run_id, status="failed", error=str(e))
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
+            ) from None
         except RaccordoError as e:
             self.registry.finish_run(run_id, status="failed", error=str(e))
             raise RunFailed(

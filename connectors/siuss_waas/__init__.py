@@ -103,7 +103,7 @@ class SiussWaasConnector(Connector):
         headers = {"Authorization": f"Bearer {c.token.get_secret_value()}"}
         last = ""
         for attempt in range(c.max_retries + 1):
-            wait = min(c.max_backoff_s, c.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            wait = min(c.max_backoff_s, c.backoff_s * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
             try:
                 resp = self._session.get(
                     url, params=params, headers=headers, timeout=c.timeout_s, verify=self._verify()
@@ -154,11 +154,12 @@ class SiussWaasConnector(Connector):
         seen: set[str] = set(state.get("seen", []))
         tipo = TIPO_OF_STREAM[stream]
         max_bytes = self.config.max_flow_mb * 1024 * 1024
+        limit = self.config.limit
         while True:
             # Ask from one millisecond earlier, skipping what was already seen at `since`,
             # so flows sharing a timestamp across two pages are not lost.
             query_since = max(since - 1, 0) if seen else since
-            resp = self._get("/flussi", {"since": query_since, "limit": self.config.limit})
+            resp = self._get("/flussi", {"since": query_since, "limit": limit})
             if resp.status_code != 200:
                 raise SourceUnavailable(
                     f"GET /flussi answered HTTP {resp.status_code}",
@@ -177,11 +178,22 @@ class SiussWaasConnector(Connector):
                 or _ts_ms(e.get("ts_flusso", "1970-01-01T00:00:00Z")) > since
             ]
             if not fresh:
-                if len(entries) >= self.config.limit and seen:
-                    # A whole page of flows already seen at one timestamp: move past it.
-                    seen = set()
+                if len(entries) < limit:
+                    break
+                if limit < 100:
+                    # A full page of flows already seen, all sharing one timestamp: ask
+                    # for a larger page to get past them (the API's `since` is strict).
+                    limit = min(100, limit * 2)
                     continue
-                break
+                yield SourceError(
+                    "more than 100 flows share one timestamp: the WaaS API cannot page "
+                    "through them, some may be skipped",
+                    f"GET /flussi since={since}",
+                    rule="waas_paging",
+                )
+                seen = set()
+                continue
+            limit = self.config.limit
             for entry in fresh:
                 flow_id = str(entry.get("id_flusso", "?"))[:64]
                 try:

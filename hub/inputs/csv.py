@@ -86,6 +86,12 @@ def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str]]]:  # type: ig
             yield start, values
             start = reader.line_num + 1
     except csv.Error as e:
+        if "field limit" in str(e):
+            raise CSVInputError(
+                "a value is too long (over 64 KiB): often a quote that is never closed "
+                "swallows the rest of the file",
+                line=start,
+            ) from None
         raise CSVInputError(
             f"the CSV structure is broken ({e}): an unclosed quote?", line=start
         ) from None

@@ -1,0 +1,216 @@
+"""SIUSS XML files through the real pipeline: official samples, attacks, cancellations."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.siuss_files import SiussFilesConfig, SiussFilesConnector
+from hub.config import load_config
+from hub.pipeline import Pipeline, open_keyring
+from hub.registry import Registry
+from hub.registry import tables as t
+from hub.workspace import init_workspace
+from tests.contract.suite import connector_contract_tests
+from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inps-waas"
+SAMPLES = sorted(FIXTURES.glob("sample-*.xml"))
+SAMPLE_CFS = {
+    "AAABBB39M66A351C",
+    "RSSMRK66C14H501U",
+    "XXXXXX80P20B501B",
+    "CCCDDD25A42H199X",
+    "GHBLDE25A42H199X",
+}
+SAMPLE_NAMES = {"MIRKO", "ROSSI", "AAA", "BBB"}
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE Flusso [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<Flusso xmlns="http://inps.it/Casellario">&x;</Flusso>"""
+LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<Flusso xmlns="http://inps.it/Casellario">&lol3;</Flusso>"""
+
+
+def _inbox(tmp_path: Path) -> Path:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for s in SAMPLES:
+        shutil.copy(s, inbox / s.name)
+    return inbox
+
+
+def _workspace(tmp_path: Path, registry_url: str, inbox: Path) -> Path:
+    ws = tmp_path / "ws"
+    init_workspace(
+        ws,
+        district="T",
+        district_name="Test",
+        extra=f"""
+[organisations.ENTE]
+name = "Ente"
+[connectors.files]
+type = "siuss_files"
+org = "ENTE"
+[connectors.files.config]
+inbox = "{inbox}"
+""",
+    )
+    cfg = ws / "raccordo.toml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            'registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{registry_url}"'
+        )
+    )
+    return ws
+
+
+def _sync(ws: Path) -> tuple[dict[str, object], Registry]:
+    cfg = load_config(ws / "raccordo.toml")
+    reg = Registry.open(cfg.registry_url)
+    runs = {r.mapping: r for r in Pipeline(cfg, reg, open_keyring(cfg)).sync("files")}
+    return runs, reg  # type: ignore[return-value]
+
+
+TestSiussFilesContract = connector_contract_tests(
+    lambda: SiussFilesConnector(SiussFilesConfig(inbox=FIXTURES, pattern="sample-*.xml"))
+)
+
+
+def test_official_samples_load_and_bad_codes_are_explained(
+    tmp_path: Path, registry_url: str
+) -> None:
+    ws = _workspace(tmp_path, registry_url, _inbox(tmp_path))
+    runs, reg = _sync(ws)
+    ps, sinba = runs["siuss_ps"], runs["siuss_sinba"]
+    # sample-0: three prestazioni of a CF whose check character is wrong; minimal: one good.
+    assert (ps.read, ps.loaded, ps.quarantined) == (4, 1, 3)  # type: ignore[attr-defined]
+    assert (sinba.read, sinba.loaded) == (1, 1)  # type: ignore[attr-defined]
+    q = reg.quarantine_entries(limit=100)
+    assert {e["rule"] for e in q} == {"cf_check_char"}
+    assert {e["location"] for e in q} == {
+        "sample-ps_psa_sina-0.xml line 8",
+        "sample-ps_psa_sina-0.xml line 20",
+        "sample-ps_psa_sina-0.xml line 27",
+    }
+    assert all("check character" in e["reason"] for e in q)
+    assert reg.count("intervention") == 1 and reg.count("assessment") == 2
+    assert reg.count("case_episode") == 2  # one PS presa in carico, one SINBA case
+    leaks = scan_paths([ws], names=SAMPLE_NAMES, values=SAMPLE_CFS)
+    leaks += scan_database(
+        reg.engine.url.render_as_string(hide_password=False), names=SAMPLE_NAMES, values=SAMPLE_CFS
+    )
+    assert_no_leaks(leaks)
+    reg.close()
+
+
+def test_attacks_and_broken_files_are_refused_while_good_files_load(tmp_path: Path) -> None:
+    inbox = _inbox(tmp_path)
+    (inbox / "xxe.xml").write_bytes(XXE)
+    (inbox / "laughs.xml").write_bytes(LAUGHS)
+    good = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
+    (inbox / "truncated.xml").write_bytes(good[: len(good) // 2])
+    (inbox / "invalid.xml").write_bytes(good.replace(b'PresaCarico="1"', b'PresaCarico="7"'))
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    assert runs["siuss_ps"].source_errors == 4  # type: ignore[attr-defined]
+    assert runs["siuss_ps"].loaded == 1  # type: ignore[attr-defined]
+    refused = {
+        e["location"].split(" ")[0]: e["reason"]
+        for e in reg.quarantine_entries(limit=100)
+        if e["kind"] == "source"
+    }
+    assert "DOCTYPE" in refused["xxe.xml"] and "DOCTYPE" in refused["laughs.xml"]
+    assert "truncated" in refused["truncated.xml"]
+    assert "official schema" in refused["invalid.xml"] and "PresaCarico" in refused["invalid.xml"]
+    assert runs["siuss_sinba"].loaded == 1  # type: ignore[attr-defined]
+    reg.close()
+
+
+def test_cancellation_changed_file_and_unchanged_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    minimal = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
+    (inbox / "a.xml").write_bytes(minimal)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    assert reg.count("intervention") == 1
+    # Unchanged file: not read again.
+    runs, reg = _sync(ws)
+    assert runs["siuss_ps"].read == 0  # type: ignore[attr-defined]
+    # A later flow cancels the prestazione (TipoOperazione="C").
+    (inbox / "b.xml").write_bytes(minimal.replace(b'TipoOperazione="I"', b'TipoOperazione="C"'))
+    runs, reg = _sync(ws)
+    assert runs["siuss_ps"].deleted == 1  # type: ignore[attr-defined]
+    assert reg.count("intervention") == 0 and reg.count("case_episode") == 0
+    # a.xml changes: a second prestazione appears, then is removed again.
+    (inbox / "b.xml").unlink()
+    two = minimal.replace(
+        b"</Beneficiario>",
+        minimal[minimal.index(b"<PrestazioniSociali") : minimal.index(b"</Beneficiario>")].replace(
+            b"A2.16", b"A1.09"
+        )
+        + b"</Beneficiario>",
+    )
+    (inbox / "a.xml").write_bytes(two)
+    runs, reg = _sync(ws)
+    assert reg.count("intervention") == 2
+    (inbox / "a.xml").write_bytes(minimal.replace(b"A2.16", b"A1.09"))
+    runs, reg = _sync(ws)
+    assert runs["siuss_ps"].removed == 1  # type: ignore[attr-defined]
+    with reg.engine.connect() as conn:
+        codes = [r[0] for r in conn.execute(sa.select(t.interventions.c.service_code))]
+    assert codes == ["A1.09"]
+    reg.close()
+
+
+PARSE_ONLY = """
+import sys
+from pathlib import Path
+
+from connectors.siuss.flows import iter_flow
+from hub.connector import RawRecord, SourceError
+
+n = 0
+for item in iter_flow(Path(sys.argv[1]), stream="ps", unit="big", location_prefix="big"):
+    assert not isinstance(item, SourceError), item
+    n += isinstance(item, RawRecord)
+print(n)
+"""
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_on_a_large_file(tmp_path: Path) -> None:
+    """Peak memory of a process reading a large flow stays far below the file's size."""
+    minimal = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
+    start, end = minimal.index(b"<Beneficiario"), minimal.index(b"</Flusso>")
+    one = minimal[start:end]
+    big = tmp_path / "big.xml"
+    with big.open("wb") as f:
+        f.write(minimal[:start])
+        for i in range(150_000):
+            f.write(one.replace(b"Protocollo fittizio", b"P%d" % i))
+        f.write(b"</Flusso>")
+    size = big.stat().st_size
+    assert size > 150 * 1024 * 1024
+    script = tmp_path / "parse.py"
+    script.write_text(PARSE_ONLY)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    res = subprocess.run(
+        [sys.executable, str(script), str(big)], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "150000"
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak_kib >= before
+    assert peak_kib * 1024 < 120 * 1024 * 1024, (
+        f"peak RSS {peak_kib / 1024:.0f} MiB for a {size / 2**20:.0f} MiB file"
+    )
