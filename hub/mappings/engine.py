@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,9 @@ class CompiledMapping:
                 if v is None:
                     return missing(src)
                 for f in formats:
-                    try:
-                        return dt.datetime.strptime(v, f).date()
-                    except ValueError:
-                        continue
+                    d = _parse_date(v, f)
+                    if d is not None:
+                        return d
                 shown = " or ".join(_human_format(f) for f in formats)
                 raise _Problem("date_format", f"{src}: not a valid date in the form {shown}", src)
 
@@ -261,6 +261,15 @@ class CompiledMapping:
             res.outputs.append(MappedRecord(model, key, data))
         res.unmapped = list(dict.fromkeys(res.unmapped))  # one count per record and code
         return res
+
+
+@lru_cache(maxsize=100_000)
+def _parse_date(value: str, fmt: str) -> dt.date | None:
+    """``strptime`` is slow and exports repeat the same dates: remember them."""
+    try:
+        return dt.datetime.strptime(value, fmt).date()
+    except ValueError:
+        return None
 
 
 def _compile_when(w: When | None) -> Callable[[Mapping[str, Any]], bool]:

@@ -34,7 +34,7 @@ class Pseudonymiser:
 
     def _compute(self, kind: str, namespace: str, value: str) -> str:
         msg = f"v1|{kind}|{namespace}|{value}".encode()
-        return f"{self.epoch}." + _b64(hmac.new(self._pkey, msg, hashlib.sha256).digest())
+        return f"{self.epoch}." + _b64(hmac.digest(self._pkey, msg, hashlib.sha256))
 
     def pseudonym(self, identifier: Identifier) -> str:
         if identifier.type is IdentifierType.NONE:
@@ -44,4 +44,4 @@ class Pseudonymiser:
     def key_hash(self, *parts: str) -> str:
         """Keyed hash of a source record key (which may contain identifiers)."""
         msg = "\x1f".join(parts).encode()
-        return f"k{self.epoch}." + _b64(hmac.new(self._rkey, msg, hashlib.sha256).digest())
+        return f"k{self.epoch}." + _b64(hmac.digest(self._rkey, msg, hashlib.sha256))
