@@ -9,7 +9,7 @@ tables for:
   case makes that practically impossible while still catching a CF written in
   any log line, CSV cell, JSON string or SQL value;
 * STP/ENI codes (``STP``/``ENI`` + 13 digits);
-* ``values``: the exact clear identifiers a test fed in (provisional CFs
+* ``values``: the exact clear identifiers a test fed in, as whole tokens (provisional CFs
   included, since an 11-digit number alone is not suspicious), in any case;
 * ``names``: person names of the fixtures, case-insensitive, whole words.
 
@@ -48,27 +48,40 @@ def _mask(value: str) -> str:
     return value[:3] + "***"
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"\w+")
+
+
 class _Matcher:
+    """Patterns by regex; known values and names by set lookup of tokens (fast on big files)."""
+
     def __init__(self, names: Iterable[str], values: Iterable[str]) -> None:
-        vals = sorted({v.strip() for v in values if v and v.strip()}, key=len, reverse=True)
-        self.values = re.compile("|".join(map(re.escape, vals)), re.IGNORECASE) if vals else None
-        nms = sorted({n.strip() for n in names if n and len(n.strip()) >= 3}, key=len, reverse=True)
-        self.names = (
-            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, nms)) + r")(?!\w)", re.IGNORECASE)
-            if nms
-            else None
-        )
+        self.values = {"".join(v.split()).upper() for v in values if v and v.strip()}
+        single, multi = set(), []
+        for n in names:
+            n = n.strip().lower()
+            if len(n) < 3:
+                continue
+            if re.fullmatch(r"\w+", n):
+                single.add(n)
+            else:
+                multi.append(n)
+        self.names = single
+        self.multi = (re.compile("|".join(map(re.escape, multi)), re.IGNORECASE)
+                      if multi else None)
 
     def scan(self, text: str, where: str) -> list[Leak]:
         out = [Leak(where, "codice fiscale", _mask(m.group())) for m in CF.finditer(text)]
         out += [Leak(where, "STP/ENI code", _mask(m.group())) for m in STP_ENI.finditer(text)]
         if self.values:
-            out += [
-                Leak(where, "identifier fed to the test", _mask(m.group()))
-                for m in self.values.finditer(text)
-            ]
+            out += [Leak(where, "identifier fed to the test", _mask(m.group()))
+                    for m in _TOKEN.finditer(text) if m.group().upper() in self.values]
         if self.names:
-            out += [Leak(where, "person name", _mask(m.group())) for m in self.names.finditer(text)]
+            out += [Leak(where, "person name", _mask(m.group()))
+                    for m in _WORD.finditer(text) if m.group().lower() in self.names]
+        if self.multi:
+            out += [Leak(where, "person name", _mask(m.group()))
+                    for m in self.multi.finditer(text)]
         return out
 
 
