@@ -37,10 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from hub.demo.people import NAMES_F, NAMES_M, SURNAMES, codice_fiscale  # noqa: E402
 
-HEADER = ("ID_CARTELLA;TIPO_DOCUMENTO;CODICE_FISCALE;COGNOME;NOME;ANNO_NASCITA;SESSO;"
-          "COMUNE_RESIDENZA_ISTAT;ID_NUCLEO;AREA;DATA_PRESA_IN_CARICO;DATA_CHIUSURA;"
-          "COD_INTERVENTO;DESCRIZIONE_INTERVENTO;DATA_INIZIO;DATA_FINE;IMPORTO;INVALIDITA;"
-          "NON_AUTOSUFFICIENTE;DATA_VALUTAZIONE;NOTE")
+HEADER = (
+    "ID_CARTELLA;TIPO_DOCUMENTO;CODICE_FISCALE;COGNOME;NOME;ANNO_NASCITA;SESSO;"
+    "COMUNE_RESIDENZA_ISTAT;ID_NUCLEO;AREA;DATA_PRESA_IN_CARICO;DATA_CHIUSURA;"
+    "COD_INTERVENTO;DESCRIZIONE_INTERVENTO;DATA_INIZIO;DATA_FINE;IMPORTO;INVALIDITA;"
+    "NON_AUTOSUFFICIENTE;DATA_VALUTAZIONE;NOTE"
+)
 NS = "http://inps.it/Casellario"
 
 
@@ -67,20 +69,43 @@ def write_csv(path: Path, n: int) -> None:
         for i in range(n):
             cf, surname, name, year, sex = rng.choice(pool)
             d = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 1000))
-            w.writerow([i, "CF", cf, surname, name, year, sex, "003024", f"N{i // 3}",
-                        "ANZIANI", d.strftime("%d/%m/%Y"), "", "SAD", "Assistenza domiciliare",
-                        d.strftime("%d/%m/%Y"), "", "1.234,56", "N", "S",
-                        d.strftime("%d/%m/%Y"), ""])
+            w.writerow(
+                [
+                    i,
+                    "CF",
+                    cf,
+                    surname,
+                    name,
+                    year,
+                    sex,
+                    "003024",
+                    f"N{i // 3}",
+                    "ANZIANI",
+                    d.strftime("%d/%m/%Y"),
+                    "",
+                    "SAD",
+                    "Assistenza domiciliare",
+                    d.strftime("%d/%m/%Y"),
+                    "",
+                    "1.234,56",
+                    "N",
+                    "S",
+                    d.strftime("%d/%m/%Y"),
+                    "",
+                ]
+            )
 
 
 def write_xml(path: Path, n: int) -> None:
     rng = random.Random(2)
     pool = people(max(1000, n // 3), rng)
     with path.open("w", encoding="utf-8") as f:
-        f.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<Flusso xmlns="{NS}">\n'
-                '<IdentificazioneFlusso Nome="B019.PS.20240101.0000001"><Ente Codice="CISS" '
-                'Denominazione="CISS" CFOperatore="RSSMRA80A01H501U" Indirizzo="B019"/>'
-                "</IdentificazioneFlusso>\n")
+        f.write(
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Flusso xmlns="{NS}">\n'
+            '<IdentificazioneFlusso Nome="B019.PS.20240101.0000001"><Ente Codice="CISS" '
+            'Denominazione="CISS" CFOperatore="RSSMRA80A01H501U" Indirizzo="B019"/>'
+            "</IdentificazioneFlusso>\n"
+        )
         for i in range(n):
             cf, surname, name, year, sex = rng.choice(pool)
             d = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 1000))
@@ -92,7 +117,8 @@ def write_xml(path: Path, n: int) -> None:
                 '<PrestazioniSociali TipoOperazione="I" PresenzaProvaMezzi="1" '
                 'CodicePrestazione="A1.09" DenominazionePrestazione="Telesoccorso e '
                 f'teleassistenza" ProtocolloDomanda="P{i}" DataInizioPrestazione="{d}" '
-                'PresaCarico="1" AreaUtenza="2" ImportoMensile="150.00"/></Beneficiario>\n')
+                'PresaCarico="1" AreaUtenza="2" ImportoMensile="150.00"/></Beneficiario>\n'
+            )
         f.write("</Flusso>\n")
 
 
@@ -115,18 +141,23 @@ def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
     from hub.workspace import init_workspace
 
     if kind == "csv":
-        extra = CONFIG.format(type="csv_export", mapping='mapping = "cartella-esempio.toml"',
-                              settings=f'path = "{source}"\nencoding = "cp1252"\n'
-                              'delimiter = ";"\nsource_key = ["ID_CARTELLA"]\n'
-                              'personal_columns = ["COGNOME", "NOME", "NOTE"]\n'
-                              "[connectors.bench.config.identifier_columns.CODICE_FISCALE]\n"
-                              'type = "CF"\n'
-                              "[connectors.bench.config.identifier_columns.ID_NUCLEO]\n"
-                              'type = "LOCAL"')
+        extra = CONFIG.format(
+            type="csv_export",
+            mapping='mapping = "cartella-esempio.toml"',
+            settings=f'path = "{source}"\nencoding = "cp1252"\n'
+            'delimiter = ";"\nsource_key = ["ID_CARTELLA"]\n'
+            'personal_columns = ["COGNOME", "NOME", "NOTE"]\n'
+            "[connectors.bench.config.identifier_columns.CODICE_FISCALE]\n"
+            'type = "CF"\n'
+            "[connectors.bench.config.identifier_columns.ID_NUCLEO]\n"
+            'type = "LOCAL"',
+        )
     else:
-        extra = CONFIG.format(type="siuss_files", mapping="",
-                              settings=f'inbox = "{source.parent}"\npattern = "{source.name}"\n'
-                              'flows = ["ps"]')
+        extra = CONFIG.format(
+            type="siuss_files",
+            mapping="",
+            settings=f'inbox = "{source.parent}"\npattern = "{source.name}"\nflows = ["ps"]',
+        )
     init_workspace(work, district="BENCH", district_name="Bench", extra=extra)
     cfg = load_config(work / "raccordo.toml")
     reg = Registry.open(cfg.registry_url)
@@ -148,8 +179,10 @@ def run_floor(kind: str, source: Path, work: Path) -> dict[str, float]:
     work.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(work / "floor.sqlite")
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("create table r (subject text, birth_year int, comune text, code text, "
-               "started text, amount text)")
+    db.execute(
+        "create table r (subject text, birth_year int, comune text, code text, "
+        "started text, amount text)"
+    )
 
     def pseudo(cf: str) -> str:
         ident = parse_identifier(cf)
@@ -175,8 +208,9 @@ def run_floor(kind: str, source: Path, work: Path) -> dict[str, float]:
                     flush()
     else:
         person: dict[str, str] = {}
-        for _ev, el in etree.iterparse(str(source), events=("end",), resolve_entities=False,
-                                       no_network=True, load_dtd=False):
+        for _ev, el in etree.iterparse(
+            str(source), events=("end",), resolve_entities=False, no_network=True, load_dtd=False
+        ):
             tag = el.tag.rsplit("}", 1)[-1]
             if tag == "Anagrafica":
                 person["year"] = el.get("AnnoNascita")
@@ -184,9 +218,16 @@ def run_floor(kind: str, source: Path, work: Path) -> dict[str, float]:
                 person["comune"] = el.get("CodiceComune")
             elif tag == "PrestazioniSociali":
                 cf = el.getparent().get("CodiceFiscale")
-                batch.append((pseudo(cf), int(person["year"]), person["comune"],
-                              el.get("CodicePrestazione"), el.get("DataInizioPrestazione"),
-                              el.get("ImportoMensile")))
+                batch.append(
+                    (
+                        pseudo(cf),
+                        int(person["year"]),
+                        person["comune"],
+                        el.get("CodicePrestazione"),
+                        el.get("DataInizioPrestazione"),
+                        el.get("ImportoMensile"),
+                    )
+                )
                 n += 1
                 if len(batch) >= 1000:
                     flush()
@@ -214,27 +255,45 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    print(f"Ingestion benchmark, {args.records:,} records per format "
-          f"(Python {sys.version.split()[0]})")
+    print(
+        f"Ingestion benchmark, {args.records:,} records per format "
+        f"(Python {sys.version.split()[0]})"
+    )
     with tempfile.TemporaryDirectory(prefix="raccordo-bench-") as tmp:
         for kind in (args.only,) if args.only else ("csv", "xml"):
             src = Path(tmp) / kind / f"source.{kind}"
             src.parent.mkdir()
             t0 = time.perf_counter()
             (write_csv if kind == "csv" else write_xml)(src, args.records)
-            print(f"\n{kind.upper()}: generated {src.stat().st_size / 2**20:.0f} MiB in "
-                  f"{time.perf_counter() - t0:.0f} s")
+            print(
+                f"\n{kind.upper()}: generated {src.stat().st_size / 2**20:.0f} MiB in "
+                f"{time.perf_counter() - t0:.0f} s"
+            )
             results = {}
             for mode in ("floor", "raccordo"):
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", mode, kind, str(src),
-                     str(Path(tmp) / kind / mode)], capture_output=True, text=True, check=True)
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        mode,
+                        kind,
+                        str(src),
+                        str(Path(tmp) / kind / mode),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode] = r
-                print(f"  {mode:9s} {r['records'] / r['seconds']:>10,.0f} records/s "
-                      f"({r['seconds']:.1f} s)  peak RSS {r['peak_rss_mib']:.0f} MiB")
+                print(
+                    f"  {mode:9s} {r['records'] / r['seconds']:>10,.0f} records/s "
+                    f"({r['seconds']:.1f} s)  peak RSS {r['peak_rss_mib']:.0f} MiB"
+                )
             ratio = (results["raccordo"]["records"] / results["raccordo"]["seconds"]) / (
-                results["floor"]["records"] / results["floor"]["seconds"])
+                results["floor"]["records"] / results["floor"]["seconds"]
+            )
             print(f"  ratio raccordo/floor: {ratio:.0%}")
 
 

@@ -49,7 +49,9 @@ def _mask(value: str) -> str:
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
-_WORD = re.compile(r"\w+")
+# Names are whole words; a run of base64url characters (letters, digits, "_", "-") is one word,
+# so a three-letter name inside a pseudonym ("1.x-Lia-y") is not a false alarm.
+_WORD = re.compile(r"[\w-]+")
 
 
 class _Matcher:
@@ -67,21 +69,25 @@ class _Matcher:
             else:
                 multi.append(n)
         self.names = single
-        self.multi = (re.compile("|".join(map(re.escape, multi)), re.IGNORECASE)
-                      if multi else None)
+        self.multi = re.compile("|".join(map(re.escape, multi)), re.IGNORECASE) if multi else None
 
     def scan(self, text: str, where: str) -> list[Leak]:
         out = [Leak(where, "codice fiscale", _mask(m.group())) for m in CF.finditer(text)]
         out += [Leak(where, "STP/ENI code", _mask(m.group())) for m in STP_ENI.finditer(text)]
         if self.values:
-            out += [Leak(where, "identifier fed to the test", _mask(m.group()))
-                    for m in _TOKEN.finditer(text) if m.group().upper() in self.values]
+            out += [
+                Leak(where, "identifier fed to the test", _mask(m.group()))
+                for m in _TOKEN.finditer(text)
+                if m.group().upper() in self.values
+            ]
         if self.names:
-            out += [Leak(where, "person name", _mask(m.group()))
-                    for m in _WORD.finditer(text) if m.group().lower() in self.names]
+            out += [
+                Leak(where, "person name", _mask(m.group()))
+                for m in _WORD.finditer(text)
+                if m.group().lower() in self.names
+            ]
         if self.multi:
-            out += [Leak(where, "person name", _mask(m.group()))
-                    for m in self.multi.finditer(text)]
+            out += [Leak(where, "person name", _mask(m.group())) for m in self.multi.finditer(text)]
         return out
 
 
