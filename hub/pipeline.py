@@ -333,7 +333,12 @@ class Pipeline:
                 counts.quarantined += 1
                 continue
             changes[p.source_key_hash] = SourceRecordChange(
-                p.source_key_hash, record_hash, "upsert", tuple(entities), p.unit_hash
+                p.source_key_hash,
+                record_hash,
+                "upsert",
+                tuple(entities),
+                p.unit_hash,
+                replaces=p.source_key_hash in existing or p.source_key_hash in changes,
             )
             counts.loaded += 1
         retention = dt.timedelta(days=self.config.hub.quarantine_retention_days)

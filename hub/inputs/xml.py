@@ -113,9 +113,13 @@ def validate(
             ctx = etree.iterparse(f, events=("end",), schema=schema, **_parse_args())
             for _ev, el in ctx:
                 last_line = el.sourceline or last_line
-                if etree.QName(el).localname == root and el.getparent() is None:
-                    closed = True
+                parent = el.getparent()
+                if parent is None:
+                    closed = etree.QName(el).localname == root
                 el.clear(keep_tail=True)
+                if parent is not None:  # drop what is done, so memory stays flat
+                    while el.getprevious() is not None:
+                        del parent[0]
         except etree.XMLSyntaxError as e:
             raise _explain(e, last_line) from None
     if not closed:

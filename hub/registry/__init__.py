@@ -58,6 +58,8 @@ class SourceRecordChange:
     op: Literal["upsert", "delete"]
     entities: tuple[EntityRow, ...] = ()
     unit_hash: str | None = None
+    #: The record was loaded before: what it produced then may need removing.
+    replaces: bool = True
 
 
 @dataclass(frozen=True)
@@ -412,7 +414,8 @@ class Registry:
         if not changes:
             return
         # What each source record produced before, in the tables it owns.
-        touched = [c.source_key_hash for c in changes]
+        # Only records loaded before can leave stale rows behind (new ones cannot).
+        touched = [c.source_key_hash for c in changes if c.replaces or c.op == "delete"]
         produced_now: dict[str, set[tuple[str, str]]] = defaultdict(set)
         rows_by_kind: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for c in changes:
