@@ -262,6 +262,20 @@ def quarantine_list(
     console.print(table)
 
 
+@quarantine_app.command("purge")
+def quarantine_purge(config: ConfigOpt = None) -> None:
+    """Delete quarantine entries past their retention (quarantine_retention_days)."""
+    from hub.registry import Registry
+
+    cfg = _config(config)
+    registry = Registry.open(cfg.registry_url)
+    n = registry.purge_expired_quarantine()
+    registry.close()
+    console.print(
+        f"Removed {n:,} quarantine entries older than {cfg.hub.quarantine_retention_days} days."
+    )
+
+
 report_app = typer.Typer(help="Indicators computed from the registry.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 

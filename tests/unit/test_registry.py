@@ -145,3 +145,25 @@ def test_a_failed_batch_leaves_neither_records_nor_state(registry_url: str) -> N
     assert reg.count("case_episode") == 0
     assert reg.run(run).read == 0
     reg.close()
+
+
+def test_quarantine_entries_expire(registry_url: str) -> None:
+    reg = Registry.open(registry_url)
+    run = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+    )
+    for days in (-1, 30):
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=[],
+            quarantine=[QuarantineEntry("record", "f.csv:2", "r", "why", {}, field="x")],
+            counts=BatchCounts(read=1, quarantined=1),
+            state=None,
+            retention=dt.timedelta(days=days),
+        )
+    assert reg.purge_expired_quarantine() == 1
+    assert len(reg.quarantine_entries()) == 1
+    reg.close()
