@@ -169,7 +169,8 @@ class CSVExportConnector(Connector):
                 raise CSVInputError(
                     f"the key column(s) {', '.join(missing)} are not in the header", line=1
                 )
-            rows = list(iter_rows(f))  # the whole file is checked before anything is yielded
+            for _ in iter_rows(f):  # first pass: the whole file is checked before
+                pass  # anything is yielded, without keeping rows in memory
         except CSVInputError as e:
             where = f"{name} line {e.line}" if e.line else name
             yield SourceError(
@@ -179,7 +180,7 @@ class CSVExportConnector(Connector):
         except OSError as e:
             yield SourceError(f"cannot read the file: {e.strerror}", name)
             return
-        for row in rows:
+        for row in iter_rows(f):
             if row.values is None:
                 yield SourceError(
                     f"row skipped: {row.problem}", f"{name} line {row.line}", rule="csv_row"

@@ -5,3 +5,16 @@ separators are checked rather than guessed silently, XML never resolves
 entities or fetches anything, and errors say what is wrong and where without
 echoing values (which may be identifiers).
 """
+
+
+class InputError(ValueError):
+    """Untrusted input refused as a whole: ``reason`` is for people (it never quotes
+    values from the input), ``line`` is 1-based, 0 when unknown."""
+
+    def __init__(self, reason: str, *, line: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}" if self.line else self.reason

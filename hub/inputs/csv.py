@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.inputs import InputError
+
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_FIELD_CHARS = 64 * 1024
 MAX_COLUMNS = 500
@@ -24,16 +26,8 @@ ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1", "iso-8859-15")
 MOJIBAKE = re.compile("[ÃÂ][\u0080-\u00bf\u2018-\u203a\u0152-\u0178]|â€")
 
 
-class CSVInputError(ValueError):
-    """A file that cannot be trusted as a whole. ``line`` is 1-based, 0 if not known."""
-
-    def __init__(self, reason: str, *, line: int = 0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.line = line
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}" if self.line else self.reason
+class CSVInputError(InputError):
+    """A CSV file that cannot be trusted as a whole."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import IO, Any
 
 from lxml import etree
 
+from hub.inputs import InputError
+
 MAX_BYTES = 512 * 1024 * 1024
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _QUOTED = re.compile(r"'[^']*'")
@@ -27,16 +29,8 @@ _NAMES = re.compile(r"(Element|attribute) '(\{[^}]*\})?([^']+)'")
 Source = bytes | Path
 
 
-class UnsafeOrInvalidXML(ValueError):
-    """The document cannot be trusted; ``reason`` is for people, ``line`` 0 if unknown."""
-
-    def __init__(self, reason: str, *, line: int = 0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.line = line
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}" if self.line else self.reason
+class UnsafeOrInvalidXML(InputError):
+    """An XML document that cannot be trusted."""
 
 
 def _open(source: Source) -> IO[bytes]:

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 
 from connectors.csv_export import CSVExportConfig, CSVExportConnector
-from hub.config import load_config
-from hub.pipeline import Pipeline, open_keyring
-from hub.registry import Registry
-from hub.workspace import init_workspace
+from hub.registry import Registry, RunSummary
 from tests.contract.suite import connector_contract_tests
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+from tests.support.workspace import make_workspace, sync
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
 CFS = {"BRTCLL41C45B019A", "QGLRNT79S23F952Z", "QGLRNT79S23F952A", "STP0102061234567"}
@@ -54,23 +52,12 @@ TestCSVExportContract = connector_contract_tests(lambda: CSVExportConnector(_con
 
 
 def _workspace(tmp_path: Path, registry_url: str, path: str, encoding: str) -> Path:
-    ws = tmp_path / "ws"
-    init_workspace(
-        ws, district="T", district_name="Test", extra=CONFIG.format(path=path, encoding=encoding)
-    )
-    cfg = ws / "raccordo.toml"
-    cfg.write_text(
-        cfg.read_text().replace(
-            'registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{registry_url}"'
-        )
-    )
-    return ws
+    extra = CONFIG.format(path=path, encoding=encoding)
+    return make_workspace(tmp_path / "ws", extra, registry_url=registry_url)
 
 
-def _sync(ws: Path) -> tuple[object, Registry]:
-    cfg = load_config(ws / "raccordo.toml")
-    reg = Registry.open(cfg.registry_url)
-    (run,) = Pipeline(cfg, reg, open_keyring(cfg)).sync("csv")
+def _sync(ws: Path) -> tuple[RunSummary, Registry]:
+    (run,), reg = sync(ws, "csv")
     return run, reg
 
 
@@ -89,8 +76,8 @@ def test_excel_export_loads_with_exact_accounting(
     shutil.copy(FIXTURES / name, tmp_path / "in" / "export.csv")
     ws = _workspace(tmp_path, registry_url, "../in/*.csv", encoding)
     run, reg = _sync(ws)
-    assert (run.read, run.loaded, run.quarantined) == (5, 3, 2)  # type: ignore[attr-defined]
-    assert run.unmapped_codes == {"service": {"BONUS-X": 1}}  # type: ignore[attr-defined]
+    assert (run.read, run.loaded, run.quarantined) == (5, 3, 2)
+    assert run.unmapped_codes == {"service": {"BONUS-X": 1}}
     by_rule = {q["rule"]: q for q in reg.quarantine_entries(limit=10)}
     assert by_rule["cf_check_char"]["location"] == "export.csv line 6"  # after a 2-line NOTE
     assert by_rule["unmapped_code"]["location"] == "export.csv line 7"
@@ -98,7 +85,7 @@ def test_excel_export_loads_with_exact_accounting(
     assert reg.count("intervention") == 3 and reg.count("assessment") == 1
     # Re-sync reads nothing; the NOTE, names and codes are nowhere.
     again, reg = _sync(ws)
-    assert again.read == 0  # type: ignore[attr-defined]
+    assert again.read == 0
     leaks = scan_paths([ws], names=NAMES | {"lunedì"}, values=CFS)
     leaks += scan_database(
         reg.engine.url.render_as_string(hide_password=False), names=NAMES, values=CFS
@@ -117,7 +104,7 @@ def test_changed_file_replaces_its_effects(tmp_path: Path) -> None:
     # Drop the second intervention of case 1001 (the PASTI row).
     target.write_bytes(b"\r\n".join(line for line in lines if b";PASTI;" not in line))
     run, reg = _sync(ws)
-    assert run.removed == 1 and run.unchanged == 2  # type: ignore[attr-defined]
+    assert run.removed == 1 and run.unchanged == 2
     assert reg.count("intervention") == 2
     reg.close()
 
@@ -127,7 +114,7 @@ def test_wrong_encoding_is_reported_not_loaded(tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "cartella-esempio-utf8-bom.csv", tmp_path / "in" / "export.csv")
     ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", "../in/export.csv", "cp1252")
     run, reg = _sync(ws)
-    assert run.read == 0 and run.source_errors == 1  # type: ignore[attr-defined]
+    assert run.read == 0 and run.source_errors == 1
     (q,) = reg.quarantine_entries()
     assert "does not look like cp1252" in q["reason"] and 'encoding = "utf-8"' in q["reason"]
     reg.close()

@@ -21,6 +21,28 @@ EXPECTED_CSV = [
 ] + [",".join(str(v) for v in (year, *row)) for year, row in SEED_TABLE.items()]
 
 
+def _report(ws: Path) -> subprocess.CompletedProcess[str]:
+    """`raccordo report prese-in-carico` for CISS Borgomanero, 2020-2022, as CSV."""
+    years = [a for y in SEED_TABLE for a in ("--year", str(y))]
+    return subprocess.run(
+        [
+            *RACCORDO,
+            "report",
+            "prese-in-carico",
+            "--org",
+            "CISS-BORGO",
+            "--format",
+            "csv",
+            *years,
+            "--config",
+            str(ws / "raccordo.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_demo_reproduces_the_ciss_borgomanero_table_and_leaks_nothing(tmp_path: Path) -> None:
     ws = tmp_path / "demo"
     out = subprocess.run(
@@ -37,28 +59,7 @@ def test_demo_reproduces_the_ciss_borgomanero_table_and_leaks_nothing(tmp_path: 
             line.split() == " ".join(cells).split()
             for line in out.stdout.replace("|", " ").splitlines()
         ), (year, out.stdout)
-    report = subprocess.run(
-        [
-            *RACCORDO,
-            "report",
-            "prese-in-carico",
-            "--org",
-            "CISS-BORGO",
-            "--format",
-            "csv",
-            "--year",
-            "2020",
-            "--year",
-            "2021",
-            "--year",
-            "2022",
-            "--config",
-            str(ws / "raccordo.toml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    report = _report(ws)
     assert report.returncode == 0, report.stderr
     assert report.stdout.splitlines() == EXPECTED_CSV
 
@@ -70,28 +71,7 @@ def test_demo_reproduces_the_ciss_borgomanero_table_and_leaks_nothing(tmp_path: 
         timeout=900,
     )
     assert again.returncode == 0, again.stderr
-    report2 = subprocess.run(
-        [
-            *RACCORDO,
-            "report",
-            "prese-in-carico",
-            "--org",
-            "CISS-BORGO",
-            "--format",
-            "csv",
-            "--year",
-            "2020",
-            "--year",
-            "2021",
-            "--year",
-            "2022",
-            "--config",
-            str(ws / "raccordo.toml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    report2 = _report(ws)
     assert report2.stdout == report.stdout
 
     # Invalid codes went to quarantine, with reasons.

@@ -11,13 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.siuss_files import SiussFilesConfig, SiussFilesConnector
-from hub.config import load_config
-from hub.pipeline import Pipeline, open_keyring
-from hub.registry import Registry
+from hub.registry import Registry, RunSummary
 from hub.registry import tables as t
-from hub.workspace import init_workspace
 from tests.contract.suite import connector_contract_tests
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+from tests.support.workspace import make_workspace, sync
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inps-waas"
 SAMPLES = sorted(FIXTURES.glob("sample-*.xml"))
@@ -48,12 +46,7 @@ def _inbox(tmp_path: Path) -> Path:
 
 
 def _workspace(tmp_path: Path, registry_url: str, inbox: Path) -> Path:
-    ws = tmp_path / "ws"
-    init_workspace(
-        ws,
-        district="T",
-        district_name="Test",
-        extra=f"""
+    extra = f"""
 [organisations.ENTE]
 name = "Ente"
 [connectors.files]
@@ -61,22 +54,13 @@ type = "siuss_files"
 org = "ENTE"
 [connectors.files.config]
 inbox = "{inbox}"
-""",
-    )
-    cfg = ws / "raccordo.toml"
-    cfg.write_text(
-        cfg.read_text().replace(
-            'registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{registry_url}"'
-        )
-    )
-    return ws
+"""
+    return make_workspace(tmp_path / "ws", extra, registry_url=registry_url)
 
 
-def _sync(ws: Path) -> tuple[dict[str, object], Registry]:
-    cfg = load_config(ws / "raccordo.toml")
-    reg = Registry.open(cfg.registry_url)
-    runs = {r.mapping: r for r in Pipeline(cfg, reg, open_keyring(cfg)).sync("files")}
-    return runs, reg  # type: ignore[return-value]
+def _sync(ws: Path) -> tuple[dict[str, RunSummary], Registry]:
+    runs, reg = sync(ws, "files")
+    return {r.mapping: r for r in runs}, reg
 
 
 TestSiussFilesContract = connector_contract_tests(
@@ -91,8 +75,8 @@ def test_official_samples_load_and_bad_codes_are_explained(
     runs, reg = _sync(ws)
     ps, sinba = runs["siuss_ps"], runs["siuss_sinba"]
     # sample-0: three prestazioni of a CF whose check character is wrong; minimal: one good.
-    assert (ps.read, ps.loaded, ps.quarantined) == (4, 1, 3)  # type: ignore[attr-defined]
-    assert (sinba.read, sinba.loaded) == (1, 1)  # type: ignore[attr-defined]
+    assert (ps.read, ps.loaded, ps.quarantined) == (4, 1, 3)
+    assert (sinba.read, sinba.loaded) == (1, 1)
     q = reg.quarantine_entries(limit=100)
     assert {e["rule"] for e in q} == {"cf_check_char"}
     assert {e["location"] for e in q} == {
@@ -120,8 +104,8 @@ def test_attacks_and_broken_files_are_refused_while_good_files_load(tmp_path: Pa
     (inbox / "invalid.xml").write_bytes(good.replace(b'PresaCarico="1"', b'PresaCarico="7"'))
     ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
     runs, reg = _sync(ws)
-    assert runs["siuss_ps"].source_errors == 4  # type: ignore[attr-defined]
-    assert runs["siuss_ps"].loaded == 1  # type: ignore[attr-defined]
+    assert runs["siuss_ps"].source_errors == 4
+    assert runs["siuss_ps"].loaded == 1
     refused = {
         e["location"].split(" ")[0]: e["reason"]
         for e in reg.quarantine_entries(limit=100)
@@ -130,7 +114,7 @@ def test_attacks_and_broken_files_are_refused_while_good_files_load(tmp_path: Pa
     assert "DOCTYPE" in refused["xxe.xml"] and "DOCTYPE" in refused["laughs.xml"]
     assert "truncated" in refused["truncated.xml"]
     assert "official schema" in refused["invalid.xml"] and "PresaCarico" in refused["invalid.xml"]
-    assert runs["siuss_sinba"].loaded == 1  # type: ignore[attr-defined]
+    assert runs["siuss_sinba"].loaded == 1
     reg.close()
 
 
@@ -144,11 +128,11 @@ def test_cancellation_changed_file_and_unchanged_file(tmp_path: Path) -> None:
     assert reg.count("intervention") == 1
     # Unchanged file: not read again.
     runs, reg = _sync(ws)
-    assert runs["siuss_ps"].read == 0  # type: ignore[attr-defined]
+    assert runs["siuss_ps"].read == 0
     # A later flow cancels the prestazione (TipoOperazione="C").
     (inbox / "b.xml").write_bytes(minimal.replace(b'TipoOperazione="I"', b'TipoOperazione="C"'))
     runs, reg = _sync(ws)
-    assert runs["siuss_ps"].deleted == 1  # type: ignore[attr-defined]
+    assert runs["siuss_ps"].deleted == 1
     assert reg.count("intervention") == 0 and reg.count("case_episode") == 0
     # a.xml changes: a second prestazione appears, then is removed again.
     (inbox / "b.xml").unlink()
@@ -164,7 +148,7 @@ def test_cancellation_changed_file_and_unchanged_file(tmp_path: Path) -> None:
     assert reg.count("intervention") == 2
     (inbox / "a.xml").write_bytes(minimal.replace(b"A2.16", b"A1.09"))
     runs, reg = _sync(ws)
-    assert runs["siuss_ps"].removed == 1  # type: ignore[attr-defined]
+    assert runs["siuss_ps"].removed == 1
     with reg.engine.connect() as conn:
         codes = [r[0] for r in conn.execute(sa.select(t.interventions.c.service_code))]
     assert codes == ["A1.09"]
