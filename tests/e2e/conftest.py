@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub.registry import tables as t
-from hub.workspace import init_workspace
+from tests.support.workspace import make_workspace as build_workspace
 
 SYNTHETIC = """
 [organisations.SYN]
@@ -60,19 +59,13 @@ def make_workspace(
                 server = request.getfixturevalue("postgres_server")
                 url = server.url(server.create_database(f"own{n}_{uuid.uuid4().hex[:8]}"))
         ws.mkdir()
-        if keys_from is not None:
-            shutil.copytree(keys_from / "keys", ws / "keys")
-        cfg = init_workspace(
+        return build_workspace(
             ws,
-            district="TEST",
-            district_name="Distretto di prova",
-            extra=SYNTHETIC.format(count=count),
+            SYNTHETIC.format(count=count),
+            registry_url=url,
+            keys_from=keys_from,
+            batch_size=batch_size,
         )
-        text = cfg.read_text()
-        text = text.replace('registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{url}"')
-        text = text.replace("batch_size = 1000", f"batch_size = {batch_size}")
-        cfg.write_text(text)
-        return ws
 
     return make
 

@@ -16,10 +16,10 @@ from hub.connector import RawRecord, SourceError, StateCheckpoint
 from hub.errors import SourceUnavailable
 from hub.pipeline import Pipeline, open_keyring
 from hub.registry import Registry
-from hub.workspace import init_workspace
 from tests.contract.suite import connector_contract_tests
 from tests.e2e.conftest import registry_dump
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+from tests.support.workspace import make_workspace
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inps-waas"
 TOKEN = "test-token-1234567890"
@@ -152,16 +152,7 @@ def test_server_down_midway_then_resume_without_duplicates() -> None:
 
 
 def _ws(tmp_path: Path, name: str, url: str, keys_from: Path | None = None) -> Path:
-    ws = tmp_path / name
-    if keys_from is not None:
-        import shutil
-
-        shutil.copytree(keys_from / "keys", ws / "keys")
-    init_workspace(
-        ws,
-        district="T",
-        district_name="Test",
-        extra=f"""
+    extra = f"""
 [organisations.COT]
 name = "Ente"
 [connectors.w]
@@ -173,9 +164,8 @@ token = "{TOKEN}"
 limit = 3
 backoff_s = 0.05
 max_retries = 1
-""",
-    )
-    return ws
+"""
+    return make_workspace(tmp_path / name, extra, keys_from=keys_from)
 
 
 def test_faulty_run_then_resume_equals_a_clean_run(tmp_path: Path) -> None:
