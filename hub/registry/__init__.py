@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.errors import ConfigError
 from hub.registry import tables as t
@@ -123,6 +122,7 @@ class Registry:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._sql_cache: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 
     # -- opening ------------------------------------------------------------------
     @classmethod
@@ -489,17 +489,63 @@ class Registry:
     def _upsert(
         self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str]
     ) -> None:
-        ins: Any
-        ins = postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
-        cols = [c for c in rows[0] if c not in conflict and c != "id"]
-        stmt = (
-            ins.on_conflict_do_update(
-                index_elements=conflict, set_={c: ins.excluded[c] for c in cols}
-            )
-            if cols
-            else ins.on_conflict_do_nothing(index_elements=conflict)
+        """``INSERT ... ON CONFLICT DO UPDATE`` of many rows (SQLite and PostgreSQL).
+
+        Rows go to the driver's ``executemany`` through each column type's own bind
+        processor (the same conversions SQLAlchemy applies), without building a
+        statement object per call: this is the hot path of every sync.
+        """
+        names = [c for c in rows[0] if c != "id"]
+        sql, processors = self._upsert_sql(table, tuple(names), tuple(conflict))
+        if self._named_params:
+            params: list[Any] = [
+                {n: (p(r[n]) if p else r[n]) for n, p in zip(names, processors, strict=True)}
+                for r in rows
+            ]
+        else:
+            params = [
+                tuple(p(r[n]) if p else r[n] for n, p in zip(names, processors, strict=True))
+                for r in rows
+            ]
+        conn.exec_driver_sql(sql, params)
+
+    @property
+    def _named_params(self) -> bool:
+        return self.engine.dialect.paramstyle in ("pyformat", "named")
+
+    def _upsert_sql(
+        self, table: sa.Table, names: tuple[str, ...], conflict: tuple[str, ...]
+    ) -> tuple[str, list[Any]]:
+        key = (table.name, names, conflict)
+        cached = self._sql_cache.get(key)
+        if cached is not None:
+            return cached
+        dialect = self.engine.dialect
+        q = dialect.identifier_preparer.quote
+        style = dialect.paramstyle
+        if style == "qmark":
+            marks = ["?"] * len(names)
+        elif style == "pyformat":
+            marks = [f"%({n})s" for n in names]
+        elif style == "named":
+            marks = [f":{n}" for n in names]
+        else:  # format
+            marks = ["%s"] * len(names)
+        updates = [n for n in names if n not in conflict]
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{q(n)} = excluded.{q(n)}" for n in updates)
+            if updates
+            else "DO NOTHING"
         )
-        conn.execute(stmt, rows)
+        # Only names from our own table metadata, quoted by the dialect: no user input.
+        sql = (
+            f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
+            f"VALUES ({', '.join(marks)}) "
+            f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
+        )
+        processors = [table.c[n].type.bind_processor(dialect) for n in names]
+        self._sql_cache[key] = (sql, processors)
+        return sql, processors
 
     # -- quarantine ---------------------------------------------------------------
     def quarantine_entries(
