@@ -17,9 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server per test session (per xdist worker). Never skipped."""
+    """One real PostgreSQL server per test session (per xdist worker). Never skipped.
+
+    If the server binaries are missing they are installed first; when that or the server
+    fails, every test using it fails with the reason.
+    """
     if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
-        subprocess.run(["bash", str(ROOT / "scripts" / "ensure-postgres.sh")], check=True)
+        script = ROOT / "scripts" / "ensure-postgres.sh"
+        res = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.fail(
+                f"PostgreSQL is needed and {script.name} could not install it:\n"
+                f"{res.stdout}{res.stderr}",
+                pytrace=False,
+            )
     server = PostgresServer()
     yield server
     server.stop()
@@ -27,7 +38,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty registry database: SQLite file or PostgreSQL database."""
+    """A fresh, empty registry database: a SQLite file, or a new database on the test server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/registry.sqlite"
     server: PostgresServer = request.getfixturevalue("postgres_server")

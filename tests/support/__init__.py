@@ -1,1 +1,1 @@
-"""Test utilities: a throwaway PostgreSQL server and the leak scanner."""
+"""Shared test helpers: the throwaway PostgreSQL server, the leak scanner, workspaces, codes."""

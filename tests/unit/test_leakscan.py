@@ -1,66 +1,218 @@
-"""The leak scanner finds what it must and nothing else."""
+"""The leak scanner finds what it must, where it must, says so without leaking, and no more."""
 
 from __future__ import annotations
 
 import base64
 import gzip
-import secrets
+import random
 import sqlite3
+import zipfile
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths, scan_text
+from tests.support.codes import omocodic_variants
+from tests.support.leakscan import (
+    KIND_CF,
+    KIND_NAME,
+    KIND_STP_ENI,
+    KIND_VALUE,
+    Leak,
+    assert_no_leaks,
+    scan_database,
+    scan_paths,
+    scan_text,
+)
 from tests.support.postgres import PostgresServer
 
 CF = "RSSMRA80A01H501U"
-OMOCODIC = "RSSMRA80A01H50MF"  # omocodic shape (last digit replaced by a letter)
+OMOCODIC = max(omocodic_variants(CF), key=lambda c: sum(ch.isalpha() for ch in c))  # all 7
+STP = "STP0102061234567"
+ENI = "ENI0102067654321"
+PROVISIONAL = "12345678903"
+NAME = "Ginepro"
+CLEAR = [CF, OMOCODIC, STP, ENI, PROVISIONAL, NAME]
 
 
-def test_finds_each_kind_in_text() -> None:
-    text = f'{{"x": "{CF}"}} ok; omocodic {OMOCODIC}; STP0102061234567; Mario Ginepro; 12345678903'
-    kinds = [
-        leak.kind for leak in scan_text(text, where="t", names=["Ginepro"], values=["12345678903"])
-    ]
-    assert kinds.count("codice fiscale") == 2
-    assert "STP/ENI code" in kinds and "person name" in kinds
-    assert "identifier fed to the test" in kinds
+def kinds(leaks: list[Leak]) -> list[str]:
+    return [leak.kind for leak in leaks]
 
 
-def test_masked_excerpt_never_shows_the_value() -> None:
-    (leak,) = scan_text(f"a {CF} b", where="t")
-    assert CF not in str(leak) and leak.excerpt == "RSS***"
+def test_each_kind_is_found_in_text() -> None:
+    text = (
+        f'{{"cf": "{CF}"}} omocodic {OMOCODIC}; {STP},{ENI.lower()}; '
+        f"utente MARIO {NAME.upper()}; provvisorio={PROVISIONAL}"
+    )
+    leaks = scan_text(text, where="t", names=[NAME], values=[PROVISIONAL])
+    assert sorted(kinds(leaks)) == sorted(
+        [KIND_CF, KIND_CF, KIND_STP_ENI, KIND_STP_ENI, KIND_NAME, KIND_VALUE]
+    )
+    assert OMOCODIC.count("L") + OMOCODIC.count("M") + OMOCODIC.count("N") > 0  # truly omocodic
 
 
-def test_files_gzip_and_sqlite_cells(tmp_path: Path) -> None:
-    (tmp_path / "log.txt").write_text(f"loaded {CF}\n")
-    (tmp_path / "out.json.gz").write_bytes(gzip.compress(b'{"code": "ENI0102061234567"}'))
-    db = tmp_path / "r.sqlite"
+def test_a_provisional_cf_is_only_a_leak_when_the_test_fed_it() -> None:
+    text = f"rows={PROVISIONAL} other=98765432109"
+    assert scan_text(text, where="t") == []
+    (leak,) = scan_text(text, where="t", values=[PROVISIONAL])
+    assert leak.kind == KIND_VALUE and leak.where == "t @ char 5"
+
+
+def test_values_are_found_in_any_case_and_inside_longer_runs() -> None:
+    lower = f"id {CF.lower()} end"
+    assert scan_text(lower, where="t") == []  # lower-case CF shapes alone are not flagged...
+    assert kinds(scan_text(lower, where="t", values=[CF])) == [KIND_VALUE]  # ...fed ones are
+    glued = f"key=x{PROVISIONAL}y"
+    assert kinds(scan_text(glued, where="t", values=[PROVISIONAL])) == [KIND_VALUE]
+
+
+def test_names_are_whole_words_in_any_case() -> None:
+    names = ["Lia", "De Luca", NAME]
+    found = scan_text(f"lia; de\nLUCA; Mario-{NAME}; {NAME.lower()}_Rossi", where="t", names=names)
+    assert kinds(found) == [KIND_NAME] * 4
+    innocent = "Liam; made lucario; 1.x9-Lia-y; Ginepraio; tde luca"
+    assert scan_text(innocent, where="t", names=names) == []
+
+
+def test_reports_are_masked() -> None:
+    leaks = scan_text(" ".join(CLEAR), where="t", names=[NAME], values=[PROVISIONAL])
+    assert len(leaks) == len(CLEAR)
+    assert {leak.excerpt for leak in leaks} == {v[:3] + "***" for v in CLEAR}
+    with pytest.raises(AssertionError) as failure:
+        assert_no_leaks(leaks)
+    report = str(failure.value)
+    assert "6 clear identifier(s)" in report
+    for value in CLEAR:
+        assert value not in report and value.lower() not in report.lower()
+
+
+def test_text_and_gzip_files_with_byte_offsets(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "hub.log"
+    log.write_text(f"città: {CF}\nok\n{NAME} {OMOCODIC}\n", encoding="utf-8")
+    archive = tmp_path / "export.json.gz"
+    archive.write_bytes(gzip.compress(f'{{"code": "{STP}"}}'.encode()))
+    (tmp_path / "clean.txt").write_text("nothing to see")
+    leaks = scan_paths([tmp_path], names=[NAME])
+    found = {(leak.where, leak.kind) for leak in leaks}
+    offset = len(f"città: {CF}\nok\n".encode())
+    assert found == {
+        (f"{log} @ byte 8", KIND_CF),  # "à" is two bytes
+        (f"{log} @ byte {offset}", KIND_NAME),
+        (f"{log} @ byte {offset + len(NAME) + 1}", KIND_CF),
+        (f"{archive} (gunzipped) @ byte 10", KIND_STP_ENI),
+    }
+
+
+def test_a_truncated_gzip_is_scanned_as_far_as_it_goes(tmp_path: Path) -> None:
+    whole = gzip.compress(f"{ENI}\n".encode() + bytes(range(256)) * 400)
+    (tmp_path / "killed.log.gz").write_bytes(whole[: len(whole) // 2])
+    (leak,) = scan_paths([tmp_path])
+    assert leak.kind == KIND_STP_ENI and "(gunzipped, damaged) @ byte 0" in leak.where
+
+
+def test_zip_members_and_file_names(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "out.xlsx", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("sheet1.xml", f"<c>{ENI}</c>" + "padding " * 200)
+    (tmp_path / f"report_{CF}.csv").write_text("ok")
+    leaks = scan_paths([tmp_path])
+    assert sorted(kinds(leaks)) == sorted([KIND_CF, KIND_STP_ENI])
+    assert any("out.xlsx!sheet1.xml" in leak.where for leak in leaks)
+    assert all(CF not in leak.where for leak in leaks)  # the place is masked too
+
+
+def _sqlite_with_split_value(path: Path) -> None:
+    """A long cell where the CF straddles two overflow pages: absent from the raw bytes."""
+    for tail in range(5000, 15000, 7):  # the payload's layout is aligned on its end
+        path.unlink(missing_ok=True)
+        conn = sqlite3.connect(path)
+        conn.execute("create table notes (id integer primary key, body text)")
+        conn.execute("insert into notes (body) values (?)", ("x" * 5000 + f" {CF} " + "y" * tail,))
+        conn.commit()
+        conn.close()
+        if CF.encode() not in path.read_bytes():
+            return
+    raise AssertionError("could not build a database with a split value")
+
+
+def test_sqlite_cells_are_read_not_only_raw_bytes(tmp_path: Path) -> None:
+    db = tmp_path / "registry.sqlite"
+    _sqlite_with_split_value(db)
+    (leak,) = scan_paths([tmp_path])
+    assert leak.kind == KIND_CF and leak.where == f"{db}: notes.body, rowid 1"
+    (leak,) = scan_database(f"sqlite:///{db}")
+    assert leak.where == f"sqlite:{db}: notes.body, id 1"
+
+
+def test_sqlite_write_ahead_log_of_a_live_database(tmp_path: Path) -> None:
+    db = tmp_path / "live.db"
     conn = sqlite3.connect(db)
-    conn.execute("create table t (v text)")
-    conn.execute("insert into t values (?)", ("Bertolotti",))
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("create table people (id integer primary key, surname text, born date)")
     conn.commit()
-    conn.close()
-    leaks = scan_paths([tmp_path], names=["Bertolotti"])
-    wheres = " ".join(leak.where for leak in leaks)
-    assert "log.txt" in wheres and "out.json.gz" in wheres and "r.sqlite:t row 0" in wheres
+    conn.execute("insert into people (surname) values (?)", (NAME,))
+    conn.commit()  # in the -wal file, not yet in the main file
+    try:
+        leaks = scan_paths([tmp_path], names=[NAME])
+        assert f"{db}: people.surname, rowid 1" in {leak.where for leak in leaks}
+        (leak,) = scan_database(f"sqlite:///{db}", names=[NAME])
+        assert leak.where.endswith("people.surname, id 1")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "live.db",
+            "live.db-shm",
+            "live.db-wal",
+        ]
+    finally:
+        conn.close()
 
 
-def test_no_false_positive_on_pseudonyms(tmp_path: Path) -> None:
-    lines = [
-        f"1.{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip('=')}"
-        for _ in range(10_000)
-    ]
-    (tmp_path / "p.txt").write_text("\n".join(lines))
-    assert_no_leaks(scan_paths([tmp_path]))
-
-
-def test_postgres_tables(postgres_server: PostgresServer) -> None:
+@pytest.mark.postgres
+def test_postgresql_tables_columns_and_schemas(postgres_server: PostgresServer) -> None:
     url = postgres_server.url(postgres_server.create_database())
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("create table q (payload text)"))
-        conn.execute(sa.text("insert into q values (:v)"), {"v": f"bad record {CF}"})
+        conn.execute(sa.text("create table quarantine (id serial primary key, payload jsonb)"))
+        conn.execute(
+            sa.text("insert into quarantine (payload) values (cast(:p as jsonb))"),
+            {"p": '{"ok": 1}'},
+        )
+        conn.execute(
+            sa.text("insert into quarantine (payload) values (cast(:p as jsonb))"),
+            {"p": f'{{"raw": "bad record {CF}"}}'},
+        )
+        conn.execute(sa.text("create schema audit"))
+        conn.execute(sa.text("create table audit.events (code text, provisional bigint)"))
+        conn.execute(sa.text(f"insert into audit.events values ('{STP}', {PROVISIONAL})"))
     engine.dispose()
-    (leak,) = scan_database(url)
-    assert leak.kind == "codice fiscale" and "q row 0" in leak.where
+    leaks = scan_database(url, values=[PROVISIONAL])
+    found = {(leak.where.split(": ", 1)[1], leak.kind) for leak in leaks}
+    assert found == {
+        ("quarantine.payload, id 2", KIND_CF),
+        ("audit.events.code, row 0", KIND_STP_ENI),
+        ("audit.events.provisional, row 0", KIND_VALUE),
+    }
+
+
+def test_pseudonyms_are_not_leaks(tmp_path: Path) -> None:
+    rnd = random.Random(20240601)
+    pseudonyms = [
+        "1." + base64.urlsafe_b64encode(rnd.randbytes(32)).decode().rstrip("=")
+        for _ in range(10_000)
+    ]
+    assert {len(p) for p in pseudonyms} == {45}
+    (tmp_path / "pseudonyms.csv").write_text("\n".join(pseudonyms))
+    with gzip.open(tmp_path / "pseudonyms.json.gz", "wt") as f:
+        f.write(",".join(f'"{p}"' for p in pseudonyms))
+    short_names = ["Lia", "Ada", "Ugo", "Eva", "Ivo", "Rai"]
+    assert_no_leaks(scan_paths([tmp_path], names=short_names, values=[PROVISIONAL]))
+
+
+def test_scanning_the_wrong_place_fails(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        scan_paths([tmp_path / "missing"])
+    with pytest.raises(FileNotFoundError):
+        scan_database(f"sqlite:///{tmp_path / 'missing.sqlite'}")
+    assert not (tmp_path / "missing.sqlite").exists()
+    sqlite3.connect(tmp_path / "empty.sqlite").close()
+    with pytest.raises(ValueError, match="no tables"):
+        scan_database(f"sqlite:///{tmp_path / 'empty.sqlite'}")
