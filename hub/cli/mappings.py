@@ -2,52 +2,65 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from hub.errors import MappingFileError
-from hub.mappings import load_mapping, mapping_json_schema
+from hub.mappings import load_mapping, mapping_json_schema_text
 
 app = typer.Typer(
     help="Check declarative mapping files and print their JSON Schema.", no_args_is_help=True
 )
+
+#: Where ``validate`` looks when given no files (relative to the current directory).
+DEFAULT_DIR = Path("mappings")
+
+
+def _targets(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        out.extend(sorted(p.glob("*.toml")) if p.is_dir() else [p])
+    return out
 
 
 @app.command()
 def validate(
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="Mapping files (default: every *.toml in ./mappings)."),
+        typer.Argument(
+            help="Mapping files or folders of them (default: every *.toml in ./mappings).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Validate mapping files; print each error with its location. Exit 6 if any is invalid."""
-    console = Console()
-    targets = files or sorted(Path("mappings").glob("*.toml"))
+    targets = _targets(files) if files else _targets([DEFAULT_DIR]) if DEFAULT_DIR.is_dir() else []
     if not targets:
-        console.print("No mapping files found (looked in ./mappings).")
-        raise typer.Exit(0)
+        where = ", ".join(str(f) for f in files) if files else f"./{DEFAULT_DIR}"
+        typer.echo(f"No mapping files found in {where}.", err=True)
+        raise typer.Exit(MappingFileError.exit_code)
     bad = 0
     for f in targets:
         try:
             spec = load_mapping(f)
         except MappingFileError as e:
             bad += 1
-            console.print(f"[red]INVALID[/red] {e}", highlight=False)
+            typer.echo(f"INVALID {e.where or f}: {e.message}")
+            for err in e.errors:
+                typer.echo(f"  - {err}")
+            if e.hint:
+                typer.echo(f"  hint: {e.hint}")
             continue
-        console.print(
-            f"[green]OK[/green] {f}: {spec.name} version {spec.version} "
-            f"({len(spec.records)} record types)",
-            highlight=False,
-        )
+        n = len(spec.records)
+        typer.echo(f"OK {spec.name} {spec.version} ({n} record{'s' if n != 1 else ''})  {f}")
     if bad:
+        typer.echo(f"{bad} of {len(targets)} mapping files invalid.", err=True)
         raise typer.Exit(MappingFileError.exit_code)
 
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of mapping files (for editors)."""
-    print(json.dumps(mapping_json_schema(), indent=2))
+    """Print the JSON Schema of mapping files (what docs/schema/mapping.schema.json holds)."""
+    typer.echo(mapping_json_schema_text(), nl=False)

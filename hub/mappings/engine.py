@@ -1,22 +1,27 @@
-"""Loading, checking and compiling mapping files."""
+"""Compiling a checked mapping file into plain callables, and applying it.
+
+Each transform becomes a closure built once; applying a mapping to a record
+only calls them. Problems are collected, never raised to the caller, so the
+pipeline can quarantine the record with the field, the rule and a message.
+Messages name fields, formats and code-table codes but never echo a source
+value: a value could be anything, and this module does not know which fields
+were identifiers.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from hub.errors import MappingFileError
 from hub.mappings.model import (
     BoolT,
     CodeT,
+    CodeTable,
     ConstT,
     DateT,
     DecimalT,
@@ -28,28 +33,39 @@ from hub.mappings.model import (
     SplitT,
     When,
 )
-from hub.schema import model_for
+from hub.mappings.targets import plain, targets
 
 
 @dataclass(frozen=True)
 class MappedRecord:
+    """One common-schema record made from a source record (``org`` is added by the pipeline)."""
+
     model: str
+    #: Values of the record's ``key`` source fields, or ``None``: use the source record's key.
     key: tuple[str, ...] | None
     data: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class MappingProblem:
-    field: str  # target, e.g. "case_episode.opened_on"
+    """Why a source record cannot be mapped; never holds a source value."""
+
+    #: Target field, e.g. ``case_episode.opened_on`` (``case_episode.key`` for a key field).
+    field: str
+    #: Source field(s) the value came from.
     source: str
+    #: ``missing``, ``missing_key``, ``unmapped_code``, ``date_format``, ``int_format``,
+    #: ``decimal_format`` or ``bool_value``.
     rule: str
     message: str
 
 
 @dataclass
 class MappingResult:
+    #: Records produced without problems (an output with a problem is left out).
     outputs: list[MappedRecord] = field(default_factory=list)
     problems: list[MappingProblem] = field(default_factory=list)
+    #: (table, code) of each code not found in a table, once per record.
     unmapped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -59,208 +75,111 @@ class _Problem(Exception):
         self.rule, self.message, self.source = rule, message, source
 
 
-_MISSING = object()
-Getter = Callable[[Mapping[str, Any], MappingResult], Any]
+#: Reads one target value from a record; appends unknown codes to the list it is given.
+Getter = Callable[[Mapping[str, Any], list[tuple[str, str]]], Any]
+Condition = Callable[[Mapping[str, Any]], bool]
+
+
+def _is_empty(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
 
 
 def _text(record: Mapping[str, Any], name: str) -> str | None:
+    """The stripped text of a field, or ``None`` when missing or empty."""
     v = record.get(name)
     if v is None:
         return None
-    s = str(v).strip()
+    s = (v if isinstance(v, str) else str(v)).strip()
     return s or None
 
 
-class CompiledMapping:
-    """A mapping ready to apply to pseudonymised records."""
+def _on_missing(src: str, optional: bool, default: Any) -> Callable[[], Any]:
+    if default is not None:
+        return lambda: default
+    if optional:
+        return lambda: None
 
-    def __init__(self, spec: MappingFile) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.version = spec.version
-        self._records = [self._compile_record(r) for r in spec.records]
+    def fail() -> Any:
+        raise _Problem("missing", f"required value missing: {src} is empty", src)
 
-    def __repr__(self) -> str:
-        return f"CompiledMapping({self.name!r}, version={self.version!r})"
+    return fail
 
-    # -- compile ------------------------------------------------------------------
-    def _compile_record(
-        self, spec: RecordSpec
-    ) -> tuple[
-        str, tuple[str, ...] | None, Callable[[Mapping[str, Any]], bool], list[tuple[str, Getter]]
-    ]:
-        getters = [(target, self._compile(target, t)) for target, t in spec.fields.items()]
-        key = tuple(spec.key) if spec.key else None
-        return spec.model, key, _compile_when(spec.when), getters
 
-    def _compile(self, target: str, t: Any) -> Getter:
-        def missing(src: str, default: Any = None) -> Any:
-            if t.optional or default is not None:
-                return default
-            raise _Problem("missing", f"required value is missing (source field {src})", src)
+# -- codes --------------------------------------------------------------------
 
-        if isinstance(t, ConstT):
-            value = t.value
-            return lambda r, res: value
-        if isinstance(t, FieldT):
-            src, upper, default = t.source, t.upper, t.default
+_ID_LIKE = re.compile(r"[A-Za-z0-9]{11,}")
 
-            def get_field(r: Mapping[str, Any], res: MappingResult) -> Any:
-                v = _text(r, src)
-                if v is None:
-                    return missing(src, default)
-                return v.upper() if upper else v
 
-            return get_field
-        if isinstance(t, FirstOfT):
-            srcs = t.sources
+def shown_code(code: str) -> str | None:
+    """The code as it may be shown, or ``None`` if it could be personal.
 
-            def get_first(r: Mapping[str, Any], res: MappingResult) -> Any:
-                for s in srcs:
-                    v = _text(r, s)
-                    if v is not None:
-                        return v
-                return missing("/".join(srcs))
+    Code-table codes are not personal, but an unknown "code" may be anything a
+    source put in that column; a long alphanumeric run with digits looks like
+    a codice fiscale, STP/ENI or case number and is never shown.
+    """
+    if len(code) > 40 or not code.isprintable():
+        return None
+    for run in _ID_LIKE.findall(code):
+        if any(c.isdigit() for c in run):
+            return None
+    return code
 
-            return get_first
-        if isinstance(t, CodeT):
-            return self._code_getter(t.source, t.table, t.optional)
-        if isinstance(t, DateT):
-            src, formats = t.source, tuple(t.formats)
 
-            def get_date(r: Mapping[str, Any], res: MappingResult) -> Any:
-                v = _text(r, src)
-                if v is None:
-                    return missing(src)
-                for f in formats:
-                    d = _parse_date(v, f)
-                    if d is not None:
-                        return d
-                shown = " or ".join(_human_format(f) for f in formats)
-                raise _Problem("date_format", f"{src}: not a valid date in the form {shown}", src)
+def _code_label(code: str) -> str:
+    shown = shown_code(code)
+    return shown if shown is not None else f"(not shown: {len(code)} characters)"
 
-            return get_date
-        if isinstance(t, IntT):
-            src, idefault = t.source, t.default
 
-            def get_int(r: Mapping[str, Any], res: MappingResult) -> Any:
-                v = r.get(src)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    return v
-                s = _text(r, src)
-                if s is None:
-                    return missing(src, idefault)
-                try:
-                    return int(s)
-                except ValueError:
-                    raise _Problem("int_format", f"{src}: not a whole number", src) from None
+Lookup = Callable[[str, list[tuple[str, str]]], Any]
 
-            return get_int
-        if isinstance(t, DecimalT):
-            src, comma = t.source, t.decimal_comma
 
-            def get_decimal(r: Mapping[str, Any], res: MappingResult) -> Any:
-                s = _text(r, src)
-                if s is None:
-                    return missing(src)
-                if comma:
-                    s = s.replace(".", "").replace(",", ".")
-                try:
-                    d = Decimal(s)
-                except InvalidOperation:
-                    raise _Problem(
-                        "decimal_format",
-                        f"{src}: not a number" + (" in the form 1.234,56" if comma else ""),
-                        src,
-                    ) from None
-                if not d.is_finite():
-                    raise _Problem("decimal_format", f"{src}: not a finite number", src)
-                return d
+def _lookup(table_name: str, table: CodeTable, upper: bool, src: str) -> Lookup:
+    """Map one stripped, non-empty code through a table."""
+    values = dict(table.values)
+    default = table.default
 
-            return get_decimal
-        if isinstance(t, BoolT):
-            src = t.source
-            trues = {x.upper() for x in t.true}
-            falses = {x.upper() for x in t.false}
+    def lookup(code: str, unmapped: list[tuple[str, str]]) -> Any:
+        if upper:
+            code = code.upper()
+        hit = values.get(code)
+        if hit is not None:
+            return hit
+        label = _code_label(code)
+        unmapped.append((table_name, label))
+        if default is not None:
+            return default
+        shown = shown_code(code)
+        what = f"code {shown!r}" if shown is not None else f"a code {label}"
+        raise _Problem("unmapped_code", f"{src}: {what} is not in code table {table_name!r}", src)
 
-            def get_bool(r: Mapping[str, Any], res: MappingResult) -> Any:
-                v = r.get(src)
-                if isinstance(v, bool):
-                    return v
-                s = _text(r, src)
-                if s is None:
-                    return missing(src)
-                if s.upper() in trues:
-                    return True
-                if s.upper() in falses:
-                    return False
-                raise _Problem(
-                    "bool_value", f"{src}: expected one of {', '.join(sorted(trues | falses))}", src
-                )
+    return lookup
 
-            return get_bool
-        if isinstance(t, SplitT):
-            src, sep = t.source, t.sep
-            code = self._code_getter("_item", t.table, False) if t.table else None
 
-            def get_split(r: Mapping[str, Any], res: MappingResult) -> Any:
-                s = _text(r, src)
-                if s is None:
-                    return missing(src, ())
-                items = [x.strip() for x in s.split(sep) if x.strip()]
-                if code is None:
-                    return tuple(items)
-                return tuple(code({"_item": x}, res) for x in items)
+# -- dates and numbers -------------------------------------------------------
 
-            return get_split
-        raise TypeError(f"unknown transform {type(t).__name__}")  # pragma: no cover
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+_HUMAN = {
+    "d": "dd",
+    "m": "mm",
+    "Y": "yyyy",
+    "y": "yy",
+    "H": "HH",
+    "I": "hh",
+    "M": "MM",
+    "S": "SS",
+    "f": "ffffff",
+    "b": "Mon",
+    "B": "Month",
+    "j": "ddd",
+    "p": "AM/PM",
+    "z": "+HHMM",
+    "%": "%",
+}
 
-    def _code_getter(self, src: str, table_name: str, optional: bool) -> Getter:
-        table = self.spec.codes[table_name]
-        values = table.values
-        default = table.default
 
-        def get_code(r: Mapping[str, Any], res: MappingResult) -> Any:
-            s = _text(r, src)
-            if s is None:
-                if optional:
-                    return None
-                if default is not None:  # a missing code takes the table's default too
-                    res.unmapped.append((table_name, "(empty)"))
-                    return default
-                raise _Problem("missing", f"required code is missing (source field {src})", src)
-            if s in values:
-                return values[s]
-            res.unmapped.append((table_name, s))
-            if default is not None:
-                return default
-            raise _Problem("unmapped_code", f"code {s!r} is not in code table {table_name!r}", src)
-
-        return get_code
-
-    # -- apply --------------------------------------------------------------------
-    def apply(self, record: Mapping[str, Any]) -> MappingResult:
-        res = MappingResult()
-        for model, key_fields, when, getters in self._records:
-            if not when(record):
-                continue
-            data: dict[str, Any] = {}
-            for target, get in getters:
-                try:
-                    value = get(record, res)
-                except _Problem as p:
-                    res.problems.append(
-                        MappingProblem(f"{model}.{target}", p.source, p.rule, p.message)
-                    )
-                    continue
-                if value is not None:
-                    data[target] = value
-            key = None
-            if key_fields:
-                key = tuple(str(record.get(k) or "") for k in key_fields)
-            res.outputs.append(MappedRecord(model, key, data))
-        res.unmapped = list(dict.fromkeys(res.unmapped))  # one count per record and code
-        return res
+def human_format(f: str) -> str:
+    """``%d/%m/%Y`` → ``dd/mm/yyyy``, for messages."""
+    return re.sub(r"%(.)", lambda m: _HUMAN.get(m.group(1), m.group(0)), f)
 
 
 @lru_cache(maxsize=100_000)
@@ -272,94 +191,310 @@ def _parse_date(value: str, fmt: str) -> dt.date | None:
         return None
 
 
-def _compile_when(w: When | None) -> Callable[[Mapping[str, Any]], bool]:
+_INT = re.compile(r"[+-]?[0-9]+")
+_DEC_DOT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# Italian: dots group thousands (in threes, or not at all), a comma before the decimals.
+_DEC_COMMA = re.compile(r"[+-]?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+)(?:,[0-9]+)?")
+_NUMBER_NOISE = str.maketrans("", "", "€ \u00a0\u202f")
+
+
+# -- compiling ---------------------------------------------------------------
+
+
+def _compile_transform(spec: MappingFile, model: str, target: str, t: Any) -> Getter:
+    """One closure per transform type; the branches are kept together on purpose."""
+    if isinstance(t, ConstT):
+        tgt = targets(model).get(target)
+        value = plain(tgt.lax.validate_python(t.value)) if tgt is not None else t.value
+        return lambda r, u: value
+
+    if isinstance(t, FieldT):
+        src, upper, strip = t.source, t.upper, t.strip
+        missing = _on_missing(src, t.optional, t.default)
+
+        def get_field(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            v = r.get(src)
+            if _is_empty(v):
+                return missing()
+            if isinstance(v, str):
+                if strip:
+                    v = v.strip()
+                if upper:
+                    v = v.upper()
+            return v
+
+        return get_field
+
+    if isinstance(t, FirstOfT):
+        srcs, upper, strip = tuple(t.sources), t.upper, t.strip
+        missing = _on_missing(", ".join(srcs), t.optional, t.default)
+
+        def get_first(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            for s in srcs:
+                v = r.get(s)
+                if _is_empty(v):
+                    continue
+                if isinstance(v, str):
+                    if strip:
+                        v = v.strip()
+                    if upper:
+                        v = v.upper()
+                return v
+            return missing()
+
+        return get_first
+
+    if isinstance(t, CodeT):
+        src, table_name = t.source, t.table
+        table = spec.codes[table_name]
+        lookup = _lookup(table_name, table, t.upper, src)
+        missing = _on_missing(src, t.optional, t.default)
+        # A required code that is missing takes the table's default, and is counted.
+        table_default = table.default if t.default is None and not t.optional else None
+
+        def get_code(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            s = _text(r, src)
+            if s is None:
+                if table_default is not None:
+                    u.append((table_name, "(empty)"))
+                    return table_default
+                return missing()
+            return lookup(s, u)
+
+        return get_code
+
+    if isinstance(t, DateT):
+        src, formats, excel = t.source, tuple(t.formats), t.excel_serial
+        missing = _on_missing(src, t.optional, t.default)
+        shown = " or ".join(human_format(f) for f in formats)
+        if excel:
+            shown += " or an Excel day number"
+
+        def get_date(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            v = r.get(src)
+            if isinstance(v, dt.datetime):
+                return v.date()
+            if isinstance(v, dt.date):
+                return v
+            s = _text(r, src)
+            if s is None:
+                return missing()
+            for f in formats:
+                d = _parse_date(s, f)
+                if d is not None:
+                    return d
+            if excel and s.isdigit() and len(s) <= 7:
+                n = int(s)
+                if 1 <= n <= 2_958_465:  # 1900-01-01 .. 9999-12-31
+                    return _EXCEL_EPOCH + dt.timedelta(days=n)
+            raise _Problem("date_format", f"{src} does not match {shown}", src)
+
+        return get_date
+
+    if isinstance(t, IntT):
+        src = t.source
+        missing = _on_missing(src, t.optional, t.default)
+
+        def get_int(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            v = r.get(src)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+            s = _text(r, src)
+            if s is None:
+                return missing()
+            if _INT.fullmatch(s):
+                return int(s)
+            raise _Problem("int_format", f"{src} is not a whole number", src)
+
+        return get_int
+
+    if isinstance(t, DecimalT):
+        src, comma = t.source, t.decimal_comma
+        missing = _on_missing(src, t.optional, t.default)
+        pattern = _DEC_COMMA if comma else _DEC_DOT
+        form = "1.234,56" if comma else "1234.56"
+
+        def get_decimal(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            v = r.get(src)
+            if isinstance(v, Decimal):
+                return v
+            if isinstance(v, int) and not isinstance(v, bool):
+                return Decimal(v)
+            if isinstance(v, float):
+                return Decimal(repr(v))
+            s = _text(r, src)
+            if s is None:
+                return missing()
+            s = s.translate(_NUMBER_NOISE)
+            if not pattern.fullmatch(s):
+                raise _Problem("decimal_format", f"{src} is not a number like {form}", src)
+            if comma:
+                s = s.replace(".", "").replace(",", ".")
+            try:
+                return Decimal(s)
+            except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
+                raise _Problem(
+                    "decimal_format", f"{src} is not a number like {form}", src
+                ) from None
+
+        return get_decimal
+
+    if isinstance(t, BoolT):
+        src = t.source
+        trues = frozenset(x.strip().upper() for x in t.true)
+        falses = frozenset(x.strip().upper() for x in t.false)
+        allowed = ", ".join([*t.true, *t.false])
+        missing = _on_missing(src, t.optional, t.default)
+
+        def get_bool(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            v = r.get(src)
+            if isinstance(v, bool):
+                return v
+            s = _text(r, src)
+            if s is None:
+                return missing()
+            s = s.upper()
+            if s in trues:
+                return True
+            if s in falses:
+                return False
+            raise _Problem("bool_value", f"{src} is not one of {allowed}", src)
+
+        return get_bool
+
+    if isinstance(t, SplitT):
+        src, sep, upper, unique = t.source, t.sep, t.upper, t.unique
+        item_lookup = _lookup(t.table, spec.codes[t.table], False, src) if t.table else None
+        missing = _on_missing(src, t.optional, tuple(t.default) if t.default is not None else None)
+
+        def get_split(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
+            s = _text(r, src)
+            items = [x.strip() for x in s.split(sep)] if s is not None else []
+            items = [x.upper() if upper else x for x in items if x]
+            if not items:
+                return missing()
+            out = [item_lookup(x, u) for x in items] if item_lookup is not None else items
+            if unique:
+                out = list(dict.fromkeys(out))
+            return tuple(out)
+
+        return get_split
+
+    raise TypeError(f"unknown transform {type(t).__name__}")  # pragma: no cover
+
+
+def _compile_when(w: When | None) -> Condition | None:
     if w is None:
-        return lambda r: True
+        return None
     name = w.field
     if w.equals is not None:
-        want = w.equals
-        return lambda r: (_text(r, name) or "") == want
+        want = w.equals.strip()
+        return lambda r: _text(r, name) == want
     if w.in_ is not None:
-        allowed = frozenset(w.in_)
-        return lambda r: (_text(r, name) or "") in allowed
-    return lambda r: _text(r, name) is not None
+        allowed = frozenset(x.strip() for x in w.in_)
+        return lambda r: _text(r, name) in allowed
+    if w.not_empty:
+        return lambda r: _text(r, name) is not None
+    return lambda r: _text(r, name) is None
 
 
-def _human_format(f: str) -> str:
-    return (
-        f.replace("%d", "dd")
-        .replace("%m", "mm")
-        .replace("%Y", "yyyy")
-        .replace("%y", "yy")
-        .replace("%H", "HH")
-        .replace("%M", "MM")
-    )
+def _key_part(v: Any) -> str:
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return (v if isinstance(v, str) else str(v)).strip()
 
 
-def load_mapping(path: Path) -> MappingFile:
-    """Read and check a mapping file; every problem is reported with its location."""
-    where = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MappingFileError("mapping file not found", where=where) from None
-    except tomllib.TOMLDecodeError as e:
-        raise MappingFileError(
-            "not valid TOML",
-            where=where,
-            errors=[str(e)],
-            hint="fix the syntax at the line and column shown",
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise MappingFileError(f"cannot read the file: {e}", where=where) from None
-    try:
-        spec = MappingFile.model_validate(data)
-    except ValidationError as e:
-        errors = [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise MappingFileError(
-            "invalid mapping file",
-            where=where,
-            errors=errors,
-            hint="see docs/mappings.md for the format",
-        ) from None
-    errors = _check_semantics(spec)
-    if errors:
-        raise MappingFileError(
-            "invalid mapping file",
-            where=where,
-            errors=errors,
-            hint="see docs/mappings.md for the format",
+@dataclass(frozen=True)
+class _CompiledRecord:
+    model: str
+    key: tuple[str, ...] | None
+    when: Condition | None
+    getters: tuple[tuple[str, Getter], ...]
+
+
+class CompiledMapping:
+    """A checked mapping, ready to apply to pseudonymised records."""
+
+    def __init__(self, spec: MappingFile) -> None:
+        self.spec = spec
+        self.name: str = spec.name
+        self.version: str = spec.version
+        self._records = tuple(self._compile_record(r) for r in spec.records)
+
+    def __repr__(self) -> str:
+        return f"CompiledMapping({self.name!r}, version={self.version!r})"
+
+    @property
+    def source_fields(self) -> frozenset[str]:
+        """Every source field the mapping reads (to check it against a stream's fields)."""
+        return frozenset(source_fields(self.spec))
+
+    def _compile_record(self, r: RecordSpec) -> _CompiledRecord:
+        getters = tuple(
+            (target, _compile_transform(self.spec, r.model, target, t))
+            for target, t in r.fields.items()
         )
-    return spec
+        return _CompiledRecord(
+            r.model, tuple(r.key) if r.key else None, _compile_when(r.when), getters
+        )
+
+    def apply(self, record: Mapping[str, Any]) -> MappingResult:
+        """Map one pseudonymised record into zero or more common-schema records."""
+        res = MappingResult()
+        unmapped: list[tuple[str, str]] = []
+        for rec in self._records:
+            if rec.when is not None and not rec.when(record):
+                continue
+            model = rec.model
+            data: dict[str, Any] = {}
+            ok = True
+            for target, get in rec.getters:
+                try:
+                    value = get(record, unmapped)
+                except _Problem as p:
+                    res.problems.append(
+                        MappingProblem(f"{model}.{target}", p.source, p.rule, p.message)
+                    )
+                    ok = False
+                    continue
+                if value is not None:
+                    data[target] = value
+            key: tuple[str, ...] | None = None
+            if rec.key is not None:
+                parts = []
+                for k in rec.key:
+                    v = record.get(k)
+                    if _is_empty(v):
+                        res.problems.append(
+                            MappingProblem(
+                                f"{model}.key",
+                                k,
+                                "missing_key",
+                                f"key field {k} is empty: the {model} cannot be identified",
+                            )
+                        )
+                        ok = False
+                        break
+                    parts.append(_key_part(v))
+                key = tuple(parts)
+            if ok:
+                res.outputs.append(MappedRecord(model, key, data))
+        if unmapped:
+            res.unmapped = list(dict.fromkeys(unmapped))  # one count per record and code
+        return res
 
 
-def _check_semantics(spec: MappingFile) -> list[str]:
-    errors = []
+def source_fields(spec: MappingFile) -> dict[str, list[str]]:
+    """Source field → where the mapping file reads it (``records[0].fields.area``)."""
+    found: dict[str, list[str]] = {}
     for i, r in enumerate(spec.records):
-        model = model_for(r.model)
-        known = {n for n in model.model_fields if n != "org"}
-        required = {n for n, f in model.model_fields.items() if f.is_required() and n != "org"}
+        where = f"records[{i}]"
+        if r.when is not None:
+            found.setdefault(r.when.field, []).append(f"{where}.when.field")
+        for k in r.key or ():
+            found.setdefault(k, []).append(f"{where}.key")
         for target, t in r.fields.items():
-            loc = f"records.{i}.fields.{target}"
-            if target not in known:
-                errors.append(
-                    f"{loc}: {r.model} has no field {target!r} (fields: {', '.join(sorted(known))})"
-                )
-            tables = [getattr(t, "table", None)]
-            for table in tables:
-                if table is not None and table not in spec.codes:
-                    errors.append(f"{loc}.table: no code table {table!r} in [codes]")
-        for missing in sorted(required - set(r.fields)):
-            errors.append(f"records.{i}.fields: {r.model} needs a value for {missing!r}")
-    return errors
-
-
-def compile_mapping(spec: MappingFile) -> CompiledMapping:
-    return CompiledMapping(spec)
-
-
-def mapping_json_schema() -> dict[str, Any]:
-    schema = MappingFile.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Raccordo mapping file"
-    return schema
+            for s in getattr(t, "sources", None) or [getattr(t, "source", None)]:
+                if s is not None:
+                    found.setdefault(s, []).append(f"{where}.fields.{target}")
+    return found

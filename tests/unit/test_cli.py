@@ -89,7 +89,7 @@ def test_mappings_validate(tmp_path: Path) -> None:
     )
     res = run("mappings", "validate", str(bad))
     assert res.returncode == 6
-    assert "records.0.fields.subject.field.source" in res.stdout.replace("\n", "")
+    assert "records[0].fields.subject.source" in res.stdout.replace("\n", "")
 
 
 def test_sync_prints_accounting_and_unknown_connector_is_an_error(tmp_path: Path) -> None:
