@@ -67,10 +67,35 @@ class ConnectorSettings(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class WebSettings(BaseModel):
+    """``[web]``: the Third Sector web app (``raccordo serve``)."""
+
+    model_config = CLOSED
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    #: File holding the key that signs session cookies (created if missing).
+    secret_key_file: str = "keys/web-secret.key"  # noqa: S105 - a path, not a secret
+    #: Send cookies only over HTTPS. Keep true in production (behind TLS).
+    cookie_secure: bool = True
+    session_hours: Annotated[int, Field(ge=1, le=24)] = 8
+    #: Failed logins allowed per user name and address in ``login_window_minutes``.
+    login_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    login_window_minutes: Annotated[int, Field(ge=1, le=1440)] = 15
+    #: Smallest cell shown in aggregates given back to organisations (never below 3).
+    k: Annotated[int, Field(ge=3, le=100)] = 5
+    #: CSV of the district's comuni (columns istat, municipality[, pop]); the built-in
+    #: list is the province of Novara used by the demo.
+    comuni_file: str | None = None
+    #: Largest CSV upload accepted, in bytes.
+    max_upload_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 2_000_000
+
+
 class Settings(BaseModel):
     model_config = CLOSED
 
     hub: HubSettings
+    web: WebSettings = Field(default_factory=WebSettings)
     organisations: dict[Code, OrganisationSettings] = Field(default_factory=dict)
     connectors: dict[Code, ConnectorSettings] = Field(default_factory=dict)
 

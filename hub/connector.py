@@ -132,6 +132,10 @@ class RawRecord:
     #: The unit of delivery the record came in (a file, a WaaS flow id), if the
     #: source delivers whole units that can later be replaced (see UnitComplete).
     unit: str | None = None
+    #: The organisation that supplied this record, for connectors that read an
+    #: intake shared by several organisations (``Connector.multi_org``); by
+    #: default the connector's own ``org``.
+    org: str | None = None
 
     def __repr__(self) -> str:  # never show data: it holds clear identifiers
         return f"RawRecord(stream={self.stream!r}, location={self.location!r}, op={self.op!r})"
@@ -193,6 +197,9 @@ class Connector:
     #: Mapping file used when the configuration names none (relative to ``mappings/``):
     #: one file for every stream, or a file per stream name.
     default_mapping: ClassVar[str | dict[str, str] | None] = None
+    #: The connector reads records of several organisations (each ``RawRecord.org``),
+    #: like the Third Sector intake of the web app. Others may not set ``org``.
+    multi_org: ClassVar[bool] = False
 
     def __init__(self, config: ConnectorConfig) -> None:
         if not isinstance(config, self.config_class):

@@ -210,13 +210,26 @@ class Pipeline:
         batch_size = self.config.hub.batch_size
 
         def flush() -> None:
-            counts = self._process_batch(
-                name, org, stream, mapping, run_id, batch, errors, units, latest_state
-            )
-            totals.read += counts.read
-            totals.loaded += counts.loaded
-            totals.unchanged += counts.unchanged
-            totals.quarantined += counts.quarantined
+            groups = _by_org(batch, org, multi_org=connector.multi_org, name=name)
+            for i, (g_org, g_batch) in enumerate(groups):
+                last = i == len(groups) - 1
+                # Errors, completed units and the state go with the last group, so the
+                # cursor is committed only once every record it covers is.
+                counts = self._process_batch(
+                    name,
+                    g_org,
+                    stream,
+                    mapping,
+                    run_id,
+                    g_batch,
+                    errors if last else [],
+                    units if last else [],
+                    latest_state if last else None,
+                )
+                totals.read += counts.read
+                totals.loaded += counts.loaded
+                totals.unchanged += counts.unchanged
+                totals.quarantined += counts.quarantined
             batch.clear()
             errors.clear()
             units.clear()
@@ -450,6 +463,20 @@ class Pipeline:
             content = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
             entities.append(EntityRow(out.model, key_hash, content, {**row, **provenance}))
         return entities, None
+
+
+def _by_org(
+    batch: list[RawRecord], default: str, *, multi_org: bool, name: str
+) -> list[tuple[str, list[RawRecord]]]:
+    """Split a batch by supplying organisation (one group, possibly empty, at least)."""
+    if not multi_org:
+        if any(r.org is not None for r in batch):
+            raise TypeError(f"connector {name!r} set RawRecord.org but is not multi_org")
+        return [(default, batch)]
+    groups: dict[str, list[RawRecord]] = {}
+    for r in batch:
+        groups.setdefault(r.org or default, []).append(r)
+    return list(groups.items()) or [(default, [])]
 
 
 def _safe_msg(err: Mapping[str, Any]) -> str:

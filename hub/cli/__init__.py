@@ -21,6 +21,8 @@ from rich.table import Table
 from hub.cli.connectors_list import list_connectors
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
+from hub.cli.web import serve as serve_command
+from hub.cli.web import users_app
 from hub.config import Config, load_config
 from hub.errors import RaccordoError
 
@@ -44,6 +46,8 @@ app.add_typer(connectors_app, name="connectors")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(keys_app, name="keys")
 app.add_typer(mappings_app, name="mappings")
+app.add_typer(users_app, name="users")
+app.command("serve")(serve_command)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -321,11 +325,13 @@ def demo(
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Exit after loading and printing.")
     ] = False,
+    port: Annotated[int, typer.Option(help="Port of the web app on localhost.")] = 8000,
 ) -> None:
-    """Create a demo district workspace, load it through the real pipeline, print the results."""
+    """Create a demo district workspace, load it through the real pipeline, print the
+    results, then serve the web app with demo accounts (unless --no-serve)."""
     from hub.demo import run_demo
 
-    run_demo(workspace, serve=not no_serve, console=console)
+    run_demo(workspace, serve=not no_serve, console=console, port=port)
 
 
 def main() -> None:

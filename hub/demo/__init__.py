@@ -16,11 +16,13 @@ from rich.console import Console
 
 from hub.config import load_config
 from hub.demo.district import CONSORTIA, SEED_TABLE, build_sources
+from hub.demo.ets import DEMO_PASSWORD, ensure_accounts, seed_entries
 from hub.observatory.prese_in_carico import prese_in_carico, render
 from hub.pipeline import Pipeline, open_keyring
 from hub.plugins import get_plugins
 from hub.pseudonyms import Keyring, KeySource
 from hub.registry import Registry
+from hub.web.comuni import load_comuni as load_web_comuni
 
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105
 
@@ -47,6 +49,28 @@ kind = "ente_gestore"
 [organisations.COT]
 name = "Consorzio Ovest Ticino (fittizio)"
 kind = "ente_gestore"
+
+[organisations.UDP-DEMO]
+name = "Ufficio di Piano del distretto dimostrativo"
+kind = "district"
+
+[organisations.ETS-CARITAS]
+name = "Centro d'ascolto parrocchiale (fittizio)"
+kind = "ets"
+
+[organisations.ETS-BANCO]
+name = "Banco alimentare di zona (fittizio)"
+kind = "ets"
+
+[organisations.ETS-ACCOGLIE]
+name = "Cooperativa Accoglienza (fittizia)"
+kind = "ets"
+
+[web]
+host = "127.0.0.1"
+port = {web_port}
+# The demo is served over plain HTTP on localhost: keep true behind TLS in production.
+cookie_secure = false
 
 #@ csv_export
 [connectors.ciss_csv]
@@ -83,6 +107,14 @@ description = "SIUSS flows pulled from the consortium's WaaS e-service (local fa
 base_url = "{waas_url}"
 token = "{token}"
 limit = 50
+
+#@ ets_form
+[connectors.ets_intake]
+type = "ets_form"
+org = "UDP-DEMO"
+description = "Entries of the Third Sector organisations (web form, CSV upload, API)"
+[connectors.ets_intake.config]
+database_url = "sqlite:///registry.sqlite"
 """
 
 
@@ -97,15 +129,17 @@ def _fake_waas(folder: Path, available: bool) -> Iterator[str]:
         yield server.url
 
 
-def _config_text(waas_url: str, installed: set[str]) -> str:
+def _config_text(waas_url: str, installed: set[str], web_port: int = 8000) -> str:
     """The demo configuration, with only the connectors whose plugins are installed."""
-    text = CONFIG.format(waas_url=waas_url, token=DEMO_TOKEN)
+    text = CONFIG.format(waas_url=waas_url, token=DEMO_TOKEN, web_port=web_port)
     head, *sections = text.split("#@ ")
     kept = [s.split("\n", 1)[1] for s in sections if s.split("\n", 1)[0].strip() in installed]
     return head + "".join(kept)
 
 
-def prepare_workspace(workspace: Path, waas_url: str, installed: set[str]) -> Path:
+def prepare_workspace(
+    workspace: Path, waas_url: str, installed: set[str], web_port: int = 8000
+) -> Path:
     """Create the keyring once and (re)write the configuration."""
     keys = workspace / "keys"
     keys.mkdir(exist_ok=True, mode=0o700)
@@ -113,11 +147,11 @@ def prepare_workspace(workspace: Path, waas_url: str, installed: set[str]) -> Pa
         Keyring.create(keys / "keyring.json", KeySource.generate_key_file(keys / "keyring.key"))
     (workspace / "mappings").mkdir(exist_ok=True)
     cfg = workspace / "raccordo.toml"
-    cfg.write_text(_config_text(waas_url, installed), encoding="utf-8")
+    cfg.write_text(_config_text(waas_url, installed, web_port), encoding="utf-8")
     return cfg
 
 
-def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
+def run_demo(workspace: Path, *, serve: bool, console: Console, port: int = 8000) -> None:
     workspace = workspace.resolve()
     sources = workspace / "sources"
     if not sources.exists():
@@ -132,10 +166,18 @@ def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
                 "data is not loaded.[/yellow]"
             )
     with _fake_waas(sources / "cot-waas", "siuss_waas" in installed) as waas_url:
-        cfg_path = prepare_workspace(workspace, waas_url, installed)
+        cfg_path = prepare_workspace(workspace, waas_url, installed, port)
         cfg = load_config(cfg_path)
         registry = Registry.open(cfg.registry_url)
         pipeline = Pipeline(cfg, registry, open_keyring(cfg))
+        new = seed_entries(
+            registry.engine,
+            pipeline.pseudonymiser,
+            load_web_comuni(),
+            sources / "ciss-borgomanero.csv",
+        )
+        if new:
+            console.print(f"Third Sector: {new} demo entries made through the web app's intake")
         for name in cfg.settings.connectors:
             for s in pipeline.sync(name):
                 console.print(
@@ -159,6 +201,7 @@ def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
         markup=False,
         soft_wrap=True,
     )
+    users = ensure_accounts(registry.engine)
     registry.close()
     console.print(f"Why records were refused: raccordo quarantine list --config {cfg_path}")
     console.print(
@@ -166,4 +209,12 @@ def run_demo(workspace: Path, *, serve: bool, console: Console) -> None:
         f"--org CISS-BORGO --config {cfg_path}"
     )
     if serve:
-        console.print("The web app is not part of this version yet: nothing to serve.")
+        from hub.web.serve import serve_app
+
+        console.print(
+            "\n[bold]Web app[/bold] — demo accounts (password for all: "
+            f"[bold]{DEMO_PASSWORD}[/bold])"
+        )
+        for username, role, org in users:
+            console.print(f"  {username:<10} {role:<8} {org or ''}")
+        serve_app(load_config(cfg_path), console=console)

@@ -223,3 +223,64 @@ quarantine = sa.Table(
     sa.Index(None, "run_id"),
     sa.Index(None, "connector", "created_at"),
 )
+
+
+# -- Third Sector web app (hub/web) ------------------------------------------------
+# Accounts of the web app, and the intake of Third Sector entries. Entries hold
+# the subject's pseudonym only: the identifier typed in the form is pseudonymised
+# at submit and discarded. The ``ets_form`` connector reads this intake.
+
+web_users = sa.Table(
+    "web_users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(80), nullable=False, unique=True),
+    # argon2id encoded hash (memory-hard), never the password.
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    # admin | ets | analyst
+    sa.Column("role", sa.String(10), nullable=False),
+    # ETS operators: their organisation; analysts: a consortium, or NULL for the district.
+    sa.Column("org", CODE),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+ets_entries = sa.Table(
+    "ets_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # Client-chosen idempotency key: a re-sent form or API call never duplicates.
+    sa.Column("entry_uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("org", CODE, nullable=False),
+    # Change sequence, gap-free and in commit order: the ets_form connector's cursor.
+    sa.Column("seq", sa.Integer, nullable=False, unique=True),
+    sa.Column("subject", PSEUDONYM),
+    # cf | stp | eni | none: what kind of identifier was given (never the identifier).
+    sa.Column("identifier_kind", sa.String(8), nullable=False),
+    # Short tag shown to the ETS instead of any identifier (keyed, per organisation).
+    sa.Column("tag", sa.String(12)),
+    sa.Column("needs", sa.String(200), nullable=False),
+    sa.Column("services_given", sa.String(300), nullable=False),
+    sa.Column("comune_istat", sa.String(6), nullable=False),
+    sa.Column("on", sa.Date, nullable=False),
+    sa.Column("referred_by_social_services", sa.Boolean, nullable=False),
+    sa.Column("birth_year", sa.SmallInteger),
+    sa.Column("sex", sa.String(1)),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_by", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(None, "org", "on"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("org", CODE, nullable=False),
+    # SHA-256 of a random 256-bit token (not a personal identifier).
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.String(80), nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,321 @@
+"""Third Sector entries: validation, pseudonymisation at submit, storage.
+
+One path for the form, the CSV upload and the JSON API: an :class:`EntryInput`
+is checked, its identifier is parsed and replaced by the district-domain
+pseudonym (the clear value is never stored nor logged), and the entry is
+written to ``ets_entries`` with a change sequence number the ``ets_form``
+connector uses as its cursor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from hub.pseudonyms import (
+    IdentifierType,
+    InvalidIdentifier,
+    Pseudonymiser,
+    cf_birth_year_and_sex,
+    parse_identifier,
+)
+from hub.registry import tables as t
+from hub.schema.models import Need, ServiceGiven
+
+
+class IdentifierKind(enum.StrEnum):
+    CF = "cf"
+    STP_ENI = "stp_eni"
+    NONE = "none"
+
+
+class EntryInput(BaseModel):
+    """What an ETS operator submits (form, CSV row or API call)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    #: Idempotency key chosen by the client: sending the same entry twice stores it once.
+    entry_id: uuid.UUID | None = None
+    identifier_kind: IdentifierKind
+    #: The codice fiscale or STP/ENI code: pseudonymised at once, never stored.
+    identifier: Annotated[str, StringConstraints(max_length=40)] = ""
+    comune_istat: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+    needs: Annotated[list[Need], Field(min_length=1, max_length=len(Need))]
+    services_given: Annotated[list[ServiceGiven], Field(max_length=len(ServiceGiven))] = []
+    on: dt.date = Field(default_factory=dt.date.today)
+    referred_by_social_services: bool = False
+    #: Asked only when there is no codice fiscale.
+    birth_year: Annotated[int, Field(ge=1900, le=2100)] | None = None
+    sex: Annotated[str, StringConstraints(pattern=r"^[MF]$")] | None = None
+
+    def __repr__(self) -> str:  # never show the identifier
+        return f"EntryInput(kind={self.identifier_kind.value}, comune={self.comune_istat})"
+
+    __str__ = __repr__
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EntryInput:
+        if self.identifier_kind is IdentifierKind.NONE and self.identifier:
+            raise ValueError("identifier given with identifier_kind 'none'")
+        if self.identifier_kind is not IdentifierKind.NONE and not self.identifier:
+            raise ValueError("identifier missing")
+        if self.on > dt.date.today() + dt.timedelta(days=1):
+            raise ValueError("the date is in the future")
+        return self
+
+
+@dataclass(frozen=True)
+class IntakeProblem(Exception):
+    """A problem with an entry, in words a volunteer can act on (no identifier in it)."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+#: Plain-language reasons for identifier problems (message ids of the web
+#: catalogue: the web app shows them translated).
+IDENTIFIER_MESSAGES = {
+    "cf_check": (
+        "The tax code is not correct: the last character (the check character) does not "
+        "match. Check letters and numbers on the health card."
+    ),
+    "cf_format": (
+        "The tax code must have 16 characters: 6 letters, 2 digits, 1 letter, 2 digits, "
+        "1 letter, 3 digits, 1 letter."
+    ),
+    "cf_date": (
+        "The tax code is not correct: the part with the date of birth is not valid. "
+        "Check letters and numbers."
+    ),
+    "stp_format": "The STP/ENI code must have 16 characters and start with STP or ENI.",
+}
+COMUNE_MESSAGE = "The comune is not one of the district's."
+ENTRY_ID_MESSAGE = "This entry id is already used by another organisation."
+
+
+def _identifier_message(rule: str, kind: IdentifierKind) -> str:
+    if rule == "cf_check_char":
+        return IDENTIFIER_MESSAGES["cf_check"]
+    if rule == "cf_date":
+        return IDENTIFIER_MESSAGES["cf_date"]
+    if kind is IdentifierKind.STP_ENI:
+        return IDENTIFIER_MESSAGES["stp_format"]
+    return IDENTIFIER_MESSAGES["cf_format"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An entry ready to store: the identifier is gone, only its pseudonym is left."""
+
+    entry_uuid: str
+    subject: str | None
+    identifier_kind: str
+    tag: str | None
+    needs: str
+    services_given: str
+    comune_istat: str
+    on: dt.date
+    referred: bool
+    birth_year: int | None
+    sex: str | None
+
+
+def prepare(
+    entry: EntryInput,
+    *,
+    org: str,
+    pseudonymiser: Pseudonymiser,
+    comuni: Iterable[str],
+    today: dt.date | None = None,
+) -> Prepared:
+    """Check and pseudonymise an entry. Raises :class:`IntakeProblem`."""
+    if entry.comune_istat not in set(comuni):
+        raise IntakeProblem("comune_istat", COMUNE_MESSAGE)
+    subject: str | None = None
+    birth_year, sex = entry.birth_year, entry.sex
+    kind = entry.identifier_kind
+    if kind is not IdentifierKind.NONE:
+        expected = IdentifierType.CF if kind is IdentifierKind.CF else None
+        try:
+            ident = parse_identifier(entry.identifier, expected)
+        except InvalidIdentifier as e:
+            raise IntakeProblem("identifier", _identifier_message(e.rule, kind)) from None
+        if kind is IdentifierKind.STP_ENI and ident.type not in (
+            IdentifierType.STP,
+            IdentifierType.ENI,
+        ):
+            raise IntakeProblem("identifier", IDENTIFIER_MESSAGES["stp_format"])
+        if ident.type is IdentifierType.CF:
+            year = (today or dt.date.today()).year
+            birth_year, sex = cf_birth_year_and_sex(ident.value, reference_year=year)
+        subject = pseudonymiser.pseudonym(ident)
+        del ident
+    tag = short_tag(pseudonymiser, org, subject) if subject else None
+    return Prepared(
+        entry_uuid=str(entry.entry_id or uuid.uuid4()),
+        subject=subject,
+        identifier_kind="none" if kind is IdentifierKind.NONE else kind.value,
+        tag=tag,
+        needs="|".join(sorted({n.value for n in entry.needs})),
+        services_given="|".join(sorted({s.value for s in entry.services_given})),
+        comune_istat=entry.comune_istat,
+        on=entry.on,
+        referred=entry.referred_by_social_services,
+        birth_year=birth_year,
+        sex=sex,
+    )
+
+
+def short_tag(pseudonymiser: Pseudonymiser, org: str, subject: str) -> str:
+    """A short label for a person, stable within one organisation only.
+
+    Keyed (HMAC) and scoped to the organisation, so tags of two ETS cannot be
+    matched with each other nor with the registry's pseudonyms.
+    """
+    digest = pseudonymiser.key_hash("ets_tag", org, subject)
+    letters = "".join(c for c in digest.split(".", 1)[-1].upper() if c.isalnum())
+    return f"{letters[:3]}-{letters[3:6]}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _next_seq(conn: sa.Connection) -> int:
+    e = t.ets_entries
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0))).scalar_one()) + 1
+
+
+def store(
+    engine: sa.Engine, p: Prepared, *, org: str, user_id: int | None, retries: int = 20
+) -> tuple[int, bool]:
+    """Insert the entry; returns (id, created). A known ``entry_uuid`` is not inserted again.
+
+    ``seq`` is max+1 under a unique constraint: concurrent writers that collide
+    retry, so sequence numbers become visible in commit order with no gaps.
+    """
+    e = t.ets_entries
+    for _ in range(retries):
+        try:
+            with engine.begin() as conn:
+                found = conn.execute(
+                    sa.select(e.c.id, e.c.org).where(e.c.entry_uuid == p.entry_uuid)
+                ).first()
+                if found is not None:
+                    if found.org != org:
+                        raise IntakeProblem("entry_id", ENTRY_ID_MESSAGE)
+                    return int(found.id), False
+                now = _now()
+                result = conn.execute(
+                    e.insert().values(
+                        entry_uuid=p.entry_uuid,
+                        org=org,
+                        seq=_next_seq(conn),
+                        subject=p.subject,
+                        identifier_kind=p.identifier_kind,
+                        tag=p.tag,
+                        needs=p.needs,
+                        services_given=p.services_given,
+                        comune_istat=p.comune_istat,
+                        on=p.on,
+                        referred_by_social_services=p.referred,
+                        birth_year=p.birth_year,
+                        sex=p.sex,
+                        deleted=False,
+                        created_by=user_id,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                pk = result.inserted_primary_key
+                assert pk is not None
+                return int(pk[0]), True
+        except sa.exc.IntegrityError:
+            continue  # a concurrent writer took the same seq (or entry_uuid): try again
+        except sa.exc.OperationalError as err:
+            if "locked" not in str(err.orig):
+                raise
+            continue
+    raise RuntimeError("could not store the entry: the database stays busy")
+
+
+def delete(engine: sa.Engine, entry_id: int, *, org: str, retries: int = 20) -> bool:
+    """Mark an entry of ``org`` deleted (the connector then removes its need signal)."""
+    e = t.ets_entries
+    for _ in range(retries):
+        try:
+            with engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(e.c.id).where(
+                        e.c.id == entry_id, e.c.org == org, e.c.deleted.is_(False)
+                    )
+                ).first()
+                if row is None:
+                    return False
+                conn.execute(
+                    e.update()
+                    .where(e.c.id == entry_id)
+                    .values(
+                        deleted=True,
+                        subject=None,
+                        tag=None,
+                        seq=_next_seq(conn),
+                        updated_at=_now(),
+                    )
+                )
+                return True
+        except sa.exc.IntegrityError:
+            continue
+    raise RuntimeError("could not delete the entry: the database stays busy")
+
+
+def entries_of(
+    engine: sa.Engine, org: str, *, limit: int = 200, entry_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The organisation's own entries, newest first, without any identifier."""
+    e = t.ets_entries
+    where = [e.c.org == org, e.c.deleted.is_(False)]
+    if entry_id is not None:
+        where.append(e.c.id == entry_id)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                e.c.id,
+                e.c.entry_uuid,
+                e.c.tag,
+                e.c.identifier_kind,
+                e.c.needs,
+                e.c.services_given,
+                e.c.comune_istat,
+                e.c.on,
+                e.c.referred_by_social_services,
+                e.c.birth_year,
+                e.c.sex,
+            )
+            .where(*where)
+            .order_by(e.c.on.desc(), e.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [
+        {
+            **r._asdict(),
+            "needs": [x for x in r.needs.split("|") if x],
+            "services_given": [x for x in r.services_given.split("|") if x],
+        }
+        for r in rows
+    ]
+
+
+def entry_of(engine: sa.Engine, org: str, entry_id: int) -> dict[str, Any] | None:
+    rows = entries_of(engine, org, limit=1, entry_id=entry_id)
+    return rows[0] if rows else None
