@@ -160,6 +160,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
             "pseudonymised at once and never stored nor returned."
         ),
         docs_url="/api/docs",
+        swagger_ui_oauth2_redirect_url=None,
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
@@ -722,7 +723,7 @@ def _api_router(state: WebState) -> APIRouter:
         )
 
     @router.get("/entries", responses=unauthorised)
-    def list_entries(org: Annotated[str, Depends(api_org)], limit: int = 100) -> list[EntryOut]:
+    def list_entries(org: str = Depends(api_org), limit: int = 100) -> list[EntryOut]:
         """The organisation's own entries, newest first (no identifiers)."""
         limit = max(1, min(limit, 1000))
         return [out(r) for r in intake.entries_of(state.engine, org, limit=limit)]
@@ -733,7 +734,7 @@ def _api_router(state: WebState) -> APIRouter:
         responses={**unauthorised, 200: {"model": EntryCreated}, 422: {"model": ApiError}},
     )
     def create_entry(
-        entry: intake.EntryInput, org: Annotated[str, Depends(api_org)], response: Response
+        entry: intake.EntryInput, response: Response, org: str = Depends(api_org)
     ) -> EntryCreated:
         """Store an entry. The identifier is pseudonymised at once; re-sending the same
         ``entry_id`` stores nothing new (answer 200 instead of 201)."""
@@ -752,7 +753,7 @@ def _api_router(state: WebState) -> APIRouter:
         )
 
     @router.get("/entries/{entry_id}", responses={**unauthorised, 404: {"model": ApiError}})
-    def get_entry(entry_id: int, org: Annotated[str, Depends(api_org)]) -> EntryOut:
+    def get_entry(entry_id: int, org: str = Depends(api_org)) -> EntryOut:
         row = intake.entry_of(state.engine, org, entry_id)
         if row is None:
             raise HTTPException(404, "no such entry")
@@ -761,13 +762,13 @@ def _api_router(state: WebState) -> APIRouter:
     @router.delete(
         "/entries/{entry_id}", status_code=204, responses={**unauthorised, 404: {"model": ApiError}}
     )
-    def delete_entry(entry_id: int, org: Annotated[str, Depends(api_org)]) -> Response:
+    def delete_entry(entry_id: int, org: str = Depends(api_org)) -> Response:
         if not intake.delete(state.engine, entry_id, org=org):
             raise HTTPException(404, "no such entry")
         return Response(status_code=204)
 
     @router.get("/comuni", tags=["vocabularies"], responses=unauthorised)
-    def list_comuni(org: Annotated[str, Depends(api_org)]) -> list[ComuneOut]:
+    def list_comuni(org: str = Depends(api_org)) -> list[ComuneOut]:
         """The district's comuni, for ``comune_istat``."""
         return [ComuneOut(istat=c.istat, name=c.name) for c in state.comuni.values()]
 
