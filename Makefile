@@ -13,15 +13,21 @@ help:
 	@echo "make test   - install what is needed (incl. PostgreSQL) and run lint, mypy and every test"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 
+ASSETS := hub/web/static/vendor/bootstrap-italia/css/bootstrap-italia.min.css
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Bootstrap Italia from the npm registry (package.json / package-lock.json), never committed.
+$(ASSETS): package.json package-lock.json scripts/build-assets.sh
+	bash scripts/build-assets.sh
 
-demo: $(STAMP)
+install: $(STAMP) $(ASSETS)
+
+demo: $(STAMP) $(ASSETS)
 	$(BIN)/raccordo demo
 
 lint: $(STAMP)
@@ -34,8 +40,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP)
+test: $(STAMP) $(ASSETS)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
@@ -43,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) demo-workspace .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-workspace .pytest_cache .mypy_cache .ruff_cache node_modules hub/web/static/vendor

@@ -22,11 +22,11 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -44,10 +44,13 @@ from hub.web.accounts import User
 from hub.web.comuni import Comune, load_comuni, parse_comune
 from hub.web.i18n import gettext, translations
 
-HERE = Path(__file__).resolve().parent
+HERE = FilePath(__file__).resolve().parent
 STATIC = HERE / "static"
 VENDOR = STATIC / "vendor" / "bootstrap-italia"
 log = logging.getLogger("raccordo.web")
+
+#: Row ids in URLs: bounded, so a huge number is a clean 422, not a database error.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 #: Labels of the closed lists, as message ids (translated in the catalogue).
 NEED_LABELS = {
@@ -369,7 +372,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
         return RedirectResponse("/schede?salvata=1", 303)
 
     @app.get("/schede/{entry_id}", include_in_schema=False)
-    def entry_page(entry_id: int, request: Request, user: User = ets_user) -> HTMLResponse:
+    def entry_page(entry_id: RowId, request: Request, user: User = ets_user) -> HTMLResponse:
         assert user.org
         row = intake.entry_of(state.engine, user.org, entry_id)
         if row is None:
@@ -377,7 +380,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
         return render(request, "entry.html", entry=row)
 
     @app.post("/schede/{entry_id}/elimina", include_in_schema=False)
-    async def delete_entry(entry_id: int, request: Request, user: User = ets_user) -> Response:
+    async def delete_entry(entry_id: RowId, request: Request, user: User = ets_user) -> Response:
         assert user.org
         await checked_form(request)
         if not intake.delete(state.engine, entry_id, org=user.org):
@@ -461,7 +464,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
         )
 
     @app.post("/token/{token_id}/revoca", include_in_schema=False)
-    async def revoke_token(token_id: int, request: Request, user: User = ets_user) -> Response:
+    async def revoke_token(token_id: RowId, request: Request, user: User = ets_user) -> Response:
         assert user.org
         await checked_form(request)
         if not accounts.revoke_token(state.engine, user.org, token_id):
@@ -511,7 +514,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
 
     @app.post("/admin/users/{user_id}/stato", include_in_schema=False)
     async def admin_toggle_user(
-        user_id: int, request: Request, user: User = admin_user
+        user_id: RowId, request: Request, user: User = admin_user
     ) -> Response:
         form = await checked_form(request)
         if user_id == user.id:
@@ -682,7 +685,9 @@ class EntryCreated(BaseModel):
 
 
 class ApiError(BaseModel):
-    detail: str
+    #: A sentence (business rule refused, not found, unauthorised) or, for a request
+    #: that does not match the schema, FastAPI's list of validation errors.
+    detail: str | list[dict[str, Any]]
 
 
 class ComuneOut(BaseModel):
@@ -753,7 +758,7 @@ def _api_router(state: WebState) -> APIRouter:
         )
 
     @router.get("/entries/{entry_id}", responses={**unauthorised, 404: {"model": ApiError}})
-    def get_entry(entry_id: int, org: str = Depends(api_org)) -> EntryOut:
+    def get_entry(entry_id: RowId, org: str = Depends(api_org)) -> EntryOut:
         row = intake.entry_of(state.engine, org, entry_id)
         if row is None:
             raise HTTPException(404, "no such entry")
@@ -762,7 +767,7 @@ def _api_router(state: WebState) -> APIRouter:
     @router.delete(
         "/entries/{entry_id}", status_code=204, responses={**unauthorised, 404: {"model": ApiError}}
     )
-    def delete_entry(entry_id: int, org: str = Depends(api_org)) -> Response:
+    def delete_entry(entry_id: RowId, org: str = Depends(api_org)) -> Response:
         if not intake.delete(state.engine, entry_id, org=org):
             raise HTTPException(404, "no such entry")
         return Response(status_code=204)

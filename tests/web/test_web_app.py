@@ -270,7 +270,7 @@ def test_csv_upload_reports_each_row_and_never_duplicates(login: Login, web_conf
             f"cf;{CF_1};{COMUNE};food|housing;food_parcel;2026-10-03;0;;",
             f"cf;{CF_BAD};{COMUNE};food;;2026-10-03;0;;",
             f"none;;{COMUNE};;clothing;2026-10-03;0;1970;F",
-            f"none;;999999;food;;2026-10-03;1;1970;F",
+            "none;;999999;food;;2026-10-03;1;1970;F",
         ]
     ).encode("utf-8")
 
