@@ -18,7 +18,7 @@ from hub.web import accounts
 from hub.web.app import create_app
 from tests.support.workspace import make_workspace
 
-PASSWORD = "password-di-prova"  # noqa: S105
+PASSWORD = "password-di-prova"
 ORGS = """
 [organisations.CISS]
 name = "Consorzio di prova"

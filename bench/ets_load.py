@@ -1,0 +1,144 @@
+"""Load benchmark of the Third Sector intake: concurrent submissions to a running server.
+
+Starts ``raccordo serve`` (uvicorn, one process) on a temporary workspace with a
+SQLite registry, then sends N entries through the JSON API from C concurrent
+clients (each entry once, plus a share re-sent as a client retry would), and
+prints lost / duplicated counts and latency percentiles.
+
+    .venv/bin/python bench/ets_load.py [--entries 200] [--concurrency 200] [--resend 0.1]
+
+A benchmark, not a test: it prints figures; the goal (0 lost, 0 duplicated,
+p95 <= 100 ms on the project machine) is read by a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hub.demo.people import codice_fiscale  # noqa: E402
+from hub.registry import Registry  # noqa: E402
+from hub.registry import tables as t  # noqa: E402
+from hub.web import accounts  # noqa: E402
+from tests.support.web import free_port, web_workspace  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--resend", type=float, default=0.1, help="share of entries sent twice")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = web_workspace(Path(tmp) / "ws")
+        engine = Registry.open(cfg.registry_url).engine
+        token = accounts.create_token(engine, "ETS-A", "bench")
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "raccordo"),
+                "serve",
+                "--config",
+                str(cfg.path),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ},
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(f"{base}/healthz", timeout=1).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.1)
+            bodies = []
+            for i in range(args.entries):
+                cf = codice_fiscale(
+                    "Bench",
+                    f"Persona{i}",
+                    dt.date(1950 + i % 50, 1 + i % 12, 1 + i % 28),
+                    "FM"[i % 2],
+                    "F952",
+                )
+                bodies.append(
+                    {
+                        "entry_id": str(uuid.uuid4()),
+                        "identifier_kind": "cf",
+                        "identifier": cf,
+                        "comune_istat": "003106",
+                        "needs": ["food"],
+                        "services_given": ["food_parcel"],
+                        "on": "2026-11-01",
+                    }
+                )
+            sends = bodies + bodies[: int(len(bodies) * args.resend)]
+            headers = {"Authorization": f"Bearer {token}"}
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=args.concurrency)
+            session.mount("http://", adapter)
+
+            def send(body: dict[str, object]) -> tuple[float, int]:
+                t0 = time.perf_counter()
+                r = session.post(f"{base}/api/v1/entries", json=body, headers=headers, timeout=60)
+                return (time.perf_counter() - t0) * 1000, r.status_code
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                results = list(pool.map(send, sends))
+            wall = time.perf_counter() - t0
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(t.ets_entries.c.entry_uuid)).scalars().all()
+        sent_ids = {b["entry_id"] for b in bodies}
+        lost = len(sent_ids - set(stored))
+        duplicated = len(stored) - len(set(stored))
+        lat = sorted(ms for ms, _ in results)
+        codes: dict[int, int] = {}
+        for _, c in results:
+            codes[c] = codes.get(c, 0) + 1
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, int(p / 100 * len(lat)))]
+
+        print(
+            f"entries: {args.entries} unique + {len(sends) - len(bodies)} re-sent, "
+            f"concurrency {args.concurrency}, wall {wall:.2f} s "
+            f"({len(sends) / wall:.0f} req/s)"
+        )
+        print(f"status codes: {dict(sorted(codes.items()))}")
+        print(f"lost: {lost}   duplicated: {duplicated}   stored: {len(stored)}")
+        print(
+            f"latency ms: p50 {pct(50):.1f}  p95 {pct(95):.1f}  p99 {pct(99):.1f}  "
+            f"max {lat[-1]:.1f}  mean {statistics.mean(lat):.1f}"
+        )
+        print(f"goal p95 <= 100 ms: {'met' if pct(95) <= 100 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
