@@ -67,10 +67,20 @@ class ConnectorSettings(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class ObservatorySettings(BaseModel):
+    model_config = CLOSED
+
+    #: Disclosure control threshold: counts 1..k-1 are suppressed (never below 3).
+    k: Annotated[int, Field(ge=3, le=100)] = 5
+    #: Record of released tables (confidential: holds the suppressed values).
+    ledger: str = "observatory/releases.json"
+
+
 class Settings(BaseModel):
     model_config = CLOSED
 
     hub: HubSettings
+    observatory: ObservatorySettings = Field(default_factory=ObservatorySettings)
     organisations: dict[Code, OrganisationSettings] = Field(default_factory=dict)
     connectors: dict[Code, ConnectorSettings] = Field(default_factory=dict)
 
@@ -104,6 +114,14 @@ class Config:
     @property
     def keyring_key_file(self) -> Path | None:
         return self.resolve(self.hub.keyring_key_file) if self.hub.keyring_key_file else None
+
+    @property
+    def observatory(self) -> ObservatorySettings:
+        return self.settings.observatory
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.resolve(self.settings.observatory.ledger)
 
     @property
     def pseudonym_domain(self) -> str:

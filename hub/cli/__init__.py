@@ -19,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
+from hub.cli.export import app as export_app
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
 from hub.config import Config, load_config
@@ -44,6 +45,7 @@ app.add_typer(connectors_app, name="connectors")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(keys_app, name="keys")
 app.add_typer(mappings_app, name="mappings")
+app.add_typer(export_app, name="export")
 
 ConfigOpt = Annotated[
     Path | None,
