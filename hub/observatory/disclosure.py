@@ -274,6 +274,7 @@ def protect_release(
             protectable.discard(uf.find(p))
 
     suppressed_groups: set[Pos] = set()
+    primary: set[Pos] = set()
     for p in positions:
         tb, v = tables[p[0]], value_of[p]
         g = uf.find(p)
@@ -281,6 +282,7 @@ def protect_release(
             continue
         if tb.counts_people and v is not None and 0 < v < k:
             suppressed_groups.add(g)
+            primary.add(g)
         prev = ledger.values.get(vkey_of[p])
         if prev is not None and prev[1] == WITHHELD:
             suppressed_groups.add(g)
@@ -296,9 +298,30 @@ def protect_release(
     already_public = {vk for vk, (_, st) in ledger.values.items() if st == PUBLISHED}
     variables = {x for tot, parts in all_equations for x in (tot, *parts)}
 
+    members_vkeys: dict[Pos, set[str]] = defaultdict(set)
+    for vk, g in vkey_group.items():
+        members_vkeys[g].add(vk)
+
+    def group_vkeys_all(g: Pos) -> set[str]:
+        return members_vkeys[g]
+
+    # What earlier releases already give away (with nothing of this release shown): it
+    # cannot be protected any more, and needs no protecting from this release.
+    past = determined(_linear_rows(all_equations, variables - already_public))
+
+    # Hiding what is known anyway protects nothing: publish it (unless it is small, which
+    # only an unsafe earlier release could have given away), and never use it as a complement.
+    for vk in past:
+        g = vkey_group.get(vk)
+        if g is not None and g not in primary and group_vkeys_all(g) <= past:
+            suppressed_groups.discard(g)
+            protectable.discard(g)
+
     def must_stay_unknown(vk: str) -> bool:
         """Values the reader must not be able to compute: suppressed ones (now or
         before), and never-shown shares that are small or of unknown size."""
+        if vk in past:
+            return False
         if vk in vkey_group:
             return vkey_group[vk] in suppressed_groups
         if vk in hidden:
@@ -325,9 +348,7 @@ def protect_release(
     for i, (tot, parts) in enumerate(all_equations):
         for x in {tot, *parts}:
             eq_of[x].append(i)
-    group_vkeys: dict[Pos, set[str]] = defaultdict(set)
-    for vk, g in vkey_group.items():
-        group_vkeys[g].add(vk)
+    group_vkeys = members_vkeys
 
     for _round in range(100_000 if complementary else 0):
         unknown = {

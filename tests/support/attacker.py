@@ -127,3 +127,25 @@ def recover(kn: Knowledge) -> dict[str, Fraction]:
                 pivots[pv] = (nrow, pconst - c * const)
         pivots[lead] = (row, const)
     return {pv: const for pv, (row, const) in pivots.items() if len(row) == 1}
+
+
+def published_json(pt: Any) -> dict[str, Any]:
+    """The parts of a protected table the exporter writes and the attacker reads (as in
+    ``<table>.json``), for tests that protect tables without writing files."""
+    from hub.observatory.opendata import cell_json
+    from hub.observatory.table import ALL
+
+    tb = pt.spec
+    return {
+        "cells": [[cell_json(v) for v in row] for row in pt.cells],
+        "row_totals": [cell_json(v) for v in pt.row_totals],
+        "col_totals": [cell_json(v) for v in pt.col_totals],
+        "total": cell_json(pt.total),
+        "keys": {
+            "cells": [[pt.key(r, c) for c in tb.cols] for r in tb.rows],
+            "row_totals": [pt.key(r) for r in tb.rows],
+            "col_totals": [pt.key(ALL, c) for c in tb.cols],
+            "total": pt.key(),
+        },
+        "relations": [{"total": a, "parts": list(b)} for a, b in tb.relations],
+    }
