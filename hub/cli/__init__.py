@@ -20,6 +20,7 @@ from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
 from hub.cli.export import app as export_app
+from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
 from hub.config import Config, load_config
@@ -46,6 +47,7 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(keys_app, name="keys")
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(export_app, name="export")
+app.add_typer(observatory_app, name="observatory")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -114,6 +116,9 @@ def sync(
     ] = None,
     config: ConfigOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    refresh: Annotated[
+        bool, typer.Option(help="Refresh the observatory's pre-computed tables afterwards.")
+    ] = True,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
     from hub.pipeline import Pipeline, RunProgress, iter_connectors, open_keyring
@@ -156,6 +161,10 @@ def sync(
                 continue
         for s in summaries:
             _print_run(s)
+    if refresh:
+        from hub.observatory.aggregates import refresh as refresh_observatory
+
+        refresh_observatory(registry.engine)
     registry.close()
     if failed:
         raise typer.Exit(7)

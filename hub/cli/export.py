@@ -71,3 +71,35 @@ def opendata(
         f"k = {cfg.observatory.k}) to [bold]{result.folder}[/bold]"
     )
     console.print(f"Release recorded in {cfg.ledger_path} (confidential: do not publish it).")
+
+
+observatory_app = typer.Typer(help="The observatory's pre-computed tables.", no_args_is_help=True)
+
+
+@observatory_app.command("refresh")
+def observatory_refresh(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
+            envvar="RACCORDO_CONFIG",
+        ),
+    ] = None,
+) -> None:
+    """Recompute the indicator tables for every year with data (`sync` does it too)."""
+    import time
+
+    from hub.config import load_config
+    from hub.observatory.aggregates import refresh
+    from hub.registry import Registry
+
+    cfg = load_config(config)
+    registry = Registry.open(cfg.registry_url)
+    start = time.perf_counter()
+    try:
+        n = refresh(registry.engine)
+    finally:
+        registry.close()
+    console.print(f"Stored {n} indicator tables in {time.perf_counter() - start:.1f} s.")

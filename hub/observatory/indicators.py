@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hub.observatory.table import ALL, GridBuilder, Period, Table
+from hub.observatory.table import ALL, GridBuilder, Period, Table, column_of, row_of
 from hub.registry import tables as t
 from hub.schema import OrganisationKind
 
@@ -135,7 +135,12 @@ def _org_headings(conn: sa.Connection, codes: Iterable[str]) -> list[str]:
 
 # -- interventions ------------------------------------------------------------------
 def interventions(
-    engine: sa.Engine, period: Period, *, org: str | None = None, by: str = "area"
+    engine: sa.Engine,
+    period: Period,
+    *,
+    org: str | None = None,
+    by: str = "area",
+    use_cache: bool = True,
 ) -> list[Table]:
     """Interventions in the period by ISTAT area (``by="area"``) or by area and SIUSS
     prestazione code (``by="service"``), × organisation.
@@ -145,14 +150,56 @@ def interventions(
     """
     if by not in ("area", "service"):
         raise ValueError("by must be 'area' or 'service'")
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, f"iv.{by}", period, org)
+        if hit is not None:
+            return hit
+    district = _interventions(engine, period, by)
+    return district if org is None else slice_interventions(district, org)
+
+
+def slice_interventions(district: list[Table], org: str) -> list[Table]:
+    """One organisation's interventions tables, cut from the district's (same keys)."""
+    from dataclasses import replace
+
+    n = district[0]
+    if org not in n.cols:
+        return [
+            replace(
+                tb,
+                rows=(),
+                row_headings=(),
+                cols=(org,),
+                col_headings=(org,),
+                cells=(),
+                row_totals=(),
+                col_totals=(0,),
+                total=0,
+                fixed=(*tb.fixed, ("org", org)),
+                pattern=(tb.pattern or "").rsplit("|", 1)[0] + f"|{org}",
+                relations=(),
+                hidden=(),
+            )
+            for tb in district
+        ]
+    j = n.cols.index(org)
+    rows = [r for r, row in zip(n.rows, n.cells, strict=True) if row[j]]
+    out = [column_of(tb, org, rows) for tb in district]
+    if n.row_dim == "area_code":
+        out = [_with_area_relations(tb) for tb in out]
+    return out
+
+
+def _interventions(engine: sa.Engine, period: Period, by: str) -> list[Table]:
+    """The district tables: five grouped scans of the interventions in the period."""
     iv = t.interventions
     if by == "area":
         row_cols: list[sa.ColumnElement[Any]] = [iv.c.area]
     else:
         row_cols = [iv.c.area, iv.c.service_code]
     where = [_iv_in_period(period)]
-    if org:
-        where.append(iv.c.org == org)
 
     def rkey(r: Any) -> str:
         return str(r[0]) if by == "area" else f"{r[0]}/{r[1]}"
@@ -180,40 +227,28 @@ def interventions(
             n[k] = int(r[-3])
             people[k] = int(r[-2])
             euro[k] = Decimal(r[-1] or 0)
-        if org:
-            people_row = {r: v for (r, _), v in people.items()}
-            people_total = int(
-                conn.execute(
-                    sa.select(sa.func.count(sa.distinct(iv.c.subject))).where(*where)
-                ).scalar_one()
-            )
-            people_col = {org: people_total}
-        else:
-            for r in conn.execute(
-                sa.select(*row_cols, sa.func.count(sa.distinct(iv.c.subject)))
-                .where(*where)
-                .group_by(*row_cols)
-            ):
-                people_row[rkey(r)] = int(r[-1])
-            for o, v in conn.execute(
-                sa.select(iv.c.org, sa.func.count(sa.distinct(iv.c.subject)))
-                .where(*where)
-                .group_by(iv.c.org)
-            ):
-                people_col[str(o)] = int(v)
-            people_total = int(
-                conn.execute(
-                    sa.select(sa.func.count(sa.distinct(iv.c.subject))).where(*where)
-                ).scalar_one()
-            )
+        for r in conn.execute(
+            sa.select(*row_cols, sa.func.count(sa.distinct(iv.c.subject)))
+            .where(*where)
+            .group_by(*row_cols)
+        ):
+            people_row[rkey(r)] = int(r[-1])
+        for o, v in conn.execute(
+            sa.select(iv.c.org, sa.func.count(sa.distinct(iv.c.subject)))
+            .where(*where)
+            .group_by(iv.c.org)
+        ):
+            people_col[str(o)] = int(v)
+        people_total = int(
+            conn.execute(
+                sa.select(sa.func.count(sa.distinct(iv.c.subject))).where(*where)
+            ).scalar_one()
+        )
         orgs = organisations(conn)
-        if org:
-            cols = [org]
-        else:
-            cols = sorted(
-                {o for _, o in n}
-                | {c for c, (_, kind) in orgs.items() if kind == OrganisationKind.ENTE_GESTORE}
-            )
+        cols = sorted(
+            {o for _, o in n}
+            | {c for c, (_, kind) in orgs.items() if kind == OrganisationKind.ENTE_GESTORE}
+        )
         col_headings = _org_headings(conn, cols)
     rows = sorted({r for r, _ in n})
     if by == "area":
@@ -223,8 +258,8 @@ def interventions(
             f"{AREA_HEADINGS.get(r.split('/')[0], r.split('/')[0])} · {r.split('/')[1]}"
             for r in rows
         ]
-    fixed = (("org", org),) if org else ()
-    pattern = f"interventi.{by}|{scope}|{org or ALL}"
+    fixed: tuple[tuple[str, str], ...] = ()
+    pattern = f"interventi.{by}|{scope}|{ALL}"
     row_dim = "area" if by == "area" else "area_code"
     row_label = "Area di utenza" if by == "area" else "Area di utenza · codice prestazione SIUSS"
     what = "per area di utenza" if by == "area" else "per prestazione SIUSS"
@@ -313,7 +348,9 @@ def _with_area_relations(table: Table) -> Table:
 
 
 # -- Third Sector needs and services -----------------------------------------------
-def third_sector(engine: sa.Engine, period: Period, *, org: str | None = None) -> list[Table]:
+def third_sector(
+    engine: sa.Engine, period: Period, *, org: str | None = None, use_cache: bool = True
+) -> list[Table]:
     """Need signals of Third Sector organisations in the period.
 
     * contacts (signals) by comune × month (additive);
@@ -323,6 +360,12 @@ def third_sector(engine: sa.Engine, period: Period, *, org: str | None = None) -
     A signal citing two needs counts under both (need tables are not additive).
     Anonymous contacts (no subject) count like the others.
     """
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "ets", period, org)
+        if hit is not None:
+            return hit
     tables = _third_sector(engine, period, org)
     if org is not None:
         return tables
@@ -443,7 +486,7 @@ def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Ta
 
 
 # -- overlaps -----------------------------------------------------------------------
-def overlaps(engine: sa.Engine, period: Period) -> list[Table]:
+def overlaps(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> list[Table]:
     """People followed in the period by public services and/or the Third Sector, and by
     more than one consortium, counted on district-domain pseudonyms.
 
@@ -452,6 +495,12 @@ def overlaps(engine: sa.Engine, period: Period) -> list[Table]:
     entity. *Third Sector*: subjects of need signals dated in the period at an
     ETS. Anonymous contacts cannot be matched and are not counted here.
     """
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "ov", period, None)
+        if hit is not None:
+            return hit
     ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
     with engine.connect() as conn:
         scope = scope_of(conn, period)
@@ -533,13 +582,19 @@ def overlaps(engine: sa.Engine, period: Period) -> list[Table]:
 
 
 # -- coverage -----------------------------------------------------------------------
-def coverage(engine: sa.Engine, period: Period) -> Table:
+def coverage(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> Table:
     """Organisations that supplied data in the period / organisations registered, by kind.
 
     An organisation *supplied data in the period* when the registry holds at
     least one of its records dated in the period (a case episode or an
     intervention in the period, an assessment or a need signal dated in it).
     """
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "cov", period, None)
+        if hit:
+            return hit[0]
     ce, iv, asmt, ns = t.case_episodes, t.interventions, t.assessments, t.need_signals
     with engine.connect() as conn:
         scope = scope_of(conn, period)
@@ -587,12 +642,20 @@ def coverage_ratio(table: Table) -> float | None:
 
 
 # -- prese in carico ----------------------------------------------------------------
-def prese_in_carico_table(engine: sa.Engine, year: int, *, org: str | None = None) -> Table:
+def prese_in_carico_table(
+    engine: sa.Engine, year: int, *, org: str | None = None, use_cache: bool = True
+) -> Table:
     """The prese-in-carico table (see :mod:`hub.observatory.prese_in_carico`) as a Table:
     one row per organisation (or the one asked for), groups as columns, *utenti* as row
     totals; the district's distinct people as column totals."""
     from hub.observatory.prese_in_carico import GROUPS, HEADINGS, prese_in_carico
 
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "pic", Period.year(year), org)
+        if hit:
+            return hit[0]
     with engine.connect() as conn:
         scope = scope_of(conn, Period.year(year))
         orgs = organisations(conn)
@@ -637,6 +700,11 @@ def prese_in_carico_table(engine: sa.Engine, year: int, *, org: str | None = Non
         notes="Row totals are utenti (a person changing group counts in each group, once in "
         "the total); column and grand totals are the district's distinct people.",
     )
+
+
+def slice_prese_in_carico(district: Table, org: str) -> Table:
+    """One organisation's row of the district prese-in-carico table, as its own table."""
+    return row_of(district, org)
 
 
 def release_tables(engine: sa.Engine, period: Period, *, org: str | None = None) -> list[Table]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -203,3 +204,68 @@ class GridBuilder:
             total=self.total,
             **kw,  # type: ignore[arg-type]
         )
+
+
+def table_to_dict(tb: Table) -> dict[str, object]:
+    """A JSON-ready form of a table (see :func:`table_from_dict`)."""
+    from dataclasses import asdict
+
+    return asdict(tb)
+
+
+def table_from_dict(data: dict[str, Any]) -> Table:
+    def tup(v: Any) -> Any:
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return Table(**{k: tup(v) for k, v in data.items()})
+
+
+def column_of(tb: Table, col: str, rows: Sequence[str] | None = None) -> Table:
+    """One column of a district table as that column's own table (e.g. one organisation's
+    interventions): cells and row totals are the column, totals the column total. Rows
+    where the column is zero are dropped. Valid when the column dimension is fixed for the
+    new table (its keys then match the district table's). ``rows`` keeps those rows instead
+    (tables sharing a suppression pattern must keep the same grid)."""
+    from dataclasses import replace
+
+    j = tb.cols.index(col)
+    if rows is None:
+        keep = [i for i, row in enumerate(tb.cells) if row[j]]
+    else:
+        keep = [tb.rows.index(r) for r in rows]
+    cells = tuple((tb.cells[i][j],) for i in keep)
+    return replace(
+        tb,
+        rows=tuple(tb.rows[i] for i in keep),
+        row_headings=tuple(tb.row_headings[i] for i in keep),
+        cols=(col,),
+        col_headings=(tb.col_headings[j],),
+        cells=cells,
+        row_totals=tuple(c[0] for c in cells),
+        col_totals=(tb.col_totals[j],),
+        total=tb.col_totals[j],
+        fixed=(*tb.fixed, (tb.col_dim, col)),
+        pattern=(tb.pattern.rsplit("|", 1)[0] + f"|{col}") if tb.pattern else None,
+        relations=(),
+        hidden=(),
+    )
+
+
+def row_of(tb: Table, row: str) -> Table:
+    """One row of a table as its own table (the transpose case of :func:`column_of`)."""
+    from dataclasses import replace
+
+    i = tb.rows.index(row)
+    return replace(
+        tb,
+        rows=(row,),
+        row_headings=(tb.row_headings[i],),
+        cells=(tb.cells[i],),
+        row_totals=(tb.row_totals[i],),
+        col_totals=tb.cells[i],
+        total=tb.row_totals[i],
+        fixed=(*tb.fixed, (tb.row_dim, row)),
+        pattern=(tb.pattern.rsplit("|", 1)[0] + f"|{row}") if tb.pattern else None,
+        relations=(),
+        hidden=(),
+    )

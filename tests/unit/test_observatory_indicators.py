@@ -266,3 +266,37 @@ def test_prese_in_carico_table(registry: Registry) -> None:
 def test_split_codes() -> None:
     assert split_codes("food| housing||food") == ["food", "housing"]
     assert split_codes("") == [] and split_codes(None) == []
+
+
+def test_refreshed_tables_are_the_live_tables(registry: Registry) -> None:
+    from hub.observatory.aggregates import cached, is_fresh, refresh
+
+    live = {
+        org: release_tables(registry.engine, Y22, org=org)
+        for org in (None, "A", "B", "C", "E1", "E2")
+    }
+    live21 = release_tables(registry.engine, Period.year(2021))
+    stored = refresh(registry.engine)
+    assert stored > 0 and is_fresh(registry.engine)
+    assert cached(registry.engine, "iv.area", Y22, None) is not None
+    for org, tables in live.items():
+        assert release_tables(registry.engine, Y22, org=org) == tables, org
+    assert release_tables(registry.engine, Period.year(2021)) == live21
+    # A sync after the refresh makes the store stale: the functions compute again.
+    with registry.engine.begin() as conn:
+        conn.execute(
+            t.runs.insert().values(
+                connector="x",
+                connector_type="x",
+                org="A",
+                mapping="m",
+                mapping_version="1",
+                started_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                status="succeeded",
+            )
+        )
+        _iv(conn, "A", "p9", "A1.01", "FAM", D(2022, 8, 1))
+    assert not is_fresh(registry.engine)
+    assert cached(registry.engine, "iv.area", Y22, None) is None
+    n, _, _ = interventions(registry.engine, Y22)
+    assert n.total == 6
