@@ -187,3 +187,18 @@ def test_determined_on_small_systems() -> None:
         == set()
     )
     assert determined([{"a": 1, "b": -1}, {"a": 1, "b": 1}]) == {"a", "b"}
+
+
+def test_configured_k(tmp_path: Path) -> None:
+    from hub.config import load_config
+    from hub.errors import ConfigError
+
+    cfg = tmp_path / "raccordo.toml"
+    cfg.write_text('[hub]\ndistrict = "D"\n')
+    assert load_config(cfg).observatory.k == 5
+    assert load_config(cfg).ledger_path == tmp_path / "observatory" / "releases.json"
+    cfg.write_text('[hub]\ndistrict = "D"\n[observatory]\nk = 7\n')
+    assert load_config(cfg).observatory.k == 7
+    cfg.write_text('[hub]\ndistrict = "D"\n[observatory]\nk = 2\n')
+    with pytest.raises(ConfigError, match=r"observatory\.k"):
+        load_config(cfg)
