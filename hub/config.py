@@ -82,8 +82,6 @@ class WebSettings(BaseModel):
     #: Failed logins allowed per user name and address in ``login_window_minutes``.
     login_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     login_window_minutes: Annotated[int, Field(ge=1, le=1440)] = 15
-    #: Smallest cell shown in aggregates given back to organisations (never below 3).
-    k: Annotated[int, Field(ge=3, le=100)] = 5
     #: CSV of the district's comuni (columns istat, municipality[, pop]); the built-in
     #: list is the province of Novara used by the demo.
     comuni_file: str | None = None
@@ -91,11 +89,21 @@ class WebSettings(BaseModel):
     max_upload_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 2_000_000
 
 
+class ObservatorySettings(BaseModel):
+    model_config = CLOSED
+
+    #: Disclosure control threshold: counts 1..k-1 are suppressed (never below 3).
+    k: Annotated[int, Field(ge=3, le=100)] = 5
+    #: Record of released tables (confidential: holds the suppressed values).
+    ledger: str = "observatory/releases.json"
+
+
 class Settings(BaseModel):
     model_config = CLOSED
 
     hub: HubSettings
     web: WebSettings = Field(default_factory=WebSettings)
+    observatory: ObservatorySettings = Field(default_factory=ObservatorySettings)
     organisations: dict[Code, OrganisationSettings] = Field(default_factory=dict)
     connectors: dict[Code, ConnectorSettings] = Field(default_factory=dict)
 
@@ -129,6 +137,14 @@ class Config:
     @property
     def keyring_key_file(self) -> Path | None:
         return self.resolve(self.hub.keyring_key_file) if self.hub.keyring_key_file else None
+
+    @property
+    def observatory(self) -> ObservatorySettings:
+        return self.settings.observatory
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.resolve(self.settings.observatory.ledger)
 
     @property
     def pseudonym_domain(self) -> str:

@@ -19,6 +19,8 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
+from hub.cli.export import app as export_app
+from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.web import serve as serve_command
@@ -48,6 +50,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
+app.add_typer(export_app, name="export")
+app.add_typer(observatory_app, name="observatory")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -116,6 +120,9 @@ def sync(
     ] = None,
     config: ConfigOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    refresh: Annotated[
+        bool, typer.Option(help="Refresh the observatory's pre-computed tables afterwards.")
+    ] = True,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
     from hub.pipeline import Pipeline, RunProgress, iter_connectors, open_keyring
@@ -158,6 +165,10 @@ def sync(
                 continue
         for s in summaries:
             _print_run(s)
+    if refresh:
+        from hub.observatory.aggregates import refresh as refresh_observatory
+
+        refresh_observatory(registry.engine)
     registry.close()
     if failed:
         raise typer.Exit(7)

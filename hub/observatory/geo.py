@@ -105,13 +105,19 @@ def svg_map(
     known = [v for v in values.values() if v is not None]
     bounds = classes(known)
 
+    def shade(i: int) -> str:
+        """Palette colour of class ``i`` of ``len(bounds)``, spread over the palette."""
+        if len(bounds) <= 1:
+            return PALETTE[0] if not bounds or bounds[0] == 0 else PALETTE[len(PALETTE) // 2]
+        return PALETTE[round(i * (len(PALETTE) - 1) / (len(bounds) - 1))]
+
     def colour(v: float | None) -> str:
         if v is None:
             return MISSING
         for i, b in enumerate(bounds):
             if v <= b:
-                return PALETTE[min(i + len(PALETTE) - len(bounds), len(PALETTE) - 1)]
-        return PALETTE[-1]
+                return shade(i)
+        return shade(len(bounds) - 1)
 
     parts: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + legend_h}" '
@@ -135,9 +141,8 @@ def svg_map(
     y = height + 8
     items: list[tuple[str, str]] = []
     low = 0.0
-    offset = len(PALETTE) - len(bounds)
     for i, b in enumerate(bounds):
-        items.append((PALETTE[i + offset], f"{low:.1f} – {b:.1f}".replace(".", ",")))
+        items.append((shade(i), f"{low:.1f} – {b:.1f}".replace(".", ",")))
         low = b
     items.append(("url(#hatch)", missing_label))
     for fill, text in items:

@@ -284,3 +284,30 @@ api_tokens = sa.Table(
     sa.Column("revoked", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# -- observatory pre-aggregates (hub.observatory.aggregates.refresh) -------------------
+#: Indicator tables pre-computed per calendar year after each sync (JSON of
+#: :class:`hub.observatory.table.Table`), so that dashboard queries read one row instead
+#: of scanning millions. ``org`` is ``*`` for the district.
+obs_tables = sa.Table(
+    "obs_tables",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("year", sa.SmallInteger, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("org", CODE, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.UniqueConstraint("kind", "year", "org"),
+)
+
+#: When the pre-aggregates were last computed, and the last sync run they include.
+obs_refresh = sa.Table(
+    "obs_refresh",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_run_id", sa.Integer, nullable=False),
+    sa.Column("first_year", sa.SmallInteger),
+    sa.Column("last_year", sa.SmallInteger),
+)

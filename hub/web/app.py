@@ -390,7 +390,9 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
     @app.get("/restituzione", include_in_schema=False)
     def restituzione_page(request: Request, user: User = ets_user) -> HTMLResponse:
         assert user.org
-        data = restituzione.build(state.engine, user.org, state.comuni, k=web.k)
+        data = restituzione.build(
+            state.engine, user.org, state.comuni, k=config.settings.observatory.k
+        )
         return render(request, "restituzione.html", r=data)
 
     # -- ETS: CSV upload ---------------------------------------------------------------
@@ -534,16 +536,33 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
 
     # -- analyst --------------------------------------------------------------------------
     @app.get("/cruscotto", include_in_schema=False)
-    def dashboard(request: Request, user: User = analyst_user) -> HTMLResponse:
-        from hub.observatory.prese_in_carico import (
-            HEADINGS,
-            prese_in_carico,
-            years_with_data,
-        )
+    def dashboard_page(
+        request: Request,
+        user: User = analyst_user,
+        anno: int | None = None,
+        org: str | None = None,
+        comune: str | None = None,
+    ) -> HTMLResponse:
+        from hub.web import dashboard
 
-        years = years_with_data(state.engine, user.org)[-5:]
-        rows = prese_in_carico(state.engine, years, org=user.org)
-        return render(request, "dashboard.html", rows=rows, headings=HEADINGS)
+        all_orgs = [
+            (str(o["code"]), str(o["name"]))
+            for o in accounts.list_organisations(state.engine)
+            if o["kind"] in ("ente_gestore", "ets")
+        ]
+        # An analyst bound to a consortium sees that consortium only, whatever the URL says.
+        chosen = user.org if user.org else (org or None)
+        if chosen and chosen not in {c for c, _ in all_orgs}:
+            chosen = None
+        data = dashboard.build(
+            state.engine,
+            state.comuni,
+            year=anno,
+            org=chosen,
+            comune=parse_comune(comune, state.comuni) if comune else None,
+            orgs=[] if user.org else all_orgs,
+        )
+        return render(request, "dashboard.html", d=data)
 
     # -- JSON API ---------------------------------------------------------------------------
     app.include_router(_api_router(state))

@@ -42,3 +42,11 @@ def test_classes_and_rates() -> None:
         "b": None,
         "c": None,
     }
+
+
+def test_all_zero_values_are_drawn_in_the_lightest_shade() -> None:
+    comuni = load_comuni()
+    found = shapes(list(comuni)[:5])
+    svg = svg_map(found, dict.fromkeys(found, 0.0), {}, title="T", unit="u")
+    fills = set(re.findall(r'<path d="[^"]+" fill="([^"]+)"', svg))
+    assert fills == {"#deebf7"}

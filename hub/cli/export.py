@@ -1,0 +1,105 @@
+"""``raccordo export``: tables that leave the registry, after disclosure control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Export published tables (after disclosure control).", no_args_is_help=True)
+console = Console()
+
+
+@app.command("opendata")
+def opendata(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
+            envvar="RACCORDO_CONFIG",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: opendata/<period>[-<org>]).")
+    ] = None,
+    year: Annotated[
+        int | None, typer.Option(help="Calendar year (default: the latest year with data).")
+    ] = None,
+    org: Annotated[
+        str | None, typer.Option(help="One organisation (default: the whole district).")
+    ] = None,
+) -> None:
+    """Suppressed CSV and JSON for every published table, with a data dictionary."""
+    from hub.config import load_config
+    from hub.errors import ConfigError
+    from hub.observatory.disclosure import Ledger
+    from hub.observatory.indicators import latest_year
+    from hub.observatory.opendata import export_opendata
+    from hub.observatory.table import Period
+    from hub.registry import Registry
+
+    cfg = load_config(config)
+    if org and org not in cfg.settings.organisations:
+        raise ConfigError(
+            f"no organisation {org!r}",
+            where=str(cfg.path),
+            hint="known: " + ", ".join(cfg.settings.organisations),
+        )
+    registry = Registry.open(cfg.registry_url)
+    try:
+        y = year or latest_year(registry.engine)
+        if y is None:
+            raise ConfigError(
+                "the registry holds no dated records: nothing to export",
+                where="--year",
+                hint="run `raccordo sync` first, or pass --year",
+            )
+        period = Period.year(y)
+        folder = out or cfg.base_dir / "opendata" / (period.label + (f"-{org}" if org else ""))
+        ledger = Ledger.load(cfg.ledger_path)
+        result = export_opendata(
+            registry.engine, folder, period, org=org, k=cfg.observatory.k, ledger=ledger
+        )
+    finally:
+        registry.close()
+    console.print(
+        f"Wrote {result.tables} tables ({result.suppressed} values suppressed, "
+        f"k = {cfg.observatory.k}) to [bold]{result.folder}[/bold]"
+    )
+    console.print(f"Release recorded in {cfg.ledger_path} (confidential: do not publish it).")
+
+
+observatory_app = typer.Typer(help="The observatory's pre-computed tables.", no_args_is_help=True)
+
+
+@observatory_app.command("refresh")
+def observatory_refresh(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
+            envvar="RACCORDO_CONFIG",
+        ),
+    ] = None,
+) -> None:
+    """Recompute the indicator tables for every year with data (`sync` does it too)."""
+    import time
+
+    from hub.config import load_config
+    from hub.observatory.aggregates import refresh
+    from hub.registry import Registry
+
+    cfg = load_config(config)
+    registry = Registry.open(cfg.registry_url)
+    start = time.perf_counter()
+    try:
+        n = refresh(registry.engine)
+    finally:
+        registry.close()
+    console.print(f"Stored {n} indicator tables in {time.perf_counter() - start:.1f} s.")

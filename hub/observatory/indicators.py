@@ -1,0 +1,755 @@
+"""Observatory indicators: pure functions of the registry, returning :class:`Table`.
+
+Every function takes an engine (or connection source), a :class:`Period` and
+optionally one organisation (``org``); without it the table covers the whole
+district, with one column per organisation and the district in the totals.
+Definitions are in docs/indicators.md; the important ones:
+
+* an **intervention is in the period** when it started on or before the end of
+  the period and has not ended before its start (``started_on <= end`` and
+  ``ended_on`` empty or ``>= start``); its whole amount counts (no pro rata);
+* **people** are distinct subject pseudonyms. CF/STP/ENI pseudonyms are in the
+  district domain, so a person known to two organisations is one person in the
+  district totals; LOCAL ids are pseudonymised in each organisation's own
+  namespace and never match across organisations (such a person counts once
+  per organisation: a known over-count, never an under-count);
+* a **need signal is in the period** when its date ``on`` is in it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import combinations
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub.observatory.table import ALL, GridBuilder, Period, Table, column_of, row_of
+from hub.registry import tables as t
+from hub.schema import OrganisationKind
+
+#: ISTAT aree di utenza (headings shown in tables).
+AREA_HEADINGS = {
+    "FAM": "Famiglia e minori",
+    "DIS": "Disabili",
+    "ADD": "Dipendenze",
+    "ELD": "Anziani",
+    "IMMNOM": "Immigrati, Rom, Sinti e Caminanti",
+    "POV": "Povertà e disagio adulti",
+    "MULBEN": "Multiutenza",
+}
+
+NEED_HEADINGS = {
+    "economic": "Economico",
+    "housing": "Abitativo",
+    "work": "Lavoro",
+    "food": "Alimentare",
+    "health": "Salute",
+    "loneliness": "Solitudine",
+    "family": "Familiare",
+    "legal": "Legale",
+    "other": "Altro",
+}
+
+SERVICE_HEADINGS = {
+    "food_parcel": "Pacco alimentare",
+    "clothing": "Vestiario",
+    "listening": "Ascolto",
+    "housing_support": "Supporto abitativo",
+    "job_orientation": "Orientamento al lavoro",
+    "legal_help": "Aiuto legale",
+    "educational": "Educativo",
+    "goods": "Beni",
+    "transport": "Trasporto",
+    "other": "Altro",
+}
+
+#: Separator of the closed-list codes in need_signals.needs / services_given.
+CODE_SEPARATOR = "|"
+
+
+# -- helpers ------------------------------------------------------------------------
+def district_code(conn: sa.Connection) -> str:
+    code = conn.execute(sa.select(t.districts.c.code).order_by(t.districts.c.code)).scalar()
+    return str(code) if code else "DISTRETTO"
+
+
+def scope_of(conn: sa.Connection, period: Period) -> str:
+    return f"{district_code(conn)}|{period.label}"
+
+
+def organisations(conn: sa.Connection) -> dict[str, tuple[str, str]]:
+    """Registered organisations: code -> (name, kind)."""
+    o = t.organisations
+    return {
+        str(code): (str(name), str(kind))
+        for code, name, kind in conn.execute(sa.select(o.c.code, o.c.name, o.c.kind))
+    }
+
+
+def ets_orgs(conn: sa.Connection) -> set[str]:
+    return {c for c, (_, kind) in organisations(conn).items() if kind == OrganisationKind.ETS}
+
+
+def split_codes(value: str | None) -> list[str]:
+    """The codes of a ``needs`` / ``services_given`` cell (``"food|housing"``), deduplicated."""
+    out: list[str] = []
+    for part in (value or "").split(CODE_SEPARATOR):
+        part = part.strip()
+        if part and part not in out:
+            out.append(part)
+    return out
+
+
+def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
+    iv = t.interventions
+    return sa.and_(
+        iv.c.started_on <= period.end,
+        sa.or_(iv.c.ended_on.is_(None), iv.c.ended_on >= period.start),
+    )
+
+
+def _ce_in_period(period: Period) -> sa.ColumnElement[bool]:
+    ce = t.case_episodes
+    return sa.and_(
+        ce.c.opened_on <= period.end,
+        sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= period.start),
+    )
+
+
+def _ns_in_period(period: Period) -> sa.ColumnElement[bool]:
+    ns = t.need_signals
+    return sa.and_(ns.c.on >= period.start, ns.c.on <= period.end)
+
+
+def _euros(value: Any) -> int:
+    return int(Decimal(value or 0).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _org_headings(conn: sa.Connection, codes: Iterable[str]) -> list[str]:
+    names = organisations(conn)
+    return [names.get(c, (c, ""))[0] for c in codes]
+
+
+# -- interventions ------------------------------------------------------------------
+def interventions(
+    engine: sa.Engine,
+    period: Period,
+    *,
+    org: str | None = None,
+    by: str = "area",
+    use_cache: bool = True,
+) -> list[Table]:
+    """Interventions in the period by ISTAT area (``by="area"``) or by area and SIUSS
+    prestazione code (``by="service"``), × organisation.
+
+    Three tables sharing one suppression pattern: number of interventions,
+    distinct people, amounts (whole euros).
+    """
+    if by not in ("area", "service"):
+        raise ValueError("by must be 'area' or 'service'")
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, f"iv.{by}", period, org)
+        if hit is not None:
+            return hit
+    district = _interventions(engine, period, by)
+    return district if org is None else slice_interventions(district, org)
+
+
+def slice_interventions(district: list[Table], org: str) -> list[Table]:
+    """One organisation's interventions tables, cut from the district's (same keys)."""
+    from dataclasses import replace
+
+    n = district[0]
+    if org not in n.cols:
+        return [
+            replace(
+                tb,
+                rows=(),
+                row_headings=(),
+                cols=(org,),
+                col_headings=(org,),
+                cells=(),
+                row_totals=(),
+                col_totals=(0,),
+                total=0,
+                fixed=(*tb.fixed, ("org", org)),
+                pattern=(tb.pattern or "").rsplit("|", 1)[0] + f"|{org}",
+                relations=(),
+                hidden=(),
+            )
+            for tb in district
+        ]
+    j = n.cols.index(org)
+    rows = [r for r, row in zip(n.rows, n.cells, strict=True) if row[j]]
+    out = [column_of(tb, org, rows) for tb in district]
+    if n.row_dim == "area_code":
+        out = [_with_area_relations(tb) for tb in out]
+    return out
+
+
+def _interventions(engine: sa.Engine, period: Period, by: str) -> list[Table]:
+    """The district tables: five grouped scans of the interventions in the period."""
+    iv = t.interventions
+    if by == "area":
+        row_cols: list[sa.ColumnElement[Any]] = [iv.c.area]
+    else:
+        row_cols = [iv.c.area, iv.c.service_code]
+    where = [_iv_in_period(period)]
+
+    def rkey(r: Any) -> str:
+        return str(r[0]) if by == "area" else f"{r[0]}/{r[1]}"
+
+    n: dict[tuple[str, str], int] = {}
+    euro: dict[tuple[str, str], Decimal] = {}
+    people: dict[tuple[str, str], int] = {}
+    people_row: dict[str, int] = {}
+    people_col: dict[str, int] = {}
+    with engine.connect() as conn:
+        scope = scope_of(conn, period)
+        q = (
+            sa.select(
+                *row_cols,
+                iv.c.org,
+                sa.func.count(),
+                sa.func.count(sa.distinct(iv.c.subject)),
+                sa.func.sum(iv.c.amount),
+            )
+            .where(*where)
+            .group_by(*row_cols, iv.c.org)
+        )
+        for r in conn.execute(q):
+            k = (rkey(r), str(r[len(row_cols)]))
+            n[k] = int(r[-3])
+            people[k] = int(r[-2])
+            euro[k] = Decimal(r[-1] or 0)
+        for r in conn.execute(
+            sa.select(*row_cols, sa.func.count(sa.distinct(iv.c.subject)))
+            .where(*where)
+            .group_by(*row_cols)
+        ):
+            people_row[rkey(r)] = int(r[-1])
+        for o, v in conn.execute(
+            sa.select(iv.c.org, sa.func.count(sa.distinct(iv.c.subject)))
+            .where(*where)
+            .group_by(iv.c.org)
+        ):
+            people_col[str(o)] = int(v)
+        people_total = int(
+            conn.execute(
+                sa.select(sa.func.count(sa.distinct(iv.c.subject))).where(*where)
+            ).scalar_one()
+        )
+        orgs = organisations(conn)
+        cols = sorted(
+            {o for _, o in n}
+            | {c for c, (_, kind) in orgs.items() if kind == OrganisationKind.ENTE_GESTORE}
+        )
+        col_headings = _org_headings(conn, cols)
+    rows = sorted({r for r, _ in n})
+    if by == "area":
+        row_headings = [AREA_HEADINGS.get(r, r) for r in rows]
+    else:
+        row_headings = [
+            f"{AREA_HEADINGS.get(r.split('/')[0], r.split('/')[0])} · {r.split('/')[1]}"
+            for r in rows
+        ]
+    fixed: tuple[tuple[str, str], ...] = ()
+    pattern = f"interventi.{by}|{scope}|{ALL}"
+    row_dim = "area" if by == "area" else "area_code"
+    row_label = "Area di utenza" if by == "area" else "Area di utenza · codice prestazione SIUSS"
+    what = "per area di utenza" if by == "area" else "per prestazione SIUSS"
+    common: dict[str, Any] = {
+        "scope": scope,
+        "row_dim": row_dim,
+        "row_label": row_label,
+        "col_dim": "org",
+        "col_label": "Ente",
+        "pattern": pattern,
+        "fixed": fixed,
+    }
+
+    out = []
+    # Number of interventions (additive).
+    g = GridBuilder(rows, cols, dict(n))
+    g.sums()
+    tn = g.table(
+        id=f"interventi_{by}_numero",
+        title=f"Interventi {what} ({period.label})",
+        unit="interventi",
+        measure="interventi.n",
+        row_headings=row_headings,
+        col_headings=col_headings,
+        counts_people=False,
+        **common,
+    )
+    # Amounts in whole euros: cells and totals rounded separately.
+    ge = GridBuilder(rows, cols, {k: _euros(v) for k, v in euro.items()})
+    ge.row_totals = {
+        r: _euros(sum((v for (rr, _), v in euro.items() if rr == r), Decimal(0))) for r in rows
+    }
+    ge.col_totals = {
+        c: _euros(sum((v for (_, cc), v in euro.items() if cc == c), Decimal(0))) for c in cols
+    }
+    ge.total = _euros(sum(euro.values(), Decimal(0)))
+    te = ge.table(
+        id=f"interventi_{by}_importi",
+        title=f"Importi degli interventi {what}, euro ({period.label})",
+        unit="euro",
+        measure="interventi.euro",
+        row_headings=row_headings,
+        col_headings=col_headings,
+        counts_people=False,
+        notes="Whole amount of each intervention in the period, rounded to the euro per cell.",
+        **common,
+    )
+    # Distinct people (not additive: a person can have interventions in two areas).
+    gp = GridBuilder(rows, cols, dict(people), people_row, people_col, people_total)
+    tp = gp.table(
+        id=f"interventi_{by}_persone",
+        title=f"Persone con interventi {what} ({period.label})",
+        unit="persone",
+        measure="interventi.persone",
+        row_headings=row_headings,
+        col_headings=col_headings,
+        additive=False,
+        **common,
+    )
+    if by == "service":
+        tn, te, tp = (_with_area_relations(x) for x in (tn, te, tp))
+    out = [tn, tp, te]
+    return out
+
+
+def _with_area_relations(table: Table) -> Table:
+    """Area cells (of the by-area table) = sum of the area's code rows: a published identity."""
+    by_area: dict[str, list[str]] = defaultdict(list)
+    for r in table.rows:
+        by_area[r.split("/")[0]].append(r)
+    rels: list[tuple[str, tuple[str, ...]]] = []
+    fixed = dict(table.fixed)
+    from hub.observatory.table import key_of
+
+    for area, rows in by_area.items():
+        for c in (*table.cols, ALL):
+            dims = {**fixed, "area": area}
+            if c != ALL:
+                dims[table.col_dim] = c
+            rels.append(
+                (key_of(table.scope, table.measure, dims), tuple(table.key(r, c) for r in rows))
+            )
+    from dataclasses import replace
+
+    return replace(table, relations=tuple(rels))
+
+
+# -- Third Sector needs and services -----------------------------------------------
+def third_sector(
+    engine: sa.Engine, period: Period, *, org: str | None = None, use_cache: bool = True
+) -> list[Table]:
+    """Need signals of Third Sector organisations in the period.
+
+    * contacts (signals) by comune × month (additive);
+    * signals citing each need, by comune and by month;
+    * signals with each service given, by comune and by month.
+
+    A signal citing two needs counts under both (need tables are not additive).
+    Anonymous contacts (no subject) count like the others.
+    """
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "ets", period, org)
+        if hit is not None:
+            return hit
+    tables = _third_sector(engine, period, org)
+    if org is not None:
+        return tables
+    with engine.connect() as conn:
+        ets = sorted(ets_orgs(conn))
+    shares = {o: _third_sector(engine, period, o) for o in ets}
+    return [_with_shares(tb, [shares[o][i] for o in ets]) for i, tb in enumerate(tables)]
+
+
+def _with_shares(district: Table, shares: list[Table]) -> Table:
+    """Each district value = the sum of the entities' values: a true identity a reader
+    of per-entity tables could use, with the entities' values (hidden here)."""
+    from dataclasses import replace
+
+    rels: list[tuple[str, tuple[str, ...]]] = []
+    hidden: dict[str, int | None] = {}
+    for r, c, _ in district.positions():
+        parts = []
+        for sh in shares:
+            key = sh.key(r, c)
+            parts.append(key)
+            try:
+                hidden[key] = sh.value(r, c)
+            except ValueError:  # row or column the entity has no data for
+                hidden[key] = 0
+        rels.append((district.key(r, c), tuple(parts)))
+    return replace(district, relations=(*district.relations, *rels), hidden=tuple(hidden.items()))
+
+
+def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Table]:
+    ns = t.need_signals
+    with engine.connect() as conn:
+        scope = scope_of(conn, period)
+        ets = ets_orgs(conn)
+        month = sa.func.extract("year", ns.c.on) * 100 + sa.func.extract("month", ns.c.on)
+        q = (
+            sa.select(ns.c.comune_istat, month, ns.c.needs, ns.c.services_given, sa.func.count())
+            .where(_ns_in_period(period))
+            .group_by(ns.c.comune_istat, month, ns.c.needs, ns.c.services_given)
+        )
+        if org:
+            q = q.where(ns.c.org == org)
+        else:
+            q = q.where(ns.c.org.in_(sorted(ets)) if ets else sa.false())
+        rows: list[tuple[str, int, str, str, int]] = [
+            (str(c), int(m), str(nd or ""), str(sv or ""), int(k))
+            for c, m, nd, sv, k in conn.execute(q)
+        ]
+    months = period.months()
+    comuni = sorted({r[0] for r in rows})
+    fixed = (("org", org),) if org else ()
+    base: dict[str, Any] = {"scope": scope, "fixed": fixed}
+
+    def mlabel(m: int) -> str:
+        return f"{m // 100:04d}-{m % 100:02d}"
+
+    contacts = GridBuilder(comuni, months)
+    for c, m, _, _, k in rows:
+        contacts.cells[(c, mlabel(m))] = contacts.cells.get((c, mlabel(m)), 0) + k
+    contacts.sums()
+    out = [
+        contacts.table(
+            id="ets_contatti_comune_mese",
+            title=f"Contatti del Terzo Settore per comune e mese ({period.label})",
+            unit="contatti",
+            measure="ets.contatti",
+            row_dim="comune",
+            row_label="Comune (ISTAT)",
+            col_dim="mese",
+            col_label="Mese",
+            pattern=f"ets.contatti|{scope}|{org or ALL}",
+            **base,
+        )
+    ]
+    for field, headings, name, label in (
+        (2, NEED_HEADINGS, "bisogni", "Bisogno"),
+        (3, SERVICE_HEADINGS, "servizi", "Servizio dato"),
+    ):
+        texts = [r[2] if field == 2 else r[3] for r in rows]
+        codes = sorted({code for text in texts for code in split_codes(text)})
+        for dim, dim_values, dim_label in (
+            ("comune", comuni, "Comune (ISTAT)"),
+            ("mese", months, "Mese"),
+        ):
+            g = GridBuilder(codes, list(dim_values))
+            row_tot: dict[str, int] = defaultdict(int)
+            col_tot: dict[str, int] = defaultdict(int)
+            for r, text in zip(rows, texts, strict=True):
+                col = r[0] if dim == "comune" else mlabel(r[1])
+                its = split_codes(text)
+                for code in its:
+                    g.cells[(code, col)] = g.cells.get((code, col), 0) + r[4]
+                    row_tot[code] += r[4]
+                if its:
+                    col_tot[col] += r[4]
+            g.row_totals, g.col_totals = dict(row_tot), dict(col_tot)
+            g.total = sum(r[4] for r, text in zip(rows, texts, strict=True) if split_codes(text))
+            out.append(
+                g.table(
+                    id=f"ets_{name}_{dim}",
+                    title=f"Contatti del Terzo Settore per {label.lower()} e {dim} "
+                    f"({period.label})",
+                    unit="contatti",
+                    measure=f"ets.{name}",
+                    row_dim=name,
+                    row_label=label,
+                    row_headings=[headings.get(c, c) for c in codes],
+                    col_dim=dim,
+                    col_label=dim_label,
+                    additive=False,
+                    pattern=f"ets.{name}.{dim}|{scope}|{org or ALL}",
+                    notes="A contact citing several codes counts under each; totals count "
+                    "contacts with at least one code.",
+                    **base,
+                )
+            )
+    return out
+
+
+# -- overlaps -----------------------------------------------------------------------
+def overlaps(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> list[Table]:
+    """People followed in the period by public services and/or the Third Sector, and by
+    more than one consortium, counted on district-domain pseudonyms.
+
+    *Public services*: subjects with a case episode active in the period or an
+    intervention in the period, at an organisation that is not a Third Sector
+    entity. *Third Sector*: subjects of need signals dated in the period at an
+    ETS. Anonymous contacts cannot be matched and are not counted here.
+    """
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "ov", period, None)
+        if hit is not None:
+            return hit
+    ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
+    with engine.connect() as conn:
+        scope = scope_of(conn, period)
+        orgs = organisations(conn)
+        ets = {c for c, (_, k) in orgs.items() if k == OrganisationKind.ETS}
+        public_q = sa.union(
+            sa.select(ce.c.subject, ce.c.org).where(_ce_in_period(period)),
+            sa.select(iv.c.subject, iv.c.org).where(_iv_in_period(period)),
+        ).subquery()
+        public: dict[str, set[str]] = defaultdict(set)
+        for subject, o in conn.execute(sa.select(public_q.c.subject, public_q.c.org)):
+            if o not in ets:
+                public[str(subject)].add(str(o))
+        third = {
+            str(s)
+            for (s,) in conn.execute(
+                sa.select(ns.c.subject)
+                .where(_ns_in_period(period), ns.c.subject.is_not(None))
+                .where(ns.c.org.in_(sorted(ets)) if ets else sa.false())
+                .distinct()
+            )
+        }
+    pub = set(public)
+    kinds = ["solo_pubblico", "pubblico_e_ets", "solo_ets"]
+    g = GridBuilder(kinds, ["persone"])
+    g.cells = {
+        ("solo_pubblico", "persone"): len(pub - third),
+        ("pubblico_e_ets", "persone"): len(pub & third),
+        ("solo_ets", "persone"): len(third - pub),
+    }
+    g.sums()
+    t1 = g.table(
+        id="sovrapposizioni_pubblico_ets",
+        title=f"Persone seguite dai servizi pubblici e dal Terzo Settore ({period.label})",
+        unit="persone",
+        scope=scope,
+        measure="persone.seguite",
+        row_dim="seguite_da",
+        row_label="Seguite da",
+        row_headings=[
+            "Solo servizi pubblici",
+            "Servizi pubblici e Terzo Settore",
+            "Solo Terzo Settore",
+        ],
+        col_dim="misura",
+        col_label="",
+        col_headings=["Persone"],
+        pattern=f"sovrapposizioni|{scope}",
+    )
+    consortia = sorted({o for os_ in public.values() for o in os_})
+    pairs = [f"{a}+{b}" for a, b in combinations(consortia, 2)]
+    gc = GridBuilder([*pairs, "2+"], ["persone"])
+    for a, b in combinations(consortia, 2):
+        gc.cells[(f"{a}+{b}", "persone")] = sum(1 for s in public.values() if {a, b} <= s)
+    gc.cells[("2+", "persone")] = sum(1 for s in public.values() if len(s) >= 2)
+    gc.row_totals = {r: gc.cells[(r, "persone")] for r in gc.rows}
+    gc.col_totals = {"persone": gc.cells[("2+", "persone")]}
+    gc.total = gc.cells[("2+", "persone")]
+    names = {c: orgs.get(c, (c, ""))[0] for c in consortia}
+    t2 = gc.table(
+        id="sovrapposizioni_consorzi",
+        title=f"Persone seguite da più enti pubblici ({period.label})",
+        unit="persone",
+        scope=scope,
+        measure="persone.multiente",
+        row_dim="enti",
+        row_label="Enti",
+        row_headings=[
+            *(f"{names[a]} e {names[b]}" for a, b in combinations(consortia, 2)),
+            "Due o più enti",
+        ],
+        col_dim="misura",
+        col_label="",
+        col_headings=["Persone"],
+        additive=False,
+        pattern=f"multiente|{scope}",
+    )
+    return [t1, t2]
+
+
+# -- coverage -----------------------------------------------------------------------
+def coverage(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> Table:
+    """Organisations that supplied data in the period / organisations registered, by kind.
+
+    An organisation *supplied data in the period* when the registry holds at
+    least one of its records dated in the period (a case episode or an
+    intervention in the period, an assessment or a need signal dated in it).
+    """
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "cov", period, None)
+        if hit:
+            return hit[0]
+    ce, iv, asmt, ns = t.case_episodes, t.interventions, t.assessments, t.need_signals
+    with engine.connect() as conn:
+        scope = scope_of(conn, period)
+        orgs = organisations(conn)
+        q = sa.union(
+            sa.select(ce.c.org).where(_ce_in_period(period)),
+            sa.select(iv.c.org).where(_iv_in_period(period)),
+            sa.select(asmt.c.org).where(
+                asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
+            ),
+            sa.select(ns.c.org).where(_ns_in_period(period)),
+        )
+        supplied = {str(o) for (o,) in conn.execute(q)}
+    kinds = [k.value for k in OrganisationKind if k != OrganisationKind.DISTRICT]
+    g = GridBuilder(kinds, ["registrate", "con_dati"])
+    for code, (_, kind) in orgs.items():
+        if kind not in kinds:
+            continue
+        g.cells[(kind, "registrate")] = g.cells.get((kind, "registrate"), 0) + 1
+        if code in supplied:
+            g.cells[(kind, "con_dati")] = g.cells.get((kind, "con_dati"), 0) + 1
+    g.sums()
+    return g.table(
+        id="copertura_fornitori",
+        title=f"Enti che hanno fornito dati ({period.label})",
+        unit="enti",
+        scope=scope,
+        measure="enti",
+        row_dim="tipo",
+        row_label="Tipo di ente",
+        row_headings=["Enti gestori", "Enti del Terzo Settore"],
+        col_dim="stato",
+        col_label="",
+        col_headings=["Registrati", "Con dati nel periodo"],
+        counts_people=False,
+        sensitive=False,
+        notes="Organisations, not people: not subject to disclosure control.",
+    )
+
+
+def coverage_ratio(table: Table) -> float | None:
+    """Share of registered organisations that supplied data (None when none registered)."""
+    registered, supplied = table.col_totals
+    return None if not registered else (supplied or 0) / registered
+
+
+# -- prese in carico ----------------------------------------------------------------
+def prese_in_carico_table(
+    engine: sa.Engine, year: int, *, org: str | None = None, use_cache: bool = True
+) -> Table:
+    """The prese-in-carico table (see :mod:`hub.observatory.prese_in_carico`) as a Table:
+    one row per organisation (or the one asked for), groups as columns, *utenti* as row
+    totals; the district's distinct people as column totals."""
+    from hub.observatory.prese_in_carico import GROUPS, HEADINGS, prese_in_carico
+
+    if use_cache:
+        from hub.observatory.aggregates import cached
+
+        hit = cached(engine, "pic", Period.year(year), org)
+        if hit:
+            return hit[0]
+    with engine.connect() as conn:
+        scope = scope_of(conn, Period.year(year))
+        orgs = organisations(conn)
+    ce = t.case_episodes
+    with engine.connect() as conn:
+        with_data = sorted(
+            str(o) for (o,) in conn.execute(sa.select(ce.c.org).distinct()) if o is not None
+        )
+    rows = [org] if org else with_data
+    cols = [*GROUPS, "eta_ignota"]
+    g = GridBuilder(rows, cols)
+    for r in rows:
+        (res,) = prese_in_carico(engine, [year], org=r)
+        d = res.as_dict()
+        for c in cols:
+            g.cells[(r, c)] = d[c]
+        g.row_totals[r] = res.utenti
+    if org:
+        g.col_totals = {c: g.cells[(org, c)] for c in cols}
+        g.total = g.row_totals[org]
+    else:
+        (dist,) = prese_in_carico(engine, [year])
+        dd = dist.as_dict()
+        g.col_totals = {c: dd[c] for c in cols}
+        g.total = dist.utenti
+    return g.table(
+        id="prese_in_carico",
+        title=f"Prese in carico al 31 ottobre {year}",
+        unit="persone",
+        scope=scope,
+        measure="prese_in_carico",
+        row_dim="org",
+        row_label="Ente",
+        row_headings=[orgs.get(r, (r, ""))[0] for r in rows],
+        col_dim="gruppo",
+        col_label="Gruppo",
+        col_headings=[HEADINGS[c] for c in cols],
+        additive=False,
+        # One organisation's table shares keys with the district's row for it.
+        fixed=(("org", org),) if org else (),
+        pattern=f"prese_in_carico|{scope}|{org or ALL}",
+        notes="Row totals are utenti (a person changing group counts in each group, once in "
+        "the total); column and grand totals are the district's distinct people.",
+    )
+
+
+def slice_prese_in_carico(district: Table, org: str) -> Table:
+    """One organisation's row of the district prese-in-carico table, as its own table."""
+    return row_of(district, org)
+
+
+def release_tables(engine: sa.Engine, period: Period, *, org: str | None = None) -> list[Table]:
+    """Every table the observatory publishes for a period (and organisation)."""
+    out: list[Table] = []
+    if _is_year(period):
+        out.append(prese_in_carico_table(engine, period.start.year, org=org))
+    out += interventions(engine, period, org=org, by="area")
+    out += interventions(engine, period, org=org, by="service")
+    if org is None:
+        out += third_sector(engine, period)
+        out += overlaps(engine, period)
+        out.append(coverage(engine, period))
+    else:
+        with engine.connect() as conn:
+            if org in ets_orgs(conn):
+                out += third_sector(engine, period, org=org)
+    return out
+
+
+def _is_year(period: Period) -> bool:
+    return period == Period.year(period.start.year)
+
+
+__all__ = [
+    "Period",
+    "Table",
+    "coverage",
+    "interventions",
+    "overlaps",
+    "prese_in_carico_table",
+    "release_tables",
+    "third_sector",
+]
+
+
+def latest_year(engine: sa.Engine) -> int | None:
+    """The latest calendar year in which the registry has a case episode, an intervention
+    or a need signal starting."""
+    ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
+    with engine.connect() as conn:
+        dates = [
+            conn.execute(sa.select(sa.func.max(ce.c.opened_on))).scalar(),
+            conn.execute(sa.select(sa.func.max(iv.c.started_on))).scalar(),
+            conn.execute(sa.select(sa.func.max(ns.c.on))).scalar(),
+        ]
+    years = [d.year for d in dates if d is not None]
+    return max(years) if years else None

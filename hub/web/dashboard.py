@@ -1,0 +1,169 @@
+"""The analyst's dashboard: every indicator table, a bar chart of each, two maps.
+
+Analysts see the registry's values (disclosure control applies to what leaves
+the analyst role: exports, restituzione); an analyst bound to a consortium sees
+that consortium's tables. Charts and maps are SVG drawn on the server: no
+script, no network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from hub.observatory.geo import rates_per_1000, shapes, svg_map
+from hub.observatory.indicators import latest_year, release_tables
+from hub.observatory.table import Period, Table
+from hub.registry import tables as t
+from hub.web.comuni import Comune
+from hub.web.i18n import gettext
+
+
+@dataclass
+class Dashboard:
+    year: int | None
+    years: list[int]
+    org: str | None
+    orgs: list[tuple[str, str]]
+    comune: str | None
+    tables: list[Table] = field(default_factory=list)
+    charts: dict[str, str] = field(default_factory=dict)
+    maps: list[tuple[str, str]] = field(default_factory=list)
+    comune_panel: list[tuple[str, int]] = field(default_factory=list)
+
+
+def people_in_charge_by_comune(
+    engine: sa.Engine, year: int, org: str | None = None
+) -> dict[str, int]:
+    """Distinct people with a presa in carico active in the year, by comune of residence."""
+    ce, s = t.case_episodes, t.subjects
+    start, end = dt.date(year, 1, 1), dt.date(year, 12, 31)
+    q = (
+        sa.select(s.c.residence_comune_istat, sa.func.count(sa.distinct(ce.c.subject)))
+        .select_from(ce.join(s, sa.and_(s.c.subject == ce.c.subject, s.c.org == ce.c.org)))
+        .where(
+            ce.c.opened_on <= end,
+            sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= start),
+            s.c.residence_comune_istat.isnot(None),
+        )
+        .group_by(s.c.residence_comune_istat)
+    )
+    if org:
+        q = q.where(ce.c.org == org)
+    with engine.connect() as conn:
+        return {c: int(n) for c, n in conn.execute(q).all()}
+
+
+def signals_by_comune(engine: sa.Engine, year: int) -> dict[str, int]:
+    ns = t.need_signals
+    q = (
+        sa.select(ns.c.comune_istat, sa.func.count())
+        .where(ns.c.on >= dt.date(year, 1, 1), ns.c.on <= dt.date(year, 12, 31))
+        .group_by(ns.c.comune_istat)
+    )
+    with engine.connect() as conn:
+        return {c: int(n) for c, n in conn.execute(q).all()}
+
+
+def comune_needs(engine: sa.Engine, year: int, comune: str) -> list[tuple[str, int]]:
+    ns = t.need_signals
+    q = sa.select(ns.c.needs).where(
+        ns.c.comune_istat == comune,
+        ns.c.on >= dt.date(year, 1, 1),
+        ns.c.on <= dt.date(year, 12, 31),
+    )
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for (needs,) in conn.execute(q):
+            for n in needs.split("|"):
+                if n:
+                    counts[n] = counts.get(n, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def svg_bars(labels: list[str], values: list[int | None], *, title: str) -> str:
+    """A horizontal bar chart (SVG) of non-missing values."""
+    items = [(lab, v) for lab, v in zip(labels, values, strict=True) if v is not None][:20]
+    if not items:
+        return ""
+    top = max(v for _, v in items) or 1
+    row, label_w, bar_w = 22, 210, 330
+    height = row * len(items) + 8
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {label_w + bar_w + 70} {height}" '
+        f'role="img" aria-label="{html.escape(title)}" class="raccordo-chart">'
+    ]
+    for i, (lab, v) in enumerate(items):
+        y = 4 + i * row
+        w = max(1.0, bar_w * v / top)
+        short = lab if len(lab) <= 30 else lab[:29] + "…"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 15}" font-size="12" text-anchor="end" '
+            f'fill="#17324d">{html.escape(short)}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="15" fill="#0066cc">'
+            f"<title>{html.escape(lab)}: {v}</title></rect>"
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12" '
+            f'fill="#17324d">{v:,}</text>'.replace(",", ".")
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def build(
+    engine: sa.Engine,
+    comuni: dict[str, Comune],
+    *,
+    year: int | None,
+    org: str | None,
+    comune: str | None,
+    orgs: list[tuple[str, str]],
+) -> Dashboard:
+    last = latest_year(engine)
+    years = list(range(last - 4, last + 1)) if last else []
+    year = year if year in years else last
+    d = Dashboard(year=year, years=years, org=org, orgs=orgs, comune=comune)
+    if year is None:
+        return d
+    d.tables = release_tables(engine, Period.year(year), org=org)
+    for tb in d.tables:
+        d.charts[tb.id] = svg_bars(list(tb.row_headings), list(tb.row_totals), title=tb.title)
+    names = {c: v.name for c, v in comuni.items()}
+    population = {c: v.population for c, v in comuni.items()}
+    geo = shapes(comuni)
+    unit = gettext("per 1,000 residents")
+    signals_title = gettext("Third Sector signals per 1,000 residents, %(year)s") % {"year": year}
+    people_title = gettext(
+        "People in charge of the social services per 1,000 residents, %(year)s"
+    ) % {"year": year}
+    d.maps.append(
+        (
+            signals_title,
+            svg_map(
+                geo,
+                rates_per_1000(signals_by_comune(engine, year), population),
+                names,
+                title=signals_title,
+                unit=unit,
+                missing_label=gettext("no data"),
+            ),
+        )
+    )
+    d.maps.append(
+        (
+            people_title,
+            svg_map(
+                geo,
+                rates_per_1000(people_in_charge_by_comune(engine, year, org), population),
+                names,
+                title=people_title,
+                unit=unit,
+                missing_label=gettext("no data"),
+            ),
+        )
+    )
+    if comune in comuni:
+        d.comune_panel = comune_needs(engine, year, comune)
+    return d

@@ -1,0 +1,111 @@
+"""The analyst's dashboard on the demo district: tables, maps, filters, and who may see it.
+
+Also a browser test: Chromium opens the dashboard and its map; screenshots go to
+docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from rich.console import Console
+
+from hub.config import Config, load_config
+from hub.demo import run_demo
+from hub.demo.district import SEED_TABLE
+from hub.demo.ets import DEMO_PASSWORD
+from hub.registry import Registry
+from hub.web import accounts
+from hub.web.app import create_app
+from tests.support.web import live_server
+from tests.web.conftest import csrf_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_dashboard")]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    ws = Path(tmp_path_factory.mktemp("dash")) / "demo"
+    run_demo(ws, serve=False, console=Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    cfg = load_config(ws / "raccordo.toml")
+    engine = Registry.open(cfg.registry_url).engine
+    accounts.create_user(engine, "analista-ciss", DEMO_PASSWORD, "analyst", "CISS-BORGO")
+    return cfg
+
+
+def _client(cfg: Config, username: str) -> TestClient:
+    c = TestClient(create_app(cfg), base_url="http://127.0.0.1")
+    page = c.get("/login")
+    r = c.post(
+        "/login",
+        data={"username": username, "password": DEMO_PASSWORD, "csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    return c
+
+
+def test_district_dashboard_shows_tables_and_two_maps(demo: Config) -> None:
+    c = _client(demo, "analista")
+    page = c.get("/cruscotto?anno=2022")
+    assert page.status_code == 200
+    html = page.text
+    maps = re.findall(r'<svg[^>]*class="raccordo-map"', html)
+    assert len(maps) == 2
+    assert html.count("data-istat=") == 2 * 87  # every comune of the province, twice
+    for table_id in (
+        "prese_in_carico",
+        "interventi_area_numero",
+        "ets_contatti_comune_mese",
+        "sovrapposizioni_pubblico_ets",
+        "copertura_fornitori",
+    ):
+        assert f'id="t-{table_id}"' in html, table_id
+    assert "CC-BY-4.0" in html
+    # CISS Borgomanero's seed table, through the organisation filter.
+    ciss = c.get("/cruscotto?anno=2022&org=CISS-BORGO").text
+    section = ciss.split('id="t-prese_in_carico"', 1)[1].split("</section>", 1)[0]
+    assert str(SEED_TABLE[2022][-2]).replace("3374", "3.374") in section
+
+
+def test_a_consortium_analyst_sees_only_that_consortium(demo: Config) -> None:
+    c = _client(demo, "analista-ciss")
+    own = c.get("/cruscotto?anno=2022").text
+    forced = c.get("/cruscotto?anno=2022&org=CBV").text
+    assert 'id="org"' not in own  # no organisation filter to choose from
+    section = forced.split('id="t-prese_in_carico"', 1)[1].split("</section>", 1)[0]
+    assert "3.374" in section  # still CISS Borgomanero's figures, not CBV's
+
+
+def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
+    c = _client(demo, "caritas")
+    assert c.get("/cruscotto").status_code == 403
+
+
+@pytest.mark.browser
+def test_dashboard_and_map_in_chromium(demo: Config) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.web.test_browser import ARGS, CHROMIUM, SCREENSHOTS
+
+    with live_server(demo) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="it-IT")
+        page.goto(f"{base}/login")
+        page.get_by_label("Nome utente").fill("analista")
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Accedi").click()
+        page.wait_for_url(f"{base}/cruscotto")
+        page.get_by_label("Anno", exact=True).select_option("2022")
+        page.get_by_label("Comune").fill("Novara (003106)")
+        page.get_by_role("button", name="Mostra").click()
+        page.wait_for_url(re.compile(r".*comune=.*"))
+        assert page.locator("svg.raccordo-map").count() == 2
+        assert page.locator("#comune-panel").is_visible()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=False)
+        page.locator("#maps").screenshot(path=str(SCREENSHOTS / "dashboard-map.png"))
+        browser.close()
