@@ -73,6 +73,89 @@ def opendata(
     console.print(f"Release recorded in {cfg.ledger_path} (confidential: do not publish it).")
 
 
+@app.command("report")
+def report(
+    comune: Annotated[
+        str | None, typer.Option(help="ISTAT code of a comune of the district (6 digits).")
+    ] = None,
+    org: Annotated[str | None, typer.Option(help="Code of an organisation.")] = None,
+    year: Annotated[
+        int | None, typer.Option(help="Calendar year (default: the latest year with data).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: reports/).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
+            envvar="RACCORDO_CONFIG",
+        ),
+    ] = None,
+) -> None:
+    """A restituzione report (HTML and PDF) for one comune or one organisation, with the
+    same disclosure control as the open-data export, recorded in the ledger."""
+    from hub.config import load_config
+    from hub.errors import ConfigError
+    from hub.observatory.disclosure import Ledger
+    from hub.observatory.indicators import latest_year
+    from hub.observatory.report import build_report
+    from hub.registry import Registry
+    from hub.web.comuni import load_comuni
+
+    if (comune is None) == (org is None):
+        raise ConfigError(
+            "say which report: --comune ISTAT or --org CODE (one of them)", where="options"
+        )
+    cfg = load_config(config)
+    web = cfg.settings.web
+    comuni = load_comuni(cfg.resolve(web.comuni_file) if web.comuni_file else None)
+    if comune is not None and comune not in comuni:
+        raise ConfigError(
+            f"{comune!r} is not a comune of the district",
+            where="--comune",
+            hint="use the six-digit ISTAT code, e.g. 003106 for Novara",
+        )
+    if org is not None and org not in cfg.settings.organisations:
+        raise ConfigError(
+            f"no organisation {org!r}",
+            where=str(cfg.path),
+            hint="known: " + ", ".join(cfg.settings.organisations),
+        )
+    registry = Registry.open(cfg.registry_url)
+    try:
+        y = year or latest_year(registry.engine)
+        if y is None:
+            raise ConfigError(
+                "the registry holds no dated records: nothing to report",
+                where="--year",
+                hint="run `raccordo sync` first, or pass --year",
+            )
+        result = build_report(
+            registry.engine,
+            out or cfg.base_dir / "reports",
+            year=y,
+            comuni=comuni,
+            k=cfg.observatory.k,
+            ledger=Ledger.load(cfg.ledger_path),
+            district_name=cfg.hub.district_name or cfg.hub.district,
+            org=org,
+            comune=comune,
+            org_name=cfg.settings.organisations[org].name if org else None,
+        )
+    finally:
+        registry.close()
+    console.print(
+        f"Wrote {result.html} ({result.tables} tables, {result.suppressed} values suppressed, "
+        f"k = {cfg.observatory.k})"
+    )
+    if result.pdf:
+        console.print(f"Wrote {result.pdf}")
+    else:
+        console.print(f"[yellow]No PDF: {result.pdf_problem}[/yellow]")
+    console.print(f"Release recorded in {cfg.ledger_path} (confidential: do not publish it).")
+
+
 observatory_app = typer.Typer(help="The observatory's pre-computed tables.", no_args_is_help=True)
 
 

@@ -85,6 +85,7 @@ def svg_map(
     unit: str,
     width: int = 640,
     missing_label: str = "non disponibile o meno di k",
+    highlight: str | None = None,
 ) -> str:
     """A choropleth of ``values`` (None: missing or suppressed) as an SVG document."""
     pts = [p for s in shapes_by_code.values() for ring in s.rings for p in ring]
@@ -137,6 +138,14 @@ def svg_map(
         parts.append(
             f'<path d="{d}" fill="{fill}" stroke="#ffffff" stroke-width="0.8" '
             f'fill-rule="evenodd" data-istat="{code}"><title>{html.escape(label)}</title></path>'
+        )
+    if highlight is not None and highlight in shapes_by_code:
+        ring_d = " ".join(
+            "M" + " L".join(xy(p) for p in ring) + " Z" for ring in shapes_by_code[highlight].rings
+        )
+        parts.append(
+            f'<path d="{ring_d}" fill="none" stroke="#d1344c" stroke-width="2.5" '
+            f'class="highlight"/>'
         )
     y = height + 8
     items: list[tuple[str, str]] = []

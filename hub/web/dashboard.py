@@ -127,7 +127,11 @@ def build(
     d = Dashboard(year=year, years=years, org=org, orgs=orgs, comune=comune)
     if year is None:
         return d
-    d.tables = release_tables(engine, Period.year(year), org=org)
+    from hub.observatory.report import with_comune_names
+
+    d.tables = [
+        with_comune_names(tb, comuni) for tb in release_tables(engine, Period.year(year), org=org)
+    ]
     for tb in d.tables:
         d.charts[tb.id] = svg_bars(list(tb.row_headings), list(tb.row_totals), title=tb.title)
     names = {c: v.name for c, v in comuni.items()}

@@ -1,0 +1,206 @@
+"""*Restituzione* reports for a comune or an organisation, in HTML and PDF.
+
+The tables are the observatory's own (:func:`hub.observatory.indicators.release_tables`):
+for an organisation, its tables; for a comune, the district tables sliced to that
+comune (same keys, so disclosure control sees they are the district's cells).
+Everything goes through :func:`hub.observatory.disclosure.protect_release` with
+the ledger of earlier releases, exactly like the open-data export; the report
+is recorded in the ledger. Charts are SVG; the PDF is printed by headless
+Chromium (Debian's package, the one the browser tests use) when it is installed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from hub.observatory.disclosure import (
+    SUPPRESSED,
+    Ledger,
+    ProtectedTable,
+    Value,
+    protect_release,
+)
+from hub.observatory.geo import rates_per_1000, shapes, svg_map
+from hub.observatory.indicators import release_tables
+from hub.observatory.table import Period, Table, column_of, row_of
+from hub.web.comuni import Comune
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    html: Path
+    pdf: Path | None
+    tables: int
+    suppressed: int
+    pdf_problem: str = ""
+
+
+def with_comune_names(tb: Table, comuni: dict[str, Comune]) -> Table:
+    """Show comuni by name (keys keep the ISTAT codes, so disclosure control is unchanged)."""
+    from dataclasses import replace
+
+    def names(codes: tuple[str, ...], headings: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(
+            comuni[c].name if c in comuni else h for c, h in zip(codes, headings, strict=True)
+        )
+
+    if tb.row_dim == "comune":
+        tb = replace(tb, row_headings=names(tb.rows, tb.row_headings))
+    if tb.col_dim == "comune":
+        tb = replace(tb, col_headings=names(tb.cols, tb.col_headings))
+    return tb
+
+
+def comune_tables(district: list[Table], comune: str) -> list[Table]:
+    """The district tables that have the comune as a row or a column, sliced to it."""
+    out: list[Table] = []
+    for tb in district:
+        if tb.row_dim == "comune" and comune in tb.rows:
+            out.append(row_of(tb, comune))
+        elif tb.col_dim == "comune" and comune in tb.cols:
+            out.append(column_of(tb, comune))
+    return out
+
+
+def _bars(pt: ProtectedTable) -> str:
+    """Bar chart of the shown row totals (suppressed ones are left out, and said so)."""
+    from hub.web.dashboard import svg_bars
+
+    labels = list(pt.spec.row_headings)
+    values: list[int | None] = [v if isinstance(v, int) else None for v in pt.row_totals]
+    return svg_bars(labels, values, title=pt.spec.title)
+
+
+def cell(v: Value, k: int) -> str:
+    if v is SUPPRESSED:
+        return f"<{k}"
+    if v is None:
+        return "—"
+    return f"{v:,}".replace(",", ".")
+
+
+def build_report(
+    engine: sa.Engine,
+    out_dir: Path,
+    *,
+    year: int,
+    comuni: dict[str, Comune],
+    k: int,
+    ledger: Ledger,
+    district_name: str,
+    org: str | None = None,
+    comune: str | None = None,
+    org_name: str | None = None,
+) -> ReportResult:
+    if (org is None) == (comune is None):
+        raise ValueError("a report is for one comune or one organisation")
+    period = Period.year(year)
+    if org is not None:
+        tables = [tb for tb in release_tables(engine, period, org=org) if tb.sensitive]
+        subject = org_name or org
+        slug = f"org-{org}"
+    else:
+        assert comune is not None
+        district = [tb for tb in release_tables(engine, period) if tb.sensitive]
+        tables = comune_tables(district, comune)
+        subject = comuni[comune].name if comune in comuni else comune
+        slug = f"comune-{comune}"
+    tables = [with_comune_names(tb, comuni) for tb in tables]
+    release = protect_release(tables, k, ledger)
+    map_svg = ""
+    if comune is not None and release.tables:
+        # The comune's contacts per 1,000 residents beside the other comuni, from the same
+        # protected district table (suppressed comuni are hatched, not coloured).
+        contacts = next(
+            (tb for tb in release_tables(engine, period) if tb.id == "ets_contatti_comune_mese"),
+            None,
+        )
+        if contacts is not None:
+            protected = protect_release([contacts], k, ledger).tables[0]
+            counts = {
+                r: (v if isinstance(v, int) else None)
+                for r, v in zip(contacts.rows, protected.row_totals, strict=True)
+            }
+            map_svg = svg_map(
+                shapes(comuni),
+                rates_per_1000(counts, {c: v.population for c, v in comuni.items()}),
+                {c: v.name for c, v in comuni.items()},
+                title=f"Contatti del Terzo Settore ogni 1.000 residenti, {year}",
+                unit="ogni 1.000 residenti",
+                missing_label=f"nessun dato o meno di {k}",
+                highlight=comune,
+            )
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape())
+    env.globals["cell"] = cell
+    html = env.get_template("report.html").render(
+        subject=subject,
+        kind="org" if org else "comune",
+        year=year,
+        district_name=district_name,
+        tables=release.tables,
+        charts={pt.spec.id: _bars(pt) for pt in release.tables},
+        map_svg=map_svg,
+        k=k,
+        created=dt.date.today().strftime("%d/%m/%Y"),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / f"restituzione-{slug}-{year}.html"
+    html_path.write_text(html, encoding="utf-8")
+    ledger.record(release, f"report {slug} {year}")
+    pdf_path, problem = print_pdf(html_path)
+    return ReportResult(
+        html_path,
+        pdf_path,
+        len(release.tables),
+        sum(len(p.suppressed) for p in release.tables),
+        problem,
+    )
+
+
+def find_chromium() -> str | None:
+    for name in CHROMIUM_CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def print_pdf(html_path: Path) -> tuple[Path | None, str]:
+    """Print the HTML to PDF with headless Chromium; (None, why) when it cannot."""
+    chromium = find_chromium()
+    if chromium is None:
+        return None, "Chromium is not installed (apt-get install chromium): HTML only"
+    pdf = html_path.with_suffix(".pdf")
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            html_path.resolve().as_uri(),
+        ]
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=120, check=True)  # noqa: S603
+        except (subprocess.SubprocessError, OSError) as e:
+            return None, f"Chromium could not print the PDF: {type(e).__name__}"
+    if not pdf.exists() or pdf.stat().st_size == 0:
+        return None, "Chromium printed no PDF"
+    return pdf, ""
