@@ -35,6 +35,7 @@ from hub.demo.people import codice_fiscale  # noqa: E402
 from hub.registry import Registry  # noqa: E402
 from hub.registry import tables as t  # noqa: E402
 from hub.web import accounts  # noqa: E402
+from tests.support.leakscan import scan_database, scan_paths  # noqa: E402
 from tests.support.web import free_port, web_workspace  # noqa: E402
 
 
@@ -50,6 +51,7 @@ def main() -> None:
         engine = Registry.open(cfg.registry_url).engine
         token = accounts.create_token(engine, "ETS-A", "bench")
         port = free_port()
+        log = (cfg.base_dir / "server.log").open("w")
         server = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "raccordo"),
@@ -59,8 +61,8 @@ def main() -> None:
                 "--port",
                 str(port),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ},
         )
         base = f"http://127.0.0.1:{port}"
@@ -138,6 +140,10 @@ def main() -> None:
             f"max {lat[-1]:.1f}  mean {statistics.mean(lat):.1f}"
         )
         print(f"goal p95 <= 100 ms: {'met' if pct(95) <= 100 else 'NOT met'}")
+        log.close()
+        cfs = [str(b["identifier"]) for b in bodies]
+        leaks = scan_paths([cfg.base_dir], values=cfs) + scan_database(cfg.registry_url, values=cfs)
+        print(f"leak scan of the workspace (database, server log): {len(leaks)} clear identifiers")
 
 
 if __name__ == "__main__":

@@ -771,10 +771,7 @@ def _api_router(state: WebState) -> APIRouter:
             raise HTTPException(422, str(p)) from None
         if not created:
             response.status_code = 200
-        row = intake.entry_of(state.engine, org, pk)
-        return EntryCreated(
-            id=pk, entry_id=prepared.entry_uuid, tag=row["tag"] if row else None, created=created
-        )
+        return EntryCreated(id=pk, entry_id=prepared.entry_uuid, tag=prepared.tag, created=created)
 
     @router.get("/entries/{entry_id}", responses={**unauthorised, 404: {"model": ApiError}})
     def get_entry(entry_id: RowId, org: str = Depends(api_org)) -> EntryOut:
