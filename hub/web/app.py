@@ -321,6 +321,12 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
 
     @app.post("/schede", include_in_schema=False)
     async def create_entry(request: Request, user: User = ets_user) -> Response:
+        return await _entry_form_post(request, user, None)
+
+    async def _entry_form_post(
+        request: Request, user: User, editing: dict[str, Any] | None
+    ) -> Response:
+        """The form, new or edited: checked, pseudonymised, stored (never echoing a code)."""
         assert user.org
         form = await checked_form(request)
         values: dict[str, Any] = {
@@ -335,14 +341,16 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
             "birth_year": str(form.get("birth_year", "")),
             "sex": str(form.get("sex", "")),
         }
+        keep = editing is not None and values["identifier_kind"] == "keep"
         errors: dict[str, str] = {}
         code = parse_comune(values["comune"], state.comuni)
         if code is None:
             errors["comune"] = gettext("Choose a comune of the district from the list.")
+        kind = "none" if keep else values["identifier_kind"]
         raw: dict[str, Any] = {
-            "entry_id": values["entry_id"] or None,
-            "identifier_kind": values["identifier_kind"],
-            "identifier": values["identifier"] if values["identifier_kind"] != "none" else "",
+            "entry_id": (editing or {}).get("entry_uuid") or values["entry_id"] or None,
+            "identifier_kind": kind,
+            "identifier": values["identifier"] if kind != "none" else "",
             "comune_istat": code or "000000",
             "needs": values["needs"],
             "services_given": values["services_given"],
@@ -351,7 +359,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
             "birth_year": values["birth_year"] or None,
             "sex": values["sex"] or None,
         }
-        if values["identifier_kind"] == "cf":
+        if kind == "cf" or (keep and editing and editing["identifier_kind"] != "none"):
             raw["birth_year"] = raw["sex"] = None
         entry: intake.EntryInput | None = None
         try:
@@ -363,13 +371,49 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
                 prepared = intake.prepare(
                     entry, org=user.org, pseudonymiser=state.pseudonymiser, comuni=state.comuni
                 )
-                intake.store(state.engine, prepared, org=user.org, user_id=user.id)
+                if editing is None:
+                    intake.store(state.engine, prepared, org=user.org, user_id=user.id)
+                elif not intake.update(
+                    state.engine, editing["id"], prepared, org=user.org, keep_person=keep
+                ):
+                    raise HTTPException(404, gettext("No such entry."))
             except intake.IntakeProblem as p:
                 errors[p.field if p.field != "comune_istat" else "comune"] = gettext(p.message)
         if errors:
             values["identifier"] = ""  # never echo an identifier back into the page
-            return render(request, "entry_form.html", 422, values=values, errors=errors)
+            return render(
+                request, "entry_form.html", 422, values=values, errors=errors, editing=editing
+            )
         return RedirectResponse("/schede?salvata=1", 303)
+
+    @app.get("/schede/{entry_id}/modifica", include_in_schema=False)
+    def edit_entry_page(entry_id: RowId, request: Request, user: User = ets_user) -> HTMLResponse:
+        assert user.org
+        row = intake.entry_of(state.engine, user.org, entry_id)
+        if row is None:
+            raise HTTPException(404, gettext("No such entry."))
+        com = state.comuni.get(row["comune_istat"])
+        values = {
+            "entry_id": row["entry_uuid"],
+            "identifier_kind": "keep",
+            "identifier": "",
+            "comune": com.label if com else row["comune_istat"],
+            "needs": row["needs"],
+            "services_given": row["services_given"],
+            "on": row["on"].isoformat(),
+            "referred": "1" if row["referred_by_social_services"] else "0",
+            "birth_year": "" if row["birth_year"] is None else str(row["birth_year"]),
+            "sex": row["sex"] or "",
+        }
+        return render(request, "entry_form.html", values=values, errors={}, editing=row)
+
+    @app.post("/schede/{entry_id}/modifica", include_in_schema=False)
+    async def edit_entry(entry_id: RowId, request: Request, user: User = ets_user) -> Response:
+        assert user.org
+        row = intake.entry_of(state.engine, user.org, entry_id)
+        if row is None:
+            raise HTTPException(404, gettext("No such entry."))
+        return await _entry_form_post(request, user, row)
 
     @app.get("/schede/{entry_id}", include_in_schema=False)
     def entry_page(entry_id: RowId, request: Request, user: User = ets_user) -> HTMLResponse:

@@ -279,6 +279,51 @@ def delete(engine: sa.Engine, entry_id: int, *, org: str, retries: int = 20) -> 
     raise RuntimeError("could not delete the entry: the database stays busy")
 
 
+def update(
+    engine: sa.Engine, entry_id: int, p: Prepared, *, org: str, keep_person: bool, retries: int = 20
+) -> bool:
+    """Change an entry of ``org``; ``keep_person`` keeps its pseudonym, tag and what the
+    code told (kind, birth year, sex). The connector replaces its need signal."""
+    e = t.ets_entries
+    values: dict[str, Any] = {
+        "needs": p.needs,
+        "services_given": p.services_given,
+        "comune_istat": p.comune_istat,
+        "on": p.on,
+        "referred_by_social_services": p.referred,
+    }
+    for _ in range(retries):
+        try:
+            with engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(e.c.id, e.c.identifier_kind).where(
+                        e.c.id == entry_id, e.c.org == org, e.c.deleted.is_(False)
+                    )
+                ).first()
+                if row is None:
+                    return False
+                person: dict[str, Any] = {}
+                if not keep_person:
+                    person = {
+                        "subject": p.subject,
+                        "tag": p.tag,
+                        "identifier_kind": p.identifier_kind,
+                        "birth_year": p.birth_year,
+                        "sex": p.sex,
+                    }
+                elif row.identifier_kind == "none":
+                    person = {"birth_year": p.birth_year, "sex": p.sex}
+                conn.execute(
+                    e.update()
+                    .where(e.c.id == entry_id)
+                    .values(**values, **person, seq=_next_seq(conn), updated_at=_now())
+                )
+                return True
+        except sa.exc.IntegrityError:
+            continue
+    raise RuntimeError("could not change the entry: the database stays busy")
+
+
 def entries_of(
     engine: sa.Engine, org: str, *, limit: int = 200, entry_id: int | None = None
 ) -> list[dict[str, Any]]:

@@ -28,6 +28,8 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("POST", "/schede", {"ets"}),
     ("GET", "/schede/{entry_id}", {"ets"}),
     ("POST", "/schede/{entry_id}/elimina", {"ets"}),
+    ("GET", "/schede/{entry_id}/modifica", {"ets"}),
+    ("POST", "/schede/{entry_id}/modifica", {"ets"}),
     ("GET", "/restituzione", {"ets"}),
     ("GET", "/caricamento", {"ets"}),
     ("GET", "/caricamento/modello.csv", {"ets"}),
@@ -373,3 +375,45 @@ def test_admin_creates_organisations_and_users(login: Login, web_config: Config)
     assert r.status_code == 303
     c = login("op-c")
     assert c.get("/schede").status_code == 200
+
+
+def test_an_entry_is_changed_by_its_organisation_only(login: Login, web_config: Config) -> None:
+    a, b = login("op-a"), login("op-b")
+    a.post("/schede", data=entry_form(a))
+    (row,) = _entries(web_config)
+    page = a.get(f"/schede/{row.id}/modifica")
+    assert page.status_code == 200 and row.tag in page.text and CF_1 not in page.text
+    assert b.get(f"/schede/{row.id}/modifica").status_code == 404
+    forged = {
+        "csrf_token": csrf_of(b.get("/schede").text),
+        "identifier_kind": "keep",
+        "comune": f"Novara ({COMUNE})",
+        "needs": ["work"],
+        "on": "2026-11-03",
+    }
+    assert b.post(f"/schede/{row.id}/modifica", data=forged).status_code == 404
+    # The same person, other needs: pseudonym and derived data kept, seq moves on.
+    data = {
+        "csrf_token": csrf_of(page.text),
+        "identifier_kind": "keep",
+        "comune": f"Novara ({COMUNE})",
+        "needs": ["work", "health"],
+        "on": "2026-11-03",
+        "referred": "1",
+    }
+    r = a.post(f"/schede/{row.id}/modifica", data=data, follow_redirects=False)
+    assert r.status_code == 303
+    (changed,) = _entries(web_config)
+    assert changed.needs == "health|work" and changed.referred_by_social_services
+    assert (changed.subject, changed.tag, changed.birth_year) == (row.subject, row.tag, 1961)
+    assert changed.seq > row.seq
+    # Another person: a new code replaces the pseudonym.
+    data2 = {
+        **data,
+        "csrf_token": csrf_of(a.get(f"/schede/{row.id}/modifica").text),
+        "identifier_kind": "cf",
+        "identifier": CF_2,
+    }
+    a.post(f"/schede/{row.id}/modifica", data=data2)
+    (other,) = _entries(web_config)
+    assert other.subject != row.subject and other.birth_year == 1990

@@ -32,7 +32,7 @@
   function problem() {
     var code = input.value.replace(/\s+/g, "").toUpperCase();
     var k = kind();
-    if (k === "none" || code === "") return "";
+    if (k === "none" || k === "keep" || code === "") return "";
     if (k === "stp_eni") return STP.test(code) ? "" : script.dataset.msgStp;
     if (!CF.test(code)) return script.dataset.msgFormat;
     return checkChar(code.slice(0, 15)) === code[15] ? "" : script.dataset.msgCheck;
@@ -45,9 +45,9 @@
   }
   function sync() {
     var k = kind();
-    group.hidden = (k === "none");
-    noCf.hidden = (k === "cf");
-    if (k === "none") { input.value = ""; show(""); }
+    group.hidden = (k === "none" || k === "keep");
+    noCf.hidden = (k === "cf" || (k === "keep" && form.dataset.keepAsksBirth !== "1"));
+    if (k === "none" || k === "keep") { input.value = ""; show(""); }
   }
   form.addEventListener("change", function (ev) {
     if (ev.target.name === "identifier_kind") sync();
