@@ -23,6 +23,7 @@ from hub.cli.export import app as export_app
 from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
+from hub.cli.options import ConfigOpt
 from hub.cli.web import serve as serve_command
 from hub.cli.web import users_app
 from hub.config import Config, load_config
@@ -52,17 +53,6 @@ app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
 app.add_typer(export_app, name="export")
 app.add_typer(observatory_app, name="observatory")
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
-        envvar="RACCORDO_CONFIG",
-        show_envvar=True,
-    ),
-]
 
 
 def _config(path: Path | None) -> Config:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hub.cli.options import ConfigOpt
 from hub.errors import KeyringError
 from hub.pseudonyms import Keyring, KeySource
 
@@ -22,10 +23,6 @@ KeyringOpt = Annotated[
 KeyFileOpt = Annotated[
     Path | None,
     typer.Option(help="Key file unlocking it (default: keyring_key_file in raccordo.toml)."),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Path of raccordo.toml.", envvar="RACCORDO_CONFIG"),
 ]
 
 

@@ -8,20 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hub.cli.options import ConfigOpt
 from hub.config import load_config
 
 console = Console()
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
-        envvar="RACCORDO_CONFIG",
-        show_envvar=True,
-    ),
-]
 
 users_app = typer.Typer(
     help="Accounts of the web app (admin, ETS operators, analysts).", no_args_is_help=True
