@@ -39,6 +39,12 @@ from tests.support.leakscan import scan_database, scan_paths  # noqa: E402
 from tests.support.web import free_port, web_workspace  # noqa: E402
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=200)
@@ -108,10 +114,12 @@ def main() -> None:
                 r = session.post(f"{base}/api/v1/entries", json=body, headers=headers, timeout=60)
                 return (time.perf_counter() - t0) * 1000, r.status_code
 
+            cpu0 = _cpu_seconds(server.pid)
             t0 = time.perf_counter()
             with ThreadPoolExecutor(args.concurrency) as pool:
                 results = list(pool.map(send, sends))
             wall = time.perf_counter() - t0
+            server_cpu = _cpu_seconds(server.pid) - cpu0
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -134,6 +142,7 @@ def main() -> None:
             f"({len(sends) / wall:.0f} req/s)"
         )
         print(f"status codes: {dict(sorted(codes.items()))}")
+        print(f"server CPU: {server_cpu * 1000 / len(sends):.2f} ms per request")
         print(f"lost: {lost}   duplicated: {duplicated}   stored: {len(stored)}")
         print(
             f"latency ms: p50 {pct(50):.1f}  p95 {pct(95):.1f}  p99 {pct(99):.1f}  "

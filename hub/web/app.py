@@ -96,6 +96,7 @@ class WebState:
     pseudonymiser: Pseudonymiser
     comuni: dict[str, Comune]
     limiter: LoginLimiter
+    writer: intake.IntakeWriter
 
 
 class LoginLimiter:
@@ -152,6 +153,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
         pseudonymiser=Pseudonymiser(keyring, config.pseudonym_domain),
         comuni=comuni,
         limiter=LoginLimiter(web.login_attempts, web.login_window_minutes * 60),
+        writer=intake.IntakeWriter(registry.engine),
     )
     app = FastAPI(
         title="Raccordo — API del Terzo Settore",
@@ -372,7 +374,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
                     entry, org=user.org, pseudonymiser=state.pseudonymiser, comuni=state.comuni
                 )
                 if editing is None:
-                    intake.store(state.engine, prepared, org=user.org, user_id=user.id)
+                    state.writer.submit(prepared, org=user.org, user_id=user.id)
                 elif not intake.update(
                     state.engine, editing["id"], prepared, org=user.org, keep_person=keep
                 ):
@@ -660,7 +662,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
                 prepared = intake.prepare(
                     entry, org=user.org, pseudonymiser=state.pseudonymiser, comuni=state.comuni
                 )
-                _, created = intake.store(state.engine, prepared, org=user.org, user_id=user.id)
+                _, created = state.writer.submit(prepared, org=user.org, user_id=user.id)
                 report.append(
                     {
                         "line": n,
@@ -810,7 +812,7 @@ def _api_router(state: WebState) -> APIRouter:
             prepared = intake.prepare(
                 entry, org=org, pseudonymiser=state.pseudonymiser, comuni=state.comuni
             )
-            pk, created = intake.store(state.engine, prepared, org=org, user_id=None)
+            pk, created = state.writer.submit(prepared, org=org, user_id=None)
         except intake.IntakeProblem as p:
             raise HTTPException(422, str(p)) from None
         if not created:

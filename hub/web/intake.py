@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import queue
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -196,57 +199,142 @@ def _next_seq(conn: sa.Connection) -> int:
     return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0))).scalar_one()) + 1
 
 
-def store(
-    engine: sa.Engine, p: Prepared, *, org: str, user_id: int | None, retries: int = 20
-) -> tuple[int, bool]:
-    """Insert the entry; returns (id, created). A known ``entry_uuid`` is not inserted again.
+#: One entry to store: (prepared entry, organisation, user id or None).
+Item = tuple[Prepared, str, int | None]
 
-    ``seq`` is max+1 under a unique constraint: concurrent writers that collide
-    retry, so sequence numbers become visible in commit order with no gaps.
+
+def store(engine: sa.Engine, p: Prepared, *, org: str, user_id: int | None) -> tuple[int, bool]:
+    """Insert the entry; returns (id, created). A known ``entry_uuid`` is not inserted again."""
+    (result,) = store_many(engine, [(p, org, user_id)])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def store_many(
+    engine: sa.Engine, items: Sequence[Item], *, retries: int = 20
+) -> list[tuple[int, bool] | IntakeProblem]:
+    """Insert several entries in one transaction (group commit); a result per item.
+
+    ``seq`` is max+1 under a unique constraint: writers in other processes that
+    collide make the transaction fail and retry, so sequence numbers become
+    visible in commit order with no gaps. A known ``entry_uuid`` (a re-sent
+    form, a retried API call) gives its row back with ``created = False``;
+    one used by another organisation is an :class:`IntakeProblem` for that item.
     """
     e = t.ets_entries
     for _ in range(retries):
         try:
             with engine.begin() as conn:
-                found = conn.execute(
-                    sa.select(e.c.id, e.c.org).where(e.c.entry_uuid == p.entry_uuid)
-                ).first()
-                if found is not None:
-                    if found.org != org:
-                        raise IntakeProblem("entry_id", ENTRY_ID_MESSAGE)
-                    return int(found.id), False
+                uuids = sorted({p.entry_uuid for p, _, _ in items})
+                known: dict[str, tuple[int, str]] = {}
+                for chunk in (uuids[i : i + 500] for i in range(0, len(uuids), 500)):
+                    for row in conn.execute(
+                        sa.select(e.c.id, e.c.org, e.c.entry_uuid).where(e.c.entry_uuid.in_(chunk))
+                    ):
+                        known[row.entry_uuid] = (int(row.id), row.org)
+                seq = _next_seq(conn)
                 now = _now()
-                result = conn.execute(
-                    e.insert().values(
-                        entry_uuid=p.entry_uuid,
-                        org=org,
-                        seq=_next_seq(conn),
-                        subject=p.subject,
-                        identifier_kind=p.identifier_kind,
-                        tag=p.tag,
-                        needs=p.needs,
-                        services_given=p.services_given,
-                        comune_istat=p.comune_istat,
-                        on=p.on,
-                        referred_by_social_services=p.referred,
-                        birth_year=p.birth_year,
-                        sex=p.sex,
-                        deleted=False,
-                        created_by=user_id,
-                        created_at=now,
-                        updated_at=now,
+                results: list[tuple[int, bool] | IntakeProblem] = []
+                for p, org, user_id in items:
+                    found = known.get(p.entry_uuid)
+                    if found is not None:
+                        results.append(
+                            (found[0], False)
+                            if found[1] == org
+                            else IntakeProblem("entry_id", ENTRY_ID_MESSAGE)
+                        )
+                        continue
+                    res = conn.execute(
+                        e.insert().values(
+                            entry_uuid=p.entry_uuid,
+                            org=org,
+                            seq=seq,
+                            subject=p.subject,
+                            identifier_kind=p.identifier_kind,
+                            tag=p.tag,
+                            needs=p.needs,
+                            services_given=p.services_given,
+                            comune_istat=p.comune_istat,
+                            on=p.on,
+                            referred_by_social_services=p.referred,
+                            birth_year=p.birth_year,
+                            sex=p.sex,
+                            deleted=False,
+                            created_by=user_id,
+                            created_at=now,
+                            updated_at=now,
+                        )
                     )
-                )
-                pk = result.inserted_primary_key
-                assert pk is not None
-                return int(pk[0]), True
+                    pk = res.inserted_primary_key
+                    assert pk is not None
+                    known[p.entry_uuid] = (int(pk[0]), org)
+                    results.append((int(pk[0]), True))
+                    seq += 1
+                return results
         except sa.exc.IntegrityError:
-            continue  # a concurrent writer took the same seq (or entry_uuid): try again
+            continue  # another process took the same seq (or entry_uuid): try again
         except sa.exc.OperationalError as err:
             if "locked" not in str(err.orig):
                 raise
             continue
-    raise RuntimeError("could not store the entry: the database stays busy")
+    raise RuntimeError("could not store the entries: the database stays busy")
+
+
+class IntakeWriter:
+    """Group commit: request threads hand entries to one writer thread, which stores
+    everything waiting in one transaction. Under load this replaces a transaction
+    (and, on SQLite, a fight for the write lock) per request by one per batch."""
+
+    def __init__(self, engine: sa.Engine, *, max_batch: int = 256) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: queue.Queue[tuple[Item, Future[tuple[int, bool]]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, p: Prepared, *, org: str, user_id: int | None) -> tuple[int, bool]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="raccordo-intake-writer", daemon=True
+                )
+                self._thread.start()
+        fut: Future[tuple[int, bool]] = Future()
+        self._queue.put(((p, org, user_id), fut))
+        return fut.result(timeout=60)
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                results = store_many(self.engine, [item for item, _ in batch])
+            except Exception as e:  # handed to every waiting request
+                for _, fut in batch:
+                    fut.set_exception(e)
+                continue
+            for (_, fut), res in zip(batch, results, strict=True):
+                if isinstance(res, Exception):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
 
 
 def delete(engine: sa.Engine, entry_id: int, *, org: str, retries: int = 20) -> bool:

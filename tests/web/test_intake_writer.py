@@ -1,0 +1,63 @@
+"""Group commit of Third Sector entries: many threads, one writer, nothing lost or doubled."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+
+from hub.config import Config
+from hub.pipeline import open_keyring
+from hub.pseudonyms import Pseudonymiser
+from hub.registry import Registry
+from hub.registry import tables as t
+from hub.web import intake
+from hub.web.comuni import load_comuni
+
+
+def _prepared(cfg: Config, n: int) -> list[intake.Prepared]:
+    ps = Pseudonymiser(open_keyring(cfg), cfg.pseudonym_domain)
+    comuni = load_comuni()
+    return [
+        intake.prepare(
+            intake.EntryInput(
+                entry_id=uuid.uuid4(),
+                identifier_kind=intake.IdentifierKind.NONE,
+                comune_istat="003106",
+                needs=["food"],
+                on=dt.date(2026, 1, 1),
+                birth_year=1980,
+                sex="F",
+            ),
+            org="ETS-A",
+            pseudonymiser=ps,
+            comuni=comuni,
+        )
+        for _ in range(n)
+    ]
+
+
+def test_concurrent_submissions_are_all_stored_once_in_seq_order(web_config: Config) -> None:
+    engine = Registry.open(web_config.registry_url).engine
+    writer = intake.IntakeWriter(engine)
+    entries = _prepared(web_config, 300)
+    sends = entries + entries[:60]  # retries of the same entries
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(lambda p: writer.submit(p, org="ETS-A", user_id=None), sends))
+    writer.close()
+    assert sum(created for _, created in results) == 300
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.ets_entries.c.entry_uuid, t.ets_entries.c.seq)).all()
+    assert sorted(r.entry_uuid for r in rows) == sorted(p.entry_uuid for p in entries)
+    assert sorted(r.seq for r in rows) == list(range(1, 301))  # gap-free
+
+
+def test_an_entry_id_of_another_organisation_is_refused(web_config: Config) -> None:
+    engine = Registry.open(web_config.registry_url).engine
+    (p,) = _prepared(web_config, 1)
+    intake.store(engine, p, org="ETS-A", user_id=None)
+    with pytest.raises(intake.IntakeProblem):
+        intake.store(engine, p, org="ETS-B", user_id=None)
