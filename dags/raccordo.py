@@ -123,7 +123,7 @@ def build_dag(config_path: Path, name: str, settings: dict[str, Any]) -> Any:
         "check the source, sync it into the registry, refresh what depends on it.",
     )
     def connector_dag() -> None:
-        @task(task_id="check", **pinned)
+        @task(task_id="check", multiple_outputs=False, **pinned)
         def check() -> dict[str, Any]:
             from hub import orchestration
             from hub.errors import RaccordoError
@@ -138,7 +138,7 @@ def build_dag(config_path: Path, name: str, settings: dict[str, Any]) -> Any:
                 )
             return result
 
-        @task(task_id="sync", **pinned)
+        @task(task_id="sync", multiple_outputs=False, **pinned)
         def sync() -> dict[str, Any]:
             from hub import orchestration
             from hub.errors import RaccordoError
@@ -148,7 +148,7 @@ def build_dag(config_path: Path, name: str, settings: dict[str, Any]) -> Any:
             except RaccordoError as e:
                 raise RaccordoTaskError(f"connector {name!r}: {e}") from None
 
-        @task(task_id="refresh")
+        @task(task_id="refresh", multiple_outputs=False)
         def refresh() -> dict[str, Any]:
             from hub import orchestration
 
