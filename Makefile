@@ -6,10 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install bench clean help
+.PHONY: demo airflow test lint typecheck unit install bench clean help
 
 help:
 	@echo "make demo   - install what is needed and run the demo district (SQLite, synthetic data)"
+	@echo "make airflow - the demo district under Airflow 3 (airflow standalone, http://localhost:8080)"
 	@echo "make test   - install what is needed (incl. PostgreSQL) and run lint, mypy and every test"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 
@@ -23,6 +24,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/raccordo demo
+
+airflow: $(STAMP)
+	bash scripts/airflow-demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
