@@ -6,10 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install bench clean help
+.PHONY: demo airflow test lint typecheck unit install bench clean help
 
 help:
 	@echo "make demo   - install what is needed and run the demo district (SQLite, synthetic data)"
+	@echo "make airflow - the demo district under Airflow 3 (airflow standalone, http://localhost:8080)"
 	@echo "make test   - install what is needed (incl. PostgreSQL) and run lint, mypy and every test"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 
@@ -18,7 +19,7 @@ ASSETS := hub/web/static/vendor/bootstrap-italia/css/bootstrap-italia.min.css
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,airflow]'
 	touch $(STAMP)
 
 # Bootstrap Italia from the npm registry (package.json / package-lock.json), never committed.
@@ -29,6 +30,9 @@ install: $(STAMP) $(ASSETS)
 
 demo: $(STAMP) $(ASSETS)
 	$(BIN)/raccordo demo
+
+airflow: $(STAMP)
+	bash scripts/airflow-demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -92,14 +92,13 @@ def connectors_check(
     config: ConfigOpt = None,
 ) -> None:
     """Check that a configured connector can reach its source."""
-    from hub.pipeline import build_connector
+    from hub.orchestration import check  # what the Airflow `check` task runs too
 
-    cfg = _config(config)
-    result = build_connector(cfg, name).check()
-    if result.ok:
-        console.print(f"[green]OK[/green] {name}: {result.message}")
+    result = check(config, name)
+    if result["ok"]:
+        console.print(f"[green]OK[/green] {name}: {result['message']}")
         return
-    err_console.print(f"[red]FAILED[/red] {name}: {result.message}")
+    err_console.print(f"[red]FAILED[/red] {name}: {result['message']}")
     raise typer.Exit(4)
 
 

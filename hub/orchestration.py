@@ -1,0 +1,189 @@
+"""What a scheduler runs for one connector: check → sync → refresh.
+
+The functions here are what ``raccordo connectors check`` and the Airflow tasks
+of ``dags/raccordo.py`` call. They take the path of ``raccordo.toml`` (not a
+loaded configuration), so that a worker process opens the file, the keyring and
+the registry itself, and they return only small JSON-serialisable summaries —
+run ids, counts, the shape of the cursor — fit for Airflow's XCom. A summary
+never holds a record, an identifier, a pseudonym or a secret.
+
+``overrides`` are values merged into ``[connectors.NAME.config]`` at run time:
+the Airflow tasks take them from an Airflow Connection (see
+:func:`connection_overrides`), so a token never has to be written in
+``raccordo.toml`` or in a DAG file. This module never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hub.config import Config, load_config
+from hub.errors import ConfigError
+from hub.registry import RunSummary
+
+#: Connector types whose settings have a base URL and a bearer token, filled from an
+#: Airflow Connection's ``host`` (plus port and schema) and ``password``.
+URL_AND_TOKEN = {"siuss_waas": ("base_url", "token")}
+
+#: Steps run after a successful sync of a connector (e.g. an observatory pre-aggregation).
+#: Each takes the configuration and the connector name and returns a short label of what
+#: it refreshed. Empty today: the ``refresh`` task is then a cheap no-op.
+Refresher = Callable[[Config, str], str]
+REFRESHERS: list[Refresher] = []
+
+
+def register_refresher(fn: Refresher) -> Refresher:
+    """Add a step to run after every successful sync (usable as a decorator)."""
+    if fn not in REFRESHERS:
+        REFRESHERS.append(fn)
+    return fn
+
+
+def load_with_overrides(
+    config_path: str | os.PathLike[str] | None,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load ``raccordo.toml`` and merge ``overrides`` into connector ``name``'s settings."""
+    config = load_config(config_path)
+    settings = config.connector(name)  # a ConfigError naming the known ones
+    if not overrides:
+        return config
+    merged = {**settings.config, **dict(overrides)}
+    connectors = {
+        **config.settings.connectors,
+        name: settings.model_copy(update={"config": merged}),
+    }
+    return Config(config.settings.model_copy(update={"connectors": connectors}), config.path)
+
+
+def connection_overrides(
+    connector_type: str,
+    *,
+    conn_type: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    schema: str | None = None,
+    login: str | None = None,
+    password: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Connector settings from the fields of a scheduler's connection record.
+
+    ``extra`` (a JSON object) is merged as it is: any setting of any connector can be
+    given there. For connectors with a base URL and a token (``siuss_waas``), ``host``
+    becomes the base URL (a full ``https://…`` URL, or a host name completed with
+    ``conn_type``, ``port`` and ``schema`` as the path) and ``password`` the token.
+    ``login`` is not used by any connector today.
+    """
+    out: dict[str, Any] = dict(extra or {})
+    fields = URL_AND_TOKEN.get(connector_type)
+    if fields is None:
+        return out
+    url_key, token_key = fields
+    if host:
+        if host.startswith(("http://", "https://")):
+            url = host
+        else:
+            scheme = conn_type if conn_type in ("http", "https") else "https"
+            url = f"{scheme}://{host}" + (f":{port}" if port else "")
+            if schema:
+                url += "/" + schema.lstrip("/")
+        out[url_key] = url.rstrip("/")
+    if password:
+        out[token_key] = password
+    return out
+
+
+def check(
+    config_path: str | os.PathLike[str] | None,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Ask connector ``name`` whether it can reach its source: ``{connector, ok, message}``."""
+    from hub.pipeline import build_connector
+
+    config = load_with_overrides(config_path, name, overrides)
+    result = build_connector(config, name).check()
+    return {"connector": name, "ok": bool(result.ok), "message": result.message}
+
+
+def run_summary(summary: RunSummary, stream: str | None = None) -> dict[str, Any]:
+    """The accounting of one run as plain JSON values."""
+    return {
+        "run_id": summary.id,
+        "stream": stream,
+        "status": summary.status,
+        "read": summary.read,
+        "loaded": summary.loaded,
+        "unchanged": summary.unchanged,
+        "quarantined": summary.quarantined,
+        "deleted": summary.deleted,
+        "source_errors": summary.source_errors,
+        "balanced": summary.balanced,
+    }
+
+
+def cursor_shape(state: Mapping[str, Any]) -> dict[str, int | float]:
+    """What a connector's saved state looks like, without its content.
+
+    Numbers (a timestamp, an offset) are kept; a list or table (file names and their
+    digests, flow ids already seen) is replaced by its length; text is left out, since
+    it could be anything a source put there.
+    """
+    out: dict[str, int | float] = {}
+    for key, value in sorted(state.items()):
+        if isinstance(value, bool):
+            out[key] = int(value)
+        elif isinstance(value, int | float):
+            out[key] = value
+        elif isinstance(value, list | dict | tuple | set):
+            out[key] = len(value)
+    return out
+
+
+def sync(
+    config_path: str | os.PathLike[str] | None,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Sync every stream of connector ``name`` (the same pipeline as ``raccordo sync``).
+
+    Opens the keyring and the registry inside the call and closes the registry after.
+    Returns ``{connector, org, runs: [...], cursor: {stream: shape}}``; a failed run
+    raises the pipeline's :class:`hub.errors.RunFailed` (its message names the run and the
+    reason, never a record).
+    """
+    from hub.pipeline import Pipeline, build_connector, open_keyring
+    from hub.registry import Registry
+
+    config = load_with_overrides(config_path, name, overrides)
+    settings = config.connector(name)
+    if not settings.enabled:
+        raise ConfigError(
+            f"connector {name!r} is disabled",
+            where=f"{config.path} [connectors.{name}].enabled",
+            hint="set enabled = true to sync it",
+        )
+    streams = [s.name for s in build_connector(config, name).streams()]
+    keyring = open_keyring(config)
+    registry = Registry.open(config.registry_url)
+    try:
+        summaries = Pipeline(config, registry, keyring).sync(name)
+        cursor = {s: cursor_shape(registry.get_state(name, s)) for s in streams}
+    finally:
+        registry.close()
+    runs = [
+        run_summary(s, streams[i] if i < len(streams) else None) for i, s in enumerate(summaries)
+    ]
+    return {"connector": name, "org": settings.org, "runs": runs, "cursor": cursor}
+
+
+def refresh(config_path: str | os.PathLike[str] | None, name: str) -> dict[str, Any]:
+    """Run what depends on connector ``name``'s data (the :data:`REFRESHERS`), in order."""
+    config = load_config(config_path)
+    config.connector(name)
+    done = [fn(config, name) for fn in REFRESHERS]
+    return {"connector": name, "refreshed": done}
