@@ -58,7 +58,7 @@ def workspace(
     text = cfg.read_text().replace(DEMO_TOKEN, TOKEN)
     if not secrets:
         text = re.sub(r"^(base_url|token) = .*\n", "", text, flags=re.MULTILINE)
-        assert TOKEN not in text and "127.0.0.1" not in text
+        assert TOKEN not in text and waas_url not in text
     cfg.write_text(text)
     return cfg
 
