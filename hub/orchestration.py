@@ -27,11 +27,26 @@ from hub.registry import RunSummary
 #: Airflow Connection's ``host`` (plus port and schema) and ``password``.
 URL_AND_TOKEN = {"siuss_waas": ("base_url", "token")}
 
-#: Steps run after a successful sync of a connector (e.g. an observatory pre-aggregation).
-#: Each takes the configuration and the connector name and returns a short label of what
-#: it refreshed. Empty today: the ``refresh`` task is then a cheap no-op.
+#: Steps run after a successful sync of a connector. Each takes the configuration and the
+#: connector name and returns a short label of what it refreshed. The observatory's
+#: pre-computed tables are the first (as ``raccordo sync`` refreshes them too).
 Refresher = Callable[[Config, str], str]
-REFRESHERS: list[Refresher] = []
+
+
+def refresh_observatory(config: Config, name: str) -> str:
+    """Recompute the observatory's pre-computed indicator tables."""
+    from hub.observatory.aggregates import refresh as refresh_tables
+    from hub.registry import Registry
+
+    registry = Registry.open(config.registry_url)
+    try:
+        n = refresh_tables(registry.engine)
+    finally:
+        registry.close()
+    return f"observatory: {n} tables"
+
+
+REFRESHERS: list[Refresher] = [refresh_observatory]
 
 
 def register_refresher(fn: Refresher) -> Refresher:
