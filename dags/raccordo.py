@@ -7,7 +7,7 @@ same functions as the ``raccordo`` command (:mod:`hub.orchestration`):
 * ``sync`` reads, pseudonymises, maps, validates and loads, in one pipeline: it
   runs on the connector's ``queue`` (a worker inside the consortium's network),
   opens the keyring there, and only pseudonymised rows travel to the registry;
-* ``refresh`` runs what depends on the new data (cheap, no-op-safe).
+* ``refresh`` runs what depends on the new data (the observatory's pre-computed tables).
 
 Secrets never appear here: the task reads the Airflow Connection
 ``raccordo_<connector>`` (``AIRFLOW_CONN_RACCORDO_<CONNECTOR>`` or the secrets
