@@ -214,11 +214,14 @@ def _compile_transform(spec: MappingFile, model: str, target: str, t: Any) -> Ge
 
         def get_field(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
             v = r.get(src)
-            if _is_empty(v):
+            if v is None:
                 return missing()
             if isinstance(v, str):
+                s = v.strip()
+                if not s:
+                    return missing()
                 if strip:
-                    v = v.strip()
+                    v = s
                 if upper:
                     v = v.upper()
             return v

@@ -414,6 +414,9 @@ class Registry:
     ) -> None:
         if not changes:
             return
+        # The same timestamp for every row: on SQLite bind it once, as the driver's
+        # own datetime adapter would (``isoformat(" ")``), instead of once per row.
+        stamp: Any = now.isoformat(" ") if self.dialect == "sqlite" else now
         # What each source record produced before, in the tables it owns.
         # Only records loaded before can leave stale rows behind (new ones cannot).
         touched = [c.source_key_hash for c in changes if c.replaces or c.op == "delete"]
@@ -434,7 +437,7 @@ class Registry:
                     "key_hash": e.key_hash,
                     "source_key_hash": c.source_key_hash,
                     "content_hash": e.content_hash,
-                    "updated_at": now,
+                    "updated_at": stamp,
                 }
         for kind in _OWNED_TABLES:
             table = t.RECORD_TABLES[kind]
@@ -477,7 +480,7 @@ class Registry:
                 "record_hash": c.record_hash,
                 "unit_hash": c.unit_hash,
                 "run_id": run_id,
-                "updated_at": now,
+                "updated_at": stamp,
             }
             for c in changes
             if c.op == "upsert"
