@@ -424,7 +424,8 @@ class Registry:
         rows_by_kind: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         for c in changes:
             for e in c.entities:
-                produced_now[c.source_key_hash].add((e.kind, e.key_hash))
+                if touched:
+                    produced_now[c.source_key_hash].add((e.kind, e.key_hash))
                 prev = rows_by_kind[e.kind].get(e.key_hash)
                 # A row several source records share (a subject) keeps the first record
                 # that gave it its current content: the result is then the same
