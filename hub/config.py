@@ -41,7 +41,7 @@ class HubSettings(BaseModel):
     #: Pseudonymisation domain; defaults to the district code.
     pseudonym_domain: Code | None = None
     mappings_dir: str = "mappings"
-    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     quarantine_retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
 
 

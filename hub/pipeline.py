@@ -21,7 +21,8 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -152,7 +153,14 @@ class Pipeline:
         self.registry = registry
         self.pseudonymiser = Pseudonymiser(keyring, config.pseudonym_domain)
         self.reference_year = dt.date.today().year
+        self._identifiers: dict[
+            tuple[str | None, IdentifierType | None, str | None], _IdentifierOutcome
+        ] = {}
+        self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
         self._register_organisations()
+
+    def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> str:
+        return self.pseudonymiser.key_hash(model, *key)
 
     def _register_organisations(self) -> None:
         hub = self.config.hub
@@ -410,26 +418,54 @@ class Pipeline:
                 namespace = (
                     str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
                 )
-            try:
-                ident = parse_identifier(text, expected, namespace=namespace)
-            except InvalidIdentifier as e:
-                problems.append((spec.name, e.rule, e.message))
+            outcome = self._identifier(text, expected, namespace)
+            if isinstance(outcome, InvalidIdentifier):
+                problems.append((spec.name, outcome.rule, outcome.message))
                 data[spec.name] = INVALID_MARKER
                 continue
-            if ident.type is IdentifierType.NONE:
-                data[spec.name] = None
-                continue
-            data[spec.name] = self.pseudonymiser.pseudonym(ident)
-            if spec.derive_birth_year_and_sex and ident.type is IdentifierType.CF:
-                year, sex = cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
-                data[f"{spec.name}__birth_year"] = year
-                data[f"{spec.name}__sex"] = sex
+            pseudonym, derived = outcome
+            data[spec.name] = pseudonym
+            if derived is not None and spec.derive_birth_year_and_sex:
+                data[f"{spec.name}__birth_year"] = derived[0]
+                data[f"{spec.name}__sex"] = derived[1]
         unit_hash = (
             self.pseudonymiser.key_hash("unit", name, stream.name, record.unit)
             if record.unit is not None
             else None
         )
         return _Prepared(skh, record.location, record.op, data, tuple(problems), unit_hash)
+
+    def _identifier(
+        self, text: str | None, expected: IdentifierType | None, namespace: str | None
+    ) -> _IdentifierOutcome:
+        """Pseudonym (and CF-derived birth year and sex) of one identifier, or why not.
+
+        Sources repeat the same people on many records: outcomes are remembered for
+        the run (in memory only, like the pseudonymiser's own cache).
+        """
+        key = (text, expected, namespace)
+        hit = self._identifiers.get(key)
+        if hit is not None:
+            return hit
+        outcome: _IdentifierOutcome
+        try:
+            ident = parse_identifier(text, expected, namespace=namespace)
+        except InvalidIdentifier as e:
+            outcome = e
+        else:
+            if ident.type is IdentifierType.NONE:
+                outcome = (None, None)
+            else:
+                derived = (
+                    cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
+                    if ident.type is IdentifierType.CF
+                    else None
+                )
+                outcome = (self.pseudonymiser.pseudonym(ident), derived)
+        if len(self._identifiers) >= _IDENTIFIER_CACHE_SIZE:
+            self._identifiers.clear()
+        self._identifiers[key] = outcome
+        return outcome
 
     def _validate(
         self,
@@ -443,19 +479,24 @@ class Pipeline:
         entities: list[EntityRow] = []
         seen: dict[str, int] = {}
         for out in outputs:
-            model = model_for(out.model)
+            validator, converted = _validator_for(out.model)
             try:
-                obj = model.model_validate({**out.data, "org": org})
+                obj = validator({**out.data, "org": org})
             except ValidationError as e:
                 err = e.errors()[0]
                 loc = ".".join(str(x) for x in err["loc"])
                 # pydantic's message may quote the input: keep only the message text
                 # (type + constraint), never the value.
                 return [], (f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
-            values = obj.model_dump(exclude={"org"})
-            row = {k: _column_value(v) for k, v in values.items()}
+            # The validated field values, as model_dump would give them (they are all
+            # plain values, dates or Decimals), minus org; enums and tuples of enums
+            # become the codes stored in the columns.
+            row = dict(obj.__dict__)
+            del row["org"]
+            for name in converted:
+                row[name] = _column_value(row[name])
             if out.key is not None:
-                key_hash = self.pseudonymiser.key_hash(out.model, *[str(k) for k in out.key])
+                key_hash = self._output_key_hash(out.model, tuple(str(k) for k in out.key))
             else:
                 n = seen.get(out.model, 0)
                 seen[out.model] = n + 1
@@ -477,6 +518,31 @@ def _by_org(
     for r in batch:
         groups.setdefault(r.org or default, []).append(r)
     return list(groups.items()) or [(default, [])]
+
+
+#: A run forgets remembered identifier outcomes beyond this many (memory bound).
+_IDENTIFIER_CACHE_SIZE = 200_000
+
+#: Pseudonym and CF-derived (birth year, sex), or the reason the identifier is invalid.
+_IdentifierOutcome = tuple[str | None, tuple[int, str] | None] | InvalidIdentifier
+
+
+@cache
+def _validator_for(kind: str) -> tuple[Callable[[Any], Any], tuple[str, ...]]:
+    """The model's compiled validator and its fields holding enums or tuples."""
+    model = model_for(kind)
+    converted = tuple(
+        name for name, f in model.model_fields.items() if _holds_enum_or_tuple(f.annotation)
+    )
+    return model.__pydantic_validator__.validate_python, converted
+
+
+def _holds_enum_or_tuple(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, (Enum, tuple))
+    if get_origin(annotation) is tuple:
+        return True
+    return any(_holds_enum_or_tuple(a) for a in get_args(annotation))
 
 
 def _safe_msg(err: Mapping[str, Any]) -> str:

@@ -23,7 +23,7 @@ registry_url = "sqlite:///registry.sqlite"
 keyring = "keys/keyring.json"
 keyring_key_file = "keys/keyring.key"
 mappings_dir = "mappings"
-batch_size = 1000
+batch_size = 10000
 quarantine_retention_days = 365
 
 # One table per organisation that supplies data.

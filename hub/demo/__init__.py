@@ -36,7 +36,7 @@ district_name = "Distretto dimostrativo (provincia di Novara)"
 registry_url = "sqlite:///registry.sqlite"
 keyring = "keys/keyring.json"
 keyring_key_file = "keys/keyring.key"
-batch_size = 1000
+batch_size = 10000
 
 [organisations.CISS-BORGO]
 name = "CISS Borgomanero"

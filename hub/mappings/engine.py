@@ -214,11 +214,14 @@ def _compile_transform(spec: MappingFile, model: str, target: str, t: Any) -> Ge
 
         def get_field(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
             v = r.get(src)
-            if _is_empty(v):
+            if v is None:
                 return missing()
             if isinstance(v, str):
+                s = v.strip()
+                if not s:
+                    return missing()
                 if strip:
-                    v = v.strip()
+                    v = s
                 if upper:
                     v = v.upper()
             return v
@@ -253,7 +256,8 @@ def _compile_transform(spec: MappingFile, model: str, target: str, t: Any) -> Ge
         table_default = table.default if t.default is None and not t.optional else None
 
         def get_code(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
-            s = _text(r, src)
+            v = r.get(src)  # _text, inlined: this runs for every code of every record
+            s = None if v is None else (v if isinstance(v, str) else str(v)).strip() or None
             if s is None:
                 if table_default is not None:
                     u.append((table_name, "(empty)"))
@@ -272,12 +276,17 @@ def _compile_transform(spec: MappingFile, model: str, target: str, t: Any) -> Ge
 
         def get_date(r: Mapping[str, Any], u: list[tuple[str, str]]) -> Any:
             v = r.get(src)
-            if isinstance(v, dt.datetime):
+            if v is None:
+                return missing()
+            if isinstance(v, str):
+                s = v.strip()
+            elif isinstance(v, dt.datetime):
                 return v.date()
-            if isinstance(v, dt.date):
+            elif isinstance(v, dt.date):
                 return v
-            s = _text(r, src)
-            if s is None:
+            else:
+                s = str(v).strip()
+            if not s:
                 return missing()
             for f in formats:
                 d = _parse_date(s, f)

@@ -118,3 +118,32 @@ def test_wrong_encoding_is_reported_not_loaded(tmp_path: Path) -> None:
     (q,) = reg.quarantine_entries()
     assert "does not look like cp1252" in q["reason"] and 'encoding = "utf-8"' in q["reason"]
     reg.close()
+
+
+def test_repeated_identifiers_get_the_same_outcome_on_every_record(
+    tmp_path: Path, registry_url: str
+) -> None:
+    """Identifier outcomes are remembered per run: a person on many records gets one
+    pseudonym, and a bad code repeated on many records quarantines each of them."""
+    header = (FIXTURES / "cartella-esempio.csv").read_text(encoding="cp1252").splitlines()[0]
+    good, bad = "BRTCLL41C45B019A", "BRTCLL41C45B019B"  # bad: wrong check character
+    rows = [
+        f"{i};CF;{cf};Bertolotti;Clelia;1941;F;003024;N001;ANZIANI;05/02/2022;;SAD;SAD;"
+        f"0{i}/03/2022;;;N;S;10/01/2022;"
+        for i, cf in enumerate((good, bad, good, bad, bad), start=1)
+    ]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "export.csv").write_text(
+        "\r\n".join([header, *rows]) + "\r\n", encoding="cp1252"
+    )
+    ws = _workspace(tmp_path, registry_url, "../in/*.csv", "cp1252")
+    run, reg = _sync(ws)
+    assert (run.read, run.loaded, run.quarantined) == (5, 2, 3)
+    assert run.balanced
+    entries = reg.quarantine_entries(run_id=run.id)
+    assert sorted(e["location"] for e in entries) == [f"export.csv line {n}" for n in (3, 5, 6)]
+    assert {(e["field"], e["rule"]) for e in entries} == {("CODICE_FISCALE", "cf_check_char")}
+    assert reg.count("subject") == 1
+    assert reg.count("intervention") == 2
+    reg.close()
+    assert_no_leaks(scan_database(registry_url, values={good, bad}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def make_workspace(
             'registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{registry_url}"'
         )
     if batch_size:
-        text = text.replace("batch_size = 1000", f"batch_size = {batch_size}")
+        text, n = re.subn(r"(?m)^batch_size = [0-9]+$", f"batch_size = {batch_size}", text)
+        assert n == 1, "the workspace template no longer sets batch_size"
     cfg.write_text(text)
     return directory
 

@@ -11,7 +11,14 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from hub.errors import ConfigError
-from hub.registry import BatchCounts, EntityRow, QuarantineEntry, Registry, SourceRecordChange
+from hub.registry import (
+    BatchCounts,
+    EntityRow,
+    QuarantineEntry,
+    Registry,
+    SourceRecordChange,
+    tables,
+)
 from hub.registry.migrate import alembic_config
 from hub.registry.tables import metadata
 
@@ -169,4 +176,50 @@ def test_quarantine_entries_expire(registry_url: str) -> None:
         )
     assert reg.purge_expired_quarantine() == 1
     assert len(reg.quarantine_entries()) == 1
+    reg.close()
+
+
+def test_an_upsert_leaves_a_row_with_the_same_content_untouched(registry_url: str) -> None:
+    """Unchanged content keeps the row as first written (provenance included); new content
+    replaces it. The check is in the upsert itself (no look-up before it)."""
+    reg = Registry.open(registry_url)
+    p = "1.abcdefghijklmnop"
+    key = "k.ep1aaaaaaaaaaaaaaaa"
+    runs = []
+    for n, content in enumerate(("h1", "h1", "h2"), start=1):
+        run = reg.start_run(
+            connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+        )
+        runs.append(run)
+        values = {**_row(p, dt.date(2020, 1, n)), "run_id": run}
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=[
+                SourceRecordChange(
+                    f"k.src{n}aaaaaaaaaaaaaaa",
+                    f"r{n}",
+                    "upsert",
+                    (EntityRow("case_episode", key, content, values),),
+                    replaces=False,
+                )
+            ],
+            quarantine=[],
+            counts=BatchCounts(read=1, loaded=1),
+            state=None,
+            retention=dt.timedelta(days=30),
+        )
+        reg.finish_run(run, status="succeeded")
+        table = tables.RECORD_TABLES["case_episode"]
+        with reg.engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.key_hash == key)).mappings().one()
+        if n == 2:  # same content hash: still the row of the first run
+            assert (row["run_id"], row["source_key_hash"]) == (runs[0], "k.src1aaaaaaaaaaaaaaa")
+            assert row["opened_on"] == dt.date(2020, 1, 1)
+        if n == 3:  # new content hash: replaced
+            assert (row["run_id"], row["content_hash"]) == (runs[2], "h2")
+            assert row["opened_on"] == dt.date(2020, 1, 3)
+    assert reg.count("case_episode") == 1
     reg.close()
