@@ -9,6 +9,7 @@ connector uses as its cursor.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
 import queue
@@ -179,15 +180,25 @@ def prepare(
     )
 
 
+#: Letters of person tags: no vowels (no words, no names) and no look-alikes (0/O, 1/I).
+TAG_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ23456789"
+
+
 def short_tag(pseudonymiser: Pseudonymiser, org: str, subject: str) -> str:
     """A short label for a person, stable within one organisation only.
 
     Keyed (HMAC) and scoped to the organisation, so tags of two ETS cannot be
     matched with each other nor with the registry's pseudonyms.
     """
-    digest = pseudonymiser.key_hash("ets_tag", org, subject)
-    letters = "".join(c for c in digest.split(".", 1)[-1].upper() if c.isalnum())
-    return f"{letters[:3]}-{letters[3:6]}"
+    digest = pseudonymiser.key_hash("ets_tag", org, subject).split(".", 1)[-1]
+    # Consonants and digits only: a tag can never spell a name (or any word) by chance.
+    raw = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
+    number = int.from_bytes(raw, "big")
+    chars = []
+    for _ in range(6):
+        number, i = divmod(number, len(TAG_ALPHABET))
+        chars.append(TAG_ALPHABET[i])
+    return f"{''.join(chars[:3])}-{''.join(chars[3:])}"
 
 
 def _now() -> dt.datetime:

@@ -61,3 +61,14 @@ def test_an_entry_id_of_another_organisation_is_refused(web_config: Config) -> N
     intake.store(engine, p, org="ETS-A", user_id=None)
     with pytest.raises(intake.IntakeProblem):
         intake.store(engine, p, org="ETS-B", user_id=None)
+
+
+def test_person_tags_can_never_spell_a_name(web_config: Config) -> None:
+    ps = Pseudonymiser(open_keyring(web_config), web_config.pseudonym_domain)
+    tags = {intake.short_tag(ps, "ETS-A", f"k1.subject{i}") for i in range(2000)}
+    assert len(tags) == 2000  # distinct enough for one organisation's people
+    for tag in tags:
+        assert len(tag) == 7 and tag[3] == "-"
+        assert not set(tag) & set("AEIOUY01"), tag
+    other = intake.short_tag(ps, "ETS-B", "k1.subject0")
+    assert other != intake.short_tag(ps, "ETS-A", "k1.subject0")  # scoped to the organisation
