@@ -78,8 +78,9 @@ def refresh(engine: sa.Engine, years: Iterable[int] | None = None) -> int:
         with engine.connect() as conn:
             orgs = ind.organisations(conn)
             ets = ind.ets_orgs(conn)
+        both = ind.interventions_both(engine, period)
         for by in ("area", "service"):
-            district = ind.interventions(engine, period, by=by, use_cache=False)
+            district = both[by]
             rows.append(_row(year, f"iv.{by}", "*", district))
             for org in orgs:
                 if org in district[0].cols:

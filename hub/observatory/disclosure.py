@@ -239,11 +239,18 @@ def protect_release(
     vkey_of: dict[Pos, str] = {}
     value_of: dict[Pos, int | None] = {}
     resolved: dict[str, str] = {}
+    by_key: dict[str, Pos] = {}
     for ti, tb in enumerate(tables):
         for r, c, v in tb.positions():
             pos = (ti, r, c)
             positions.append(pos)
             key = tb.key(r, c)
+            if key in resolved and value_of[by_key[key]] != v:
+                raise ValueError(
+                    f"{tb.id}: {key} has two values in one release "
+                    f"({value_of[by_key[key]]} in {tables[by_key[key][0]].id}, {v} here)"
+                )
+            by_key.setdefault(key, pos)
             vkey = resolved.setdefault(key, ledger.resolve(key, v))
             vkey_of[pos] = vkey
             value_of[pos] = v

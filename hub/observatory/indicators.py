@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import combinations
 from typing import Any
@@ -192,58 +193,68 @@ def slice_interventions(district: list[Table], org: str) -> list[Table]:
     return out
 
 
-def _interventions(engine: sa.Engine, period: Period, by: str) -> list[Table]:
-    """The district tables: five grouped scans of the interventions in the period."""
+@dataclass
+class _IvCounts:
+    n: dict[tuple[str, str], int] = field(default_factory=dict)
+    euro: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    people: dict[tuple[str, str], int] = field(default_factory=dict)
+    people_row: dict[str, int] = field(default_factory=dict)
+    people_col: dict[str, int] = field(default_factory=dict)
+    people_total: int = 0
+
+
+def _iv_counts(conn: sa.Connection, period: Period) -> dict[str, _IvCounts]:
+    """Counts for both groupings (area; area/code) from one pass over the period's
+    distinct (organisation, area, code, subject) rows: one scan instead of eight."""
     iv = t.interventions
-    if by == "area":
-        row_cols: list[sa.ColumnElement[Any]] = [iv.c.area]
-    else:
-        row_cols = [iv.c.area, iv.c.service_code]
-    where = [_iv_in_period(period)]
+    q = (
+        sa.select(
+            iv.c.org, iv.c.area, iv.c.service_code, iv.c.subject, sa.func.count(),
+            sa.func.sum(iv.c.amount),
+        )
+        .where(_iv_in_period(period))
+        .group_by(iv.c.org, iv.c.area, iv.c.service_code, iv.c.subject)
+    )  # fmt: skip
+    out = {"area": _IvCounts(), "service": _IvCounts()}
+    cells: dict[str, dict[tuple[str, str], set[str]]] = {b: defaultdict(set) for b in out}
+    rows: dict[str, dict[str, set[str]]] = {b: defaultdict(set) for b in out}
+    cols: dict[str, set[str]] = defaultdict(set)
+    everyone: set[str] = set()
+    for org, area, code, subject, count, amount in conn.execute(q):
+        o = str(org)
+        for by, r in (("area", str(area)), ("service", f"{area}/{code}")):
+            c = out[by]
+            k = (r, o)
+            c.n[k] = c.n.get(k, 0) + int(count)
+            c.euro[k] = c.euro.get(k, Decimal(0)) + Decimal(amount or 0)
+            cells[by][k].add(subject)
+            rows[by][r].add(subject)
+        cols[o].add(subject)
+        everyone.add(subject)
+    for by, c in out.items():
+        c.people = {k: len(v) for k, v in cells[by].items()}
+        c.people_row = {k: len(v) for k, v in rows[by].items()}
+        c.people_col = {k: len(v) for k, v in cols.items()}
+        c.people_total = len(everyone)
+    return out
 
-    def rkey(r: Any) -> str:
-        return str(r[0]) if by == "area" else f"{r[0]}/{r[1]}"
 
-    n: dict[tuple[str, str], int] = {}
-    euro: dict[tuple[str, str], Decimal] = {}
-    people: dict[tuple[str, str], int] = {}
-    people_row: dict[str, int] = {}
-    people_col: dict[str, int] = {}
+def interventions_both(engine: sa.Engine, period: Period) -> dict[str, list[Table]]:
+    """The district tables by area and by SIUSS code, from one pass over the registry."""
+    with engine.connect() as conn:
+        counts = _iv_counts(conn, period)
+    return {by: _interventions(engine, period, by, counts[by]) for by in counts}
+
+
+def _interventions(
+    engine: sa.Engine, period: Period, by: str, counts: _IvCounts | None = None
+) -> list[Table]:
+    """The district tables (number, people, euros) for one grouping."""
     with engine.connect() as conn:
         scope = scope_of(conn, period)
-        q = (
-            sa.select(
-                *row_cols,
-                iv.c.org,
-                sa.func.count(),
-                sa.func.count(sa.distinct(iv.c.subject)),
-                sa.func.sum(iv.c.amount),
-            )
-            .where(*where)
-            .group_by(*row_cols, iv.c.org)
-        )
-        for r in conn.execute(q):
-            k = (rkey(r), str(r[len(row_cols)]))
-            n[k] = int(r[-3])
-            people[k] = int(r[-2])
-            euro[k] = Decimal(r[-1] or 0)
-        for r in conn.execute(
-            sa.select(*row_cols, sa.func.count(sa.distinct(iv.c.subject)))
-            .where(*where)
-            .group_by(*row_cols)
-        ):
-            people_row[rkey(r)] = int(r[-1])
-        for o, v in conn.execute(
-            sa.select(iv.c.org, sa.func.count(sa.distinct(iv.c.subject)))
-            .where(*where)
-            .group_by(iv.c.org)
-        ):
-            people_col[str(o)] = int(v)
-        people_total = int(
-            conn.execute(
-                sa.select(sa.func.count(sa.distinct(iv.c.subject))).where(*where)
-            ).scalar_one()
-        )
+        c = counts if counts is not None else _iv_counts(conn, period)[by]
+        n, euro, people = c.n, c.euro, c.people
+        people_row, people_col, people_total = c.people_row, c.people_col, c.people_total
         orgs = organisations(conn)
         cols = sorted(
             {o for _, o in n}
@@ -440,11 +451,11 @@ def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Ta
             **base,
         )
     ]
-    for field, headings, name, label in (
+    for fno, headings, name, label in (
         (2, NEED_HEADINGS, "bisogni", "Bisogno"),
         (3, SERVICE_HEADINGS, "servizi", "Servizio dato"),
     ):
-        texts = [r[2] if field == 2 else r[3] for r in rows]
+        texts = [r[2] if fno == 2 else r[3] for r in rows]
         codes = sorted({code for text in texts for code in split_codes(text)})
         for dim, dim_values, dim_label in (
             ("comune", comuni, "Comune (ISTAT)"),

@@ -232,3 +232,13 @@ def test_export_has_no_cell_below_k_and_no_identifier(demo: Demo) -> None:
         [*demo.exports, demo.ws / "observatory"], names=demo.names, values=demo.identifiers
     )
     assert_no_leaks(leaks)
+
+
+def test_pre_computed_tables_equal_the_live_ones(demo: Demo) -> None:
+    from hub.observatory.aggregates import is_fresh, refresh
+
+    targets = [(2022, None), (2022, "CBV"), (2022, "CARITAS-NO"), (2021, "COT")]
+    live = {k: release_tables(demo.engine, Period.year(k[0]), org=k[1]) for k in targets}
+    assert refresh(demo.engine) > 0 and is_fresh(demo.engine)
+    for (year, org), tables in live.items():
+        assert release_tables(demo.engine, Period.year(year), org=org) == tables, (year, org)
