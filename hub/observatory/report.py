@@ -44,6 +44,8 @@ class ReportResult:
     tables: int
     suppressed: int
     pdf_problem: str = ""
+    #: The same protected tables as JSON (the open-data format), with an ``indice.json``.
+    data: Path | None = None
 
 
 def with_comune_names(tb: Table, comuni: dict[str, Comune]) -> Table:
@@ -157,6 +159,8 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / f"restituzione-{slug}-{year}.html"
     html_path.write_text(html, encoding="utf-8")
+    data_dir = out_dir / f"restituzione-{slug}-{year}"
+    _write_data(data_dir, release.tables, k=k, year=year, org=org, comune=comune)
     ledger.record(release, f"report {slug} {year}")
     pdf_path, problem = print_pdf(html_path)
     return ReportResult(
@@ -165,6 +169,39 @@ def build_report(
         len(release.tables),
         sum(len(p.suppressed) for p in release.tables),
         problem,
+        data_dir,
+    )
+
+
+def _write_data(
+    folder: Path,
+    tables: list[ProtectedTable],
+    *,
+    k: int,
+    year: int,
+    org: str | None,
+    comune: str | None,
+) -> None:
+    """The report's tables in the open-data JSON format, for re-use and for auditors."""
+    import json
+
+    from hub.observatory.opendata import MARKER, _write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for pt in tables:
+        _write_json(folder / f"{pt.spec.id}.json", pt)
+    index = {
+        "district": tables[0].spec.scope.split("|")[0] if tables else "",
+        "period": {"start": f"{year}-01-01", "end": f"{year}-12-31"},
+        "org": org,
+        "comune": comune,
+        "k": k,
+        "suppressed_marker": MARKER,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tables": [{"id": pt.spec.id, "title": pt.spec.title} for pt in tables],
+    }
+    (folder / "indice.json").write_text(
+        json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
 
 

@@ -62,6 +62,8 @@ class Demo:
     ws: Path
     engine: sa.Engine
     exports: list[Path]
+    #: JSON folders of the restituzione reports (releases too).
+    reports: list[Path]
     identifiers: set[str]
     names: set[str]
 
@@ -87,10 +89,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         assert res.returncode == 0, res.stdout + res.stderr
         assert "values suppressed" in res.stdout
         exports.append(out)
+    # Restituzione reports are releases too: two comuni and one Third Sector entity.
+    reports = []
+    for subject in (["--comune", "003106"], ["--comune", "003024"], ["--org", "CARITAS-NO"]):
+        out = ws / "reports"
+        args = ["export", "report", "--config", str(ws / "raccordo.toml"), "--year", "2022"]
+        res = subprocess.run(
+            [*RACCORDO, *args, "--out", str(out), *subject],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        slug = subject[0].lstrip("-") + "-" + subject[1]
+        reports.append(out / f"restituzione-{slug}-2022")
     return Demo(
         ws,
         registry.engine,
         exports,
+        reports,
         truth.identifiers | {p for p in planted if any(ch.isdigit() for ch in p)},
         truth.names | {p for p in planted if not any(ch.isdigit() for ch in p)},
     )
@@ -145,8 +162,9 @@ def test_indicator_totals_agree_with_plain_queries(demo: Demo) -> None:
 
 
 def _published(demo: Demo) -> list[tuple[Path, dict[str, object]]]:
+    """Every table released: the open-data exports and the restituzione reports."""
     out = []
-    for folder in demo.exports:
+    for folder in [*demo.exports, *demo.reports]:
         index = json.loads((folder / "indice.json").read_text(encoding="utf-8"))
         assert index["k"] == K and index["suppressed_marker"] == MARKER
         for entry in index["tables"]:
@@ -219,6 +237,8 @@ def test_export_has_no_cell_below_k_and_no_identifier(demo: Demo) -> None:
         for v in values:
             assert v == MARKER or v is None or v == 0 or v >= K, (path.name, v)
             checked += 1
+        if path.parent in demo.reports:
+            continue  # reports have no CSV (their HTML is checked in test_report.py)
         csv_text = path.with_suffix(".csv").read_text(encoding="utf-8")
         for line in csv_text.splitlines()[1:]:
             for cell in line.split(",")[2:]:
@@ -229,7 +249,9 @@ def test_export_has_no_cell_below_k_and_no_identifier(demo: Demo) -> None:
         assert (folder / "LEGGIMI.md").read_text(encoding="utf-8").count(f"k = {K}") >= 1
         assert (folder / "dizionario.csv").exists()
     leaks = scan_paths(
-        [*demo.exports, demo.ws / "observatory"], names=demo.names, values=demo.identifiers
+        [*demo.exports, demo.ws / "reports", demo.ws / "observatory"],
+        names=demo.names,
+        values=demo.identifiers,
     )
     assert_no_leaks(leaks)
 
