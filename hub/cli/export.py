@@ -3,26 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+from hub.cli.options import ConfigOpt
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from hub.config import Config
 
 app = typer.Typer(help="Export published tables (after disclosure control).", no_args_is_help=True)
 console = Console()
 
 
+def _check_org(cfg: Config, org: str | None) -> None:
+    from hub.errors import ConfigError
+
+    if org is not None and org not in cfg.settings.organisations:
+        raise ConfigError(
+            f"no organisation {org!r}",
+            where=str(cfg.path),
+            hint="known: " + ", ".join(cfg.settings.organisations),
+        )
+
+
+def _year(engine: sa.Engine, year: int | None) -> int:
+    """The year asked for, or the latest year with data."""
+    from hub.errors import ConfigError
+    from hub.observatory.indicators import latest_year
+
+    y = year or latest_year(engine)
+    if y is None:
+        raise ConfigError(
+            "the registry holds no dated records: nothing to export",
+            where="--year",
+            hint="run `raccordo sync` first, or pass --year",
+        )
+    return y
+
+
 @app.command("opendata")
 def opendata(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
-            envvar="RACCORDO_CONFIG",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: opendata/<period>[-<org>]).")
     ] = None,
@@ -35,30 +60,16 @@ def opendata(
 ) -> None:
     """Suppressed CSV and JSON for every published table, with a data dictionary."""
     from hub.config import load_config
-    from hub.errors import ConfigError
     from hub.observatory.disclosure import Ledger
-    from hub.observatory.indicators import latest_year
     from hub.observatory.opendata import export_opendata
     from hub.observatory.table import Period
     from hub.registry import Registry
 
     cfg = load_config(config)
-    if org and org not in cfg.settings.organisations:
-        raise ConfigError(
-            f"no organisation {org!r}",
-            where=str(cfg.path),
-            hint="known: " + ", ".join(cfg.settings.organisations),
-        )
+    _check_org(cfg, org)
     registry = Registry.open(cfg.registry_url)
     try:
-        y = year or latest_year(registry.engine)
-        if y is None:
-            raise ConfigError(
-                "the registry holds no dated records: nothing to export",
-                where="--year",
-                hint="run `raccordo sync` first, or pass --year",
-            )
-        period = Period.year(y)
+        period = Period.year(_year(registry.engine, year))
         folder = out or cfg.base_dir / "opendata" / (period.label + (f"-{org}" if org else ""))
         ledger = Ledger.load(cfg.ledger_path)
         result = export_opendata(
@@ -83,22 +94,15 @@ def report(
         int | None, typer.Option(help="Calendar year (default: the latest year with data).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: reports/).")] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
-            envvar="RACCORDO_CONFIG",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """A restituzione report (HTML and PDF) for one comune or one organisation, with the
-    same disclosure control as the open-data export, recorded in the ledger."""
+    """A restituzione report (HTML, PDF, JSON) for one comune or one organisation.
+
+    Same disclosure control as the open-data export; the release is recorded in the ledger.
+    """
     from hub.config import load_config
     from hub.errors import ConfigError
     from hub.observatory.disclosure import Ledger
-    from hub.observatory.indicators import latest_year
     from hub.observatory.report import build_report
     from hub.registry import Registry
     from hub.web.comuni import load_comuni
@@ -116,25 +120,13 @@ def report(
             where="--comune",
             hint="use the six-digit ISTAT code, e.g. 003106 for Novara",
         )
-    if org is not None and org not in cfg.settings.organisations:
-        raise ConfigError(
-            f"no organisation {org!r}",
-            where=str(cfg.path),
-            hint="known: " + ", ".join(cfg.settings.organisations),
-        )
+    _check_org(cfg, org)
     registry = Registry.open(cfg.registry_url)
     try:
-        y = year or latest_year(registry.engine)
-        if y is None:
-            raise ConfigError(
-                "the registry holds no dated records: nothing to report",
-                where="--year",
-                hint="run `raccordo sync` first, or pass --year",
-            )
         result = build_report(
             registry.engine,
             out or cfg.base_dir / "reports",
-            year=y,
+            year=_year(registry.engine, year),
             comuni=comuni,
             k=cfg.observatory.k,
             ledger=Ledger.load(cfg.ledger_path),
@@ -161,15 +153,7 @@ observatory_app = typer.Typer(help="The observatory's pre-computed tables.", no_
 
 @observatory_app.command("refresh")
 def observatory_refresh(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Path of raccordo.toml (default: $RACCORDO_CONFIG or ./raccordo.toml).",
-            envvar="RACCORDO_CONFIG",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Recompute the indicator tables for every year with data (`sync` does it too)."""
     import time
