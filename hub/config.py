@@ -41,7 +41,14 @@ class HubSettings(BaseModel):
     #: Pseudonymisation domain; defaults to the district code.
     pseudonym_domain: Code | None = None
     mappings_dir: str = "mappings"
+    #: Records mapped and written together (held in memory at once).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    #: Records per transaction: a sync commits once this many were written (whole
+    #: batches), or after ``commit_seconds``, whichever comes first.
+    commit_every: Annotated[int, Field(ge=1, le=10_000_000)] = 200_000
+    commit_seconds: Annotated[float, Field(gt=0, le=3600)] = 20.0
+    #: Upper bound of the SQLite page cache of a sync's load connection (MiB).
+    sqlite_cache_mib: Annotated[int, Field(ge=2, le=65_536)] = 1024
     quarantine_retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
 
 

@@ -2,8 +2,10 @@
 
 Called the same way by the CLI (``raccordo sync``) and by Airflow tasks
 (``dags/``). Records are processed in batches; each batch, its quarantine
-entries, the run counters and the connector's state checkpoint are committed
-in one database transaction (see :meth:`hub.registry.Registry.commit_batch`).
+entries, the run counters and the connector's state checkpoint are written
+together in one database transaction (see :meth:`hub.registry.Registry.commit_batch`),
+which is committed every ``commit_every`` records or ``commit_seconds``
+(:class:`hub.registry.LoadTransaction`).
 
 Accounting: for every run ``read = loaded + unchanged + quarantined``.
 A record is *unchanged* when its pseudonymised content and the mapping
@@ -51,6 +53,7 @@ from hub.pseudonyms import (
 from hub.registry import (
     BatchCounts,
     EntityRow,
+    LoadTransaction,
     QuarantineEntry,
     Registry,
     RunSummary,
@@ -215,7 +218,13 @@ class Pipeline:
         units: list[str] = []
         latest_state: dict[str, Any] | None = None
         totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
-        batch_size = self.config.hub.batch_size
+        hub = self.config.hub
+        batch_size = hub.batch_size
+        tx = self.registry.load_transaction(
+            commit_every=hub.commit_every,
+            commit_seconds=hub.commit_seconds,
+            sqlite_cache_mib=hub.sqlite_cache_mib,
+        )
 
         def flush() -> None:
             groups = _by_org(batch, org, multi_org=connector.multi_org, name=name)
@@ -233,11 +242,13 @@ class Pipeline:
                     errors if last else [],
                     units if last else [],
                     latest_state if last else None,
+                    tx,
                 )
                 totals.read += counts.read
                 totals.loaded += counts.loaded
                 totals.unchanged += counts.unchanged
                 totals.quarantined += counts.quarantined
+            tx.batch_written(sum(len(g) for _, g in groups))
             batch.clear()
             errors.clear()
             units.clear()
@@ -262,21 +273,32 @@ class Pipeline:
                 else:  # a connector bug, not bad data
                     raise TypeError(f"connector yielded {type(item).__name__}")
             flush()
+            tx.close()
         except SourceUnavailable as e:
             # The source stopped answering: keep what was read up to now (the state
             # checkpoint covers it), so the next run resumes right there.
             flush()
+            tx.close()
             self.registry.finish_run(run_id, status="failed", error=str(e))
             raise RunFailed(
                 f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
             ) from None
         except RaccordoError as e:
+            # Batches written before the error are whole, with their state: keep
+            # them, as if each had been committed (if writing one failed, the
+            # transaction was rolled back already and this does nothing).
+            tx.close()
             self.registry.finish_run(run_id, status="failed", error=str(e))
             raise RunFailed(
                 f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
             ) from None
         except Exception as e:
+            tx.close()
             self.registry.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C): keep the whole batches written so far.
+            tx.close()
             raise
         return self.registry.finish_run(run_id, status="succeeded")
 
@@ -291,6 +313,7 @@ class Pipeline:
         errors: list[SourceError],
         units: list[str],
         state: dict[str, Any] | None,
+        tx: LoadTransaction | None = None,
     ) -> BatchCounts:
         counts = BatchCounts(read=len(batch), source_errors=len(errors))
         quarantine: list[QuarantineEntry] = [
@@ -302,7 +325,7 @@ class Pipeline:
         prepared = [self._pseudonymise(name, org, stream, r) for r in batch]
         # Last occurrence of a key in a batch wins (a later line updates an earlier one).
         existing = self.registry.existing_record_hashes(
-            name, stream.name, [p.source_key_hash for p in prepared]
+            name, stream.name, [p.source_key_hash for p in prepared], tx=tx
         )
         changes: dict[str, SourceRecordChange] = {}
         unchanged: list[str] = []
@@ -375,6 +398,7 @@ class Pipeline:
             retention=retention,
             unchanged=unchanged,
             completed_units=list(units),
+            tx=tx,
         )
         return counts
 

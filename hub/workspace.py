@@ -24,6 +24,7 @@ keyring = "keys/keyring.json"
 keyring_key_file = "keys/keyring.key"
 mappings_dir = "mappings"
 batch_size = 10000
+commit_every = 200000
 quarantine_retention_days = 365
 
 # One table per organisation that supplies data.

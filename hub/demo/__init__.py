@@ -37,6 +37,7 @@ registry_url = "sqlite:///registry.sqlite"
 keyring = "keys/keyring.json"
 keyring_key_file = "keys/keyring.key"
 batch_size = 10000
+commit_every = 200000
 
 [organisations.CISS-BORGO]
 name = "CISS Borgomanero"

@@ -48,6 +48,7 @@ def make_workspace(
         keys_from: Path | None = None,
         own_db: bool = False,
         batch_size: int = 1000,
+        commit_every: int | None = None,
     ) -> Path:
         n = next(counter)
         ws = tmp_path / f"ws{n}"
@@ -65,6 +66,7 @@ def make_workspace(
             registry_url=url,
             keys_from=keys_from,
             batch_size=batch_size,
+            commit_every=commit_every,
         )
 
     return make

@@ -83,7 +83,8 @@ def test_killed_mid_sync_then_rerun_equals_uninterrupted_run(
     reg.close()
 
     # Same keys (so same pseudonyms), its own registry.
-    ws = make_workspace(5_000, keys_from=reference, batch_size=300, own_db=True)
+    # One commit per 300-record batch, so that the kill lands after some commits.
+    ws = make_workspace(5_000, keys_from=reference, batch_size=300, commit_every=300, own_db=True)
     env = {**os.environ, "RACCORDO_SYNTHETIC_CRASH_AT": "3217"}
     killed = subprocess.run(
         [*RACCORDO, "sync", "--quiet", "--config", str(ws / "raccordo.toml")],

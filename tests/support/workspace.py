@@ -19,9 +19,11 @@ def make_workspace(
     registry_url: str | None = None,
     keys_from: Path | None = None,
     batch_size: int | None = None,
+    commit_every: int | None = None,
 ) -> Path:
     """``raccordo init`` plus the given organisations/connectors; optionally another
-    registry, the keyring of another workspace (same pseudonyms), another batch size."""
+    registry, the keyring of another workspace (same pseudonyms), another batch size
+    and records per transaction."""
     if keys_from is not None:
         shutil.copytree(keys_from / "keys", directory / "keys")
     cfg = init_workspace(
@@ -35,6 +37,9 @@ def make_workspace(
     if batch_size:
         text, n = re.subn(r"(?m)^batch_size = [0-9]+$", f"batch_size = {batch_size}", text)
         assert n == 1, "the workspace template no longer sets batch_size"
+    if commit_every:
+        text, n = re.subn(r"(?m)^commit_every = [0-9]+$", f"commit_every = {commit_every}", text)
+        assert n == 1, "the workspace template no longer sets commit_every"
     cfg.write_text(text)
     return directory
 
