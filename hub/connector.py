@@ -97,6 +97,10 @@ class Stream:
     #: Field(s) whose values identify a record in the source; stored only keyed-hashed.
     source_key: tuple[str, ...]
     description: str = ""
+    #: False when the connector cannot tell every field yet (a CSV inbox with no
+    #: readable file): the mapping's source fields are then not checked before
+    #: the run (see ``hub.pipeline.check_mapping_sources``).
+    fields_complete: bool = True
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:

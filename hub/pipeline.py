@@ -38,8 +38,8 @@ from hub.connector import (
     Stream,
     UnitComplete,
 )
-from hub.errors import RaccordoError, RunFailed, SourceUnavailable
-from hub.mappings import CompiledMapping, compile_mapping, load_mapping
+from hub.errors import MappingFileError, RaccordoError, RunFailed, SourceUnavailable
+from hub.mappings import CompiledMapping, compile_mapping, load_mapping, unknown_sources
 from hub.plugins import get_plugins
 from hub.pseudonyms import (
     IdentifierType,
@@ -117,7 +117,7 @@ def open_keyring(config: Config) -> Keyring:
 
 def build_connector(config: Config, name: str) -> Connector:
     settings = config.connector(name)
-    cls = get_plugins().connector(settings.type)
+    cls = get_plugins().connector(settings.type, where=f"{config.path} [connectors.{name}] type")
     try:
         return cls.from_settings(settings.config, base_dir=config.base_dir)
     except ValidationError as e:
@@ -146,6 +146,35 @@ def load_connector_mapping(
             "(see docs/mappings.md)",
         )
     return compile_mapping(load_mapping(config.mapping_path(mapping_name)))
+
+
+def check_mapping_sources(
+    config: Config, name: str, stream: Stream, mapping: CompiledMapping
+) -> None:
+    """Refuse, before reading anything, a mapping that reads fields the stream lacks.
+
+    Otherwise a misspelt source field would quarantine every record (a required
+    field "missing") or, worse, silently leave an optional value empty.
+    """
+    if not stream.fields_complete:
+        return
+    available = {f.name for f in stream.fields if f.role is not FieldRole.PERSONAL}
+    available |= {
+        f"{f.name}__{derived}"
+        for f in stream.fields
+        if f.derive_birth_year_and_sex
+        for derived in ("birth_year", "sex")
+    }
+    problems = unknown_sources(mapping.spec, available)
+    if problems:
+        raise MappingFileError(
+            f"mapping {mapping.name!r} reads fields that stream {stream.name!r} of connector "
+            f"{name!r} does not have",
+            where=f"mapping {mapping.name!r} (used by {config.path} [connectors.{name}])",
+            hint="fix the source names in the mapping file; the stream's fields are: "
+            + _listing(sorted(available)),
+            errors=problems,
+        )
 
 
 class Pipeline:
@@ -187,6 +216,7 @@ class Pipeline:
         summaries = []
         for stream in connector.streams():
             mapping = load_connector_mapping(self.config, name, connector, stream.name)
+            check_mapping_sources(self.config, name, stream, mapping)
             summaries.append(
                 self._sync_stream(
                     name, settings.type, settings.org, connector, stream, mapping, progress
@@ -528,6 +558,11 @@ class Pipeline:
             content = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
             entities.append(EntityRow(out.model, key_hash, content, {**row, **provenance}))
         return entities, None
+
+
+def _listing(names: list[str], limit: int = 40) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _by_org(

@@ -110,7 +110,8 @@ class CSVExportConnector(Connector):
     def streams(self) -> tuple[Stream, ...]:
         c = self.config
         declared = [*c.identifier_columns, *c.personal_columns, *c.source_key]
-        columns = list(dict.fromkeys([*declared, *self._header()]))
+        header = self._header()
+        columns = list(dict.fromkeys([*declared, *header]))
         fields = []
         for col in columns:
             if col in c.identifier_columns:
@@ -135,6 +136,8 @@ class CSVExportConnector(Connector):
                 tuple(fields),
                 source_key=tuple(c.source_key),
                 description=f"rows of {c.path}",
+                # Without a readable file the columns are not known yet.
+                fields_complete=bool(header),
             ),
         )
 

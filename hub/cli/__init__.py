@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -96,9 +97,9 @@ def connectors_check(
 
     result = check(config, name)
     if result["ok"]:
-        console.print(f"[green]OK[/green] {name}: {result['message']}")
+        console.print(f"[green]OK[/green] {name}: {escape(str(result['message']))}")
         return
-    err_console.print(f"[red]FAILED[/red] {name}: {result['message']}")
+    err_console.print(f"[red]FAILED[/red] {name}: {escape(str(result['message']))}")
     raise typer.Exit(4)
 
 
@@ -150,7 +151,7 @@ def sync(
                 summaries = pipeline.sync(name, progress=show)
             except RaccordoError as e:
                 failed = True
-                err_console.print(f"[red]error[/red] {name}: {e}")
+                err_console.print(f"[red]error[/red] {name}: {escape(str(e))}", highlight=False)
                 continue
         for s in summaries:
             _print_run(s)
@@ -178,7 +179,7 @@ def _print_run(s: object) -> None:
     if s.unmapped_codes:
         for table, codes in s.unmapped_codes.items():
             listed = ", ".join(f"{c} ×{n}" for c, n in sorted(codes.items()))
-            console.print(f"  codes not in table [bold]{table}[/bold]: {listed}")
+            console.print(f"  codes not in table [bold]{escape(table)}[/bold]: {escape(listed)}")
     if s.quarantined or s.source_errors:
         console.print(f"  see why: raccordo quarantine list --run {s.id}")
 
@@ -339,5 +340,6 @@ def main() -> None:
     try:
         app()
     except RaccordoError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, markup=False)
+        # The message may hold "[connectors.x]" (a TOML table): escaped, not markup.
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from tests.contract.suite import connector_contract_tests
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.workspace import make_workspace, sync
 
+RACCORDO = [sys.executable, "-m", "hub"]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
 CFS = {"BRTCLL41C45B019A", "QGLRNT79S23F952Z", "QGLRNT79S23F952A", "STP0102061234567"}
 NAMES = {"Bertolotti", "Clelia", "Quaglino", "Renato", "Sconosciuto", "Ahmed"}
@@ -147,3 +150,33 @@ def test_repeated_identifiers_get_the_same_outcome_on_every_record(
     assert reg.count("intervention") == 2
     reg.close()
     assert_no_leaks(scan_database(registry_url, values={good, bad}))
+
+
+def test_a_misspelt_source_field_in_the_mapping_stops_the_sync_before_reading(
+    tmp_path: Path,
+) -> None:
+    """The mapping reads a column the export does not have: nothing is read or loaded,
+    and the error says which mapping entry and which fields exist."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(FIXTURES / "cartella-esempio.csv", tmp_path / "in" / "export.csv")
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", "../in/*.csv", "cp1252")
+    builtin = Path(__file__).resolve().parents[2] / "mappings" / "cartella-esempio.toml"
+    text = builtin.read_text(encoding="utf-8")
+    assert 'source = "IMPORTO"' in text
+    (ws / "mappings").mkdir(exist_ok=True)
+    (ws / "mappings" / "vendor.toml").write_text(
+        text.replace('source = "IMPORTO"', 'source = "IMPORT0"'), encoding="utf-8"
+    )
+    cfg = ws / "raccordo.toml"
+    cfg.write_text(cfg.read_text().replace('"cartella-esempio.toml"', '"vendor.toml"'))
+    result = subprocess.run(
+        [*RACCORDO, "sync", "--config", str(cfg)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 7, result.stderr  # a connector could not sync
+    assert "reads fields that stream" in result.stderr
+    assert "records[2].fields.amount: no source field 'IMPORT0'" in result.stderr
+    assert "IMPORTO" in result.stderr  # the fields that do exist are listed
+    assert "Traceback" not in result.stderr
+    reg = Registry.open(f"sqlite:///{tmp_path}/r.sqlite")
+    assert reg.runs() == [] and reg.count("intervention") == 0
+    reg.close()

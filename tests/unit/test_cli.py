@@ -107,3 +107,10 @@ def test_sync_prints_accounting_and_unknown_connector_is_an_error(tmp_path: Path
     assert res.returncode == 3 and "configured: syn" in res.stderr
     res = run("runs", "--json", "--config", str(cfg))
     assert '"balanced": true' in res.stdout
+    # A misspelt connector type names the file and the table to fix.
+    cfg.write_text(cfg.read_text().replace('type = "synthetic"', 'type = "synthetik"'))
+    res = run("sync", "--config", str(cfg))
+    assert res.returncode == 7, res.stderr  # the connector could not sync
+    err = " ".join(res.stderr.split())
+    assert "no connector type 'synthetik'" in err and "[connectors.syn] type" in err
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,135 @@
+"""A sync's load transaction: several batches per commit, never part of a batch.
+
+What a user relies on: after a crash, the registry holds exactly the batches of
+the last commit together with the cursor that covers them (so the next run
+resumes there), and a batch that cannot be written takes nothing with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from hub.registry import BatchCounts, EntityRow, LoadTransaction, Registry, SourceRecordChange
+
+PSEUDONYM = "1.abcdefghijklmnop"
+
+
+def _episode(n: int, opened: dt.date | None) -> EntityRow:
+    return EntityRow(
+        "case_episode",
+        f"k.ep{n:04d}aaaaaaaaaaaaaaaa",
+        f"h{n}",
+        {
+            "subject": PSEUDONYM,
+            "area": "FAM",
+            "opened_on": opened,
+            "closed_on": None,
+            "connector": "c",
+            "run_id": 1,
+            "mapping": "m",
+            "mapping_version": "1",
+        },
+    )
+
+
+def _write(reg: Registry, tx: LoadTransaction, run: int, n: int, *, broken: bool = False) -> None:
+    """One batch of one record, whose state says ``next = n + 1``."""
+    opened = None if broken else dt.date(2020, 1, 1) + dt.timedelta(days=n)
+    reg.commit_batch(
+        run_id=run,
+        connector="c",
+        stream="s",
+        org="O",
+        changes=[
+            SourceRecordChange(
+                f"k.src{n:04d}aaaaaaaaaaaaaaa", f"r{n}", "upsert", (_episode(n, opened),)
+            )
+        ],
+        quarantine=[],
+        counts=BatchCounts(read=1, loaded=1),
+        state={"next": n + 1},
+        retention=dt.timedelta(days=30),
+        tx=tx,
+    )
+    tx.batch_written(1)
+
+
+def _seen_from_outside(url: str) -> tuple[int, dict[str, object], int]:
+    """Episodes, cursor and run counter as another process would see them now."""
+    other = Registry.open(url, migrate=False)
+    try:
+        run = other.runs(limit=1)[0]
+        return other.count("case_episode"), other.get_state("c", "s"), run.read
+    finally:
+        other.close()
+
+
+def _start(reg: Registry) -> int:
+    return reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+    )
+
+
+def test_batches_become_visible_and_durable_only_when_the_transaction_commits(
+    registry_url: str,
+) -> None:
+    reg = Registry.open(registry_url)
+    run = _start(reg)
+    tx = reg.load_transaction(commit_every=3, commit_seconds=3600, sqlite_cache_mib=16)
+    _write(reg, tx, run, 0)
+    _write(reg, tx, run, 1)
+    # Written, not committed: a crash now would leave the registry as it was,
+    # cursor included, and the next run would read these two records again.
+    assert _seen_from_outside(registry_url) == (0, {}, 0)
+    _write(reg, tx, run, 2)  # the third record: commit
+    assert tx.commits == 1
+    assert _seen_from_outside(registry_url) == (3, {"next": 3}, 3)
+    _write(reg, tx, run, 3)
+    assert _seen_from_outside(registry_url) == (3, {"next": 3}, 3)
+    tx.close()  # the end of the sync commits the rest
+    assert _seen_from_outside(registry_url) == (4, {"next": 4}, 4)
+    with pytest.raises(RuntimeError, match="closed"):
+        _ = tx.conn
+    reg.close()
+
+
+def test_a_batch_that_cannot_be_written_takes_back_the_uncommitted_ones_and_nothing_else(
+    registry_url: str,
+) -> None:
+    reg = Registry.open(registry_url)
+    run = _start(reg)
+    tx = reg.load_transaction(commit_every=2, commit_seconds=3600, sqlite_cache_mib=16)
+    _write(reg, tx, run, 0)
+    _write(reg, tx, run, 1)  # committed with the cursor at 2
+    _write(reg, tx, run, 2)  # written, not committed
+    # A real database error inside a batch: a NOT NULL column left empty.
+    with pytest.raises(sa.exc.IntegrityError):
+        _write(reg, tx, run, 3, broken=True)
+    # Nothing of the failed batch, nor of the uncommitted one before it, and the
+    # cursor where the committed batches left it: the next run reads 2 and 3 again.
+    assert _seen_from_outside(registry_url) == (2, {"next": 2}, 2)
+    tx.close()  # already rolled back and closed: commits nothing
+    assert _seen_from_outside(registry_url) == (2, {"next": 2}, 2)
+    # The registry is usable afterwards (no lock or transaction left behind).
+    tx2 = reg.load_transaction(commit_every=10, commit_seconds=3600, sqlite_cache_mib=16)
+    _write(reg, tx2, run, 2)
+    _write(reg, tx2, run, 3)
+    tx2.close()
+    assert _seen_from_outside(registry_url) == (4, {"next": 4}, 4)
+    reg.close()
+
+
+def test_the_transaction_is_also_committed_after_commit_seconds(registry_url: str) -> None:
+    reg = Registry.open(registry_url)
+    run = _start(reg)
+    # Far from commit_every, but past commit_seconds after every batch.
+    tx = reg.load_transaction(commit_every=1_000_000, commit_seconds=1e-9, sqlite_cache_mib=16)
+    _write(reg, tx, run, 0)
+    assert _seen_from_outside(registry_url) == (1, {"next": 1}, 1)
+    _write(reg, tx, run, 1)
+    assert tx.commits == 2
+    tx.close()
+    reg.close()
