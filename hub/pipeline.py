@@ -32,6 +32,7 @@ from hub.config import Config
 from hub.connector import (
     Connector,
     FieldRole,
+    FieldSpec,
     RawRecord,
     SourceError,
     StateCheckpoint,
@@ -188,6 +189,7 @@ class Pipeline:
         self._identifiers: dict[
             tuple[str | None, IdentifierType | None, str | None], _IdentifierOutcome
         ] = {}
+        self._unit_hashes: dict[tuple[str, str, str], str] = {}
         self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
         self._register_organisations()
 
@@ -442,13 +444,14 @@ class Pipeline:
         skh = self.pseudonymiser.key_hash(name, stream.name, key)
         data: dict[str, Any] = {}
         problems: list[tuple[str, str, str]] = []
-        for spec in stream.fields:
-            if spec.name not in raw or spec.role is FieldRole.PERSONAL:
+        data_fields, identifier_fields = _field_plan(stream)
+        for f in data_fields:
+            if f in raw:
+                data[f] = raw[f]
+        for spec in identifier_fields:
+            if spec.name not in raw:
                 continue
             value = raw[spec.name]
-            if spec.role is FieldRole.DATA:
-                data[spec.name] = value
-                continue
             expected = spec.identifier_type
             if spec.type_field:
                 try:
@@ -482,11 +485,17 @@ class Pipeline:
             if derived is not None and spec.derive_birth_year_and_sex:
                 data[f"{spec.name}__birth_year"] = derived[0]
                 data[f"{spec.name}__sex"] = derived[1]
-        unit_hash = (
-            self.pseudonymiser.key_hash("unit", name, stream.name, record.unit)
-            if record.unit is not None
-            else None
-        )
+        unit_hash = None
+        if record.unit is not None:
+            # Every record of a file (or flow) names the same unit: hash it once.
+            unit_key = (name, stream.name, record.unit)
+            unit_hash = self._unit_hashes.get(unit_key)
+            if unit_hash is None:
+                if len(self._unit_hashes) >= _IDENTIFIER_CACHE_SIZE:
+                    self._unit_hashes.clear()
+                unit_hash = self._unit_hashes[unit_key] = self.pseudonymiser.key_hash(
+                    "unit", *unit_key
+                )
         return _Prepared(skh, record.location, record.op, data, tuple(problems), unit_hash)
 
     def _identifier(
@@ -555,9 +564,31 @@ class Pipeline:
                 n = seen.get(out.model, 0)
                 seen[out.model] = n + 1
                 key_hash = self.pseudonymiser.key_hash(out.model, p.source_key_hash, str(n))
-            content = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
+            # Field order is the model's, fixed: no need to sort.
+            content = hashlib.sha256(repr(tuple(row.items())).encode()).hexdigest()
             entities.append(EntityRow(out.model, key_hash, content, {**row, **provenance}))
         return entities, None
+
+
+_FieldPlan = tuple[tuple[str, ...], tuple[FieldSpec, ...]]
+#: Field plans by stream object (the stream is kept so that its id is never reused).
+_plans: dict[int, tuple[Stream, _FieldPlan]] = {}
+
+
+def _field_plan(stream: Stream) -> _FieldPlan:
+    """A stream's data fields (kept as they are) and identifier fields (pseudonymised);
+    personal and undeclared fields are in neither, so they are dropped."""
+    hit = _plans.get(id(stream))
+    if hit is not None and hit[0] is stream:
+        return hit[1]
+    plan = (
+        tuple(f.name for f in stream.fields if f.role is FieldRole.DATA),
+        tuple(f for f in stream.fields if f.role is FieldRole.IDENTIFIER),
+    )
+    if len(_plans) >= 256:
+        _plans.clear()
+    _plans[id(stream)] = (stream, plan)
+    return plan
 
 
 def _listing(names: list[str], limit: int = 40) -> str:
