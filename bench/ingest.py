@@ -322,7 +322,8 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
       of the same fields into one table without indexes (what the issue asks);
     * ``idempotent``: the floor plus what any idempotent load needs at the least:
       a keyed hash of the source key, a content hash, one unique index and an
-      upsert that leaves unchanged rows alone (one row per source record);
+      upsert that leaves unchanged rows alone (one row per source record), with
+      the page cache and commit interval of a sync's load transaction;
     * ``registry``: the floor writing the registry's own tables (created by its
       migrations, with their indexes) the rows the real mapping writes: keyed-hash
       keys, content hashes, provenance, ``source_records``; upserts, the load's
@@ -348,9 +349,9 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
             f"create table r ({', '.join(columns)}, source_key_hash text not null unique, "
             "content_hash text not null)"
         )
-    else:
+    if mode != "floor":
         db.execute("PRAGMA cache_size=-1048576")  # as a sync's load transaction
-    commit_every = 200_000 if mode == "registry" else 1000
+    commit_every = 1000 if mode == "floor" else 200_000
 
     def keyed(*parts: str) -> str:
         mac = hmac.new(key, "|".join(parts).encode(), hashlib.sha256).digest()
