@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 import sqlalchemy as sa
@@ -72,3 +72,32 @@ def test_person_tags_can_never_spell_a_name(web_config: Config) -> None:
         assert not set(tag) & set("AEIOUY01"), tag
     other = intake.short_tag(ps, "ETS-B", "k1.subject0")
     assert other != intake.short_tag(ps, "ETS-A", "k1.subject0")  # scoped to the organisation
+
+
+def test_an_entry_submitted_while_a_sync_holds_its_transaction_is_stored_when_it_commits(
+    web_config: Config,
+) -> None:
+    """A sync keeps its load transaction open for up to ``commit_seconds``; on SQLite a
+    volunteer's submission then waits for it instead of failing, and is stored once."""
+    reg = Registry.open(web_config.registry_url)
+    engine = reg.engine
+    tx = reg.load_transaction(commit_every=10**6, commit_seconds=3600, sqlite_cache_mib=16)
+    # The sync has written something: on SQLite it now holds the write lock.
+    tx.conn.execute(
+        t.connector_state.insert().values(
+            connector="sync", stream="s", state="{}", run_id=1, updated_at=dt.datetime.now(dt.UTC)
+        )
+    )
+    (p,) = _prepared(web_config, 1)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(intake.store, engine, p, org="ETS-A", user_id=None)
+        done, _ = wait([pending], timeout=1.0)
+        assert engine.dialect.name == "sqlite" and not done  # waiting for the sync
+        tx.close()
+        _entry_id, created = pending.result(timeout=60)
+    assert created
+    with engine.connect() as conn:
+        uuids = conn.execute(sa.select(t.ets_entries.c.entry_uuid)).scalars().all()
+        state = conn.execute(sa.select(t.connector_state.c.connector)).scalars().all()
+    assert uuids == [p.entry_uuid] and state == ["sync"]
+    reg.close()
