@@ -16,7 +16,7 @@ import json
 import operator
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -325,116 +325,92 @@ class Registry:
         transaction is rolled back (its earlier batches and state included), so
         the registry never holds part of a batch.
         """
-        args = (
-            run_id,
-            connector,
-            stream,
-            org,
-            changes,
-            quarantine,
-            counts,
-            state,
-            retention,
-            unchanged,
-            completed_units,
-        )
+
+        def write(conn: sa.Connection) -> None:
+            now = utcnow()
+            self._apply_changes(conn, connector, stream, org, run_id, changes, now)
+            sr = t.source_records
+            for chunk in _chunks(list(unchanged), 900):
+                conn.execute(
+                    sr.update()
+                    .where(
+                        sr.c.connector == connector,
+                        sr.c.stream == stream,
+                        sr.c.source_key_hash.in_(chunk),
+                    )
+                    .values(run_id=run_id)
+                )
+            for unit_hash in completed_units:
+                counts.removed += self._remove_unseen(
+                    conn, connector, stream, org, run_id, unit_hash
+                )
+            if quarantine:
+                conn.execute(
+                    t.quarantine.insert(),
+                    [
+                        {
+                            "run_id": run_id,
+                            "connector": connector,
+                            "stream": stream,
+                            "org": org,
+                            "kind": q.kind,
+                            "location": q.location[:300],
+                            "source_key_hash": q.source_key_hash,
+                            "field": q.field,
+                            "rule": q.rule,
+                            "reason": q.reason,
+                            "payload": json.dumps(q.payload, sort_keys=True, default=str),
+                            "created_at": now,
+                            "expires_at": now + retention,
+                        }
+                        for q in quarantine
+                    ],
+                )
+            run = conn.execute(
+                sa.select(t.runs.c.unmapped_codes).where(t.runs.c.id == run_id)
+            ).scalar_one()
+            unmapped: dict[str, dict[str, int]] = json.loads(run or "{}")
+            for table, codes in counts.unmapped.items():
+                slot = unmapped.setdefault(table, {})
+                for code, n in codes.items():
+                    slot[code] = slot.get(code, 0) + n
+            r = t.runs.c
+            conn.execute(
+                t.runs.update()
+                .where(r.id == run_id)
+                .values(
+                    read=r.read + counts.read,
+                    loaded=r.loaded + counts.loaded,
+                    unchanged=r.unchanged + counts.unchanged,
+                    quarantined=r.quarantined + counts.quarantined,
+                    deleted=r.deleted + counts.deleted,
+                    removed=r.removed + counts.removed,
+                    source_errors=r.source_errors + counts.source_errors,
+                    batches=r.batches + 1,
+                    unmapped_codes=json.dumps(unmapped, sort_keys=True),
+                )
+            )
+            if state is not None:
+                self._upsert(
+                    conn,
+                    t.connector_state,
+                    [
+                        {
+                            "connector": connector,
+                            "stream": stream,
+                            "state": json.dumps(state, sort_keys=True),
+                            "run_id": run_id,
+                            "updated_at": now,
+                        }
+                    ],
+                    ["connector", "stream"],
+                )
+
         if tx is None:
             with self.engine.begin() as conn:
-                self._commit_batch(conn, *args)
-            return
-        tx.write(lambda conn: self._commit_batch(conn, *args))
-
-    def _commit_batch(
-        self,
-        conn: sa.Connection,
-        run_id: int,
-        connector: str,
-        stream: str,
-        org: str,
-        changes: Sequence[SourceRecordChange],
-        quarantine: Sequence[QuarantineEntry],
-        counts: BatchCounts,
-        state: Mapping[str, Any] | None,
-        retention: dt.timedelta,
-        unchanged: Sequence[str],
-        completed_units: Sequence[str],
-    ) -> None:
-        now = utcnow()
-        self._apply_changes(conn, connector, stream, org, run_id, changes, now)
-        sr = t.source_records
-        for chunk in _chunks(list(unchanged), 900):
-            conn.execute(
-                sr.update()
-                .where(
-                    sr.c.connector == connector,
-                    sr.c.stream == stream,
-                    sr.c.source_key_hash.in_(chunk),
-                )
-                .values(run_id=run_id)
-            )
-        for unit_hash in completed_units:
-            counts.removed += self._remove_unseen(conn, connector, stream, org, run_id, unit_hash)
-        if quarantine:
-            conn.execute(
-                t.quarantine.insert(),
-                [
-                    {
-                        "run_id": run_id,
-                        "connector": connector,
-                        "stream": stream,
-                        "org": org,
-                        "kind": q.kind,
-                        "location": q.location[:300],
-                        "source_key_hash": q.source_key_hash,
-                        "field": q.field,
-                        "rule": q.rule,
-                        "reason": q.reason,
-                        "payload": json.dumps(q.payload, sort_keys=True, default=str),
-                        "created_at": now,
-                        "expires_at": now + retention,
-                    }
-                    for q in quarantine
-                ],
-            )
-        run = conn.execute(
-            sa.select(t.runs.c.unmapped_codes).where(t.runs.c.id == run_id)
-        ).scalar_one()
-        unmapped: dict[str, dict[str, int]] = json.loads(run or "{}")
-        for table, codes in counts.unmapped.items():
-            slot = unmapped.setdefault(table, {})
-            for code, n in codes.items():
-                slot[code] = slot.get(code, 0) + n
-        r = t.runs.c
-        conn.execute(
-            t.runs.update()
-            .where(r.id == run_id)
-            .values(
-                read=r.read + counts.read,
-                loaded=r.loaded + counts.loaded,
-                unchanged=r.unchanged + counts.unchanged,
-                quarantined=r.quarantined + counts.quarantined,
-                deleted=r.deleted + counts.deleted,
-                removed=r.removed + counts.removed,
-                source_errors=r.source_errors + counts.source_errors,
-                batches=r.batches + 1,
-                unmapped_codes=json.dumps(unmapped, sort_keys=True),
-            )
-        )
-        if state is not None:
-            self._upsert(
-                conn,
-                t.connector_state,
-                [
-                    {
-                        "connector": connector,
-                        "stream": stream,
-                        "state": json.dumps(state, sort_keys=True),
-                        "run_id": run_id,
-                        "updated_at": now,
-                    }
-                ],
-                ["connector", "stream"],
-            )
+                write(conn)
+        else:
+            tx.write(write)
 
     def _remove_unseen(
         self,
@@ -715,7 +691,7 @@ class LoadTransaction:
             raise RuntimeError("the load transaction is closed")
         return self._conn
 
-    def write(self, fn: Any) -> None:
+    def write(self, fn: Callable[[sa.Connection], None]) -> None:
         """Run ``fn(conn)`` in the transaction; on any error roll all of it back."""
         try:
             fn(self.conn)
