@@ -13,25 +13,15 @@ import pytest
 import sqlalchemy as sa
 
 from hub.registry import BatchCounts, EntityRow, LoadTransaction, Registry, SourceRecordChange
+from tests.unit.test_registry import _row
 
 PSEUDONYM = "1.abcdefghijklmnop"
 
 
 def _episode(n: int, opened: dt.date | None) -> EntityRow:
+    # The same case-episode row as the registry tests; a None date breaks NOT NULL.
     return EntityRow(
-        "case_episode",
-        f"k.ep{n:04d}aaaaaaaaaaaaaaaa",
-        f"h{n}",
-        {
-            "subject": PSEUDONYM,
-            "area": "FAM",
-            "opened_on": opened,
-            "closed_on": None,
-            "connector": "c",
-            "run_id": 1,
-            "mapping": "m",
-            "mapping_version": "1",
-        },
+        "case_episode", f"k.ep{n:04d}aaaaaaaaaaaaaaaa", f"h{n}", _row(PSEUDONYM, opened)
     )
 
 

@@ -49,7 +49,7 @@ def test_unsupported_or_broken_url_is_a_config_error(tmp_path: object) -> None:
         Registry.open("sqlite:////nonexistent-dir/really/not/here.sqlite")
 
 
-def _row(subject: str, opened: dt.date) -> dict[str, object]:
+def _row(subject: str, opened: dt.date | None) -> dict[str, object]:
     return {
         "subject": subject,
         "area": "FAM",
