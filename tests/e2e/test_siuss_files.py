@@ -17,7 +17,7 @@ from tests.contract.suite import connector_contract_tests
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.workspace import make_workspace, sync
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inps-waas"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inps"
 SAMPLES = sorted(FIXTURES.glob("sample-*.xml"))
 SAMPLE_CFS = {
     "AAABBB39M66A351C",

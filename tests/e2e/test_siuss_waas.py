@@ -21,7 +21,7 @@ from tests.e2e.conftest import registry_dump
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.workspace import make_workspace
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "inps-waas"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inps"
 TOKEN = "test-token-1234567890"
 MINIMAL = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
 
