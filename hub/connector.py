@@ -171,13 +171,16 @@ class UnitComplete:
 
 @dataclass(frozen=True)
 class SourceError:
-    """A problem the connector found in the source (unreadable file, bad XML)
-    that concerns a whole unit rather than one record. Counted and quarantined
-    by the pipeline; reading goes on with the next unit."""
+    """A problem the connector found in the source (unreadable file, bad XML,
+    a record element that breaks the source's own schema) that the connector
+    could not turn into a record. Counted and quarantined by the pipeline;
+    reading goes on (with the next record or the next unit)."""
 
     reason: str
     location: str = ""
     rule: str = "source"
+    #: The field (attribute, element, column) at fault, when one is (never its value).
+    field: str | None = None
 
 
 ReadItem = RawRecord | StateCheckpoint | SourceError | UnitComplete

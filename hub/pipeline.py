@@ -350,7 +350,12 @@ class Pipeline:
         counts = BatchCounts(read=len(batch), source_errors=len(errors))
         quarantine: list[QuarantineEntry] = [
             QuarantineEntry(
-                kind="source", location=e.location, rule=e.rule, reason=e.reason, payload={}
+                kind="source",
+                location=e.location,
+                rule=e.rule,
+                reason=e.reason,
+                payload={},
+                field=e.field,
             )
             for e in errors
         ]

@@ -3,8 +3,10 @@
 Both flows have the root ``Flusso`` in the namespace ``http://inps.it/Casellario``;
 the first element after ``IdentificazioneFlusso`` tells which: ``Beneficiario``
 (PS/PSA with the nested SINA assessment) or ``SINBA`` (child protection).
-A unit (a file, a WaaS flow) is validated against its XSD in a first pass; if
-anything is wrong, the unit yields one :class:`SourceError` and no record.
+A unit (a file, a WaaS flow) that is hostile, not well-formed or whose header
+breaks the XSD yields one :class:`SourceError` and no record; otherwise each
+record element is validated alone against its part of the XSD, and one that
+breaks it yields a :class:`SourceError` at its own line while the others load.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from hub.connector import (
 from hub.inputs.xml import (
     Source,
     UnsafeOrInvalidXML,
+    element_schema,
     first_child_name,
-    iter_elements,
+    iter_top_elements,
     load_schema,
+    schema_problems,
     validate,
 )
 from hub.pseudonyms import IdentifierType
@@ -112,10 +116,25 @@ SINBA_STREAM = Stream(
 STREAMS = {STREAM_PS: PS_STREAM, STREAM_SINBA: SINBA_STREAM}
 
 
+HEADER = "IdentificazioneFlusso"
+RECORD_TYPE = {"Beneficiario": "BeneficiarioType", "SINBA": "SinbaType"}
+
+
 @lru_cache(maxsize=2)
 def schema_for(flow: str) -> etree.XMLSchema:
+    """The official schema of ``flow`` (whole documents)."""
     name = "PS_PSA_SINA201812.xsd" if flow == "Beneficiario" else "SINBA.xsd"
     return load_schema(XSD_DIR / name)
+
+
+@lru_cache(maxsize=2)
+def record_schema_for(flow: str) -> etree.XMLSchema:
+    """The official schema with the header and the record element declared globally,
+    so each ``Beneficiario`` / ``SINBA`` is validated alone against its own rules."""
+    name = "PS_PSA_SINA201812.xsd" if flow == "Beneficiario" else "SINBA.xsd"
+    return element_schema(
+        XSD_DIR / name, {HEADER: "IdentificazioneFlussoType", flow: RECORD_TYPE[flow]}
+    )
 
 
 def flow_kind(source: Source, *, max_bytes: int) -> str:
@@ -137,70 +156,125 @@ def iter_flow(
     location_prefix: str,
     max_bytes: int = 512 * 1024 * 1024,
 ) -> Iterator[ReadItem]:
-    """The records of one unit for ``stream`` (nothing if it is the other flow type)."""
+    """The records of one unit for ``stream`` (nothing if it is the other flow type).
+
+    A first streaming pass refuses the whole unit when it is hostile (DTD,
+    entities), oversize, not well-formed or truncated. The second pass checks
+    the header (``IdentificazioneFlusso`` with its ``Ente``) against the official
+    schema — an invalid header refuses the unit — then each record element
+    (``Beneficiario`` or ``SINBA``) alone: one that breaks the schema becomes a
+    :class:`SourceError` at its own line naming the field, and the others load.
+    """
     try:
         kind = flow_kind(source, max_bytes=max_bytes)
         if kind != FLOW_OF_STREAM[stream]:
             return
-        validate(source, schema_for(kind), root="Flusso", max_bytes=max_bytes)
+        validate(source, None, root="Flusso", max_bytes=max_bytes)
     except UnsafeOrInvalidXML as e:
         # Report a refused unit once: on the stream its kind belongs to, or on "ps".
         if stream == STREAM_PS:
             where = f"{location_prefix} line {e.line}" if e.line else location_prefix
             yield SourceError(f"refused, nothing loaded from it: {e.reason}", where, rule="xml")
         return
-    reader = _ps_records if kind == "Beneficiario" else _sinba_records
     try:
-        yield from reader(source, unit, location_prefix)
-    except UnsafeOrInvalidXML as e:  # pragma: no cover - validated just before
+        yield from _records(source, kind, unit, location_prefix)
+    except UnsafeOrInvalidXML as e:  # pragma: no cover - checked just before
         yield SourceError(f"refused while reading: {e.reason}", location_prefix, rule="xml")
         return
     yield UnitComplete(unit)
+
+
+def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[ReadItem]:
+    schema = record_schema_for(kind)
+    head: dict[str, str] | None = None
+    for el in iter_top_elements(source):
+        name = etree.QName(el).localname
+        line = el.sourceline or 0
+        if name == HEADER and head is None:
+            problems = schema_problems(schema, el)
+            if problems:
+                p = problems[0]
+                yield SourceError(
+                    "refused, nothing loaded from it: the flow header does not follow the "
+                    f"official schema ({p.reason})",
+                    f"{prefix} line {p.line}",
+                    rule="xsd_header",
+                    field=p.field,
+                )
+                return
+            head = _header(el)
+            continue
+        if head is None:
+            yield SourceError(
+                f"refused, nothing loaded from it: the flow does not start with {HEADER}",
+                f"{prefix} line {line}",
+                rule="xsd_header",
+                field=HEADER,
+            )
+            return
+        if name != kind:
+            yield SourceError(
+                f"element skipped: {name} is not expected here (the official schema allows "
+                f"only {kind} after {HEADER}); the other records of the file load",
+                f"{prefix} line {line}",
+                rule="xsd",
+                field=name,
+            )
+            continue
+        problems = schema_problems(schema, el)
+        if problems:
+            p = problems[0]
+            what = "beneficiary" if kind == "Beneficiario" else "SINBA record"
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            yield SourceError(
+                f"{what} refused, the others of the file load: does not follow the official "
+                f"schema ({p.reason}){more}",
+                f"{prefix} line {p.line}",
+                rule="xsd",
+                field=p.field,
+            )
+            continue
+        if kind == "Beneficiario":
+            yield from _ps_records(el, head, unit, prefix)
+        else:
+            yield _sinba_record(el, head, unit, prefix)
+
+
+def _header(el: Any) -> dict[str, str]:
+    head = {"flow": _a(el, "Nome")}
+    for child in el:
+        if etree.QName(child).localname == "Ente":
+            head["ente"] = _a(child, "Codice")
+            head["cf_operatore"] = _a(child, "CFOperatore")
+    return head
 
 
 def _a(el: Any, name: str) -> str:
     return str(el.get(name) or "").strip()
 
 
-def _ps_records(source: Source, unit: str, prefix: str) -> Iterator[RawRecord]:
-    head: dict[str, str] = {}
-    person: dict[str, str] = {}
-    tags = {
-        "IdentificazioneFlusso",
-        "Ente",
-        "Beneficiario",
-        "Anagrafica",
-        "Indirizzo",
-        "PrestazioniSociali",
-    }
-    for ev, el in iter_elements(source, tags, events=("start", "end")):
-        name = etree.QName(el).localname
-        if ev == "start":
-            if name == "Beneficiario":
-                person = {"cf": _a(el, "CodiceFiscale")}
-            continue
-        if name == "IdentificazioneFlusso":
-            head["flow"] = _a(el, "Nome")
-        elif name == "Ente":
-            head["ente"] = _a(el, "Codice")
-            head["cf_operatore"] = _a(el, "CFOperatore")
-        elif name == "Anagrafica":
+def _ps_records(el: Any, head: dict[str, str], unit: str, prefix: str) -> Iterator[RawRecord]:
+    """One record per PrestazioniSociali of a (valid, complete) Beneficiario element."""
+    person: dict[str, str] = {"cf": _a(el, "CodiceFiscale")}
+    for child in el:
+        name = etree.QName(child).localname
+        if name == "Anagrafica":
             person.update(
-                cognome=_a(el, "Cognome"),
-                nome=_a(el, "Nome"),
-                luogo_nascita=_a(el, "LuogoNascita"),
-                anno_nascita=_a(el, "AnnoNascita"),
-                genere=_a(el, "Genere"),
-                cittadinanza=_a(el, "CodiceCittadinanza"),
+                cognome=_a(child, "Cognome"),
+                nome=_a(child, "Nome"),
+                luogo_nascita=_a(child, "LuogoNascita"),
+                anno_nascita=_a(child, "AnnoNascita"),
+                genere=_a(child, "Genere"),
+                cittadinanza=_a(child, "CodiceCittadinanza"),
             )
         elif name == "Indirizzo" and "comune_residenza" not in person:
-            person["comune_residenza"] = _a(el, "CodiceComune")
+            person["comune_residenza"] = _a(child, "CodiceComune")
         elif name == "PrestazioniSociali":
             yield RawRecord(
                 STREAM_PS,
-                {**head, **person, **_prestazione(el)},
-                location=f"{prefix} line {el.sourceline}",
-                op="delete" if _a(el, "TipoOperazione") == "C" else "upsert",
+                {**head, **person, **_prestazione(child)},
+                location=f"{prefix} line {child.sourceline}",
+                op="delete" if _a(child, "TipoOperazione") == "C" else "upsert",
                 unit=unit,
             )
 
@@ -241,33 +315,24 @@ def _prestazione(el: Any) -> dict[str, str]:
     return rec
 
 
-def _sinba_records(source: Source, unit: str, prefix: str) -> Iterator[RawRecord]:
-    head: dict[str, str] = {}
-    for _ev, el in iter_elements(source, {"IdentificazioneFlusso", "Ente", "SINBA"}):
-        name = etree.QName(el).localname
-        if name == "IdentificazioneFlusso":
-            head["flow"] = _a(el, "Nome")
-        elif name == "Ente":
-            head["ente"] = _a(el, "Codice")
-            head["cf_operatore"] = _a(el, "CFOperatore")
-        else:
-            codes = [
-                str(c.text or "").strip()
-                for c in el.iter()
-                if etree.QName(c).localname == "CodicePrestazione"
-            ]
-            yield RawRecord(
-                STREAM_SINBA,
-                {
-                    **head,
-                    "id_beneficiario": _a(el, "IDBeneficiario"),
-                    "anno_nascita": _a(el, "AnnoNascita"),
-                    "disabilita": _a(el, "Disabilita"),
-                    "data_prima_segnalazione": _a(el, "DataPrimaSegnalazione"),
-                    "prestazioni": "|".join(codes),
-                    "cittadinanza_residenza": _a(el, "CodiceNazioneResidenza"),
-                    "luogo_vita": _a(el, "LuogoVita"),
-                },
-                location=f"{prefix} line {el.sourceline}",
-                unit=unit,
-            )
+def _sinba_record(el: Any, head: dict[str, str], unit: str, prefix: str) -> RawRecord:
+    codes = [
+        str(c.text or "").strip()
+        for c in el.iter()
+        if etree.QName(c).localname == "CodicePrestazione"
+    ]
+    return RawRecord(
+        STREAM_SINBA,
+        {
+            **head,
+            "id_beneficiario": _a(el, "IDBeneficiario"),
+            "anno_nascita": _a(el, "AnnoNascita"),
+            "disabilita": _a(el, "Disabilita"),
+            "data_prima_segnalazione": _a(el, "DataPrimaSegnalazione"),
+            "prestazioni": "|".join(codes),
+            "cittadinanza_residenza": _a(el, "CodiceNazioneResidenza"),
+            "luogo_vita": _a(el, "LuogoVita"),
+        },
+        location=f"{prefix} line {el.sourceline}",
+        unit=unit,
+    )

@@ -4,9 +4,12 @@ lxml with ``resolve_entities=False, no_network=True, load_dtd=False,
 huge_tree=False``; documents with a DOCTYPE are refused outright (XXE and
 "billion laughs" both need one); sizes are bounded; parsing streams with
 ``iterparse`` and clears what it has read, so memory stays flat whatever the
-file size. Validation against an XSD happens in a first streaming pass, so a
-file that is invalid anywhere yields nothing at all. Messages never quote
-values from the document (they may be codici fiscali).
+file size. A first streaming pass checks safety and well-formedness, so a file
+broken anywhere yields nothing at all; validation against an XSD is either
+whole-document (:func:`validate` with a schema) or record by record
+(:func:`element_schema` + :func:`schema_problems`), so that one bad record is
+refused alone. Messages never quote values from the document (they may be
+codici fiscali).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +28,7 @@ from hub.inputs import InputError
 MAX_BYTES = 512 * 1024 * 1024
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _QUOTED = re.compile(r"'[^']*'")
+_FACET = re.compile(r"\[facet '(\w+)'\]")
 _NAMES = re.compile(r"(Element|attribute) '(\{[^}]*\})?([^']+)'")
 
 Source = bytes | Path
@@ -95,6 +100,14 @@ def _explain(e: etree.XMLSyntaxError, last_line: int) -> UnsafeOrInvalidXML:
     return UnsafeOrInvalidXML(f"not well-formed XML ({_QUOTED.sub('…', msg)})", line=line)
 
 
+def _line_count(source: Source) -> int:
+    lines = 1
+    with _open(source) as f:
+        while chunk := f.read(1024 * 1024):
+            lines += chunk.count(b"\n")
+    return lines
+
+
 def validate(
     source: Source, schema: etree.XMLSchema | None, *, root: str, max_bytes: int = MAX_BYTES
 ) -> None:
@@ -115,6 +128,13 @@ def validate(
                     while el.getprevious() is not None:
                         del parent[0]
         except etree.XMLSyntaxError as e:
+            if e.lineno and e.lineno >= _line_count(source):
+                # Broken on the very last line: the document was cut short.
+                raise UnsafeOrInvalidXML(
+                    "the document ends before the XML is complete: was it "
+                    "truncated while copying or downloading?",
+                    line=e.lineno,
+                ) from None
             raise _explain(e, last_line) from None
     if not closed:
         raise UnsafeOrInvalidXML(
@@ -149,6 +169,30 @@ def iter_elements(
             raise _explain(e, last_line) from None
 
 
+def iter_top_elements(source: Source) -> Iterator[Any]:
+    """Second pass: each complete child of the root, in document order.
+
+    A child is yielded once its end tag has been read (its whole subtree is
+    there, e.g. a ``Beneficiario`` with its ``PrestazioniSociali``), then
+    cleared with its already-read siblings, so memory is bounded by the largest
+    child, not the document.
+    """
+    last_line = 0
+    with _open(source) as f:
+        try:
+            for _ev, el in etree.iterparse(f, events=("end",), **_parse_args()):
+                last_line = el.sourceline or last_line
+                parent = el.getparent()
+                if parent is None or parent.getparent() is not None:
+                    continue  # the root itself, or deeper than its children
+                yield el
+                el.clear(keep_tail=True)
+                while el.getprevious() is not None:
+                    del parent[0]
+        except etree.XMLSyntaxError as e:
+            raise _explain(e, last_line) from None
+
+
 def first_child_name(source: Source, *, max_bytes: int = MAX_BYTES) -> str | None:
     """Local name of the first element after the root's first child (cheap peek)."""
     check_prolog(source, max_bytes=max_bytes)
@@ -172,3 +216,51 @@ def first_child_name(source: Source, *, max_bytes: int = MAX_BYTES) -> str | Non
 
 def load_schema(path: Path) -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(path), etree.XMLParser(**_parse_args())))
+
+
+_XS = "http://www.w3.org/2001/XMLSchema"
+
+
+def element_schema(path: Path, elements: dict[str, str]) -> etree.XMLSchema:
+    """The schema of ``path`` with extra global declarations ``name -> complex type``.
+
+    Official schemas declare only the document root globally; declaring, say,
+    ``Beneficiario`` of type ``BeneficiarioType`` lets each record element be
+    validated alone (:func:`schema_problems`) with exactly the official rules.
+    """
+    doc = etree.parse(str(path), etree.XMLParser(**_parse_args()))
+    root = doc.getroot()
+    for name, type_name in elements.items():
+        decl = etree.SubElement(root, f"{{{_XS}}}element")
+        decl.set("name", name)
+        decl.set("type", type_name)
+    return etree.XMLSchema(doc)
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    """Why an element breaks its schema: the line, the field (attribute or
+    element name) and a reason that never quotes values."""
+
+    line: int
+    field: str
+    reason: str
+
+
+def _problem(message: str, line: int) -> SchemaProblem:
+    found = _NAMES.findall(message)
+    names = " ".join(f"{kind.lower()} {name}" for kind, _ns, name in found)
+    rest = _FACET.sub(r"\1 rule:", _NAMES.sub("", message))
+    rest = _QUOTED.sub("…", rest).strip(" :,.")
+    rest = re.sub(r"\{[^}]*\}", "", rest)  # namespaces of names in the rest
+    field = found[-1][2] if found else ""
+    reason = f"{names}: {rest}" if names else rest
+    return SchemaProblem(line, field, reason)
+
+
+def schema_problems(schema: etree.XMLSchema, element: Any) -> list[SchemaProblem]:
+    """Validate one element (and its subtree) against ``schema``; [] when valid."""
+    if schema.validate(element):
+        return []
+    line = element.sourceline or 0
+    return [_problem(str(e.message), e.line or line) for e in schema.error_log]

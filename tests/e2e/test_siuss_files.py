@@ -162,20 +162,23 @@ from pathlib import Path
 from connectors.siuss.flows import iter_flow
 from hub.connector import RawRecord, SourceError
 
-n = 0
+n = refused = 0
 for item in iter_flow(Path(sys.argv[1]), stream="ps", unit="big", location_prefix="big"):
-    assert not isinstance(item, SourceError), item
+    if isinstance(item, SourceError):
+        assert item.rule == "xsd" and item.field == "CodiceFiscale", item
+        refused += 1
     n += isinstance(item, RawRecord)
 # VmHWM: this process image's own peak (ru_maxrss would include the forking parent's).
 hwm = [line for line in Path("/proc/self/status").read_text().splitlines()
        if line.startswith("VmHWM:")][0]
-print(n, int(hwm.split()[1]))
+print(n, refused, int(hwm.split()[1]))
 """
 
 
 @pytest.mark.slow
 def test_memory_stays_bounded_on_a_large_file(tmp_path: Path) -> None:
-    """Peak memory of a process reading a large flow stays far below the file's size."""
+    """Peak memory of a process reading a large flow (one beneficiary in a thousand
+    breaking the XSD, each refused alone) stays far below the file's size."""
     minimal = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
     start, end = minimal.index(b"<Beneficiario"), minimal.index(b"</Flusso>")
     one = minimal[start:end]
@@ -183,18 +186,94 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path: Path) -> None:
     with big.open("wb") as f:
         f.write(minimal[:start])
         for i in range(150_000):
-            f.write(one.replace(b"Protocollo fittizio", b"P%d" % i))
+            b = one.replace(b"Protocollo fittizio", b"P%d" % i)
+            if i % 1000 == 7:
+                b = b.replace(b"RSSMRK66C14H501U", b"RSSMRK6XC14H501U")
+            f.write(b)
         f.write(b"</Flusso>")
     size = big.stat().st_size
-    assert size > 150 * 1024 * 1024
+    assert size > 240 * 1024 * 1024  # about 250 MiB
     script = tmp_path / "parse.py"
     script.write_text(PARSE_ONLY)
     res = subprocess.run(
         [sys.executable, str(script), str(big)], capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr
-    count, peak_kib = (int(x) for x in res.stdout.split())
-    assert count == 150_000
+    count, refused, peak_kib = (int(x) for x in res.stdout.split())
+    assert (count, refused) == (149_850, 150)
     assert peak_kib * 1024 < 80 * 1024 * 1024, (
         f"peak RSS {peak_kib / 1024:.0f} MiB for a {size / 2**20:.0f} MiB file"
     )
+
+
+def _flow_of(beneficiaries: list[bytes]) -> bytes:
+    minimal = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
+    start, end = minimal.index(b"<Beneficiario"), minimal.index(b"</Flusso>")
+    return minimal[:start] + b"".join(beneficiaries) + minimal[end:]
+
+
+def _beneficiary(i: int) -> bytes:
+    minimal = (FIXTURES / "sample-ps_psa_sina-minimal.xml").read_bytes()
+    start, end = minimal.index(b"<Beneficiario"), minimal.index(b"</Flusso>")
+    return minimal[start:end].replace(b"Protocollo fittizio", b"P%d" % i)
+
+
+def test_one_beneficiary_breaking_the_xsd_is_quarantined_alone(
+    tmp_path: Path, registry_url: str
+) -> None:
+    """An omocodic-looking CF with a letter where the INPS pattern wants a digit: that
+    beneficiary alone is refused, at its own line, naming the field; the others load."""
+    bad = _beneficiary(2).replace(b"RSSMRK66C14H501U", b"RSSMRK6XC14H501U")
+    flow = _flow_of([_beneficiary(1), bad, _beneficiary(3), _beneficiary(4)])
+    bad_line = flow[: flow.index(b"RSSMRK6XC14H501U")].count(b"\n") + 1
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "flow.xml").write_bytes(flow)
+    ws = _workspace(tmp_path, registry_url, inbox)
+    runs, reg = _sync(ws)
+    ps = runs["siuss_ps"]
+    assert (ps.read, ps.loaded, ps.quarantined, ps.source_errors) == (3, 3, 0, 1)
+    assert reg.count("intervention") == 3
+    (entry,) = reg.quarantine_entries(limit=100)
+    assert entry["location"] == f"flow.xml line {bad_line}"
+    assert entry["rule"] == "xsd" and entry["field"] == "CodiceFiscale"
+    assert "beneficiary refused" in entry["reason"] and "pattern" in entry["reason"]
+    assert "RSSMRK6X" not in str(entry)
+    leaks = scan_paths([ws], names=SAMPLE_NAMES, values={*SAMPLE_CFS, "RSSMRK6XC14H501U"})
+    assert_no_leaks(leaks)
+    reg.close()
+
+
+def test_an_invalid_header_refuses_the_whole_file(tmp_path: Path) -> None:
+    flow = _flow_of([_beneficiary(1), _beneficiary(2)]).replace(b'Codice="H501"', b'Codice=""')
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "flow.xml").write_bytes(flow)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    assert (runs["siuss_ps"].loaded, runs["siuss_ps"].source_errors) == (0, 1)
+    (entry,) = reg.quarantine_entries(limit=100)
+    assert entry["rule"] == "xsd_header" and entry["field"] == "Codice"
+    assert entry["location"] == "flow.xml line 3"
+    assert "nothing loaded" in entry["reason"] and "header" in entry["reason"]
+    reg.close()
+
+
+def test_a_bad_sinba_record_is_quarantined_alone(tmp_path: Path) -> None:
+    sinba = (FIXTURES / "sample-sinba-1.xml").read_bytes()
+    start, end = sinba.index(b"<SINBA "), sinba.index(b"</Flusso>")
+    one = sinba[start:end]
+    bad = one.replace(b'Disabilita="1"', b'Disabilita="9"').replace(b"PROVA BENEF", b"B2")
+    flow = sinba[:start] + one + bad + one.replace(b"PROVA BENEF", b"B3") + sinba[end:]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "sinba.xml").write_bytes(flow)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    s = runs["siuss_sinba"]
+    assert (s.loaded, s.source_errors) == (2, 1)
+    (entry,) = reg.quarantine_entries(limit=100)
+    assert entry["field"] == "Disabilita" and "SINBA record refused" in entry["reason"]
+    line = flow[: flow.index(b"B2")].count(b"\n") + 1
+    assert entry["location"] == f"sinba.xml line {line}"
+    reg.close()
