@@ -1,9 +1,11 @@
-"""``csv_export``: any CSV export, driven by its configuration and a mapping file.
+"""``csv_export``: any CSV or spreadsheet export, driven by its configuration and a mapping file.
 
-Reads the files matching ``path`` in name order through the hardened CSV
-entry point (:mod:`hub.inputs.csv`). Each file is a unit: an unchanged file
-(same SHA-256) is not read again; a changed file is read again and replaces
-what its earlier version produced.
+Reads the files matching ``path`` in name order through the hardened entry
+points: CSV text through :mod:`hub.inputs.csv`, Excel (``.xlsx``, ``.xls``) and
+OpenDocument (``.ods``) workbooks through :mod:`hub.inputs.spreadsheet` — the
+same rows, the same mapping. Each file is a unit: an unchanged file (same
+SHA-256) is not read again; a changed file is read again and replaces what its
+earlier version produced.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from hub.connector import (
     UnitComplete,
     WorkspaceGlob,
 )
-from hub.inputs.csv import CSVInputError, iter_rows, open_csv
+from hub.inputs import InputError
+from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
+from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.pseudonyms import IdentifierType
 
 RACCORDO_HOOK_API = 1
@@ -63,30 +67,81 @@ class CSVExportConfig(ConnectorConfig):
     #: Directly identifying columns that are not keys (names, notes, addresses): dropped.
     personal_columns: list[str] = Field(default_factory=list)
     max_file_mb: Annotated[int, Field(ge=1, le=4096)] = 512
+    #: "auto": each file is read as what its content is (a CSV text or a workbook);
+    #: "csv" or "spreadsheet" insist, and a file of the other kind is refused with
+    #: a message saying what to change.
+    format: Literal["auto", "csv", "spreadsheet"] = "auto"
+    #: Spreadsheets: the sheet to read, by name or 1-based position (default: the first).
+    sheet: str | Annotated[int, Field(ge=1)] | None = None
+    #: Spreadsheets: the 1-based row holding the column names (data are the rows below).
+    header_row: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: Spreadsheets: how date cells become text for the mapping (as an Italian Excel
+    #: writes them in a CSV export, so one mapping reads both).
+    date_format: str = "%d/%m/%Y"
+    #: Spreadsheets: numbers with decimals become "12,5" (True) or "12.5" (False).
+    decimal_comma: bool = True
 
 
 class CSVExportConnector(Connector):
     name = "csv_export"
-    summary = "CSV exports (Excel-style ';', cp1252, BOM, dd/mm/yyyy, decimal commas) + mapping"
+    summary = (
+        "CSV exports (Excel-style ';', cp1252, BOM, dd/mm/yyyy, decimal commas) "
+        "and spreadsheets (.xlsx, .xls, .ods) + mapping"
+    )
     config_class = CSVExportConfig
     config: CSVExportConfig
 
     def _files(self) -> list[Path]:
         return sorted(Path(p) for p in glob.glob(self.config.path) if Path(p).is_file())
 
+    def _open(self, path: Path) -> CSVFile | SheetFile:
+        """The file as CSV text or as a sheet, after checking it is what the
+        configuration says (InputError otherwise, saying what to change)."""
+        c = self.config
+        kind = sniff_kind(path)
+        if kind is not None:
+            if c.format == "csv":
+                raise CSVInputError(
+                    f"this is {KIND_NAMES[kind]}, not a CSV file, but the connector has "
+                    'format = "csv": set format = "auto" (or "spreadsheet"), and sheet / '
+                    "header_row if the data are not on the first sheet's first row"
+                )
+            return open_spreadsheet(
+                path,
+                sheet=c.sheet,
+                header_row=c.header_row,
+                date_format=c.date_format,
+                decimal_comma=c.decimal_comma,
+                max_bytes=c.max_file_mb * 1024 * 1024,
+            )
+        if c.format == "spreadsheet":
+            raise CSVInputError(
+                "this is not an Excel or OpenDocument spreadsheet but a text file (a CSV?), "
+                'while the connector has format = "spreadsheet": set format = "auto" (or "csv")'
+            )
+        return open_csv(
+            path,
+            encoding=c.encoding,
+            delimiter=c.delimiter,
+            max_bytes=c.max_file_mb * 1024 * 1024,
+        )
+
     def check(self) -> CheckResult:
         files = self._files()
         if not files:
             return CheckResult(False, f"no file matches {self.config.path}")
         try:
-            f = open_csv(
-                files[0],
-                encoding=self.config.encoding,
-                delimiter=self.config.delimiter,
-                max_bytes=self.config.max_file_mb * 1024 * 1024,
-            )
-        except (CSVInputError, OSError) as e:
+            f = self._open(files[0])
+        except (InputError, OSError) as e:
             return CheckResult(False, f"{files[0].name}: {e}")
+        if isinstance(f, SheetFile):
+            ignored = [k for k in ("encoding", "delimiter") if getattr(self.config, k) != "auto"]
+            note = f" ({' and '.join(ignored)} apply to CSV files only)" if ignored else ""
+            return CheckResult(
+                True,
+                f"{len(files)} file(s); {files[0].name}: {f.description}, "
+                f"{len(f.header)} columns{note}",
+            )
         return CheckResult(
             True,
             f"{len(files)} file(s); {files[0].name}: encoding "
@@ -97,13 +152,8 @@ class CSVExportConnector(Connector):
     def _header(self) -> tuple[str, ...]:
         for path in self._files():
             try:
-                return open_csv(
-                    path,
-                    encoding=self.config.encoding,
-                    delimiter=self.config.delimiter,
-                    max_bytes=self.config.max_file_mb * 1024 * 1024,
-                ).header
-            except (CSVInputError, OSError):
+                return self._open(path).header
+            except (InputError, OSError):
                 continue
         return ()
 
@@ -161,21 +211,17 @@ class CSVExportConnector(Connector):
     def _read_file(self, path: Path, stream: str) -> Iterator[ReadItem]:
         name = path.name
         try:
-            f = open_csv(
-                path,
-                encoding=self.config.encoding,
-                delimiter=self.config.delimiter,
-                max_bytes=self.config.max_file_mb * 1024 * 1024,
-            )
+            f = self._open(path)
             missing = [c for c in self.config.source_key if c not in f.header]
             if missing:
                 raise CSVInputError(
-                    f"the key column(s) {', '.join(missing)} are not in the header", line=1
+                    f"the key column(s) {', '.join(missing)} are not in the header",
+                    line=f.header_row if isinstance(f, SheetFile) else 1,
                 )
-            for _ in iter_rows(f):  # first pass: the whole file is checked before
+            for _ in _rows(f):  # first pass: the whole file is checked before
                 pass  # anything is yielded, without keeping rows in memory
-        except CSVInputError as e:
-            where = f"{name} line {e.line}" if e.line else name
+        except InputError as e:
+            where = f"{name} {_unit_word(path)} {e.line}" if e.line else name
             yield SourceError(
                 f"file refused, nothing loaded from it: {e.reason}", where, rule="csv"
             )
@@ -183,14 +229,27 @@ class CSVExportConnector(Connector):
         except OSError as e:
             yield SourceError(f"cannot read the file: {e.strerror}", name)
             return
-        for row in iter_rows(f):
+        word = "row" if isinstance(f, SheetFile) else "line"
+        for row in _rows(f):
             if row.values is None:
                 yield SourceError(
-                    f"row skipped: {row.problem}", f"{name} line {row.line}", rule="csv_row"
+                    f"row skipped: {row.problem}", f"{name} {word} {row.line}", rule="csv_row"
                 )
                 continue
-            yield RawRecord(stream, row.values, location=f"{name} line {row.line}", unit=name)
+            yield RawRecord(stream, row.values, location=f"{name} {word} {row.line}", unit=name)
         yield UnitComplete(name)
+
+
+def _rows(f: CSVFile | SheetFile) -> Iterator[CSVRow]:
+    return f.rows() if isinstance(f, SheetFile) else iter_rows(f)
+
+
+def _unit_word(path: Path) -> str:
+    """Spreadsheets have rows, text files lines (what the office software shows)."""
+    try:
+        return "row" if sniff_kind(path) else "line"
+    except OSError:
+        return "line"
 
 
 @hookimpl

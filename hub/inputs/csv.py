@@ -160,6 +160,12 @@ def open_csv(
             f"{max_bytes // (1024 * 1024)} MiB (max_file_mb)"
         )
     raw = path.read_bytes()
+    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")):
+        raise CSVInputError(
+            "this is not a CSV text but a binary file, most likely an Excel (.xlsx, .xls) or "
+            "OpenDocument (.ods) spreadsheet: read it as a spreadsheet (csv_export does with "
+            'format = "auto"), or save it from Excel as "CSV (separato da punto e virgola)"'
+        )
     text, enc = _decode(raw, encoding)
     if enc not in ("utf-8", "utf-8-sig"):
         _check_mojibake(text, enc)
