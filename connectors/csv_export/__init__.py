@@ -10,8 +10,6 @@ earlier version produced.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,7 +27,6 @@ from hub.connector import (
     RawRecord,
     ReadItem,
     SourceError,
-    StateCheckpoint,
     Stream,
     UnitComplete,
     WorkspaceGlob,
@@ -38,6 +35,7 @@ from hub.inputs import InputError
 from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.pseudonyms import IdentifierType
+from hub.sdk.inbox import FileInbox
 
 RACCORDO_HOOK_API = 1
 
@@ -92,7 +90,7 @@ class CSVExportConnector(Connector):
     config: CSVExportConfig
 
     def _files(self) -> list[Path]:
-        return sorted(Path(p) for p in glob.glob(self.config.path) if Path(p).is_file())
+        return FileInbox(self.config.path).files()
 
     def _open(self, path: Path) -> CSVFile | SheetFile:
         """The file as CSV text or as a sheet, after checking it is what the
@@ -193,20 +191,7 @@ class CSVExportConnector(Connector):
 
     def read(self, stream: str, state: JSONState) -> Iterator[ReadItem]:
         self.stream(stream)
-        done: dict[str, str] = dict(state.get("files", {}))
-        for path in self._files():
-            name = path.name
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError as e:
-                yield SourceError(f"cannot read the file: {e.strerror}", name)
-                continue
-            if done.get(name) == digest:
-                continue
-            yield from self._read_file(path, stream)
-            done[name] = digest
-            yield StateCheckpoint({"files": dict(done)})
-        yield StateCheckpoint({"files": dict(done)})
+        yield from FileInbox(self.config.path).read(state, lambda p: self._read_file(p, stream))
 
     def _read_file(self, path: Path, stream: str) -> Iterator[ReadItem]:
         name = path.name

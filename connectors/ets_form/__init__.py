@@ -11,10 +11,10 @@ entries are yielded as deletions. The cursor is the last ``seq`` read.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from hub import hookimpl
 from hub.config import resolve_sqlite_url
@@ -29,18 +29,38 @@ from hub.connector import (
     StateCheckpoint,
     Stream,
 )
-from hub.registry import tables as t
 
 RACCORDO_HOOK_API = 1
 
 #: Records between two state checkpoints.
 CHECKPOINT_EVERY = 500
 
+#: The columns of the web app's ``ets_entries`` table this connector reads (the table is
+#: defined in ``hub/registry/tables.py``; a connector only reads, so it does not import the
+#: registry package: this light description is all a SELECT needs).
+ENTRIES = sa.table(
+    "ets_entries",
+    sa.column("seq", sa.Integer),
+    sa.column("entry_uuid", sa.String),
+    sa.column("org", sa.String),
+    sa.column("subject", sa.String),
+    sa.column("needs", sa.String),
+    sa.column("services_given", sa.String),
+    sa.column("comune_istat", sa.String),
+    sa.column("on", sa.Date),
+    sa.column("referred_by_social_services", sa.Boolean),
+    sa.column("birth_year", sa.SmallInteger),
+    sa.column("sex", sa.String),
+    sa.column("deleted", sa.Boolean),
+)
+
 
 class ETSFormConfig(ConnectorConfig):
     #: Database holding the web app's intake: normally the registry itself.
     #: A relative SQLite path is relative to raccordo.toml.
     database_url: str = "sqlite:///registry.sqlite"
+    #: Entries between two state checkpoints (what a crash can make read again).
+    checkpoint_every: Annotated[int, Field(ge=1, le=100_000)] = CHECKPOINT_EVERY
 
     @field_validator("database_url")
     @classmethod
@@ -78,7 +98,7 @@ class ETSForm(Connector):
         try:
             engine = self._engine()
             with engine.connect() as conn:
-                n = conn.execute(sa.select(sa.func.count()).select_from(t.ets_entries)).scalar()
+                n = conn.execute(sa.select(sa.func.count()).select_from(ENTRIES)).scalar()
             engine.dispose()
         except sa.exc.SQLAlchemyError as e:
             return CheckResult(False, f"cannot read the web app's intake: {type(e).__name__}")
@@ -97,13 +117,16 @@ class ETSForm(Connector):
     def read(self, stream: str, state: JSONState) -> Iterator[ReadItem]:
         self.stream(stream)
         last = int(state.get("seq", 0))
-        e = t.ets_entries
+        e = ENTRIES
         engine = self._engine()
         try:
             while True:
                 with engine.connect() as conn:
                     rows = conn.execute(
-                        sa.select(e).where(e.c.seq > last).order_by(e.c.seq).limit(CHECKPOINT_EVERY)
+                        sa.select(e)
+                        .where(e.c.seq > last)
+                        .order_by(e.c.seq)
+                        .limit(self.config.checkpoint_every)
                     ).all()
                 if not rows:
                     break

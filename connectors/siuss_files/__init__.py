@@ -9,8 +9,6 @@ its effects replaced when it changed.
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -30,6 +28,7 @@ from hub.connector import (
     Stream,
     WorkspacePath,
 )
+from hub.sdk.inbox import FileInbox
 
 RACCORDO_HOOK_API = 1
 
@@ -49,13 +48,11 @@ class SiussFilesConnector(Connector):
     default_mapping: ClassVar[dict[str, str]] = {"ps": "siuss_ps.toml", "sinba": "siuss_sinba.toml"}
     config: SiussFilesConfig
 
+    def _inbox(self) -> FileInbox:
+        return FileInbox(self.config.pattern, folder=self.config.inbox)
+
     def _files(self) -> list[Path]:
-        inbox = self.config.inbox
-        return sorted(
-            p
-            for p in inbox.iterdir()
-            if p.is_file() and fnmatch.fnmatch(p.name, self.config.pattern)
-        )
+        return self._inbox().files()
 
     def check(self) -> CheckResult:
         inbox = self.config.inbox
@@ -81,25 +78,17 @@ class SiussFilesConnector(Connector):
             )
             yield StateCheckpoint({"files": done})
             return
-        for path in self._files():
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError as e:
-                yield SourceError(f"cannot read the file: {e.strerror}", path.name)
-                continue
-            if done.get(path.name) == digest:
-                continue
-            yield from iter_flow(
+        max_bytes = self.config.max_file_mb * 1024 * 1024
+        yield from self._inbox().read(
+            state,
+            lambda path: iter_flow(
                 path,
                 stream=stream,
                 unit=path.name,
                 location_prefix=path.name,
-                max_bytes=self.config.max_file_mb * 1024 * 1024,
-            )
-            # A refused file is remembered too: it is not tried again until it changes.
-            done[path.name] = digest
-            yield StateCheckpoint({"files": dict(done)})
-        yield StateCheckpoint({"files": dict(done)})
+                max_bytes=max_bytes,
+            ),
+        )
 
 
 @hookimpl
