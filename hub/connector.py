@@ -181,6 +181,10 @@ class SourceError:
     rule: str = "source"
     #: The field (attribute, element, column) at fault, when one is (never its value).
     field: str | None = None
+    #: ``unit``: a whole unit (file, flow, page) was refused — what ``raccordo sync``'s exit
+    #: code 8 and the Airflow task's last line count; ``record``: one record of a unit that
+    #: otherwise loads (a row with a cut line, a beneficiary breaking the XSD).
+    scope: Literal["unit", "record"] = "unit"
 
 
 ReadItem = RawRecord | StateCheckpoint | SourceError | UnitComplete

@@ -188,12 +188,41 @@ def sync(
     try:
         summaries = Pipeline(config, registry, keyring).sync(name)
         cursor = {s: cursor_shape(registry.get_state(name, s)) for s in streams}
+        ids = [s.id for s in summaries]
+        refused, warned = registry.refused_unit_counts(ids), registry.warning_counts(ids)
     finally:
         registry.close()
     runs = [
-        run_summary(s, streams[i] if i < len(streams) else None) for i, s in enumerate(summaries)
+        {
+            **run_summary(s, streams[i] if i < len(streams) else None),
+            "refused_units": refused.get(s.id, 0),
+            "warnings": warned.get(s.id, 0),
+        }
+        for i, s in enumerate(summaries)
     ]
-    return {"connector": name, "org": settings.org, "runs": runs, "cursor": cursor}
+    return {
+        "connector": name,
+        "org": settings.org,
+        "runs": runs,
+        "cursor": cursor,
+        "refused_units": sum(refused.values()),
+    }
+
+
+def refusal_line(result: Mapping[str, Any]) -> str:
+    """The last log line of a sync task: how many units were refused whole and where to
+    look (``raccordo sync`` exits with code 8 in the same case). ``result`` is what
+    :func:`sync` returned."""
+    total = int(result.get("refused_units", 0))
+    name = result.get("connector", "?")
+    if not total:
+        return f"{name}: no unit refused"
+    runs = [str(r["run_id"]) for r in result.get("runs", []) if r.get("refused_units")]
+    where = " ".join(f"--run {r}" for r in runs)
+    return (
+        f"{name}: {total} unit(s) (files, flows, pages) refused whole, nothing loaded from "
+        f"them: see raccordo quarantine list {where}".rstrip()
+    )
 
 
 def refresh(config_path: str | os.PathLike[str] | None, name: str) -> dict[str, Any]:

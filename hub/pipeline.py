@@ -51,6 +51,7 @@ from hub.pseudonyms import (
     cf_birth_year_and_sex,
     parse_identifier,
 )
+from hub.quality import record_warnings
 from hub.registry import (
     BatchCounts,
     EntityRow,
@@ -59,6 +60,7 @@ from hub.registry import (
     Registry,
     RunSummary,
     SourceRecordChange,
+    WarningEntry,
 )
 from hub.schema import model_for
 
@@ -91,6 +93,8 @@ class _Prepared:
     data: dict[str, Any]
     problems: tuple[tuple[str, str, str], ...]  # (field, rule, message)
     unit_hash: str | None = None
+    #: Birth year and sex encoded in the record's codice fiscale, for hub.quality.
+    cf_derived: tuple[int, str] | None = None
 
 
 #: Words sources use for identifier types, beyond the IdentifierType names.
@@ -192,6 +196,7 @@ class Pipeline:
         self._unit_hashes: dict[tuple[str, str, str], str] = {}
         self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
         self._register_organisations()
+        self._district = _district_comuni(config)  # hub.quality: comuni of the district
 
     def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> str:
         return self.pseudonymiser.key_hash(model, *key)
@@ -350,7 +355,7 @@ class Pipeline:
         counts = BatchCounts(read=len(batch), source_errors=len(errors))
         quarantine: list[QuarantineEntry] = [
             QuarantineEntry(
-                kind="source",
+                kind="source" if e.scope == "unit" else "record",
                 location=e.location,
                 rule=e.rule,
                 reason=e.reason,
@@ -366,6 +371,7 @@ class Pipeline:
         )
         changes: dict[str, SourceRecordChange] = {}
         unchanged: list[str] = []
+        warnings: list[WarningEntry] = []
         for p in prepared:
             if p.problems:
                 quarantine.append(_quarantine_entry(p, p.problems[0]))
@@ -413,6 +419,15 @@ class Pipeline:
                 quarantine.append(_quarantine_entry(p, problem))
                 counts.quarantined += 1
                 continue
+            # -- data-quality warnings (hub/quality.py): counted, never a refusal.
+            for w in record_warnings(
+                ((o.model, o.data) for o in result.outputs),
+                cf_derived=p.cf_derived,
+                district=self._district,
+            ):
+                warnings.append(
+                    WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
+                )
             changes[p.source_key_hash] = SourceRecordChange(
                 p.source_key_hash,
                 record_hash,
@@ -437,6 +452,15 @@ class Pipeline:
             completed_units=list(units),
             tx=tx,
         )
+        self.registry.add_warnings(
+            run_id=run_id,
+            connector=name,
+            stream=stream.name,
+            org=org,
+            warnings=warnings,
+            retention=retention,
+            tx=tx,
+        )
         return counts
 
     def _pseudonymise(self, name: str, org: str, stream: Stream, record: RawRecord) -> _Prepared:
@@ -450,6 +474,7 @@ class Pipeline:
         data: dict[str, Any] = {}
         problems: list[tuple[str, str, str]] = []
         data_fields, identifier_fields = _field_plan(stream)
+        cf_derived: tuple[int, str] | None = None
         for f in data_fields:
             if f in raw:
                 data[f] = raw[f]
@@ -487,6 +512,8 @@ class Pipeline:
                 continue
             pseudonym, derived = outcome
             data[spec.name] = pseudonym
+            if derived is not None and cf_derived is None:
+                cf_derived = derived
             if derived is not None and spec.derive_birth_year_and_sex:
                 data[f"{spec.name}__birth_year"] = derived[0]
                 data[f"{spec.name}__sex"] = derived[1]
@@ -501,7 +528,9 @@ class Pipeline:
                 unit_hash = self._unit_hashes[unit_key] = self.pseudonymiser.key_hash(
                     "unit", *unit_key
                 )
-        return _Prepared(skh, record.location, record.op, data, tuple(problems), unit_hash)
+        return _Prepared(
+            skh, record.location, record.op, data, tuple(problems), unit_hash, cf_derived
+        )
 
     def _identifier(
         self, text: str | None, expected: IdentifierType | None, namespace: str | None
@@ -671,6 +700,17 @@ def _quarantine_entry(p: _Prepared, problem: tuple[str, str, str]) -> Quarantine
         source_key_hash=p.source_key_hash,
         field=field,
     )
+
+
+def _district_comuni(config: Config) -> frozenset[str]:
+    """ISTAT codes of the district's comuni ([web] comuni_file, or the built-in list)."""
+    from hub.web.comuni import load_comuni
+
+    web = config.settings.web
+    try:
+        return frozenset(load_comuni(config.resolve(web.comuni_file) if web.comuni_file else None))
+    except OSError:
+        return frozenset()
 
 
 def iter_connectors(config: Config, names: list[str] | None) -> Iterator[str]:

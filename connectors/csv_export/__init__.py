@@ -218,7 +218,10 @@ class CSVExportConnector(Connector):
         for row in _rows(f):
             if row.values is None:
                 yield SourceError(
-                    f"row skipped: {row.problem}", f"{name} {word} {row.line}", rule="csv_row"
+                    f"row skipped: {row.problem}",
+                    f"{name} {word} {row.line}",
+                    rule="csv_row",
+                    scope="record",
                 )
                 continue
             yield RawRecord(stream, row.values, location=f"{name} {word} {row.line}", unit=name)

@@ -219,6 +219,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
                 f"{prefix} line {line}",
                 rule="xsd",
                 field=name,
+                scope="record",
             )
             continue
         problems = schema_problems(schema, el)
@@ -232,6 +233,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
                 f"{prefix} line {p.line}",
                 rule="xsd",
                 field=p.field,
+                scope="record",
             )
             continue
         if kind == "Beneficiario":

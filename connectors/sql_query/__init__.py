@@ -383,6 +383,7 @@ class SQLQueryConnector(Connector):
                         f"{label} {c.cursor_column} empty",
                         rule="sql_cursor_null",
                         field=c.cursor_column,
+                        scope="record",
                     )
                 result = conn.execution_options(
                     stream_results=True, yield_per=c.fetch_size

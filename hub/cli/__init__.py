@@ -25,6 +25,7 @@ from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.options import ConfigOpt
+from hub.cli.warnings import app as warnings_app
 from hub.cli.web import serve as serve_command
 from hub.cli.web import users_app
 from hub.config import Config, load_config
@@ -54,6 +55,7 @@ app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
 app.add_typer(export_app, name="export")
 app.add_typer(observatory_app, name="observatory")
+app.add_typer(warnings_app, name="warnings")
 
 
 def _config(path: Path | None) -> Config:
@@ -123,6 +125,7 @@ def sync(
     registry = Registry.open(cfg.registry_url)
     pipeline = Pipeline(cfg, registry, keyring)
     failed = False
+    refused_units = 0
     targets = list(iter_connectors(cfg, names))
     if not targets:
         err_console.print("No enabled connectors in the configuration: nothing to sync.")
@@ -153,8 +156,11 @@ def sync(
                 failed = True
                 err_console.print(f"[red]error[/red] {name}: {escape(str(e))}", highlight=False)
                 continue
+        ids = [s.id for s in summaries]
+        warned, refused = registry.warning_counts(ids), registry.refused_unit_counts(ids)
+        refused_units += sum(refused.values())
         for s in summaries:
-            _print_run(s)
+            _print_run(s, warned.get(s.id, 0), refused.get(s.id, 0))
     if refresh:
         from hub.observatory.aggregates import refresh as refresh_observatory
 
@@ -162,9 +168,14 @@ def sync(
     registry.close()
     if failed:
         raise typer.Exit(7)
+    if refused_units:  # completed, but whole files / flows / pages were refused (docs/cli.md)
+        err_console.print(
+            f"{refused_units:,} unit(s) refused whole: see raccordo quarantine list", style="red"
+        )
+        raise typer.Exit(8)
 
 
-def _print_run(s: object) -> None:
+def _print_run(s: object, warnings: int = 0, refused_units: int = 0) -> None:
     from hub.registry import RunSummary
 
     assert isinstance(s, RunSummary)
@@ -174,7 +185,9 @@ def _print_run(s: object) -> None:
         f"read {s.read:,} = loaded {s.loaded:,} + unchanged {s.unchanged:,} + "
         f"quarantined {s.quarantined:,}"
         + (f"  · deleted {s.deleted:,}" if s.deleted else "")
-        + (f"  · source units refused {s.source_errors:,}" if s.source_errors else "")
+        + (f"  · source errors {s.source_errors:,}" if s.source_errors else "")
+        + (f" (units refused whole {refused_units:,})" if refused_units else "")
+        + (f"  · warnings {warnings:,}" if warnings else "")
     )
     if s.unmapped_codes:
         for table, codes in s.unmapped_codes.items():
@@ -182,6 +195,8 @@ def _print_run(s: object) -> None:
             console.print(f"  codes not in table [bold]{escape(table)}[/bold]: {escape(listed)}")
     if s.quarantined or s.source_errors:
         console.print(f"  see why: raccordo quarantine list --run {s.id}")
+    if warnings:
+        console.print(f"  data-quality warnings: raccordo warnings list --run {s.id}")
 
 
 @app.command()
@@ -197,10 +212,16 @@ def runs(
     cfg = _config(config)
     registry = Registry.open(cfg.registry_url)
     rows = registry.runs(connector=connector, limit=limit)
+    warned = registry.warning_counts([r.id for r in rows])
     if as_json:
         print(
             json.dumps(
-                [{**r.__dict__, "balanced": r.balanced} for r in rows], default=str, indent=2
+                [
+                    {**r.__dict__, "balanced": r.balanced, "warnings": warned.get(r.id, 0)}
+                    for r in rows
+                ],
+                default=str,
+                indent=2,
             )
         )
         return
@@ -214,6 +235,7 @@ def runs(
         "loaded",
         "unchanged",
         "quarantined",
+        "warnings",
         "mapping",
     ):
         table.add_column(col)
@@ -227,6 +249,7 @@ def runs(
             f"{r.loaded:,}",
             f"{r.unchanged:,}",
             f"{r.quarantined:,}",
+            f"{warned.get(r.id, 0):,}",
             f"{r.mapping} v{r.mapping_version}",
         )
     console.print(table)

@@ -78,6 +78,17 @@ class QuarantineEntry:
     field: str | None = None
 
 
+@dataclass(frozen=True)
+class WarningEntry:
+    """A data-quality warning about a record that loaded (``hub.quality``): never a value."""
+
+    location: str
+    rule: str
+    field: str
+    message: str
+    source_key_hash: str | None = None
+
+
 @dataclass
 class BatchCounts:
     read: int = 0
@@ -632,7 +643,88 @@ class Registry:
     def purge_expired_quarantine(self) -> int:
         with self.engine.begin() as conn:
             res = conn.execute(t.quarantine.delete().where(t.quarantine.c.expires_at < utcnow()))
-            return int(res.rowcount or 0)
+            n = int(res.rowcount or 0)
+            res = conn.execute(t.warnings.delete().where(t.warnings.c.expires_at < utcnow()))
+            return n + int(res.rowcount or 0)
+
+    # -- data-quality warnings and refused units (hub/quality.py, issue 14) ---------------
+
+    def add_warnings(
+        self,
+        *,
+        run_id: int,
+        connector: str,
+        stream: str,
+        org: str,
+        warnings: Sequence[WarningEntry],
+        retention: dt.timedelta,
+        tx: LoadTransaction | None = None,
+    ) -> None:
+        """Store a batch's warnings, in the batch's transaction when ``tx`` is given (so a
+        crash keeps them exactly for the batches that were committed)."""
+        if not warnings:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "run_id": run_id,
+                "connector": connector,
+                "stream": stream,
+                "org": org,
+                "location": w.location[:300],
+                "source_key_hash": w.source_key_hash,
+                "field": w.field,
+                "rule": w.rule,
+                "message": w.message,
+                "created_at": now,
+                "expires_at": now + retention,
+            }
+            for w in warnings
+        ]
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(t.warnings.insert(), rows)
+
+        if tx is not None:
+            tx.write(write)
+        else:
+            with self.engine.begin() as conn:
+                write(conn)
+
+    def warning_entries(
+        self, *, connector: str | None = None, run_id: int | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        w = t.warnings
+        stmt = sa.select(w).order_by(w.c.id.desc()).limit(limit)
+        if connector:
+            stmt = stmt.where(w.c.connector == connector)
+        if run_id:
+            stmt = stmt.where(w.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def warning_counts(self, run_ids: Sequence[int]) -> dict[int, int]:
+        """Warnings per run (runs without any are absent)."""
+        return self._counts_by_run(t.warnings, run_ids)
+
+    def refused_unit_counts(self, run_ids: Sequence[int]) -> dict[int, int]:
+        """Whole units (files, flows, pages) refused per run: quarantine entries of kind
+        ``source`` (a record-level source error has kind ``record``)."""
+        return self._counts_by_run(t.quarantine, run_ids, t.quarantine.c.kind == "source")
+
+    def _counts_by_run(
+        self, table: sa.Table, run_ids: Sequence[int], *where: sa.ColumnElement[bool]
+    ) -> dict[int, int]:
+        out: dict[int, int] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(run_ids), 900):
+                stmt = (
+                    sa.select(table.c.run_id, sa.func.count())
+                    .where(table.c.run_id.in_(chunk), *where)
+                    .group_by(table.c.run_id)
+                )
+                out.update({int(r): int(n) for r, n in conn.execute(stmt)})
+        return out
 
     def count(self, kind: str, *, org: str | None = None) -> int:
         table = t.RECORD_TABLES[kind]

@@ -224,6 +224,28 @@ quarantine = sa.Table(
     sa.Index(None, "connector", "created_at"),
 )
 
+# -- data-quality warnings (hub/quality.py; migration 0003_warnings) --------------
+# A suspicious value in a record that loaded: where, which rule and field, why. Like the
+# quarantine, it never holds a value (nor a clear identifier); kept as long as the quarantine.
+warnings = sa.Table(
+    "warnings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("connector", CODE, nullable=False),
+    sa.Column("stream", sa.String(60), nullable=False),
+    sa.Column("org", CODE, nullable=False),
+    sa.Column("location", sa.String(300), nullable=False),
+    sa.Column("source_key_hash", HASH),
+    sa.Column("field", sa.String(120)),
+    sa.Column("rule", sa.String(60), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "connector", "created_at"),
+)
+
 
 # -- Third Sector web app (hub/web) ------------------------------------------------
 # Accounts of the web app, and the intake of Third Sector entries. Entries hold

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.workspace import make_workspace, sync
 
 RACCORDO = [sys.executable, "-m", "hub"]
+WIDE = {**os.environ, "COLUMNS": "250"}  # one summary line per run, as a person sees it
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
 CFS = {"BRTCLL41C45B019A", "QGLRNT79S23F952Z", "QGLRNT79S23F952A", "STP0102061234567"}
 NAMES = {"Bertolotti", "Clelia", "Quaglino", "Renato", "Sconosciuto", "Ahmed"}
@@ -180,3 +183,121 @@ def test_a_misspelt_source_field_in_the_mapping_stops_the_sync_before_reading(
     reg = Registry.open(f"sqlite:///{tmp_path}/r.sqlite")
     assert reg.runs() == [] and reg.count("intervention") == 0
     reg.close()
+
+
+def _crafted(tmp_path: Path) -> Path:
+    """The sample export with a sex and a birth year contradicting the CF, and a comune
+    outside the district (Torino in a Novara district)."""
+    text = (FIXTURES / "cartella-esempio.csv").read_text(encoding="cp1252")
+    lines = text.split("\n")
+    lines[1] = lines[1].replace(";1941;F;", ";1941;M;")  # line 2: sex ≠ CF
+    lines[3] = lines[3].replace(";1941;F;", ";1951;F;")  # line 4: birth year ≠ CF
+    lines[4] = lines[4].replace(";003106;", ";001272;")  # line 5: comune outside
+    (tmp_path / "in").mkdir(exist_ok=True)
+    target = tmp_path / "in" / "export.csv"
+    target.write_text("\n".join(lines), encoding="cp1252")
+    return target
+
+
+def test_data_quality_warnings_are_counted_located_and_refuse_nothing(
+    tmp_path: Path, registry_url: str
+) -> None:
+    _crafted(tmp_path)
+    ws = _workspace(tmp_path, registry_url, "../in/*.csv", "cp1252")
+    cfg = ws / "raccordo.toml"
+    result = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--no-refresh", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=WIDE,
+    )
+    assert result.returncode == 0, result.stderr
+    # Same accounting as the clean file: warnings refuse nothing.
+    assert "read 5 = loaded 3 + unchanged 0 + quarantined 2" in result.stdout
+    assert "warnings 4" in result.stdout and "raccordo warnings list --run" in result.stdout
+    listed = subprocess.run(
+        [*RACCORDO, "warnings", "list", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=WIDE,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    got = sorted((r["location"], r["rule"], r["field"]) for r in rows)
+    assert got == [
+        ("export.csv line 2", "cf_sex_mismatch", "subject.sex"),
+        ("export.csv line 4", "cf_birth_year_mismatch", "subject.birth_year"),
+        ("export.csv line 5", "comune_outside_district", "intervention.comune_istat"),
+        ("export.csv line 5", "comune_outside_district", "subject.residence_comune_istat"),
+    ]
+    runs = subprocess.run(
+        [*RACCORDO, "runs", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=WIDE,
+    )
+    assert json.loads(runs.stdout)[0]["warnings"] == 4
+    table = subprocess.run(
+        [*RACCORDO, "warnings", "list", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=WIDE,
+    )
+    assert "cf_birth_year_mismatch" in table.stdout
+    leaks = scan_paths([ws], names=NAMES | {"lunedì"}, values=CFS)
+    reg = Registry.open(registry_url)
+    leaks += scan_database(
+        reg.engine.url.render_as_string(hide_password=False), names=NAMES, values=CFS
+    )
+    reg.close()
+    assert_no_leaks(leaks)
+
+
+def test_a_sync_that_refused_a_whole_file_exits_8(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    shutil.copy(FIXTURES / "cartella-esempio.csv", tmp_path / "in" / "a.csv")
+    (tmp_path / "in" / "b.csv").write_bytes(b"ID_CARTELLA\n1\n")  # one column: refused whole
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", "../in/*.csv", "auto")
+    cfg = ws / "raccordo.toml"
+    result = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--no-refresh", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=WIDE,
+    )
+    assert result.returncode == 8, result.stdout + result.stderr
+    assert "1 unit(s) refused whole" in result.stderr
+    assert "units refused whole 1" in result.stdout
+    assert "Traceback" not in result.stderr
+    # Fixed: the next sync refuses nothing and exits 0.
+    (tmp_path / "in" / "b.csv").unlink()
+    again = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--no-refresh", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=WIDE,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_row_level_problem_is_not_a_refused_unit(tmp_path: Path) -> None:
+    text = (FIXTURES / "cartella-esempio.csv").read_text(encoding="cp1252")
+    (tmp_path / "in").mkdir()
+    # A cut line: that row is skipped, the file loads.
+    (tmp_path / "in" / "a.csv").write_text(text + "1005;CF;X\n", encoding="cp1252")
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", "../in/*.csv", "cp1252")
+    result = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--no-refresh", "--config", str(ws / "raccordo.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=WIDE,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "source errors 1" in result.stdout and "refused whole" not in result.stdout

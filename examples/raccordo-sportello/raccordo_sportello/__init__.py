@@ -78,10 +78,12 @@ class SportelloConnector(Connector):
                     obj = json.loads(line)
                 except json.JSONDecodeError:
                     # Never the line itself: it may hold a codice fiscale.
-                    yield SourceError("not a JSON object", where, rule="jsonl")
+                    yield SourceError("not a JSON object", where, rule="jsonl", scope="record")
                     continue
                 if not isinstance(obj, dict) or not obj.get("id"):
-                    yield SourceError("a contact without its id", where, rule="jsonl", field="id")
+                    yield SourceError(
+                        "a contact without its id", where, rule="jsonl", field="id", scope="record"
+                    )
                     continue
                 data = {f.name: str(obj.get(f.name) or "") for f in STREAM.fields}
                 yield RawRecord("contacts", data, location=where, unit=path.name)

@@ -1,0 +1,221 @@
+"""Data-quality warnings: what is plausible but suspicious in a record that loads.
+
+A warning never refuses a record on its own (refusals are the schema's and the
+mapping's job): it is counted per run with its location, rule and field, shown
+by the sync summary, ``raccordo runs`` and ``raccordo warnings list``, so that
+an office can correct its source. Messages never quote values: a birth year
+next to a location is already personal data.
+
+The rules are pure functions over a record's fields, so any pipeline (the row
+pipeline of today, a columnar one tomorrow) can call them:
+
+* :func:`cf_consistency` — declared birth year or sex contradicting those
+  encoded in the codice fiscale (the same person then has two ages);
+* :func:`comune_in_district` — a residence or service comune outside the
+  district's list of comuni;
+* :func:`dates_in_order` — an end before its start (an intervention, a case, an
+  assessment's validity);
+* :func:`plausible_birth_year` — a person born after the event recorded, or
+  older than 110 at it.
+
+:func:`record_warnings` applies every rule to the common-schema records mapped
+from one source record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_AGE = 110
+
+
+@dataclass(frozen=True)
+class QualityWarning:
+    """One suspicious value: ``rule`` for machines, ``field`` (a common-schema field,
+    prefixed by its model) and a ``message`` for people that quotes no value."""
+
+    rule: str
+    field: str
+    message: str
+
+
+def _year(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def _code(value: Any) -> str | None:
+    v = getattr(value, "value", value)  # enums
+    return str(v).strip().upper() if v is not None and str(v).strip() else None
+
+
+def cf_consistency(
+    declared_year: Any,
+    declared_sex: Any,
+    cf_year: int | None,
+    cf_sex: str | None,
+    *,
+    prefix: str = "subject",
+) -> list[QualityWarning]:
+    """Declared birth year / sex against those encoded in the codice fiscale.
+
+    The CF holds two digits of the year: only those are compared (a declared
+    1923 and a CF saying 23 agree, whatever century the CF is read in).
+    """
+    out = []
+    year = _year(declared_year)
+    if year is not None and cf_year is not None and year % 100 != cf_year % 100:
+        out.append(
+            QualityWarning(
+                "cf_birth_year_mismatch",
+                f"{prefix}.birth_year",
+                "the declared birth year differs from the one encoded in the codice fiscale: "
+                "correct the source (the same person would have two ages)",
+            )
+        )
+    sex = _code(declared_sex)
+    if sex in ("M", "F") and cf_sex in ("M", "F") and sex != cf_sex:
+        out.append(
+            QualityWarning(
+                "cf_sex_mismatch",
+                f"{prefix}.sex",
+                "the declared sex differs from the one encoded in the codice fiscale",
+            )
+        )
+    return out
+
+
+def comune_in_district(
+    comune: Any, district: Collection[str], *, field: str, what: str = "the comune"
+) -> QualityWarning | None:
+    """A comune outside the district's list (nothing when the list is empty)."""
+    code = _code(comune)
+    if code is None or not district or code in district:
+        return None
+    return QualityWarning(
+        "comune_outside_district",
+        field,
+        f"{what} is not one of the district's comuni: a typo in the ISTAT code, a person "
+        "who moved, or a list of comuni ([web] comuni_file) to update",
+    )
+
+
+def dates_in_order(
+    start: Any, end: Any, *, start_field: str, end_field: str
+) -> QualityWarning | None:
+    """An end date before its start date."""
+    s, e = _date(start), _date(end)
+    if s is None or e is None or e >= s:
+        return None
+    return QualityWarning(
+        "ends_before_start",
+        end_field,
+        f"{end_field} is before {start_field}: are the two dates swapped?",
+    )
+
+
+def plausible_birth_year(birth_year: Any, on: Any, *, field: str) -> QualityWarning | None:
+    """A birth year after the event's date, or more than :data:`MAX_AGE` years before it."""
+    year, when = _year(birth_year), _date(on)
+    if year is None or when is None:
+        return None
+    if year > when.year:
+        return QualityWarning(
+            "born_after_event", field, "the person is born after the date of this record"
+        )
+    if when.year - year > MAX_AGE:
+        return QualityWarning(
+            "implausible_age", field, f"the person would be over {MAX_AGE} at this record's date"
+        )
+    return None
+
+
+#: (start, end) date fields of each model whose order is checked.
+DATE_PAIRS = {
+    "intervention": ("started_on", "ended_on"),
+    "case_episode": ("opened_on", "closed_on"),
+    "assessment": ("assessed_on", "valid_until"),
+}
+#: (comune field, what it is) of each model checked against the district.
+COMUNE_FIELDS = {
+    "subject": ("residence_comune_istat", "the residence comune"),
+    "intervention": ("comune_istat", "the comune of the service"),
+    "need_signal": ("comune_istat", "the comune of the contact"),
+}
+#: The date a model's record is about, for the age checks.
+EVENT_DATES = {
+    "intervention": "started_on",
+    "case_episode": "opened_on",
+    "assessment": "assessed_on",
+    "need_signal": "on",
+}
+
+
+def record_warnings(
+    outputs: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    cf_derived: tuple[int, str] | None = None,
+    district: Collection[str] = (),
+) -> list[QualityWarning]:
+    """Every rule over the ``(model, fields)`` records mapped from one source record.
+
+    ``cf_derived``: birth year and sex encoded in the record's codice fiscale, if it
+    had one; ``district``: the ISTAT codes of the district's comuni (empty: unchecked).
+    """
+    records = [(m, d) for m, d in outputs]
+    out: list[QualityWarning] = []
+    birth_year = None
+    for model, data in records:
+        if model == "subject":
+            birth_year = data.get("birth_year")
+            if cf_derived is not None:
+                out += cf_consistency(data.get("birth_year"), data.get("sex"), *cf_derived)
+        elif model == "need_signal" and data.get("birth_year") is not None:
+            birth_year = birth_year or data.get("birth_year")
+    for model, data in records:
+        pair = DATE_PAIRS.get(model)
+        if pair and (w := _dates(model, data, pair)) is not None:
+            out.append(w)
+        comune = COMUNE_FIELDS.get(model)
+        if comune and (
+            w := comune_in_district(
+                data.get(comune[0]), district, field=f"{model}.{comune[0]}", what=comune[1]
+            )
+        ):
+            out.append(w)
+        event = EVENT_DATES.get(model)
+        if event and birth_year is not None:
+            w = plausible_birth_year(birth_year, data.get(event), field=f"{model}.{event}")
+            if w is not None:
+                out.append(w)
+    return out
+
+
+def _dates(model: str, data: Mapping[str, Any], pair: tuple[str, str]) -> QualityWarning | None:
+    return dates_in_order(
+        data.get(pair[0]),
+        data.get(pair[1]),
+        start_field=f"{model}.{pair[0]}",
+        end_field=f"{model}.{pair[1]}",
+    )

@@ -1,0 +1,74 @@
+"""hub.quality: the data-quality rules as pure functions, and the refusal line of a sync task."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from hub.orchestration import refusal_line
+from hub.quality import (
+    cf_consistency,
+    comune_in_district,
+    dates_in_order,
+    plausible_birth_year,
+    record_warnings,
+)
+
+NOVARA = {"003106", "003024"}
+
+
+def test_cf_consistency_compares_the_two_digits_and_the_sex() -> None:
+    assert cf_consistency(1941, "F", 1941, "F") == []
+    assert cf_consistency("1941", "F", 2041, "F") == []  # the CF holds two digits only
+    (w,) = cf_consistency(1951, "F", 1941, "F")
+    assert (w.rule, w.field) == ("cf_birth_year_mismatch", "subject.birth_year")
+    assert "1951" not in w.message and "1941" not in w.message  # never a value
+    (w,) = cf_consistency(1941, "M", 1941, "F")
+    assert w.rule == "cf_sex_mismatch"
+    assert cf_consistency(None, None, 1941, "F") == []
+
+
+def test_comune_dates_and_age() -> None:
+    assert comune_in_district("003106", NOVARA, field="x") is None
+    assert comune_in_district("", NOVARA, field="x") is None
+    assert comune_in_district("001272", set(), field="x") is None  # no list: unchecked
+    w = comune_in_district("001272", NOVARA, field="subject.residence_comune_istat")
+    assert w is not None and w.rule == "comune_outside_district"
+    assert dates_in_order(dt.date(2024, 1, 2), None, start_field="a", end_field="b") is None
+    w = dates_in_order("2024-03-01", "2024-02-01", start_field="s", end_field="e")
+    assert w is not None and w.rule == "ends_before_start" and w.field == "e"
+    assert plausible_birth_year(1941, dt.date(2024, 1, 1), field="f") is None
+    w = plausible_birth_year(2025, dt.date(2024, 1, 1), field="f")
+    assert w is not None and w.rule == "born_after_event"
+    w = plausible_birth_year(1900, dt.date(2024, 1, 1), field="f")
+    assert w is not None and w.rule == "implausible_age"
+
+
+def test_record_warnings_over_the_mapped_records_of_one_source_record() -> None:
+    outputs = [
+        ("subject", {"birth_year": 1951, "sex": "F", "residence_comune_istat": "001272"}),
+        ("intervention", {"started_on": dt.date(1949, 5, 1), "comune_istat": "003106"}),
+        ("case_episode", {"opened_on": dt.date(2022, 2, 5), "closed_on": dt.date(2022, 1, 5)}),
+    ]
+    got = sorted(
+        (w.rule, w.field) for w in record_warnings(outputs, cf_derived=(1941, "F"), district=NOVARA)
+    )
+    assert got == [
+        ("born_after_event", "intervention.started_on"),
+        ("cf_birth_year_mismatch", "subject.birth_year"),
+        ("comune_outside_district", "subject.residence_comune_istat"),
+        ("ends_before_start", "case_episode.closed_on"),
+    ]
+    assert record_warnings(outputs[1:2], district=NOVARA) == []
+
+
+def test_refusal_line_says_how_many_units_and_where() -> None:
+    ok = {"connector": "csv", "runs": [{"run_id": 3, "refused_units": 0}], "refused_units": 0}
+    assert refusal_line(ok) == "csv: no unit refused"
+    bad = {
+        "connector": "siuss",
+        "runs": [{"run_id": 4, "refused_units": 2}, {"run_id": 5, "refused_units": 0}],
+        "refused_units": 2,
+    }
+    line = refusal_line(bad)
+    assert line.startswith("siuss: 2 unit(s)") and "raccordo quarantine list --run 4" in line
+    assert "--run 5" not in line
