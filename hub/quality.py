@@ -43,6 +43,8 @@ class QualityWarning:
 
 
 def _year(value: Any) -> int | None:
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -182,31 +184,50 @@ def record_warnings(
 
     ``cf_derived``: birth year and sex encoded in the record's codice fiscale, if it
     had one; ``district``: the ISTAT codes of the district's comuni (empty: unchecked).
+    Called once per loaded record, so the path where nothing is wrong is kept short
+    (a few dictionary look-ups); the rule functions above build the warnings.
     """
-    records = [(m, d) for m, d in outputs]
+    records = outputs if isinstance(outputs, list | tuple) else list(outputs)
     out: list[QualityWarning] = []
     birth_year = None
     for model, data in records:
         if model == "subject":
             birth_year = data.get("birth_year")
             if cf_derived is not None:
-                out += cf_consistency(data.get("birth_year"), data.get("sex"), *cf_derived)
-        elif model == "need_signal" and data.get("birth_year") is not None:
-            birth_year = birth_year or data.get("birth_year")
+                sex = data.get("sex")
+                if (birth_year is not None and _year(birth_year) != cf_derived[0]) or (
+                    sex is not None and _code(sex) != cf_derived[1]
+                ):
+                    out += cf_consistency(birth_year, sex, *cf_derived)
+        elif model == "need_signal" and birth_year is None:
+            birth_year = data.get("birth_year")
     for model, data in records:
         pair = DATE_PAIRS.get(model)
-        if pair and (w := _dates(model, data, pair)) is not None:
-            out.append(w)
+        if pair is not None:
+            end = data.get(pair[1])
+            if end is not None and (w := _dates(model, data, pair)) is not None:
+                out.append(w)
         comune = COMUNE_FIELDS.get(model)
-        if comune and (
-            w := comune_in_district(
-                data.get(comune[0]), district, field=f"{model}.{comune[0]}", what=comune[1]
-            )
-        ):
-            out.append(w)
+        if comune is not None and district:
+            value = data.get(comune[0])
+            if value is not None and value not in district:
+                w = comune_in_district(
+                    value, district, field=f"{model}.{comune[0]}", what=comune[1]
+                )
+                if w is not None:
+                    out.append(w)
         event = EVENT_DATES.get(model)
-        if event and birth_year is not None:
-            w = plausible_birth_year(birth_year, data.get(event), field=f"{model}.{event}")
+        if event is not None and birth_year is not None:
+            when = data.get(event)
+            year = _year(birth_year)
+            if (
+                when is not None
+                and year is not None
+                and hasattr(when, "year")
+                and 0 <= when.year - year <= MAX_AGE
+            ):
+                continue  # plausible: the usual case, decided without building anything
+            w = plausible_birth_year(birth_year, when, field=f"{model}.{event}")
             if w is not None:
                 out.append(w)
     return out
