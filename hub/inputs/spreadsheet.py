@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class SheetFile:
     sheets: tuple[str, ...]
     header_row: int
     header: tuple[str, ...]
-    _rows: Sequence[list[Any]]
+    path: Path
     date_format: str
     decimal_comma: bool
 
@@ -119,12 +119,16 @@ class SheetFile:
         return f"{KIND_NAMES[self.kind]}, sheet {self.sheet!r}, header on row {self.header_row}"
 
     def rows(self) -> Iterator[CSVRow]:
+        """The data rows below the header, converted one at a time (the workbook is
+        opened again for each pass, so no Python copy of the whole sheet is kept)."""
         width = len(self.header)
-        for index in range(self.header_row, len(self._rows)):
+        for index, raw in _iter_sheet(self.path, self.sheet):
+            if index < self.header_row:
+                continue
             line = index + 1
             cells = [
                 _text(v, date_format=self.date_format, decimal_comma=self.decimal_comma)
-                for v in self._rows[index]
+                for v in raw
             ]
             if not any(c.strip() for c in cells):
                 continue  # blank row
@@ -197,23 +201,23 @@ def open_spreadsheet(
                 f"there is no sheet named {sheet!r}; the workbook has {_listing(names)}: "
                 "set sheet to one of these names (or to its position, 1 for the first)"
             )
-        try:
-            rows = list(workbook.get_sheet_by_name(chosen).iter_rows())
-        except (CalamineError, ValueError) as e:
-            raise SpreadsheetInputError(
-                f"cannot read sheet {chosen!r}: {type(e).__name__}; open the file and save it again"
-            ) from None
     finally:
         workbook.close()
-    if header_row > len(rows):
+    header_raw: list[Any] | None = None
+    count = 0
+    for index, raw in _iter_sheet(path, chosen):
+        count = index + 1
+        if index == header_row - 1:
+            header_raw = raw
+            break
+    if header_raw is None:
         raise SpreadsheetInputError(
             f"header_row = {header_row} but sheet {chosen!r} has "
-            f"{len(rows)} row(s){'' if rows else ' (it is empty)'}",
-            line=header_row if rows else 0,
+            f"{count} row(s){'' if count else ' (it is empty)'}",
+            line=header_row if count else 0,
         )
     header_cells = [
-        _text(v, date_format=date_format, decimal_comma=decimal_comma).strip()
-        for v in rows[header_row - 1]
+        _text(v, date_format=date_format, decimal_comma=decimal_comma).strip() for v in header_raw
     ]
     while header_cells and not header_cells[-1]:
         header_cells.pop()
@@ -239,7 +243,30 @@ def open_spreadsheet(
         raise SpreadsheetInputError(
             f"{where}: duplicate column names in the header: {', '.join(dup)}", line=header_row
         )
-    return SheetFile(kind, chosen, names, header_row, header, rows, date_format, decimal_comma)
+    return SheetFile(kind, chosen, names, header_row, header, path, date_format, decimal_comma)
+
+
+def _iter_sheet(path: Path, sheet: str) -> Iterator[tuple[int, list[Any]]]:
+    """(0-based row index, cells) of every row of ``sheet``, from the sheet's first row."""
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+    except (CalamineError, ValueError, OSError) as e:
+        raise SpreadsheetInputError(
+            f"cannot open the workbook again: {type(e).__name__} (was it changed or removed "
+            "while being read?)"
+        ) from None
+    try:
+        try:
+            rows = workbook.get_sheet_by_name(sheet).iter_rows()
+        except (CalamineError, ValueError) as e:
+            raise SpreadsheetInputError(
+                f"cannot read sheet {sheet!r}: {type(e).__name__}; open the file and save it again"
+            ) from None
+        yield from enumerate(rows)
+    finally:
+        workbook.close()
 
 
 def _listing(names: tuple[str, ...]) -> str:
