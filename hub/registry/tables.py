@@ -179,6 +179,9 @@ runs = sa.Table(
     sa.Column("loaded", sa.Integer, nullable=False, default=0),
     sa.Column("unchanged", sa.Integer, nullable=False, default=0),
     sa.Column("quarantined", sa.Integer, nullable=False, default=0),
+    # Records repeated within one unit (file, flow): read = loaded + unchanged +
+    # duplicates + quarantined.
+    sa.Column("duplicates", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("deleted", sa.Integer, nullable=False, default=0),
     # Records removed because a re-read unit (file, flow) no longer contains them.
     sa.Column("removed", sa.Integer, nullable=False, default=0),
@@ -187,6 +190,8 @@ runs = sa.Table(
     # JSON object {"table": {"code": count}}: source codes the mapping could not map.
     sa.Column("unmapped_codes", sa.Text, nullable=False, default="{}"),
     sa.Column("error", sa.Text),
+    # The connector's stream (NULL for runs recorded before migration 0004).
+    sa.Column("stream", sa.String(60)),
     sa.Index(None, "connector", "started_at"),
 )
 
@@ -222,6 +227,8 @@ quarantine = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index(None, "run_id"),
     sa.Index(None, "connector", "created_at"),
+    # A source record keeps one entry, its latest refusal (replaced when read again).
+    sa.Index(None, "connector", "stream", "source_key_hash"),
 )
 
 
