@@ -113,18 +113,30 @@ def sync(
     refresh: Annotated[
         bool, typer.Option(help="Refresh the observatory's pre-computed tables afterwards.")
     ] = True,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Read and map every record of the named connectors again (cursor reset).",
+        ),
+    ] = False,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
-    from hub.pipeline import Pipeline, RunProgress, iter_connectors, open_keyring
-    from hub.registry import Registry
+    from hub.pipeline import RunProgress, iter_connectors
+    from hub.service import Hub
 
     cfg = _config(config)
-    keyring = open_keyring(cfg)
-    registry = Registry.open(cfg.registry_url)
-    pipeline = Pipeline(cfg, registry, keyring)
+    if full_refresh and not names:
+        err_console.print(
+            "[red]error[/red] --full-refresh needs the connectors to read again: "
+            "raccordo sync --full-refresh NAME"
+        )
+        raise typer.Exit(2)
+    hub = Hub.open(cfg)
     failed = False
     targets = list(iter_connectors(cfg, names))
     if not targets:
+        hub.close()
         err_console.print("No enabled connectors in the configuration: nothing to sync.")
         raise typer.Exit(0)
     for name in targets:
@@ -144,11 +156,12 @@ def sync(
                     description=(
                         f"{p.connector}/{p.stream}: read {p.read:,} · loaded {p.loaded:,} · "
                         f"unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"
+                        + (f" · duplicates {p.duplicates:,}" if p.duplicates else "")
                     ),
                 )
 
             try:
-                summaries = pipeline.sync(name, progress=show)
+                summaries = hub.sync(name, progress=show, full_refresh=full_refresh)
             except RaccordoError as e:
                 failed = True
                 err_console.print(f"[red]error[/red] {name}: {escape(str(e))}", highlight=False)
@@ -156,10 +169,8 @@ def sync(
         for s in summaries:
             _print_run(s)
     if refresh:
-        from hub.observatory.aggregates import refresh as refresh_observatory
-
-        refresh_observatory(registry.engine)
-    registry.close()
+        hub.refresh()
+    hub.close()
     if failed:
         raise typer.Exit(7)
 
@@ -169,10 +180,12 @@ def _print_run(s: object) -> None:
 
     assert isinstance(s, RunSummary)
     mark = "[green]✓[/green]" if s.status == "succeeded" else "[red]✗[/red]"
+    stream = f"/{s.stream}" if s.stream else ""
     console.print(
-        f"{mark} run {s.id} {s.connector} ({s.mapping} v{s.mapping_version}): "
+        f"{mark} run {s.id} {s.connector}{stream} ({s.mapping} v{s.mapping_version}): "
         f"read {s.read:,} = loaded {s.loaded:,} + unchanged {s.unchanged:,} + "
-        f"quarantined {s.quarantined:,}"
+        + (f"duplicates {s.duplicates:,} + " if s.duplicates else "")
+        + f"quarantined {s.quarantined:,}"
         + (f"  · deleted {s.deleted:,}" if s.deleted else "")
         + (f"  · source units refused {s.source_errors:,}" if s.source_errors else "")
     )
@@ -208,11 +221,13 @@ def runs(
     for col in (
         "run",
         "connector",
+        "stream",
         "status",
         "started",
         "read",
         "loaded",
         "unchanged",
+        "duplicates",
         "quarantined",
         "mapping",
     ):
@@ -221,11 +236,13 @@ def runs(
         table.add_row(
             str(r.id),
             r.connector,
+            r.stream or "",
             r.status,
             r.started_at.strftime("%Y-%m-%d %H:%M"),
             f"{r.read:,}",
             f"{r.loaded:,}",
             f"{r.unchanged:,}",
+            f"{r.duplicates:,}",
             f"{r.quarantined:,}",
             f"{r.mapping} v{r.mapping_version}",
         )

@@ -71,6 +71,7 @@ __all__ = [
     "TYPE_ALIASES",
     "Batch",
     "Pipeline",
+    "ProgressCallback",
     "Rejection",
     "RunContext",
     "RunProgress",
