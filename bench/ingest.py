@@ -1,17 +1,21 @@
 """Ingestion speed: SIUSS XML → registry and CSV → registry, against a floor.
 
-    .venv/bin/python bench/ingest.py [--records 1000000] [--only csv|xml]
+    .venv/bin/python bench/ingest.py [--records 1000000] [--only csv|xml] [--quick] [--json]
 
 For each format the same generated records are loaded twice, each in its own
 process (so memory peaks are separate):
 
-* **raccordo**: the real pipeline (`Pipeline.sync`) into a fresh SQLite registry;
+* **raccordo**: the real pipeline (`Hub.sync`, as `raccordo sync`) into a fresh SQLite
+  registry;
 * **floor**: a tight hand-written loop doing only what cannot be avoided —
   parse, validate + HMAC the codice fiscale, SQLite `executemany` of the same
   fields — with none of Raccordo's safety (no XSD, no mapping, no validation,
   no accounting, no quarantine).
 
-It prints records/s for both, the ratio raccordo/floor, and the peak RSS.
+It prints records/s for both, the ratio raccordo/floor, the peak RSS and the registry's
+bytes per record; with ``--json`` the last line is one JSON object
+``{"csv": {"records", "floor_rps", "raccordo_rps", "ratio_cpu", "ratio_wall",
+"peak_rss_mib", "bytes_per_record"}, "xml": {...}}``.
 Figures and how to read them: docs/performance.md.
 """
 
@@ -138,8 +142,7 @@ org = "CISS"
 
 def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
     from hub.config import load_config
-    from hub.pipeline import Pipeline, open_keyring
-    from hub.registry import Registry
+    from hub.service import Hub
     from hub.workspace import init_workspace
 
     if kind == "csv":
@@ -162,13 +165,21 @@ def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
         )
     init_workspace(work, district="BENCH", district_name="Bench", extra=extra)
     cfg = load_config(work / "raccordo.toml")
-    reg = Registry.open(cfg.registry_url)
-    pipeline = Pipeline(cfg, reg, open_keyring(cfg))
+    hub = Hub.open(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
-    (run,) = pipeline.sync("bench")
+    (run,) = hub.sync("bench")
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    hub.close()
     assert run.balanced and run.read > 0
-    return {"records": run.read, "seconds": elapsed, "cpu_seconds": cpu, "loaded": run.loaded}
+    db = Path(str(hub.registry.engine.url.database))
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    return {
+        "records": run.read,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "loaded": run.loaded,
+        "bytes_per_record": size / run.read,
+    }
 
 
 #: What raccordo stores for one source record, in the floor's column order (the same
@@ -464,6 +475,9 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="only the floor and raccordo, no reference loops"
     )
+    ap.add_argument(
+        "--json", action="store_true", help="end with one JSON line of the figures (see above)"
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -473,6 +487,7 @@ def main() -> None:
         f"Ingestion benchmark, {args.records:,} records per format "
         f"(Python {sys.version.split()[0]})"
     )
+    summary: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="raccordo-bench-") as tmp:
         for kind in (args.only,) if args.only else ("csv", "xml"):
             src = Path(tmp) / kind / f"source.{kind}"
@@ -515,7 +530,22 @@ def main() -> None:
                     f"{r['cpu_seconds']:.1f} s CPU, peak RSS {r['peak_rss_mib']:.0f} MiB)"
                     f"{ratios}"
                 )
-            print(f"  goal: raccordo at {GOALS[kind]:.0%} of the floor or more")
+            fl, rc = results["floor"], results["raccordo"]
+            summary[kind] = {
+                "records": rc["records"],
+                "floor_rps": round(fl["records"] / fl["seconds"]),
+                "raccordo_rps": round(rc["records"] / rc["seconds"]),
+                "ratio_cpu": round(fl["cpu_seconds"] / rc["cpu_seconds"], 4),
+                "ratio_wall": round(fl["seconds"] / rc["seconds"], 4),
+                "peak_rss_mib": round(rc["peak_rss_mib"], 1),
+                "bytes_per_record": round(rc["bytes_per_record"]),
+            }
+            print(
+                f"  registry: {rc['bytes_per_record']:,.0f} bytes per record on disk\n"
+                f"  goal: raccordo at {GOALS[kind]:.0%} of the floor or more"
+            )
+    if args.json:
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

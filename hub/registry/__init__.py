@@ -209,6 +209,12 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
+    @staticmethod
+    def pseudonym_columns() -> tuple[tuple[str, str], ...]:
+        """The ``(table, column)`` pairs holding pseudonyms (see
+        :data:`hub.registry.tables.PSEUDONYM_COLUMNS`): what key rotation rewrites."""
+        return t.PSEUDONYM_COLUMNS
+
     def load_transaction(
         self, *, commit_every: int, commit_seconds: float, sqlite_cache_mib: int
     ) -> LoadTransaction:

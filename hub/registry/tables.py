@@ -318,3 +318,20 @@ obs_refresh = sa.Table(
     sa.Column("first_year", sa.SmallInteger),
     sa.Column("last_year", sa.SmallInteger),
 )
+
+
+#: Every column that holds a pseudonym (``f"{epoch}." + base64url(32-byte digest)``), as
+#: ``(table, column)``. Key rotation (re-pseudonymising a registry for a new epoch) rewrites
+#: exactly these, plus the ``payload`` JSON of ``quarantine`` rows (identifier fields hold
+#: pseudonyms there too; quarantine rows expire, so rotation may also purge them). Keyed
+#: hashes of source-record keys (``key_hash``, ``source_key_hash``, ``unit_hash``) are not
+#: pseudonyms: they are recomputed by re-reading the sources.
+PSEUDONYM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("subjects", "subject"),
+    ("subjects", "household"),
+    ("assessments", "subject"),
+    ("case_episodes", "subject"),
+    ("interventions", "subject"),
+    ("need_signals", "subject"),
+    ("ets_entries", "subject"),
+)

@@ -109,3 +109,17 @@ def test_a_source_without_cursors_is_loaded_in_bounded_batches() -> None:
     extract = Extract(_Source(1_000, 10_000), "s", {}, 100)  # type: ignore[arg-type]
     sizes = [len(b.records) for b in extract]
     assert sum(sizes) == 1_000 and max(sizes) == 400
+
+
+def test_the_pseudonym_columns_are_listed_for_key_rotation() -> None:
+    from hub.registry import Registry
+    from hub.registry import tables as t
+
+    listed = set(Registry.pseudonym_columns())
+    holding = {
+        (table.name, c.name)
+        for table in t.metadata.tables.values()
+        for c in table.c
+        if c.name in ("subject", "household")
+    }
+    assert listed == holding
