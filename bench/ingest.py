@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
 import random
 import resource
 import sqlite3
@@ -140,6 +141,10 @@ org = "CISS"
 """
 
 
+#: The child's registry, if not the workspace's SQLite file (``--postgres``).
+PG_URL_ENV = "RACCORDO_BENCH_REGISTRY_URL"
+
+
 def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
     from hub.config import load_config
     from hub.service import Hub
@@ -163,16 +168,28 @@ def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
             mapping="",
             settings=f'inbox = "{source.parent}"\npattern = "{source.name}"\nflows = ["ps"]',
         )
-    init_workspace(work, district="BENCH", district_name="Bench", extra=extra)
-    cfg = load_config(work / "raccordo.toml")
+    cfg_path = init_workspace(work, district="BENCH", district_name="Bench", extra=extra)
+    url = os.environ.get(PG_URL_ENV)
+    if url:
+        text = cfg_path.read_text()
+        cfg_path.write_text(
+            text.replace('registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{url}"')
+        )
+    cfg = load_config(cfg_path)
     hub = Hub.open(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     (run,) = hub.sync("bench")
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if url:
+        with hub.registry.engine.connect() as conn:
+            size = int(
+                conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+            )
     hub.close()
     assert run.balanced and run.read > 0
-    db = Path(str(hub.registry.engine.url.database))
-    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    if not url:
+        db = Path(str(hub.registry.engine.url.database))
+        size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
     return {
         "records": run.read,
         "seconds": elapsed,
@@ -454,7 +471,7 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
 
 
 def child(mode: str, kind: str, source: str, work: str) -> None:
-    if mode == "raccordo":
+    if mode in ("raccordo", "raccordo-pg"):
         result = run_raccordo(kind, Path(source), Path(work))
     else:
         result = run_floor(kind, Path(source), Path(work), mode)
@@ -478,6 +495,11 @@ def main() -> None:
     ap.add_argument(
         "--json", action="store_true", help="end with one JSON line of the figures (see above)"
     )
+    ap.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also load into a throw-away PostgreSQL server (printed beside, not a goal)",
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -487,7 +509,13 @@ def main() -> None:
         f"Ingestion benchmark, {args.records:,} records per format "
         f"(Python {sys.version.split()[0]})"
     )
-    summary: dict[str, dict[str, float]] = {}
+    summary: dict[str, dict[str, object]] = {}
+    pg = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.support.postgres import PostgresServer
+
+        pg = PostgresServer()
     with tempfile.TemporaryDirectory(prefix="raccordo-bench-") as tmp:
         for kind in (args.only,) if args.only else ("csv", "xml"):
             src = Path(tmp) / kind / f"source.{kind}"
@@ -499,8 +527,14 @@ def main() -> None:
                 f"{time.perf_counter() - t0:.0f} s"
             )
             results = {}
-            modes = ("floor", "raccordo") if args.quick else MODES
+            modes: tuple[str, ...] = ("floor", "raccordo") if args.quick else MODES
+            if pg is not None:
+                modes += ("raccordo-pg",)
             for mode in modes:
+                env = dict(os.environ)
+                if mode == "raccordo-pg":
+                    assert pg is not None
+                    env[PG_URL_ENV] = pg.url(pg.create_database(f"bench_{kind}"))
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -514,6 +548,7 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=True,
+                    env=env,
                 )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode] = r
@@ -540,10 +575,20 @@ def main() -> None:
                 "peak_rss_mib": round(rc["peak_rss_mib"], 1),
                 "bytes_per_record": round(rc["bytes_per_record"]),
             }
+            if "raccordo-pg" in results:
+                p_ = results["raccordo-pg"]
+                summary[kind]["postgres"] = {
+                    "raccordo_rps": round(p_["records"] / p_["seconds"]),
+                    "ratio_cpu": round(fl["cpu_seconds"] / p_["cpu_seconds"], 4),
+                    "ratio_wall": round(fl["seconds"] / p_["seconds"], 4),
+                    "bytes_per_record": round(p_["bytes_per_record"]),
+                }
             print(
                 f"  registry: {rc['bytes_per_record']:,.0f} bytes per record on disk\n"
                 f"  goal: raccordo at {GOALS[kind]:.0%} of the floor or more"
             )
+    if pg is not None:
+        pg.stop()
     if args.json:
         print(json.dumps(summary))
 
