@@ -485,6 +485,29 @@ MODES = ("floor", "idempotent", "registry", "raccordo")
 GOALS = {"csv": 0.60, "xml": 0.50}
 
 
+#: Where the dlt peer's venv is kept between runs (it is not a project dependency).
+DLT_VENV = Path(tempfile.gettempdir()) / "raccordo-bench-dlt-venv"
+
+
+def run_dlt_peer(source: Path, work: Path) -> dict[str, float]:
+    """Load ``source`` with dlt, in its own venv (created on first use)."""
+    python = DLT_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"  (creating the dlt venv in {DLT_VENV}: pip install dlt[sqlalchemy] pyarrow)")
+        subprocess.run([sys.executable, "-m", "venv", str(DLT_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "dlt[sqlalchemy]>=1.0", "pyarrow"],
+            check=True,
+        )
+    out = subprocess.run(
+        [str(python), str(Path(__file__).with_name("dlt_peer.py")), str(source), str(work)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -499,6 +522,11 @@ def main() -> None:
         "--postgres",
         action="store_true",
         help="also load into a throw-away PostgreSQL server (printed beside, not a goal)",
+    )
+    ap.add_argument(
+        "--dlt",
+        action="store_true",
+        help="also load the CSV with dlt (a peer, in a venv the benchmark creates)",
     )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -582,6 +610,21 @@ def main() -> None:
                     "ratio_cpu": round(fl["cpu_seconds"] / p_["cpu_seconds"], 4),
                     "ratio_wall": round(fl["seconds"] / p_["seconds"], 4),
                     "bytes_per_record": round(p_["bytes_per_record"]),
+                }
+            if args.dlt and kind == "csv":
+                d = run_dlt_peer(src, Path(tmp) / kind / "dlt")
+                print(
+                    f"  dlt (peer) {d['records'] / d['seconds']:>9,.0f} records/s "
+                    f"({d['seconds']:.1f} s, {d['cpu_seconds']:.1f} s CPU, peak RSS "
+                    f"{d['peak_rss_mib']:.0f} MiB)  "
+                    f"{fl['seconds'] / d['seconds']:4.0%} of the floor "
+                    f"(by CPU {fl['cpu_seconds'] / d['cpu_seconds']:4.0%}); one wide table, "
+                    "no validation, no pseudonyms"
+                )
+                summary[kind]["dlt"] = {
+                    "rps": round(d["records"] / d["seconds"]),
+                    "ratio_cpu": round(fl["cpu_seconds"] / d["cpu_seconds"], 4),
+                    "ratio_wall": round(fl["seconds"] / d["seconds"], 4),
                 }
             print(
                 f"  registry: {rc['bytes_per_record']:,.0f} bytes per record on disk\n"

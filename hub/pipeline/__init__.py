@@ -97,7 +97,10 @@ class Pipeline:
         self.pseudonymiser = Pseudonymiser(keyring, config.pseudonym_domain)
         self.reference_year = dt.date.today().year
         self.transform = Transform(self.pseudonymiser)
-        self._register_organisations()
+        try:
+            self._register_organisations()
+        except sa.exc.DBAPIError as e:
+            raise storage_error(e) from None
 
     def _register_organisations(self) -> None:
         hub = self.config.hub
@@ -123,11 +126,28 @@ class Pipeline:
     ) -> list[RunSummary]:
         """Sync every stream of connector ``name``; one run per stream.
 
-        Refused at once (:class:`hub.errors.SyncRefused`) while another process syncs
-        the same connector.
+        Refused at once (:class:`hub.registry.SyncRefused`) while another process syncs
+        the same connector. A database error outside a run (starting one, reading the
+        cursor) is a :class:`hub.errors.RaccordoError` in one line, never a traceback.
         """
         settings = self.config.connector(name)
         connector = build_connector(self.config, name)
+        try:
+            return self._sync_streams(
+                name, settings.type, settings.org, connector, progress, full_refresh
+            )
+        except sa.exc.DBAPIError as e:
+            raise storage_error(e) from None
+
+    def _sync_streams(
+        self,
+        name: str,
+        connector_type: str,
+        org: str,
+        connector: Connector,
+        progress: ProgressCallback | None,
+        full_refresh: bool,
+    ) -> list[RunSummary]:
         with self.registry.sync_lock(name):
             summaries = []
             for stream in connector.streams():
@@ -136,8 +156,8 @@ class Pipeline:
                 summaries.append(
                     self._sync_stream(
                         name,
-                        settings.type,
-                        settings.org,
+                        connector_type,
+                        org,
                         connector,
                         stream,
                         mapping,
