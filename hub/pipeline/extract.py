@@ -6,9 +6,10 @@ A batch holds at most ``batch_size`` records and is cut where the connector last
 yielded a cursor (:class:`hub.connector.StateCheckpoint`), so the cursor committed
 with a batch covers exactly the records committed before it: after a crash, the next
 run re-reads nothing that was committed and misses nothing (the run counters add up
-to what the cursor says). Records after the last cursor wait for the next batch; a
-connector that yields no cursor for ``4 × batch_size`` records has its records loaded
-without one (they are read again, unchanged, after a crash).
+to what the cursor says). Records after the last cursor wait for the next batch. A
+batch in which the connector gave no cursor at all (one per file, say) is loaded
+without one: after a crash the next run starts again from the last committed cursor
+and finds those records unchanged.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Extract:
                 p.records.append(item)
                 if len(p.records) >= size:
                     batch = self._take_cut()
-                    if batch is None and len(p.records) >= 4 * size:
+                    if batch is None:  # no cursor since the last batch: none to wait for
                         batch = self._take_all()
                     if batch is not None:
                         yield batch

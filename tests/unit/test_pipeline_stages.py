@@ -108,7 +108,7 @@ def test_batches_are_cut_where_the_connector_last_gave_a_cursor() -> None:
 def test_a_source_without_cursors_is_loaded_in_bounded_batches() -> None:
     extract = Extract(_Source(1_000, 10_000), "s", {}, 100)  # type: ignore[arg-type]
     sizes = [len(b.records) for b in extract]
-    assert sum(sizes) == 1_000 and max(sizes) == 400
+    assert sum(sizes) == 1_000 and max(sizes) == 100
 
 
 def test_the_pseudonym_columns_are_listed_for_key_rotation() -> None:
