@@ -1,17 +1,21 @@
 """Ingestion speed: SIUSS XML → registry and CSV → registry, against a floor.
 
-    .venv/bin/python bench/ingest.py [--records 1000000] [--only csv|xml]
+    .venv/bin/python bench/ingest.py [--records 1000000] [--only csv|xml] [--quick] [--json]
 
 For each format the same generated records are loaded twice, each in its own
 process (so memory peaks are separate):
 
-* **raccordo**: the real pipeline (`Pipeline.sync`) into a fresh SQLite registry;
+* **raccordo**: the real pipeline (`Hub.sync`, as `raccordo sync`) into a fresh SQLite
+  registry;
 * **floor**: a tight hand-written loop doing only what cannot be avoided —
   parse, validate + HMAC the codice fiscale, SQLite `executemany` of the same
   fields — with none of Raccordo's safety (no XSD, no mapping, no validation,
   no accounting, no quarantine).
 
-It prints records/s for both, the ratio raccordo/floor, and the peak RSS.
+It prints records/s for both, the ratio raccordo/floor, the peak RSS and the registry's
+bytes per record; with ``--json`` the last line is one JSON object
+``{"csv": {"records", "floor_rps", "raccordo_rps", "ratio_cpu", "ratio_wall",
+"peak_rss_mib", "bytes_per_record"}, "xml": {...}}``.
 Figures and how to read them: docs/performance.md.
 """
 
@@ -24,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
 import random
 import resource
 import sqlite3
@@ -136,10 +141,13 @@ org = "CISS"
 """
 
 
+#: The child's registry, if not the workspace's SQLite file (``--postgres``).
+PG_URL_ENV = "RACCORDO_BENCH_REGISTRY_URL"
+
+
 def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
     from hub.config import load_config
-    from hub.pipeline import Pipeline, open_keyring
-    from hub.registry import Registry
+    from hub.service import Hub
     from hub.workspace import init_workspace
 
     if kind == "csv":
@@ -160,15 +168,35 @@ def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
             mapping="",
             settings=f'inbox = "{source.parent}"\npattern = "{source.name}"\nflows = ["ps"]',
         )
-    init_workspace(work, district="BENCH", district_name="Bench", extra=extra)
-    cfg = load_config(work / "raccordo.toml")
-    reg = Registry.open(cfg.registry_url)
-    pipeline = Pipeline(cfg, reg, open_keyring(cfg))
+    cfg_path = init_workspace(work, district="BENCH", district_name="Bench", extra=extra)
+    url = os.environ.get(PG_URL_ENV)
+    if url:
+        text = cfg_path.read_text()
+        cfg_path.write_text(
+            text.replace('registry_url = "sqlite:///registry.sqlite"', f'registry_url = "{url}"')
+        )
+    cfg = load_config(cfg_path)
+    hub = Hub.open(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
-    (run,) = pipeline.sync("bench")
+    (run,) = hub.sync("bench")
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if url:
+        with hub.registry.engine.connect() as conn:
+            size = int(
+                conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one()
+            )
+    hub.close()
     assert run.balanced and run.read > 0
-    return {"records": run.read, "seconds": elapsed, "cpu_seconds": cpu, "loaded": run.loaded}
+    if not url:
+        db = Path(str(hub.registry.engine.url.database))
+        size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    return {
+        "records": run.read,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "loaded": run.loaded,
+        "bytes_per_record": size / run.read,
+    }
 
 
 #: What raccordo stores for one source record, in the floor's column order (the same
@@ -443,7 +471,7 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
 
 
 def child(mode: str, kind: str, source: str, work: str) -> None:
-    if mode == "raccordo":
+    if mode in ("raccordo", "raccordo-pg"):
         result = run_raccordo(kind, Path(source), Path(work))
     else:
         result = run_floor(kind, Path(source), Path(work), mode)
@@ -457,12 +485,48 @@ MODES = ("floor", "idempotent", "registry", "raccordo")
 GOALS = {"csv": 0.60, "xml": 0.50}
 
 
+#: Where the dlt peer's venv is kept between runs (it is not a project dependency).
+DLT_VENV = Path(tempfile.gettempdir()) / "raccordo-bench-dlt-venv"
+
+
+def run_dlt_peer(source: Path, work: Path) -> dict[str, float]:
+    """Load ``source`` with dlt, in its own venv (created on first use)."""
+    python = DLT_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"  (creating the dlt venv in {DLT_VENV}: pip install dlt[sqlalchemy] pyarrow)")
+        subprocess.run([sys.executable, "-m", "venv", str(DLT_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "dlt[sqlalchemy]>=1.0", "pyarrow"],
+            check=True,
+        )
+    out = subprocess.run(
+        [str(python), str(Path(__file__).with_name("dlt_peer.py")), str(source), str(work)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--only", choices=("csv", "xml"))
     ap.add_argument(
         "--quick", action="store_true", help="only the floor and raccordo, no reference loops"
+    )
+    ap.add_argument(
+        "--json", action="store_true", help="end with one JSON line of the figures (see above)"
+    )
+    ap.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also load into a throw-away PostgreSQL server (printed beside, not a goal)",
+    )
+    ap.add_argument(
+        "--dlt",
+        action="store_true",
+        help="also load the CSV with dlt (a peer, in a venv the benchmark creates)",
     )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -473,6 +537,13 @@ def main() -> None:
         f"Ingestion benchmark, {args.records:,} records per format "
         f"(Python {sys.version.split()[0]})"
     )
+    summary: dict[str, dict[str, object]] = {}
+    pg = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.support.postgres import PostgresServer
+
+        pg = PostgresServer()
     with tempfile.TemporaryDirectory(prefix="raccordo-bench-") as tmp:
         for kind in (args.only,) if args.only else ("csv", "xml"):
             src = Path(tmp) / kind / f"source.{kind}"
@@ -484,8 +555,14 @@ def main() -> None:
                 f"{time.perf_counter() - t0:.0f} s"
             )
             results = {}
-            modes = ("floor", "raccordo") if args.quick else MODES
+            modes: tuple[str, ...] = ("floor", "raccordo") if args.quick else MODES
+            if pg is not None:
+                modes += ("raccordo-pg",)
             for mode in modes:
+                env = dict(os.environ)
+                if mode == "raccordo-pg":
+                    assert pg is not None
+                    env[PG_URL_ENV] = pg.url(pg.create_database(f"bench_{kind}"))
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -499,6 +576,7 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=True,
+                    env=env,
                 )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode] = r
@@ -515,7 +593,47 @@ def main() -> None:
                     f"{r['cpu_seconds']:.1f} s CPU, peak RSS {r['peak_rss_mib']:.0f} MiB)"
                     f"{ratios}"
                 )
-            print(f"  goal: raccordo at {GOALS[kind]:.0%} of the floor or more")
+            fl, rc = results["floor"], results["raccordo"]
+            summary[kind] = {
+                "records": rc["records"],
+                "floor_rps": round(fl["records"] / fl["seconds"]),
+                "raccordo_rps": round(rc["records"] / rc["seconds"]),
+                "ratio_cpu": round(fl["cpu_seconds"] / rc["cpu_seconds"], 4),
+                "ratio_wall": round(fl["seconds"] / rc["seconds"], 4),
+                "peak_rss_mib": round(rc["peak_rss_mib"], 1),
+                "bytes_per_record": round(rc["bytes_per_record"]),
+            }
+            if "raccordo-pg" in results:
+                p_ = results["raccordo-pg"]
+                summary[kind]["postgres"] = {
+                    "raccordo_rps": round(p_["records"] / p_["seconds"]),
+                    "ratio_cpu": round(fl["cpu_seconds"] / p_["cpu_seconds"], 4),
+                    "ratio_wall": round(fl["seconds"] / p_["seconds"], 4),
+                    "bytes_per_record": round(p_["bytes_per_record"]),
+                }
+            if args.dlt and kind == "csv":
+                d = run_dlt_peer(src, Path(tmp) / kind / "dlt")
+                print(
+                    f"  dlt (peer) {d['records'] / d['seconds']:>9,.0f} records/s "
+                    f"({d['seconds']:.1f} s, {d['cpu_seconds']:.1f} s CPU, peak RSS "
+                    f"{d['peak_rss_mib']:.0f} MiB)  "
+                    f"{fl['seconds'] / d['seconds']:4.0%} of the floor "
+                    f"(by CPU {fl['cpu_seconds'] / d['cpu_seconds']:4.0%}); one wide table, "
+                    "no validation, no pseudonyms"
+                )
+                summary[kind]["dlt"] = {
+                    "rps": round(d["records"] / d["seconds"]),
+                    "ratio_cpu": round(fl["cpu_seconds"] / d["cpu_seconds"], 4),
+                    "ratio_wall": round(fl["seconds"] / d["seconds"], 4),
+                }
+            print(
+                f"  registry: {rc['bytes_per_record']:,.0f} bytes per record on disk\n"
+                f"  goal: raccordo at {GOALS[kind]:.0%} of the floor or more"
+            )
+    if pg is not None:
+        pg.stop()
+    if args.json:
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What a scheduler runs for one connector: check → sync → refresh.
 
+Each step opens a :class:`hub.service.Hub` (the one application service) and calls it.
 The functions here are what ``raccordo connectors check`` and the Airflow tasks
 of ``dags/raccordo.py`` call. They take the path of ``raccordo.toml`` (not a
 loaded configuration), so that a worker process opens the file, the keyring and
@@ -35,14 +36,10 @@ Refresher = Callable[[Config, str], str]
 
 def refresh_observatory(config: Config, name: str) -> str:
     """Recompute the observatory's pre-computed indicator tables."""
-    from hub.observatory.aggregates import refresh as refresh_tables
-    from hub.registry import Registry
+    from hub.service import Hub
 
-    registry = Registry.open(config.registry_url)
-    try:
-        n = refresh_tables(registry.engine)
-    finally:
-        registry.close()
+    with Hub.open(config) as hub:
+        n = hub.refresh().tables
     return f"observatory: {n} tables"
 
 
@@ -120,6 +117,7 @@ def check(
     """Ask connector ``name`` whether it can reach its source: ``{connector, ok, message}``."""
     from hub.pipeline import build_connector
 
+    # No registry nor keyring is needed to ask a source whether it answers.
     config = load_with_overrides(config_path, name, overrides)
     result = build_connector(config, name).check()
     return {"connector": name, "ok": bool(result.ok), "message": result.message}
@@ -129,12 +127,13 @@ def run_summary(summary: RunSummary, stream: str | None = None) -> dict[str, Any
     """The accounting of one run as plain JSON values."""
     return {
         "run_id": summary.id,
-        "stream": stream,
+        "stream": summary.stream if summary.stream is not None else stream,
         "status": summary.status,
         "read": summary.read,
         "loaded": summary.loaded,
         "unchanged": summary.unchanged,
         "quarantined": summary.quarantined,
+        "duplicates": summary.duplicates,
         "deleted": summary.deleted,
         "source_errors": summary.source_errors,
         "balanced": summary.balanced,
@@ -171,8 +170,8 @@ def sync(
     raises the pipeline's :class:`hub.errors.RunFailed` (its message names the run and the
     reason, never a record).
     """
-    from hub.pipeline import Pipeline, build_connector, open_keyring
-    from hub.registry import Registry
+    from hub.pipeline import build_connector
+    from hub.service import Hub
 
     config = load_with_overrides(config_path, name, overrides)
     settings = config.connector(name)
@@ -183,15 +182,12 @@ def sync(
             hint="set enabled = true to sync it",
         )
     streams = [s.name for s in build_connector(config, name).streams()]
-    keyring = open_keyring(config)
-    registry = Registry.open(config.registry_url)
-    try:
-        summaries = Pipeline(config, registry, keyring).sync(name)
-        cursor = {s: cursor_shape(registry.get_state(name, s)) for s in streams}
+    with Hub.open(config) as hub:
+        summaries = hub.sync(name)
+        cursor = {s: cursor_shape(hub.registry.get_state(name, s)) for s in streams}
         ids = [s.id for s in summaries]
-        refused, warned = registry.refused_unit_counts(ids), registry.warning_counts(ids)
-    finally:
-        registry.close()
+        refused = hub.registry.refused_unit_counts(ids)
+        warned = hub.registry.warning_counts(ids)
     runs = [
         {
             **run_summary(s, streams[i] if i < len(streams) else None),

@@ -115,19 +115,31 @@ def sync(
     refresh: Annotated[
         bool, typer.Option(help="Refresh the observatory's pre-computed tables afterwards.")
     ] = True,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Read and map every record of the named connectors again (cursor reset).",
+        ),
+    ] = False,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
-    from hub.pipeline import Pipeline, RunProgress, iter_connectors, open_keyring
-    from hub.registry import Registry
+    from hub.pipeline import RunProgress, iter_connectors
+    from hub.service import Hub
 
     cfg = _config(config)
-    keyring = open_keyring(cfg)
-    registry = Registry.open(cfg.registry_url)
-    pipeline = Pipeline(cfg, registry, keyring)
+    if full_refresh and not names:
+        err_console.print(
+            "[red]error[/red] --full-refresh needs the connectors to read again: "
+            "raccordo sync --full-refresh NAME"
+        )
+        raise typer.Exit(2)
+    hub = Hub.open(cfg)
     failed = False
     refused_units = 0
     targets = list(iter_connectors(cfg, names))
     if not targets:
+        hub.close()
         err_console.print("No enabled connectors in the configuration: nothing to sync.")
         raise typer.Exit(0)
     for name in targets:
@@ -147,25 +159,25 @@ def sync(
                     description=(
                         f"{p.connector}/{p.stream}: read {p.read:,} · loaded {p.loaded:,} · "
                         f"unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"
+                        + (f" · duplicates {p.duplicates:,}" if p.duplicates else "")
                     ),
                 )
 
             try:
-                summaries = pipeline.sync(name, progress=show)
+                summaries = hub.sync(name, progress=show, full_refresh=full_refresh)
             except RaccordoError as e:
                 failed = True
                 err_console.print(f"[red]error[/red] {name}: {escape(str(e))}", highlight=False)
                 continue
         ids = [s.id for s in summaries]
-        warned, refused = registry.warning_counts(ids), registry.refused_unit_counts(ids)
+        warned = hub.registry.warning_counts(ids)
+        refused = hub.registry.refused_unit_counts(ids)
         refused_units += sum(refused.values())
         for s in summaries:
             _print_run(s, warned.get(s.id, 0), refused.get(s.id, 0))
     if refresh:
-        from hub.observatory.aggregates import refresh as refresh_observatory
-
-        refresh_observatory(registry.engine)
-    registry.close()
+        hub.refresh()
+    hub.close()
     if failed:
         raise typer.Exit(7)
     if refused_units:  # completed, but whole files / flows / pages were refused (docs/cli.md)
@@ -180,10 +192,12 @@ def _print_run(s: object, warnings: int = 0, refused_units: int = 0) -> None:
 
     assert isinstance(s, RunSummary)
     mark = "[green]✓[/green]" if s.status == "succeeded" else "[red]✗[/red]"
+    stream = f"/{s.stream}" if s.stream else ""
     console.print(
-        f"{mark} run {s.id} {s.connector} ({s.mapping} v{s.mapping_version}): "
+        f"{mark} run {s.id} {s.connector}{stream} ({s.mapping} v{s.mapping_version}): "
         f"read {s.read:,} = loaded {s.loaded:,} + unchanged {s.unchanged:,} + "
-        f"quarantined {s.quarantined:,}"
+        + (f"duplicates {s.duplicates:,} + " if s.duplicates else "")
+        + f"quarantined {s.quarantined:,}"
         + (f"  · deleted {s.deleted:,}" if s.deleted else "")
         + (f"  · source errors {s.source_errors:,}" if s.source_errors else "")
         + (f" (units refused whole {refused_units:,})" if refused_units else "")
@@ -229,11 +243,13 @@ def runs(
     for col in (
         "run",
         "connector",
+        "stream",
         "status",
         "started",
         "read",
         "loaded",
         "unchanged",
+        "duplicates",
         "quarantined",
         "warnings",
         "mapping",
@@ -243,11 +259,13 @@ def runs(
         table.add_row(
             str(r.id),
             r.connector,
+            r.stream or "",
             r.status,
             r.started_at.strftime("%Y-%m-%d %H:%M"),
             f"{r.read:,}",
             f"{r.loaded:,}",
             f"{r.unchanged:,}",
+            f"{r.duplicates:,}",
             f"{r.quarantined:,}",
             f"{warned.get(r.id, 0):,}",
             f"{r.mapping} v{r.mapping_version}",

@@ -18,10 +18,9 @@ from hub.config import load_config
 from hub.demo.district import CONSORTIA, SEED_TABLE, build_sources
 from hub.demo.ets import DEMO_PASSWORD, ensure_accounts, seed_entries
 from hub.observatory.prese_in_carico import prese_in_carico, render
-from hub.pipeline import Pipeline, open_keyring
 from hub.plugins import get_plugins
 from hub.pseudonyms import Keyring, KeySource
-from hub.registry import Registry
+from hub.service import Hub
 from hub.web.comuni import load_comuni as load_web_comuni
 
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105
@@ -169,18 +168,18 @@ def run_demo(workspace: Path, *, serve: bool, console: Console, port: int = 8000
     with _fake_waas(sources / "cot-waas", "siuss_waas" in installed) as waas_url:
         cfg_path = prepare_workspace(workspace, waas_url, installed, port)
         cfg = load_config(cfg_path)
-        registry = Registry.open(cfg.registry_url)
-        pipeline = Pipeline(cfg, registry, open_keyring(cfg))
+        hub = Hub.open(cfg)
+        registry = hub.registry
         new = seed_entries(
             registry.engine,
-            pipeline.pseudonymiser,
+            hub.pseudonymiser,
             load_web_comuni(),
             sources / "ciss-borgomanero.csv",
         )
         if new:
             console.print(f"Third Sector: {new} demo entries made through the web app's intake")
         for name in cfg.settings.connectors:
-            for s in pipeline.sync(name):
+            for s in hub.sync(name):
                 console.print(
                     f"run {s.id} {s.connector}/{s.mapping}: read {s.read:,} = loaded {s.loaded:,}"
                     f" + unchanged {s.unchanged:,} + quarantined {s.quarantined:,}"
@@ -203,7 +202,7 @@ def run_demo(workspace: Path, *, serve: bool, console: Console, port: int = 8000
         soft_wrap=True,
     )
     users = ensure_accounts(registry.engine)
-    registry.close()
+    hub.close()
     console.print(f"Why records were refused: raccordo quarantine list --config {cfg_path}")
     console.print(
         "The same table from the registry: raccordo report prese-in-carico "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 from functools import lru_cache
 
 from hub.pseudonyms.identifiers import Identifier, IdentifierType
@@ -43,6 +44,25 @@ class Pseudonymiser:
         if identifier.type is IdentifierType.NONE:
             raise ValueError("an absent identifier has no pseudonym")
         return self._cached(identifier.type.value, identifier.namespace or "", identifier.value)
+
+    # -- batch interface (engine v2, hub/pseudonyms/stage.py) ------------------------
+    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]:
+        """Raw 32-byte pseudonyms of distinct validated identifiers, one per input.
+
+        The digest is the one :meth:`pseudonym` encodes as text (``f"{epoch}." +
+        b64url(digest)``). The batch stage (:mod:`hub.pseudonyms.stage`) calls this once
+        per batch with each distinct identifier; an implementation may answer remotely.
+        """
+        key = self._pkey
+        out: list[bytes] = []
+        for ident in identifiers:
+            if ident.type is IdentifierType.NONE:
+                raise ValueError("an absent identifier has no pseudonym")
+            msg = f"v1|{ident.type.value}|{ident.namespace or ''}|{ident.value}".encode()
+            out.append(hmac.digest(key, msg, hashlib.sha256))
+        return out
+
+    # -- end of batch interface -----------------------------------------------------
 
     def key_hash(self, *parts: str) -> str:
         """Keyed hash of a source record key (which may contain identifiers)."""

@@ -11,18 +11,23 @@ writes every page the batches dirtied, so fewer commits mean far less I/O).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import operator
+import os
+import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from hub.errors import ConfigError
+from hub.errors import ConfigError, RaccordoError
 from hub.registry import tables as t
 from hub.registry.migrate import upgrade
 
@@ -34,6 +39,8 @@ __all__ = [
     "Registry",
     "RunSummary",
     "SourceRecordChange",
+    "SyncRefused",
+    "storage_error",
     "tables",
 ]
 
@@ -89,12 +96,45 @@ class WarningEntry:
     source_key_hash: str | None = None
 
 
+class SyncRefused(RaccordoError):
+    """Another process is syncing the same connector."""
+
+    exit_code = 7
+
+
+def storage_error(e: sa.exc.DBAPIError) -> RaccordoError:
+    """A database error in one line for people: never the statement nor its values.
+
+    (PostgreSQL's detail lines can quote key values, i.e. pseudonyms: only the
+    primary message and the SQLSTATE are kept.)
+    """
+    orig = e.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = str(primary if primary is not None else orig).strip().splitlines()
+    first = text[0] if text else type(orig).__name__
+    if sqlstate == "53100" or "disk is full" in first or "No space left" in first:
+        return RaccordoError(
+            "the disk holding the registry is full",
+            where="registry_url",
+            hint="free space on that disk, then sync again: the run resumes from its last commit",
+        )
+    code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    return RaccordoError(
+        f"the registry database refused a write: {first[:200]}{code}",
+        where="registry_url",
+        hint="check the database server and its disk; the sync resumes from its last commit",
+    )
+
+
 @dataclass
 class BatchCounts:
     read: int = 0
     loaded: int = 0
     unchanged: int = 0
     quarantined: int = 0
+    duplicates: int = 0
     deleted: int = 0
     removed: int = 0
     source_errors: int = 0
@@ -122,11 +162,15 @@ class RunSummary:
     batches: int
     unmapped_codes: dict[str, dict[str, int]]
     error: str | None
+    #: Records repeated within one unit (file, flow) of the run: only the first was used.
+    duplicates: int = 0
+    #: The connector's stream (None for runs recorded before streams were).
+    stream: str | None = None
 
     @property
     def balanced(self) -> bool:
         """The accounting invariant: every record read is accounted for."""
-        return self.read == self.loaded + self.unchanged + self.quarantined
+        return self.read == self.loaded + self.unchanged + self.duplicates + self.quarantined
 
 
 # Subjects are keyed by the person, not by the source record that mentioned
@@ -145,7 +189,8 @@ class Registry:
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Registry:
         try:
-            engine = sa.create_engine(url, future=True)
+            # hide_parameters: no error message ever quotes a statement's values.
+            engine = sa.create_engine(url, future=True, hide_parameters=True)
         except (sa.exc.ArgumentError, ImportError) as e:
             raise ConfigError(
                 f"cannot use registry_url: {e}",
@@ -174,6 +219,12 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @staticmethod
+    def pseudonym_columns() -> tuple[tuple[str, str], ...]:
+        """The ``(table, column)`` pairs holding pseudonyms (see
+        :data:`hub.registry.tables.PSEUDONYM_COLUMNS`): what key rotation rewrites."""
+        return t.PSEUDONYM_COLUMNS
 
     def load_transaction(
         self, *, commit_every: int, commit_seconds: float, sqlite_cache_mib: int
@@ -204,9 +255,26 @@ class Registry:
 
     # -- runs ---------------------------------------------------------------------
     def start_run(
-        self, *, connector: str, connector_type: str, org: str, mapping: str, mapping_version: str
+        self,
+        *,
+        connector: str,
+        connector_type: str,
+        org: str,
+        mapping: str,
+        mapping_version: str,
+        stream: str | None = None,
+        reset_state: bool = False,
     ) -> int:
+        """Record a new run; with ``reset_state`` forget ``stream``'s cursor in the same
+        transaction (everything is read again, even if this run is killed early)."""
         with self.engine.begin() as conn:
+            if reset_state and stream is not None:
+                conn.execute(
+                    t.connector_state.delete().where(
+                        t.connector_state.c.connector == connector,
+                        t.connector_state.c.stream == stream,
+                    )
+                )
             # A run still "running" here was killed: the next run resumes from
             # its last committed state, so mark it for the record.
             conn.execute(
@@ -221,9 +289,11 @@ class Registry:
                     org=org,
                     mapping=mapping,
                     mapping_version=mapping_version,
+                    stream=stream,
                     started_at=utcnow(),
                     status="running",
                     read=0,
+                    duplicates=0,
                     loaded=0,
                     unchanged=0,
                     quarantined=0,
@@ -258,6 +328,81 @@ class Registry:
             q = q.where(t.runs.c.connector == connector)
         with self.engine.connect() as conn:
             return [_run_summary(r) for r in conn.execute(q).mappings()]
+
+    def last_mapping_version(self, connector: str, stream: str) -> str | None:
+        """The mapping version of the latest run of ``connector``'s ``stream`` (None: none)."""
+        r = t.runs.c
+        q = (
+            sa.select(r.mapping_version)
+            .where(r.connector == connector, sa.or_(r.stream == stream, r.stream.is_(None)))
+            .order_by(r.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(q).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    # -- one sync per connector at a time -------------------------------------------
+    @contextlib.contextmanager
+    def sync_lock(self, connector: str) -> Iterator[None]:
+        """Hold the right to sync ``connector``; :class:`SyncRefused` at once if taken.
+
+        PostgreSQL: a session advisory lock on a connection held for the sync. SQLite:
+        an exclusive ``flock`` on a file beside the database. Both are released by the
+        operating system or the server if the process dies, so a killed sync never
+        blocks the next one.
+        """
+        if self.dialect == "postgresql":
+            key = int.from_bytes(
+                hashlib.blake2b(f"raccordo.sync.{connector}".encode(), digest_size=8).digest(),
+                "big",
+                signed=True,
+            )
+            with self.engine.connect() as conn:
+                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+                if not got.scalar_one():
+                    conn.rollback()
+                    raise self._refused(connector)
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            return
+        path = self.engine.url.database
+        if not path or path == ":memory:":
+            yield
+            return
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", connector)
+        fd = os.open(f"{path}.sync-{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._refused(connector) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _refused(self, connector: str) -> SyncRefused:
+        r = t.runs.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(r.id, r.started_at)
+                .where(r.connector == connector, r.status == "running")
+                .order_by(r.id.desc())
+                .limit(1)
+            ).first()
+        since = f" (run {row[0]}, started {row[1]:%Y-%m-%d %H:%M:%S})" if row else ""
+        return SyncRefused(
+            f"connector {connector!r} is being synced by another process{since}: "
+            "this sync was not started",
+            hint="wait for that sync to end (raccordo runs shows it), then run this one again",
+        )
 
     # -- state --------------------------------------------------------------------
     def get_state(self, connector: str, stream: str) -> dict[str, Any]:
@@ -297,15 +442,36 @@ class Registry:
     def _existing_record_hashes(
         self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
     ) -> dict[str, str]:
-        out: dict[str, str] = {}
+        return {k: v[0] for k, v in self._loaded_records(conn, connector, stream, keys).items()}
+
+    def loaded_records(
+        self,
+        connector: str,
+        stream: str,
+        keys: Sequence[str],
+        *,
+        tx: LoadTransaction | None = None,
+    ) -> dict[str, tuple[str, int, str | None]]:
+        """``source_key_hash → (record_hash, last run that read it, unit hash)``."""
+        if tx is not None:
+            return self._loaded_records(tx.conn, connector, stream, keys)
+        with self.engine.connect() as conn:
+            return self._loaded_records(conn, connector, stream, keys)
+
+    def _loaded_records(
+        self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
+    ) -> dict[str, tuple[str, int, str | None]]:
+        out: dict[str, tuple[str, int, str | None]] = {}
         sr = t.source_records
         for chunk in _chunks(list(set(keys)), 900):
-            q = sa.select(sr.c.source_key_hash, sr.c.record_hash).where(
+            q = sa.select(
+                sr.c.source_key_hash, sr.c.record_hash, sr.c.run_id, sr.c.unit_hash
+            ).where(
                 sr.c.connector == connector,
                 sr.c.stream == stream,
                 sr.c.source_key_hash.in_(chunk),
             )
-            out.update({str(row[0]): str(row[1]) for row in conn.execute(q)})
+            out.update({str(k): (str(h), int(r), u) for k, h, r, u in conn.execute(q)})
         return out
 
     def commit_batch(
@@ -355,6 +521,20 @@ class Registry:
                 counts.removed += self._remove_unseen(
                     conn, connector, stream, org, run_id, unit_hash
                 )
+            # A source record has at most one quarantine entry, its latest refusal: a
+            # record read again (a crash and re-run, a new mapping version) replaces
+            # its entry, and one loaded now has none.
+            qt = t.quarantine
+            settled = [c.source_key_hash for c in changes]
+            settled += [q.source_key_hash for q in quarantine if q.source_key_hash]
+            for chunk in _chunks(settled, 900):
+                conn.execute(
+                    qt.delete().where(
+                        qt.c.connector == connector,
+                        qt.c.stream == stream,
+                        qt.c.source_key_hash.in_(chunk),
+                    )
+                )
             if quarantine:
                 conn.execute(
                     t.quarantine.insert(),
@@ -394,6 +574,7 @@ class Registry:
                     loaded=r.loaded + counts.loaded,
                     unchanged=r.unchanged + counts.unchanged,
                     quarantined=r.quarantined + counts.quarantined,
+                    duplicates=r.duplicates + counts.duplicates,
                     deleted=r.deleted + counts.deleted,
                     removed=r.removed + counts.removed,
                     source_errors=r.source_errors + counts.source_errors,

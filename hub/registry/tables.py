@@ -179,6 +179,9 @@ runs = sa.Table(
     sa.Column("loaded", sa.Integer, nullable=False, default=0),
     sa.Column("unchanged", sa.Integer, nullable=False, default=0),
     sa.Column("quarantined", sa.Integer, nullable=False, default=0),
+    # Records repeated within one unit (file, flow): read = loaded + unchanged +
+    # duplicates + quarantined.
+    sa.Column("duplicates", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("deleted", sa.Integer, nullable=False, default=0),
     # Records removed because a re-read unit (file, flow) no longer contains them.
     sa.Column("removed", sa.Integer, nullable=False, default=0),
@@ -187,6 +190,8 @@ runs = sa.Table(
     # JSON object {"table": {"code": count}}: source codes the mapping could not map.
     sa.Column("unmapped_codes", sa.Text, nullable=False, default="{}"),
     sa.Column("error", sa.Text),
+    # The connector's stream (NULL for runs recorded before migration 0004).
+    sa.Column("stream", sa.String(60)),
     sa.Index(None, "connector", "started_at"),
 )
 
@@ -222,6 +227,8 @@ quarantine = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index(None, "run_id"),
     sa.Index(None, "connector", "created_at"),
+    # A source record keeps one entry, its latest refusal (replaced when read again).
+    sa.Index(None, "connector", "stream", "source_key_hash"),
 )
 
 # -- data-quality warnings (hub/quality.py; migration 0003_warnings) --------------
@@ -332,4 +339,21 @@ obs_refresh = sa.Table(
     sa.Column("last_run_id", sa.Integer, nullable=False),
     sa.Column("first_year", sa.SmallInteger),
     sa.Column("last_year", sa.SmallInteger),
+)
+
+
+#: Every column that holds a pseudonym (``f"{epoch}." + base64url(32-byte digest)``), as
+#: ``(table, column)``. Key rotation (re-pseudonymising a registry for a new epoch) rewrites
+#: exactly these, plus the ``payload`` JSON of ``quarantine`` rows (identifier fields hold
+#: pseudonyms there too; quarantine rows expire, so rotation may also purge them). Keyed
+#: hashes of source-record keys (``key_hash``, ``source_key_hash``, ``unit_hash``) are not
+#: pseudonyms: they are recomputed by re-reading the sources.
+PSEUDONYM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("subjects", "subject"),
+    ("subjects", "household"),
+    ("assessments", "subject"),
+    ("case_episodes", "subject"),
+    ("interventions", "subject"),
+    ("need_signals", "subject"),
+    ("ets_entries", "subject"),
 )

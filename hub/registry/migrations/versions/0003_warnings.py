@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_warnings"
-down_revision = "0002_obs"  # the integrator re-chains it after the engine's migrations
+down_revision = "0002_obs"
 branch_labels = None
 depends_on = None
 

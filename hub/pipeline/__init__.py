@@ -1,0 +1,398 @@
+"""The one pipeline, four stages: extract → pseudonymise → transform → load.
+
+=================  ===========================================================
+stage              module
+=================  ===========================================================
+``extract``        :mod:`hub.pipeline.extract` — connector output as batches cut
+                   at the connector's cursor
+``pseudonymise``   :mod:`hub.pseudonyms.stage` — each distinct identifier of a
+                   batch validated and pseudonymised once; clear identifiers end here
+``transform``      :mod:`hub.pipeline.transform` — the compiled mapping and the
+                   common-schema validation; unchanged records skipped
+``load``           :mod:`hub.pipeline.load` — the registry, cursor in the same
+                   transaction
+=================  ===========================================================
+
+Called through :class:`hub.service.Hub` by the CLI (``raccordo sync``), the Airflow
+tasks (``dags/``) and the demo. Each batch, its quarantine entries, the run counters
+and the connector's cursor are written together in one database transaction (see
+:meth:`hub.registry.Registry.commit_batch`), committed every ``commit_every`` records or
+``commit_seconds`` (:class:`hub.registry.LoadTransaction`).
+
+Accounting: for every run ``read = loaded + unchanged + duplicates + quarantined``.
+A record is *unchanged* when its pseudonymised content and the mapping version are
+those already loaded; *loaded* when it was inserted, updated or applied a
+cancellation; a *duplicate* when the same source record already came earlier in the
+same unit (file, flow) of this run — the first occurrence is the one kept;
+*quarantined* when any step refused it — then none of its outputs is loaded, and the
+quarantine keeps why and where, never a clear identifier.
+
+A connector is synced by one process at a time (:meth:`hub.registry.Registry.sync_lock`);
+a second sync is refused at once. When a stream's mapping version differs from the
+one its last run used, or on ``full_refresh``, the stream's cursor is reset and every
+record is read and mapped again, the quarantined ones included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from hub.config import Config
+from hub.connector import Connector, RawRecord, Stream
+from hub.errors import RaccordoError, RunFailed, SourceUnavailable
+from hub.mappings import CompiledMapping
+from hub.pipeline.context import Batch, Rejection, RunContext, RunProgress
+from hub.pipeline.extract import (
+    Extract,
+    build_connector,
+    check_mapping_sources,
+    iter_connectors,
+    load_connector_mapping,
+    open_keyring,
+)
+from hub.pipeline.load import load
+from hub.pipeline.transform import Transform
+from hub.pseudonyms import Keyring, Pseudonymiser
+from hub.pseudonyms.stage import (
+    INVALID_MARKER,
+    TYPE_ALIASES,
+    Prepared,
+    PseudonymiseStage,
+    identifier_type_named,
+)
+from hub.registry import BatchCounts, LoadTransaction, Registry, RunSummary, storage_error
+from hub.schema.comuni import load_comuni
+
+__all__ = [
+    "INVALID_MARKER",
+    "TYPE_ALIASES",
+    "Batch",
+    "Pipeline",
+    "ProgressCallback",
+    "Rejection",
+    "RunContext",
+    "RunProgress",
+    "build_connector",
+    "check_mapping_sources",
+    "identifier_type_named",
+    "iter_connectors",
+    "load_connector_mapping",
+    "open_keyring",
+]
+
+log = logging.getLogger("raccordo.pipeline")
+
+ProgressCallback = Callable[[RunProgress], None]
+
+
+class Pipeline:
+    """Runs syncs for the connectors of one configuration."""
+
+    def __init__(self, config: Config, registry: Registry, keyring: Keyring) -> None:
+        self.config = config
+        self.registry = registry
+        self.pseudonymiser = Pseudonymiser(keyring, config.pseudonym_domain)
+        self.reference_year = dt.date.today().year
+        self.transform = Transform(self.pseudonymiser, district_comuni(config))
+        try:
+            self._register_organisations()
+        except sa.exc.DBAPIError as e:
+            raise storage_error(e) from None
+
+    def _register_organisations(self) -> None:
+        hub = self.config.hub
+        self.registry.upsert_district(hub.district, hub.district_name, self.config.pseudonym_domain)
+        self.registry.upsert_organisations(
+            {
+                "code": code,
+                "name": o.name,
+                "kind": o.kind.value,
+                "district": hub.district,
+                "tax_code": o.tax_code,
+            }
+            for code, o in self.config.settings.organisations.items()
+        )
+
+    # -- public -------------------------------------------------------------------
+    def sync(
+        self,
+        name: str,
+        *,
+        progress: ProgressCallback | None = None,
+        full_refresh: bool = False,
+    ) -> list[RunSummary]:
+        """Sync every stream of connector ``name``; one run per stream.
+
+        Refused at once (:class:`hub.registry.SyncRefused`) while another process syncs
+        the same connector. A database error outside a run (starting one, reading the
+        cursor) is a :class:`hub.errors.RaccordoError` in one line, never a traceback.
+        """
+        settings = self.config.connector(name)
+        connector = build_connector(self.config, name)
+        try:
+            return self._sync_streams(
+                name, settings.type, settings.org, connector, progress, full_refresh
+            )
+        except sa.exc.DBAPIError as e:
+            raise storage_error(e) from None
+
+    def _sync_streams(
+        self,
+        name: str,
+        connector_type: str,
+        org: str,
+        connector: Connector,
+        progress: ProgressCallback | None,
+        full_refresh: bool,
+    ) -> list[RunSummary]:
+        with self.registry.sync_lock(name):
+            summaries = []
+            for stream in connector.streams():
+                mapping = load_connector_mapping(self.config, name, connector, stream.name)
+                check_mapping_sources(self.config, name, stream, mapping)
+                summaries.append(
+                    self._sync_stream(
+                        name,
+                        connector_type,
+                        org,
+                        connector,
+                        stream,
+                        mapping,
+                        progress,
+                        full_refresh=full_refresh,
+                    )
+                )
+            return summaries
+
+    # -- internals ----------------------------------------------------------------
+    def _sync_stream(
+        self,
+        name: str,
+        connector_type: str,
+        org: str,
+        connector: Connector,
+        stream: Stream,
+        mapping: CompiledMapping,
+        progress: ProgressCallback | None,
+        *,
+        full_refresh: bool = False,
+    ) -> RunSummary:
+        previous = self.registry.last_mapping_version(name, stream.name)
+        remap = full_refresh or (previous is not None and previous != mapping.version)
+        run_id = self.registry.start_run(
+            connector=name,
+            connector_type=connector_type,
+            org=org,
+            mapping=mapping.name,
+            mapping_version=mapping.version,
+            stream=stream.name,
+            reset_state=remap,
+        )
+        if remap:
+            log.info(
+                "run %s of %s/%s maps every record again (%s)",
+                run_id,
+                name,
+                stream.name,
+                "full refresh"
+                if full_refresh
+                else f"mapping version {previous} → {mapping.version}",
+            )
+        hub = self.config.hub
+        ctx = RunContext(
+            connector=name,
+            connector_type=connector_type,
+            org=org,
+            stream=stream,
+            mapping=mapping,
+            run_id=run_id,
+            multi_org=connector.multi_org,
+            retention=dt.timedelta(days=hub.quarantine_retention_days),
+            full_refresh=remap,
+        )
+        state = self.registry.get_state(name, stream.name)
+        pseudonymise = PseudonymiseStage(
+            self.pseudonymiser,
+            connector=name,
+            stream=stream,
+            reference_year=self.reference_year,
+        )
+        totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
+        extract = Extract(connector, stream.name, state, hub.batch_size)
+        tx = self.registry.load_transaction(
+            commit_every=hub.commit_every,
+            commit_seconds=hub.commit_seconds,
+            sqlite_cache_mib=hub.sqlite_cache_mib,
+        )
+
+        def flush(batch: Batch) -> None:
+            groups = _by_org(batch.records, org, multi_org=ctx.multi_org, name=name)
+            for i, (g_org, g_records) in enumerate(groups):
+                last = i == len(groups) - 1
+                # Errors, completed units and the state go with the last group, so the
+                # cursor is committed only once every record it covers is.
+                counts = self._process(
+                    ctx,
+                    pseudonymise,
+                    g_org,
+                    g_records,
+                    batch if last else Batch(),
+                    tx,
+                )
+                totals.read += counts.read
+                totals.loaded += counts.loaded
+                totals.unchanged += counts.unchanged
+                totals.quarantined += counts.quarantined
+                totals.duplicates += counts.duplicates
+            tx.batch_written(len(batch.records))
+            if progress:
+                progress(totals)
+
+        try:
+            try:
+                for batch in extract:
+                    flush(batch)
+            except SourceUnavailable:
+                # The source stopped answering: keep what was read up to the latest
+                # cursor, so the next run resumes right there.
+                covered = extract.covered()
+                if covered is not None:
+                    flush(covered)
+                raise
+            tx.close()
+        except SourceUnavailable as e:
+            tx.close()
+            self.registry.finish_run(run_id, status="failed", error=str(e))
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
+            ) from None
+        except RaccordoError as e:
+            # Batches written before the error are whole, with their state: keep
+            # them, as if each had been committed (if writing one failed, the
+            # transaction was rolled back already and this does nothing).
+            tx.close()
+            self.registry.finish_run(run_id, status="failed", error=str(e))
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
+            ) from None
+        except sa.exc.DBAPIError as e:
+            # The database refused a write (disk full, connection lost...): the
+            # transaction is rolled back to the last commit; say so in one line.
+            tx.rollback()
+            problem = storage_error(e)
+            self._mark_failed(run_id, problem.message)
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {problem.message}",
+                where=problem.where,
+                hint=problem.hint,
+            ) from None
+        except Exception as e:
+            tx.close()
+            self.registry.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C): keep the whole batches written so far.
+            tx.close()
+            raise
+        return self.registry.finish_run(run_id, status="succeeded")
+
+    def _mark_failed(self, run_id: int, error: str) -> None:
+        try:
+            self.registry.finish_run(run_id, status="failed", error=error)
+        except sa.exc.DBAPIError:
+            # Not even that could be written (the disk is still full): the next run
+            # marks this one "interrupted" when it starts.
+            log.warning("run %s could not be marked failed", run_id)
+
+    def _process(
+        self,
+        ctx: RunContext,
+        pseudonymise: PseudonymiseStage,
+        org: str,
+        records: list[RawRecord],
+        batch: Batch,
+        tx: LoadTransaction,
+    ) -> BatchCounts:
+        counts = BatchCounts(read=len(records), source_errors=len(batch.errors))
+        prepared = pseudonymise(records, org)
+        existing = self.registry.loaded_records(
+            ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
+        )
+        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts)
+        result = self.transform(
+            ctx,
+            org,
+            prepared,
+            {} if ctx.full_refresh else {k: v[0] for k, v in existing.items()},
+            counts,
+            loaded_before=existing.keys(),
+        )
+        load(
+            self.registry,
+            tx,
+            ctx,
+            org,
+            result,
+            errors=batch.errors,
+            units=[
+                self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, u)
+                for u in batch.units
+            ],
+            state=batch.state,
+        )
+        return counts
+
+
+def _without_duplicates(
+    prepared: list[Prepared],
+    existing: dict[str, tuple[str, int, str | None]],
+    run_id: int,
+    counts: BatchCounts,
+) -> list[Prepared]:
+    """Drop records already read earlier in the same unit of this run (counted).
+
+    Records of no unit (a database cursor, a change feed) are never duplicates: a
+    later one updates an earlier one.
+    """
+    seen: set[tuple[str, str]] = set()
+    kept: list[Prepared] = []
+    for p in prepared:
+        if p.unit_hash is not None:
+            key = (p.source_key_hash, p.unit_hash)
+            before = existing.get(p.source_key_hash)
+            if key in seen or (
+                before is not None and before[1] == run_id and before[2] == p.unit_hash
+            ):
+                counts.duplicates += 1
+                continue
+            seen.add(key)
+        kept.append(p)
+    return kept
+
+
+def _by_org(
+    batch: list[RawRecord], default: str, *, multi_org: bool, name: str
+) -> list[tuple[str, list[RawRecord]]]:
+    """Split a batch by supplying organisation (one group, possibly empty, at least)."""
+    if not multi_org:
+        if any(r.org is not None for r in batch):
+            raise TypeError(f"connector {name!r} set RawRecord.org but is not multi_org")
+        return [(default, batch)]
+    groups: dict[str, list[RawRecord]] = {}
+    for r in batch:
+        groups.setdefault(r.org or default, []).append(r)
+    return list(groups.items()) or [(default, [])]
+
+
+def district_comuni(config: Config) -> frozenset[str]:
+    """ISTAT codes of the district's comuni ([web] comuni_file, or the built-in list), for
+    the data-quality warnings; empty (no check) when the file cannot be read."""
+    web = config.settings.web
+    try:
+        return frozenset(load_comuni(config.resolve(web.comuni_file) if web.comuni_file else None))
+    except OSError:
+        return frozenset()

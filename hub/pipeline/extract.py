@@ -1,0 +1,182 @@
+"""Stage 1, ``extract``: a connector's output as batches, each with the cursor that covers it.
+
+Also the helpers that build a connector and its mapping from the configuration.
+
+A batch holds at most ``batch_size`` records and is cut where the connector last
+yielded a cursor (:class:`hub.connector.StateCheckpoint`), so the cursor committed
+with a batch covers exactly the records committed before it: after a crash, the next
+run re-reads nothing that was committed and misses nothing (the run counters add up
+to what the cursor says). Records after the last cursor wait for the next batch. A
+batch in which the connector gave no cursor at all (one per file, say) is loaded
+without one: after a crash the next run starts again from the last committed cursor
+and finds those records unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from hub.config import Config
+from hub.connector import (
+    Connector,
+    FieldRole,
+    RawRecord,
+    SourceError,
+    StateCheckpoint,
+    Stream,
+    UnitComplete,
+)
+from hub.errors import MappingFileError, RaccordoError
+from hub.mappings import CompiledMapping, compile_mapping, load_mapping, unknown_sources
+from hub.pipeline.context import Batch
+from hub.plugins import get_plugins
+from hub.pseudonyms import Keyring, KeySource
+
+
+def open_keyring(config: Config) -> Keyring:
+    return Keyring.open(config.keyring_path, KeySource.from_env(config.keyring_key_file))
+
+
+def build_connector(config: Config, name: str) -> Connector:
+    settings = config.connector(name)
+    cls = get_plugins().connector(settings.type, where=f"{config.path} [connectors.{name}] type")
+    try:
+        return cls.from_settings(settings.config, base_dir=config.base_dir)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"key {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise RaccordoError(
+            f"invalid connector settings: {problems}",
+            where=f"{config.path} [connectors.{name}.config]",
+            hint=f"see the README of the {settings.type!r} connector for its settings",
+        ) from None
+
+
+def load_connector_mapping(
+    config: Config, name: str, connector: Connector, stream: str
+) -> CompiledMapping:
+    """The mapping of one stream: from the config, else the connector's default."""
+    settings = config.connector(name)
+    chosen = settings.mapping if settings.mapping is not None else connector.default_mapping
+    mapping_name = chosen.get(stream) if isinstance(chosen, dict) else chosen
+    if not mapping_name:
+        raise RaccordoError(
+            f"connector {name!r} has no mapping file for stream {stream!r}",
+            where=f"{config.path} [connectors.{name}]",
+            hint='add mapping = "file.toml" or mapping = { stream = "file.toml" } '
+            "(see docs/mappings.md)",
+        )
+    return compile_mapping(load_mapping(config.mapping_path(mapping_name)))
+
+
+def check_mapping_sources(
+    config: Config, name: str, stream: Stream, mapping: CompiledMapping
+) -> None:
+    """Refuse, before reading anything, a mapping that reads fields the stream lacks.
+
+    Otherwise a misspelt source field would quarantine every record (a required
+    field "missing") or, worse, silently leave an optional value empty.
+    """
+    if not stream.fields_complete:
+        return
+    available = {f.name for f in stream.fields if f.role is not FieldRole.PERSONAL}
+    available |= {
+        f"{f.name}__{derived}"
+        for f in stream.fields
+        if f.derive_birth_year_and_sex
+        for derived in ("birth_year", "sex")
+    }
+    problems = unknown_sources(mapping.spec, available)
+    if problems:
+        raise MappingFileError(
+            f"mapping {mapping.name!r} reads fields that stream {stream.name!r} of connector "
+            f"{name!r} does not have",
+            where=f"mapping {mapping.name!r} (used by {config.path} [connectors.{name}])",
+            hint="fix the source names in the mapping file; the stream's fields are: "
+            + _listing(sorted(available)),
+            errors=problems,
+        )
+
+
+def iter_connectors(config: Config, names: list[str] | None) -> Iterator[str]:
+    """The connectors to sync: those named, or every enabled one."""
+    if names:
+        for n in names:
+            config.connector(n)  # raises a ConfigError naming the known ones
+        yield from names
+        return
+    for n, c in config.settings.connectors.items():
+        if c.enabled:
+            yield n
+
+
+class Extract:
+    """Batches of one stream's output (iterate once); see the module's docstring."""
+
+    def __init__(
+        self, connector: Connector, stream: str, state: dict[str, Any], batch_size: int
+    ) -> None:
+        self.connector = connector
+        self.stream = stream
+        self.state = state
+        self.batch_size = batch_size
+        self._pending = Batch()
+        # Where the latest cursor cut the pending items: (records, errors, units, state).
+        self._cut: tuple[int, int, int, dict[str, Any]] | None = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        size = self.batch_size
+        for item in self.connector.read(self.stream, self.state):
+            p = self._pending
+            if isinstance(item, RawRecord):
+                p.records.append(item)
+                if len(p.records) >= size:
+                    batch = self._take_cut()
+                    if batch is None:  # no cursor since the last batch: none to wait for
+                        batch = self._take_all()
+                    if batch is not None:
+                        yield batch
+            elif isinstance(item, StateCheckpoint):
+                self._cut = (len(p.records), len(p.errors), len(p.units), dict(item.state))
+            elif isinstance(item, SourceError):
+                p.errors.append(item)
+            elif isinstance(item, UnitComplete):
+                # Committed with the batch holding the unit's last records (or a later
+                # one): removal of what the unit no longer holds happens only once all
+                # of it has been seen.
+                p.units.append(item.unit)
+            else:  # a connector bug, not bad data
+                raise TypeError(f"connector yielded {type(item).__name__}")
+        yield self._take_all()
+
+    def covered(self) -> Batch | None:
+        """After the source failed midway: what the latest cursor covers, with it."""
+        return self._take_cut()
+
+    def _take_cut(self) -> Batch | None:
+        if self._cut is None:
+            return None
+        n, e, u, state = self._cut
+        p = self._pending
+        batch = Batch(p.records[:n], p.errors[:e], p.units[:u], state)
+        self._pending = Batch(p.records[n:], p.errors[e:], p.units[u:])
+        self._cut = None
+        return batch
+
+    def _take_all(self) -> Batch:
+        """Everything pending, with the latest cursor (records after it go along:
+        after a crash they are read again and found unchanged)."""
+        p = self._pending
+        p.state = self._cut[3] if self._cut is not None else None
+        self._pending = Batch()
+        self._cut = None
+        return p
+
+
+def _listing(names: list[str], limit: int = 40) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

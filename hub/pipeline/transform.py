@@ -1,0 +1,213 @@
+"""Stage 3, ``transform``: pseudonymised records → validated common-schema rows.
+
+The declarative mapping (compiled once per run, :mod:`hub.mappings.engine`) gives
+each record's outputs; each output is validated against its common-schema model.
+A record whose content and mapping version are those already loaded is
+*unchanged* and is not mapped again. A refused record becomes a
+:class:`~hub.pipeline.context.Rejection` (field, rule, reason) and none of its
+outputs is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cache, lru_cache
+from typing import Any, get_args, get_origin
+
+from pydantic import ValidationError
+
+from hub.pipeline.context import Rejection, RunContext
+from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
+from hub.quality import record_warnings
+from hub.registry import (
+    BatchCounts,
+    EntityRow,
+    QuarantineEntry,
+    SourceRecordChange,
+    WarningEntry,
+)
+from hub.schema import model_for
+
+
+@dataclass
+class Transformed:
+    """What ``load`` writes for one batch."""
+
+    counts: BatchCounts
+    changes: dict[str, SourceRecordChange] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+    #: Data-quality warnings of records that load (``hub.quality``): never a refusal.
+    warnings: list[WarningEntry] = field(default_factory=list)
+
+
+class Transform:
+    """The stage for one pipeline (caches shared by its runs)."""
+
+    def __init__(
+        self, pseudonymiser: BatchPseudonymiser, district: frozenset[str] = frozenset()
+    ) -> None:
+        self.pseudonymiser = pseudonymiser
+        #: ISTAT codes of the district's comuni, for the data-quality warnings.
+        self.district = district
+        self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
+
+    def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> str:
+        return self.pseudonymiser.key_hash(model, *key)
+
+    def __call__(
+        self,
+        ctx: RunContext,
+        org: str,
+        prepared: Sequence[Prepared],
+        existing: Mapping[str, str],
+        counts: BatchCounts,
+        *,
+        loaded_before: Collection[str],
+    ) -> Transformed:
+        """``existing``: the record hashes to compare with (empty: map everything);
+        ``loaded_before``: the source keys loaded before (their old rows may go)."""
+        out = Transformed(counts)
+        mapping = ctx.mapping
+        provenance = ctx.provenance
+        changes = out.changes
+        for p in prepared:
+            if p.problems:
+                out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
+                counts.quarantined += 1
+                continue
+            record_hash = _record_hash(mapping.version, p.op, p.data)
+            if (
+                p.op == "upsert"
+                and existing.get(p.source_key_hash) == record_hash
+                and p.source_key_hash not in changes
+            ):
+                counts.unchanged += 1
+                out.unchanged.append(p.source_key_hash)
+                continue
+            if p.op == "delete":
+                changes[p.source_key_hash] = SourceRecordChange(
+                    p.source_key_hash, record_hash, "delete", (), p.unit_hash
+                )
+                counts.loaded += 1
+                counts.deleted += 1
+                continue
+            result = mapping.apply(p.data)
+            for table, code in result.unmapped:
+                slot = counts.unmapped.setdefault(table, {})
+                slot[code] = slot.get(code, 0) + 1
+            if result.problems:
+                pr = result.problems[0]
+                out.quarantine.append(quarantine_entry(p, Rejection(pr.field, pr.rule, pr.message)))
+                counts.quarantined += 1
+                continue
+            entities, problem = self._validate(org, p, result.outputs, provenance)
+            if problem:
+                out.quarantine.append(quarantine_entry(p, problem))
+                counts.quarantined += 1
+                continue
+            # -- data-quality warnings (hub/quality.py): counted, never a refusal.
+            for w in record_warnings(
+                ((o.model, o.data) for o in result.outputs),
+                cf_derived=p.cf_derived,
+                district=self.district,
+            ):
+                out.warnings.append(
+                    WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
+                )
+            changes[p.source_key_hash] = SourceRecordChange(
+                p.source_key_hash,
+                record_hash,
+                "upsert",
+                tuple(entities),
+                p.unit_hash,
+                replaces=p.source_key_hash in loaded_before or p.source_key_hash in changes,
+            )
+            counts.loaded += 1
+        return out
+
+    def _validate(
+        self, org: str, p: Prepared, outputs: Any, provenance: dict[str, Any]
+    ) -> tuple[list[EntityRow], Rejection | None]:
+        entities: list[EntityRow] = []
+        seen: dict[str, int] = {}
+        for out in outputs:
+            validator, converted = _validator_for(out.model)
+            try:
+                obj = validator({**out.data, "org": org})
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(x) for x in err["loc"])
+                # pydantic's message may quote the input: keep only the message text
+                # (type + constraint), never the value.
+                return [], Rejection(f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
+            # The validated field values, as model_dump would give them (they are all
+            # plain values, dates or Decimals), minus org; enums and tuples of enums
+            # become the codes stored in the columns.
+            row = dict(obj.__dict__)
+            del row["org"]
+            for name in converted:
+                row[name] = _column_value(row[name])
+            if out.key is not None:
+                key_hash = self._output_key_hash(out.model, tuple(str(k) for k in out.key))
+            else:
+                n = seen.get(out.model, 0)
+                seen[out.model] = n + 1
+                key_hash = self.pseudonymiser.key_hash(out.model, p.source_key_hash, str(n))
+            # Field order is the model's, fixed: no need to sort.
+            content = hashlib.sha256(repr(tuple(row.items())).encode()).hexdigest()
+            entities.append(EntityRow(out.model, key_hash, content, {**row, **provenance}))
+        return entities, None
+
+
+def quarantine_entry(p: Prepared, problem: Rejection) -> QuarantineEntry:
+    return QuarantineEntry(
+        kind="record",
+        location=p.location,
+        rule=problem.rule,
+        reason=problem.reason,
+        payload=p.data,
+        source_key_hash=p.source_key_hash,
+        field=problem.field,
+    )
+
+
+@cache
+def _validator_for(kind: str) -> tuple[Callable[[Any], Any], tuple[str, ...]]:
+    """The model's compiled validator and its fields holding enums or tuples."""
+    model = model_for(kind)
+    converted = tuple(
+        name for name, f in model.model_fields.items() if _holds_enum_or_tuple(f.annotation)
+    )
+    return model.__pydantic_validator__.validate_python, converted
+
+
+def _holds_enum_or_tuple(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, (Enum, tuple))
+    if get_origin(annotation) is tuple:
+        return True
+    return any(_holds_enum_or_tuple(a) for a in get_args(annotation))
+
+
+def _safe_msg(err: Mapping[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid value"))
+    return msg[:300]
+
+
+def _column_value(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, tuple):
+        return "|".join(str(x.value if isinstance(x, Enum) else x) for x in v)
+    return v
+
+
+def _record_hash(mapping_version: str, op: str, data: Mapping[str, Any]) -> str:
+    # repr of sorted items is deterministic for the value types records hold (str, int,
+    # bool, None, date, Decimal) and much cheaper than JSON.
+    payload = repr((mapping_version, op, sorted(data.items())))
+    return hashlib.sha256(payload.encode()).hexdigest()

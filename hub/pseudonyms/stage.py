@@ -1,0 +1,237 @@
+"""The pipeline's ``pseudonymise`` stage: a batch of raw records in, no clear identifier out.
+
+Each *distinct* identifier of a batch (same text, expected type and namespace) is
+normalised and validated once, and the distinct valid ones are pseudonymised in one
+call, :meth:`hub.pseudonyms.Pseudonymiser.pseudonymise_many` (local keyring or, in a
+multi-consortium district, the remote pseudonymisation service). Outcomes are also
+remembered for the run (in memory only, bounded), since sources repeat the same
+people across batches.
+
+What leaves the stage (:class:`Prepared`) holds the stream's data fields as they
+are, pseudonyms in place of identifiers (``INVALID_MARKER`` where one was refused)
+and the keyed hash of the source record key; personal and undeclared fields are
+dropped here, so nothing downstream can see them.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hub.connector import FieldRole, FieldSpec, RawRecord, Stream
+from hub.pseudonyms.identifiers import (
+    Identifier,
+    IdentifierType,
+    InvalidIdentifier,
+    cf_birth_year_and_sex,
+    parse_identifier,
+)
+
+#: Marker stored in place of an identifier that could not be pseudonymised.
+INVALID_MARKER = "<invalid identifier removed>"
+
+#: Words sources use for identifier types, beyond the IdentifierType names.
+TYPE_ALIASES = {
+    "CFP": IdentifierType.CF_PROVV,
+    "CF PROVVISORIO": IdentifierType.CF_PROVV,
+    "CODICE FISCALE": IdentifierType.CF,
+    "": IdentifierType.NONE,
+    "NESSUNO": IdentifierType.NONE,
+    "ND": IdentifierType.NONE,
+}
+
+#: A run forgets remembered identifier outcomes beyond this many (memory bound).
+CACHE_SIZE = 200_000
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+class BatchPseudonymiser(Protocol):
+    """What the stage needs from a pseudonymiser (local or remote)."""
+
+    epoch: int
+
+    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]: ...
+
+    def key_hash(self, *parts: str) -> str: ...
+
+
+def identifier_type_named(word: str) -> IdentifierType:
+    """``IdentifierType`` from a source's word for it; ValueError if unknown."""
+    w = " ".join(word.strip().upper().replace("_", " ").split())
+    if w in TYPE_ALIASES:
+        return TYPE_ALIASES[w]
+    return IdentifierType(w.replace(" ", "_"))
+
+
+def pseudonym_text(epoch: int, digest: bytes) -> str:
+    """The registry's text form of a pseudonym: ``f"{epoch}." + unpadded base64url``."""
+    b64 = binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode().rstrip("=")
+    return f"{epoch}.{b64}"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A raw record after pseudonymisation (clear identifiers already gone)."""
+
+    source_key_hash: str
+    location: str
+    op: str
+    data: dict[str, Any]
+    problems: tuple[tuple[str, str, str], ...]  # (field, rule, message)
+    unit_hash: str | None = None
+    #: Birth year and sex encoded in the record's codice fiscale, for hub.quality.
+    cf_derived: tuple[int, str] | None = None
+
+
+#: Pseudonym and CF-derived (birth year, sex), or the reason the identifier is invalid.
+Outcome = tuple[str | None, tuple[int, str] | None] | InvalidIdentifier
+_Key = tuple[str | None, IdentifierType | None, str | None]
+
+
+class PseudonymiseStage:
+    """The stage for one run of one connector stream."""
+
+    def __init__(
+        self,
+        pseudonymiser: BatchPseudonymiser,
+        *,
+        connector: str,
+        stream: Stream,
+        reference_year: int | None = None,
+    ) -> None:
+        self.pseudonymiser = pseudonymiser
+        self.connector = connector
+        self.stream = stream
+        self.reference_year = reference_year or dt.date.today().year
+        self.data_fields = tuple(f.name for f in stream.fields if f.role is FieldRole.DATA)
+        self.identifier_fields = tuple(f for f in stream.fields if f.role is FieldRole.IDENTIFIER)
+        self._outcomes: dict[_Key, Outcome] = {}
+        self._units: dict[str, str] = {}
+        #: Identifiers pseudonymised (distinct per batch), for tests and progress.
+        self.pseudonymised = 0
+
+    # -- the stage ----------------------------------------------------------------
+    def __call__(self, records: Sequence[RawRecord], org: str) -> list[Prepared]:
+        plans = [self._plan(r, org) for r in records]
+        self._resolve({k for plan in plans for _, k, _ in plan if k is not None})
+        return [self._prepare(r, plan) for r, plan in zip(records, plans, strict=True)]
+
+    # -- internals ----------------------------------------------------------------
+    def _plan(self, record: RawRecord, org: str) -> list[tuple[FieldSpec, _Key | None, str | None]]:
+        """Per identifier field: (spec, outcome key, or None and a problem rule)."""
+        raw = record.data
+        plan: list[tuple[FieldSpec, _Key | None, str | None]] = []
+        for spec in self.identifier_fields:
+            if spec.name not in raw:
+                continue
+            expected = spec.identifier_type
+            if spec.type_field:
+                try:
+                    expected = identifier_type_named(str(raw.get(spec.type_field) or ""))
+                except ValueError:
+                    plan.append((spec, None, "unknown_type"))
+                    continue
+            value = raw[spec.name]
+            text = None if value is None else str(value)
+            if spec.optional and not (text or "").strip():
+                plan.append((spec, None, None))
+                continue
+            namespace = None
+            if expected is IdentifierType.LOCAL:
+                namespace = (
+                    str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
+                )
+            plan.append((spec, (text, expected, namespace), None))
+        return plan
+
+    def _resolve(self, keys: set[_Key]) -> None:
+        """Validate each new distinct identifier once; pseudonymise the valid ones at once."""
+        new = [k for k in keys if k not in self._outcomes]
+        if not new:
+            return
+        if len(self._outcomes) + len(new) > CACHE_SIZE:
+            # Forget all but what this batch needs.
+            self._outcomes = {k: v for k, v in self._outcomes.items() if k in keys}
+        valid: dict[Identifier, list[_Key]] = {}
+        for key in new:
+            text, expected, namespace = key
+            try:
+                ident = parse_identifier(text, expected, namespace=namespace)
+            except InvalidIdentifier as e:
+                self._outcomes[key] = e
+                continue
+            if ident.type is IdentifierType.NONE:
+                self._outcomes[key] = (None, None)
+            else:
+                valid.setdefault(ident, []).append(key)
+        if not valid:
+            return
+        idents = list(valid)
+        digests = self.pseudonymiser.pseudonymise_many(idents)
+        if len(digests) != len(idents):  # a remote service answering short is a bug
+            raise RuntimeError("the pseudonymiser answered a different number of pseudonyms")
+        self.pseudonymised += len(idents)
+        epoch = self.pseudonymiser.epoch
+        for ident, digest in zip(idents, digests, strict=True):
+            derived = (
+                cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
+                if ident.type is IdentifierType.CF
+                else None
+            )
+            outcome: Outcome = (pseudonym_text(epoch, digest), derived)
+            for key in valid[ident]:
+                self._outcomes[key] = outcome
+
+    def _prepare(
+        self, record: RawRecord, plan: list[tuple[FieldSpec, _Key | None, str | None]]
+    ) -> Prepared:
+        raw = record.data
+        stream = self.stream
+        key = (
+            record.key
+            if record.key is not None
+            else "|".join(str(raw.get(k, "")) for k in stream.source_key)
+        )
+        skh = self.pseudonymiser.key_hash(self.connector, stream.name, key)
+        data: dict[str, Any] = {f: raw[f] for f in self.data_fields if f in raw}
+        problems: list[tuple[str, str, str]] = []
+        cf_derived: tuple[int, str] | None = None
+        for spec, okey, rule in plan:
+            if okey is None:
+                if rule == "unknown_type":
+                    problems.append(
+                        (spec.name, rule, f"{spec.type_field}: not a known identifier type")
+                    )
+                    data[spec.name] = INVALID_MARKER
+                else:
+                    data[spec.name] = None
+                continue
+            outcome = self._outcomes[okey]
+            if isinstance(outcome, InvalidIdentifier):
+                problems.append((spec.name, outcome.rule, outcome.message))
+                data[spec.name] = INVALID_MARKER
+                continue
+            pseudonym, derived = outcome
+            data[spec.name] = pseudonym
+            if derived is not None and cf_derived is None:
+                cf_derived = derived
+            if derived is not None and spec.derive_birth_year_and_sex:
+                data[f"{spec.name}__birth_year"] = derived[0]
+                data[f"{spec.name}__sex"] = derived[1]
+        unit_hash = None
+        if record.unit is not None:
+            # Every record of a file (or flow) names the same unit: hash it once.
+            unit_hash = self._units.get(record.unit)
+            if unit_hash is None:
+                if len(self._units) >= CACHE_SIZE:
+                    self._units.clear()
+                unit_hash = self._units[record.unit] = self.pseudonymiser.key_hash(
+                    "unit", self.connector, stream.name, record.unit
+                )
+        return Prepared(
+            skh, record.location, record.op, data, tuple(problems), unit_hash, cf_derived
+        )

@@ -1,0 +1,101 @@
+"""The application service: the one way to check, sync and refresh.
+
+The CLI (``raccordo sync``, ``raccordo connectors check``), the Airflow tasks
+(through :mod:`hub.orchestration`) and the demo all go through :class:`Hub`;
+nothing else wires a pipeline to a registry and a keyring::
+
+    with Hub.open(config) as hub:
+        hub.check("cartella")
+        runs = hub.sync("cartella")          # one RunSummary per stream
+        hub.refresh()                        # the observatory's pre-computed tables
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import TracebackType
+
+from hub.config import Config, load_config
+from hub.connector import CheckResult
+from hub.pipeline import Pipeline, ProgressCallback, build_connector, open_keyring
+from hub.pseudonyms import Pseudonymiser
+from hub.registry import Registry, RunSummary
+
+__all__ = ["Hub", "RefreshResult"]
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    #: Pre-computed indicator tables written.
+    tables: int
+
+
+class Hub:
+    """One district hub: its configuration, registry and pseudonymiser."""
+
+    def __init__(self, config: Config, registry: Registry, pipeline: Pipeline) -> None:
+        self.config = config
+        self.registry = registry
+        self.pipeline = pipeline
+
+    @classmethod
+    def open(cls, config: Config | str | os.PathLike[str] | None = None) -> Hub:
+        """Open the registry (migrating it) and the keyring of a configuration.
+
+        ``config``: a loaded :class:`~hub.config.Config`, or the path of
+        ``raccordo.toml`` (None: the default search, as the CLI does).
+        """
+        cfg = config if isinstance(config, Config) else load_config(config)
+        keyring = open_keyring(cfg)
+        registry = Registry.open(cfg.registry_url)
+        try:
+            pipeline = Pipeline(cfg, registry, keyring)
+        except BaseException:
+            registry.close()
+            raise
+        return cls(cfg, registry, pipeline)
+
+    @property
+    def pseudonymiser(self) -> Pseudonymiser:
+        return self.pipeline.pseudonymiser
+
+    def check(self, name: str) -> CheckResult:
+        """Ask connector ``name`` whether it can reach its source (reads no record)."""
+        return build_connector(self.config, name).check()
+
+    def sync(
+        self,
+        name: str,
+        *,
+        progress: ProgressCallback | None = None,
+        full_refresh: bool = False,
+    ) -> list[RunSummary]:
+        """Sync every stream of connector ``name`` (one run per stream).
+
+        ``full_refresh``: read and map every record again (the cursor is reset); a
+        changed mapping ``version`` does the same by itself. Raises
+        :class:`hub.errors.RunFailed` if a run stops, :class:`hub.registry.SyncRefused`
+        if another process is syncing ``name``.
+        """
+        return self.pipeline.sync(name, progress=progress, full_refresh=full_refresh)
+
+    def refresh(self) -> RefreshResult:
+        """Recompute the observatory's pre-computed indicator tables."""
+        from hub.observatory.aggregates import refresh as refresh_tables
+
+        return RefreshResult(tables=refresh_tables(self.registry.engine))
+
+    def close(self) -> None:
+        self.registry.close()
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

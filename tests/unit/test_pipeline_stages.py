@@ -1,0 +1,125 @@
+"""The pipeline's stages one by one: extract cuts batches at the cursor; pseudonymise
+asks for each distinct identifier of a batch once and gives what the one-by-one
+pseudonym gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from connectors.synthetic import SyntheticConfig, SyntheticConnector
+from hub.connector import RawRecord, StateCheckpoint
+from hub.pipeline.extract import Extract
+from hub.pseudonyms import Identifier, Keyring, KeySource, Pseudonymiser, parse_identifier
+from hub.pseudonyms.stage import INVALID_MARKER, PseudonymiseStage, pseudonym_text
+
+CF = "RSSMRA80A01H501U"
+
+
+@pytest.fixture
+def pseudonymiser(tmp_path: Path) -> Pseudonymiser:
+    keyring = Keyring.create(tmp_path / "k.json", KeySource.generate_key_file(tmp_path / "k.key"))
+    return Pseudonymiser(keyring, "D1")
+
+
+class Counting:
+    """A pseudonymiser that records each batch call (the stage's only way in)."""
+
+    def __init__(self, inner: Pseudonymiser) -> None:
+        self.inner = inner
+        self.epoch = inner.epoch
+        self.calls: list[list[Identifier]] = []
+
+    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]:
+        self.calls.append(list(identifiers))
+        return self.inner.pseudonymise_many(identifiers)
+
+    def key_hash(self, *parts: str) -> str:
+        return self.inner.key_hash(*parts)
+
+
+def test_pseudonymise_many_is_the_raw_digest_of_the_text_pseudonym(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    ident = parse_identifier(CF)
+    (digest,) = pseudonymiser.pseudonymise_many([ident])
+    assert len(digest) == 32
+    assert pseudonym_text(pseudonymiser.epoch, digest) == pseudonymiser.pseudonym(ident)
+    with pytest.raises(ValueError, match="absent"):
+        pseudonymiser.pseudonymise_many([parse_identifier("", parse_identifier(CF).type.NONE)])
+
+
+def test_each_distinct_identifier_of_a_batch_is_pseudonymised_once(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    conn = SyntheticConnector(SyntheticConfig(count=600, bad_ratio=0.05, seed=3))
+    (stream,) = conn.streams()
+    records = [i for i in conn.read(stream.name, {}) if isinstance(i, RawRecord)]
+    counting = Counting(pseudonymiser)
+    stage = PseudonymiseStage(counting, connector="syn", stream=stream)
+    out = stage(records, "ORG")
+    assert len(out) == len(records) and len(counting.calls) == 1
+    asked = counting.calls[0]
+    assert len(asked) == len(set(asked))  # distinct
+    people = {str(r.data["cf"]) for r in records}
+    cfs_asked = [i for i in asked if i.type.value == "CF"]
+    assert len(people) < len(records)  # people recur across records...
+    assert len(cfs_asked) < len(people)  # ...each asked once; invalid ones never
+    # The same outcome as one record at a time.
+    for r, p in zip(records, out, strict=True):
+        try:
+            expected = pseudonymiser.pseudonym(parse_identifier(str(r.data["cf"])))
+        except ValueError:
+            assert p.data["cf"] == INVALID_MARKER and p.problems
+            continue
+        assert p.data["cf"] == expected
+        assert str(r.data["cf"]) not in repr(p)
+    # A second batch with the same people asks for nothing new.
+    stage(records[:100], "ORG")
+    assert len(counting.calls) == 1
+
+
+class _Source:
+    """Records 0..n-1 and a cursor after every ``every`` records."""
+
+    def __init__(self, n: int, every: int) -> None:
+        self.n, self.every = n, every
+
+    def read(self, stream: str, state: dict[str, object]) -> Iterator[object]:
+        for i in range(self.n):
+            yield RawRecord(stream, {"i": i}, f"record {i}", key=str(i))
+            if (i + 1) % self.every == 0:
+                yield StateCheckpoint({"next": i + 1})
+
+
+def test_batches_are_cut_where_the_connector_last_gave_a_cursor() -> None:
+    extract = Extract(_Source(1_000, 70), "s", {}, 100)  # type: ignore[arg-type]
+    batches = list(extract)
+    assert sum(len(b.records) for b in batches) == 1_000
+    for b in batches[:-1]:
+        last = int(b.records[-1].key or 0)
+        assert b.state == {"next": last + 1}  # the cursor covers exactly the batch
+        assert len(b.records) <= 100
+    assert batches[-1].state == {"next": 980}  # records after the last cursor go along
+
+
+def test_a_source_without_cursors_is_loaded_in_bounded_batches() -> None:
+    extract = Extract(_Source(1_000, 10_000), "s", {}, 100)  # type: ignore[arg-type]
+    sizes = [len(b.records) for b in extract]
+    assert sum(sizes) == 1_000 and max(sizes) == 100
+
+
+def test_the_pseudonym_columns_are_listed_for_key_rotation() -> None:
+    from hub.registry import Registry
+    from hub.registry import tables as t
+
+    listed = set(Registry.pseudonym_columns())
+    holding = {
+        (table.name, c.name)
+        for table in t.metadata.tables.values()
+        for c in table.c
+        if c.name in ("subject", "household")
+    }
+    assert listed == holding
