@@ -49,8 +49,10 @@ from hub.pseudonyms import (
     KeySource,
     Pseudonymiser,
     cf_birth_year_and_sex,
+    open_pseudonymiser,
     parse_identifier,
 )
+from hub.pseudonyms.rotation import refuse_mixed_schemes
 from hub.registry import (
     BatchCounts,
     EntityRow,
@@ -112,7 +114,10 @@ def identifier_type_named(word: str) -> IdentifierType:
     return IdentifierType(w.replace(" ", "_"))
 
 
-def open_keyring(config: Config) -> Keyring:
+def open_keyring(config: Config) -> Keyring | None:
+    """The local keyring; None when a pseudonymisation service holds the keys."""
+    if config.hub.pseudonymiser_url:
+        return None
     return Keyring.open(config.keyring_path, KeySource.from_env(config.keyring_key_file))
 
 
@@ -181,10 +186,11 @@ def check_mapping_sources(
 class Pipeline:
     """Runs syncs for the connectors of one configuration."""
 
-    def __init__(self, config: Config, registry: Registry, keyring: Keyring) -> None:
+    def __init__(self, config: Config, registry: Registry, keyring: Keyring | None) -> None:
         self.config = config
         self.registry = registry
-        self.pseudonymiser = Pseudonymiser(keyring, config.pseudonym_domain)
+        self.pseudonymiser: Pseudonymiser = open_pseudonymiser(config, keyring)
+        refuse_mixed_schemes(registry.engine, where=config.registry_url)
         self.reference_year = dt.date.today().year
         self._identifiers: dict[
             tuple[str | None, IdentifierType | None, str | None], _IdentifierOutcome
