@@ -25,7 +25,6 @@ from tests.pseudonyms.server import Service, running_service
 from tests.pseudonyms.test_v2 import synthetic_cfs
 from tests.support.leakscan import assert_no_leaks, scan_paths
 
-
 District = tuple[Path, dict[str, str], Service]
 
 
