@@ -76,7 +76,8 @@ class KeySource:
             "no key to unlock the keyring",
             where=str(key_file) if key_file else None,
             hint=f"set {KEY_ENV} (a base64 32-byte key) or {PASSPHRASE_ENV}, or point "
-            "keyring_key_file in raccordo.toml to the key file created by `raccordo keys init`",
+            "keyring_key_file in raccordo.toml to the key file created by `raccordo keys init`; "
+            "a consortium worker holds no keys: it sets [hub] pseudonymiser_url instead",
         )
 
     @classmethod
@@ -187,7 +188,8 @@ class Keyring:
             raise KeyringError(
                 "keyring file not found",
                 where=str(path),
-                hint="create it with `raccordo keys init` (or `raccordo init`)",
+                hint="create it with `raccordo keys init` (or `raccordo init`); a consortium "
+                "worker holds no keys: it sets [hub] pseudonymiser_url instead",
             )
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
