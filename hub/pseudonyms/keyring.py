@@ -299,6 +299,23 @@ class Keyring:
             group.scalar_invert(self.pseudonym_scalar(from_domain, from_epoch)),
         )
 
+    def stable_factor(self, domain: str, epoch: int | None = None) -> bytes:
+        """``k_ref[domain] · k[domain, epoch]⁻¹``, where ``k_ref`` comes from the record
+        secret and never rotates: ``factor · P`` is the same for a person in every epoch.
+
+        Only used inside keyed hashes (entity and record keys built from pseudonyms), so that
+        they survive a rotation. It reveals nothing about ``k`` (a ratio of two secret
+        scalars) and cannot compute a pseudonym from an identifier.
+        """
+        info = b"raccordo/v2|stable|" + domain.encode()
+        wide = HKDF(algorithm=hashes.SHA512(), length=64, salt=None, info=info).derive(
+            self._record_secret
+        )
+        return group.scalar_mul(
+            group.scalar_from_wide(wide),
+            group.scalar_invert(self.pseudonym_scalar(domain, epoch)),
+        )
+
     def record_key(self, domain: str, client: str | None = None) -> bytes:
         """HMAC key of source-record keys: per domain, and per client of the service.
 

@@ -104,10 +104,11 @@ class Pseudonymiser:
         self.domain = domain
         self.epoch = keyring.current_epoch if epoch is None else epoch
         self._scalar = keyring.pseudonym_scalar(domain, self.epoch)
-        self._init_common(keyring.record_key(domain))
+        self._init_common(keyring.record_key(domain), keyring.stable_factor(domain, self.epoch))
 
-    def _init_common(self, record_key: bytes) -> None:
+    def _init_common(self, record_key: bytes, stable_factor: bytes) -> None:
         self._rkey = record_key
+        self._stable_factor = stable_factor
         self._cache: dict[tuple[str, str, str], bytes] = {}
 
     def __repr__(self) -> str:
@@ -146,9 +147,29 @@ class Pseudonymiser:
         return pseudonym_text(self.epoch, self.pseudonymise_many([identifier])[0])
 
     def key_hash(self, *parts: str) -> str:
-        """Keyed hash of a source record key (which may contain identifiers)."""
-        msg = "\x1f".join(parts).encode()
+        """Keyed hash of a source record key (which may contain identifiers), or of an
+        entity key (which may contain pseudonyms).
+
+        A part that is a v2 pseudonym of this epoch is first made epoch-independent
+        (:meth:`Keyring.stable_factor`), so a key hash built from pseudonyms does not change
+        when the keys rotate: a sync after a rotation finds the same rows.
+        """
+        msg = "\x1f".join(self._stable(p) for p in parts).encode()
         return "k1." + _b64(hmac.digest(self._rkey, msg, hashlib.sha256))
+
+    def _stable(self, part: str) -> str:
+        if not part.startswith(TEXT_PREFIX):
+            return part
+        try:
+            epoch, raw = parse_pseudonym_text(part)
+        except ValueError:
+            return part
+        if epoch != self.epoch:
+            raise ValueError(
+                f"a key part is a pseudonym of epoch {epoch}, this pseudonymiser is of "
+                f"epoch {self.epoch}"
+            )
+        return "s." + _b64(group.multiply(self._stable_factor, raw))
 
 
 def open_pseudonymiser(config: Config, keyring: Keyring | None = None) -> Pseudonymiser:

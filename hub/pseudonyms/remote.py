@@ -18,6 +18,7 @@ import requests
 from hub.errors import RaccordoError
 from hub.pseudonyms import group
 from hub.pseudonyms.pseudonymiser import Pseudonymiser, _b64, _unb64
+from hub.pseudonyms.rotation import EpochConverter
 
 BATCH = 10_000
 
@@ -55,7 +56,7 @@ class RemotePseudonymiser(Pseudonymiser):
                 where=self.url,
                 hint="use the token of this district's client, or fix pseudonym_domain",
             )
-        self._init_common(_unb64(str(info["record_key"])))
+        self._init_common(_unb64(str(info["record_key"])), _unb64(str(info["stable_factor"])))
 
     def __repr__(self) -> str:
         return f"RemotePseudonymiser({self.url!r}, domain={self.domain!r}, epoch={self.epoch})"
@@ -119,3 +120,38 @@ class RemotePseudonymiser(Pseudonymiser):
                         where=self.url,
                     ) from None
         return out
+
+
+def remote_epoch_converter(client: RemotePseudonymiser) -> tuple[int, EpochConverter]:
+    """The service's current epoch, and a converter to it through ``/v1/reepoch`` (for a
+    client allowed to rotate: the district hub whose keys the service holds)."""
+    target = int(client._call("GET", "/v1/session", None)["epoch"])
+
+    def convert(from_epoch: int, elements: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for start in range(0, len(elements), client.batch_size):
+            chunk = elements[start : start + client.batch_size]
+            doc = client._call(
+                "POST",
+                "/v1/reepoch",
+                {"from_epoch": from_epoch, "pseudonyms": [_b64(e) for e in chunk]},
+            )
+            answers = doc.get("pseudonyms")
+            if (
+                doc.get("epoch") != target
+                or not isinstance(answers, list)
+                or len(answers) != len(chunk)
+            ):
+                raise ServiceError(
+                    "the pseudonymisation service's epoch changed during the rotation",
+                    where=client.url,
+                    hint="run `raccordo keys rotate` again: it resumes where it stopped",
+                )
+            for a in answers:
+                z = _unb64(str(a))
+                if not group.is_element(z):
+                    raise ServiceError("the service answered an invalid element", where=client.url)
+                out.append(z)
+        return out
+
+    return target, convert

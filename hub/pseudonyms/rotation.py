@@ -11,6 +11,7 @@ changes nothing, so a rotation killed at any point is resumed by running it agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -43,6 +44,10 @@ def today_registry_columns() -> list[Column]:
     from hub.registry import tables
 
     return registry_pseudonym_columns(tables.metadata, tables.PSEUDONYM)
+
+
+#: Columns of today's registry holding JSON documents with pseudonyms among their values.
+TODAY_JSON_COLUMNS: list[Column] = [("quarantine", "payload")]
 
 
 def keyring_converter(keyring: Keyring, domain: str, to_epoch: int) -> EpochConverter:
@@ -100,15 +105,31 @@ def rotate_columns(
     batch: int = BATCH,
     start: dict[str, int] | None = None,
     on_batch: Callable[[str, int], None] | None = None,
+    json_columns: Sequence[Column] = (),
 ) -> RotationReport:
     """Convert every pseudonym in ``columns`` to ``to_epoch``.
 
     Rows are read by ``id`` in batches; ``start`` gives, per ``"table.column"``, the last
     id already done (from :class:`RotationProgress`), and ``on_batch(column, last_id)`` is
-    called after each commit so the caller can record it.
+    called after each commit so the caller can record it. ``json_columns`` hold JSON
+    documents: every string value in them that is a v2 pseudonym is converted.
     """
     report = RotationReport()
     md = sa.MetaData()
+    insp = sa.inspect(engine)
+    for table_name, column_name in json_columns:
+        if insp.has_table(table_name):
+            _rotate_json(
+                engine,
+                md,
+                (table_name, column_name),
+                convert,
+                to_epoch,
+                batch,
+                start or {},
+                on_batch,
+                report,
+            )
     for table_name, column_name in columns:
         table = sa.Table(table_name, md, autoload_with=engine)
         ident, col = table.c.id, table.c[column_name]
@@ -153,6 +174,89 @@ def rotate_columns(
     return report
 
 
+def _rotate_json(
+    engine: sa.Engine,
+    md: sa.MetaData,
+    where: Column,
+    convert: EpochConverter,
+    to_epoch: int,
+    batch: int,
+    start: dict[str, int],
+    on_batch: Callable[[str, int], None] | None,
+    report: RotationReport,
+) -> None:
+    table = sa.Table(where[0], md, autoload_with=engine)
+    ident, col = table.c.id, table.c[where[1]]
+    label = f"{where[0]}.{where[1]}"
+    last = start.get(label, 0)
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(ident, col).where(ident > last).order_by(ident).limit(batch)
+            ).all()
+            if not rows:
+                return
+            docs = {rid: json.loads(text) for rid, text in rows if text}
+            found: dict[str, tuple[int, bytes]] = {}
+            for doc in docs.values():
+                _collect(doc, found)
+            old = {t: v for t, v in found.items() if v[0] != to_epoch}
+            by_epoch: dict[int, list[str]] = {}
+            for t, (epoch, _) in old.items():
+                by_epoch.setdefault(epoch, []).append(t)
+            mapping: dict[str, str] = {}
+            for epoch, texts in by_epoch.items():
+                new = convert(epoch, [old[t][1] for t in texts])
+                mapping.update(
+                    {t: pseudonym_text(to_epoch, n) for t, n in zip(texts, new, strict=True)}
+                )
+            updates = [
+                {"_id": rid, "_v": json.dumps(_replace(doc, mapping))}
+                for rid, doc in docs.items()
+                if mapping and _mentions(doc, mapping)
+            ]
+            if updates:
+                conn.execute(
+                    table.update()
+                    .where(ident == sa.bindparam("_id"))
+                    .values({where[1]: sa.bindparam("_v")}),
+                    updates,
+                )
+            report.converted += len(mapping)
+            last = rows[-1][0]
+        report.batches += 1
+        if on_batch is not None:
+            on_batch(label, last)
+
+
+def _collect(doc: object, found: dict[str, tuple[int, bytes]]) -> None:
+    if isinstance(doc, str) and doc.startswith(TEXT_PREFIX):
+        with contextlib.suppress(ValueError):
+            found[doc] = parse_pseudonym_text(doc)
+    elif isinstance(doc, dict):
+        for v in doc.values():
+            _collect(v, found)
+    elif isinstance(doc, list):
+        for v in doc:
+            _collect(v, found)
+
+
+def _replace(doc: object, mapping: dict[str, str]) -> object:
+    if isinstance(doc, str):
+        return mapping.get(doc, doc)
+    if isinstance(doc, dict):
+        return {k: _replace(v, mapping) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_replace(v, mapping) for v in doc]
+    return doc
+
+
+def _mentions(doc: object, mapping: dict[str, str]) -> bool:
+    found: dict[str, tuple[int, bytes]] = {}
+    _collect(doc, found)
+    return any(t in mapping for t in found)
+
+
 def _parse(text: str, label: str) -> tuple[int, bytes]:
     try:
         return parse_pseudonym_text(text)
@@ -169,8 +273,29 @@ def epochs_in_use(engine: sa.Engine, columns: Sequence[Column]) -> set[int]:
             col = sa.Table(table_name, md, autoload_with=engine).c[column_name]
             prefix = sa.func.substr(col, 1, 12)
             for (p,) in conn.execute(sa.select(prefix).where(col.is_not(None)).distinct()):
-                found.add(int(str(p)[len(TEXT_PREFIX) :].split(".", 1)[0]))
+                head = str(p)
+                try:
+                    if not head.startswith(TEXT_PREFIX):
+                        raise ValueError
+                    found.add(int(head[len(TEXT_PREFIX) :].split(".", 1)[0]))
+                except ValueError:
+                    raise MixedPseudonyms(f"table {table_name}, column {column_name}") from None
     return found
+
+
+def json_mentions_epoch(engine: sa.Engine, columns: Sequence[Column], epoch: int) -> bool:
+    """Whether any JSON document of ``columns`` still holds a pseudonym of ``epoch``."""
+    md = sa.MetaData()
+    insp = sa.inspect(engine)
+    with engine.connect() as conn:
+        for table_name, column_name in columns:
+            if not insp.has_table(table_name):
+                continue
+            col = sa.Table(table_name, md, autoload_with=engine).c[column_name]
+            pattern = f'%"{TEXT_PREFIX}{epoch}.%'
+            if conn.execute(sa.select(sa.literal(1)).where(col.like(pattern)).limit(1)).first():
+                return True
+    return False
 
 
 # --- v1 / v2 -----------------------------------------------------------------------------

@@ -340,6 +340,7 @@ def create_service_app(
             "epoch": keyring.current_epoch,
             "max_batch": MAX_BATCH,
             "record_key": _encode_key(keyring.record_key(c.domain, client=c.id)),
+            "stable_factor": _encode_key(keyring.stable_factor(c.domain)),
             "daily_quota": c.daily_quota,
             "per_minute": c.per_minute,
         }
