@@ -71,6 +71,10 @@ def status(
     for epoch, created in st.epochs:
         mark = " (current)" if epoch == st.current_epoch else ""
         console.print(f"  epoch {epoch}: created {created}{mark}")
+    if path.with_name("rotation-progress.json").exists():
+        console.print(
+            "  [yellow]a rotation is unfinished[/yellow]: run `raccordo keys rotate` to finish it"
+        )
 
 
 BatchOpt = Annotated[int, typer.Option(help="Rows converted per transaction.")]

@@ -90,10 +90,29 @@ def serve(
     ] = None,
     ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    insecure_http: Annotated[
+        bool, typer.Option(help="Allow plain HTTP on an address other than localhost.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Serve blinded pseudonymisation, domain conversion and rotation over HTTP(S)."""
+    import ipaddress
+
     import uvicorn
+
+    from hub.errors import ConfigError
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not (ssl_certfile and ssl_keyfile) and not insecure_http:
+        raise ConfigError(
+            f"refusing to serve tokens and pseudonymisation over plain HTTP on {host}",
+            where="raccordo pseudonymiser serve --host",
+            hint="give --ssl-certfile and --ssl-keyfile (or put a TLS proxy in front and "
+            "pass --insecure-http)",
+        )
 
     from hub.config import load_config
     from hub.pseudonyms import Keyring, KeySource

@@ -47,6 +47,8 @@ from hub.pseudonyms.keyring import Keyring
 log = logging.getLogger("raccordo.pseudonymiser")
 
 MAX_BATCH = 10_000
+#: Largest request body accepted: 10,000 elements of 43 characters plus JSON and a purpose.
+MAX_BODY = 1_000_000
 DAY = 24 * 3600.0
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
 B64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]
@@ -318,6 +320,21 @@ def create_service_app(
                 else f"over the rate of {c.per_minute} identifiers per minute; retry later"
             )
             raise HTTPException(429, detail, {"Retry-After": "60"})
+
+    @app.middleware("http")
+    async def _bounded(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        length = request.headers.get("content-length")
+        if length is None and request.method == "POST":
+            return JSONResponse({"error": "a Content-Length header is required"}, 411)
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse(
+                {
+                    "error": f"the body is larger than {MAX_BODY} bytes; send at most "
+                    f"{MAX_BATCH} elements per request"
+                },
+                413,
+            )
+        return await call_next(request)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:

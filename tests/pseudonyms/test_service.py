@@ -192,3 +192,36 @@ def test_service_logs_leak_nothing(district: District) -> None:
     assert_no_leaks(
         scan_paths([svc.log_dir, svc.stderr], values=[*codes, "STP1234567890123", "X-9"])
     )
+
+
+def test_oversized_bodies_are_refused(district: District) -> None:
+    import requests
+
+    _, tokens, svc = district
+    auth = {"Authorization": f"Bearer {tokens['worker']}", "Content-Type": "application/json"}
+    r = requests.post(svc.url + "/v1/evaluate", data=b"x" * 2_000_000, headers=auth, timeout=30)
+    assert r.status_code == 413 and "at most 10000 elements" in r.json()["error"]
+
+
+def test_plain_http_off_localhost_is_refused(district: District) -> None:
+    import subprocess
+    import sys
+
+    ws, _, _ = district
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub",
+            "pseudonymiser",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "-c",
+            str(ws / "raccordo.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 3 and "plain HTTP" in res.stderr and "--ssl-certfile" in res.stderr
