@@ -49,13 +49,15 @@ def scalar_mul(a: bytes, b: bytes) -> bytes:
 
 
 def multiply(scalar: bytes, element: bytes) -> bytes:
-    """``scalar · element``. ``ValueError`` if ``element`` is not a valid encoding."""
-    if not is_element(element):
+    """``scalar · element``. ``ValueError`` if ``element`` is not a valid encoding or is the
+    identity (libsodium decodes and checks the element itself, and refuses an identity
+    result)."""
+    if len(element) != ELEMENT_BYTES or element == _IDENTITY:
         raise ValueError("not a ristretto255 element")
     try:
         return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, element))
-    except RuntimeError:  # the identity element: only for a zero scalar
-        raise ValueError("the result is the identity element") from None
+    except RuntimeError:  # not a canonical encoding, or the identity element
+        raise ValueError("not a ristretto255 element") from None
 
 
 def is_element(data: bytes) -> bool:

@@ -160,3 +160,15 @@ def test_enumeration_of_1e5_cfs_needs_the_key(keyring: Keyring) -> None:
     with_key = Pseudonymiser(keyring, "D1").pseudonymise_many(idents)
     found = {pseudonym_text(1, x) for x in with_key} & registry
     assert len(found) == len(registry)
+
+
+def test_invalid_elements_are_refused(keyring: Keyring) -> None:
+    k = keyring.pseudonym_scalar("D1", 1)
+    for bad in (bytes(32), b"\xff" * 32, b"\x01" * 32, b"\x00" * 31, b""):
+        assert not group.is_element(bad)
+        with pytest.raises(ValueError, match="not a ristretto255 element"):
+            group.multiply(k, bad)
+    with pytest.raises(ValueError, match="not a v2 pseudonym"):
+        parse_pseudonym_text("v2.1." + "A" * 43)
+    with pytest.raises(ValueError, match="not a v2 pseudonym"):
+        parse_pseudonym_text("1.abcdefghijklmnop")
