@@ -74,9 +74,10 @@ def main() -> None:
     ap.add_argument("--ids", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--rotation", type=int, default=0, help="also time a rotation of N rows")
+    ap.add_argument("--postgres", action="store_true", help="rotate on PostgreSQL, not SQLite")
     args = ap.parse_args()
     if args.rotation:
-        bench_rotation(args.rotation)
+        bench_rotation(args.rotation, postgres=args.postgres)
     idents = [parse_identifier(c, IdentifierType.CF) for c in cfs(args.ids)]
     n = len(idents)
 
@@ -150,17 +151,26 @@ def main() -> None:
     print("  remote == embedded: yes")
 
 
-def bench_rotation(n: int) -> None:
+def bench_rotation(n: int, *, postgres: bool = False) -> None:
     import sqlalchemy as sa
 
     from hub.pseudonyms import group, pseudonym_text
     from hub.pseudonyms.rotation import keyring_converter, rotate_columns
 
+    server = None
     with tempfile.TemporaryDirectory() as tmp:
         ring = Keyring.create(Path(tmp) / "k.json", KeySource(key=os.urandom(32)))
-        engine = sa.create_engine(f"sqlite:///{tmp}/r.sqlite")
+        if postgres:
+            from tests.support.postgres import PostgresServer
+
+            server = PostgresServer()
+            engine = sa.create_engine(server.url(server.create_database("rotation_bench")))
+            ddl = "CREATE TABLE subjects (id SERIAL PRIMARY KEY, subject VARCHAR(80))"
+        else:
+            engine = sa.create_engine(f"sqlite:///{tmp}/r.sqlite")
+            ddl = "CREATE TABLE subjects (id INTEGER PRIMARY KEY, subject TEXT)"
         with engine.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE subjects (id INTEGER PRIMARY KEY, subject TEXT)"))
+            conn.execute(sa.text(ddl))
             for start in range(0, n, 50_000):
                 rows = [
                     {"s": pseudonym_text(1, group.hash_to_group(os.urandom(16)))}
@@ -174,8 +184,11 @@ def bench_rotation(n: int) -> None:
         )
         took = time.perf_counter() - t
         engine.dispose()
+        if server is not None:
+            server.stop()
     print(
-        f"rotation of {report.converted:,} pseudonyms (SQLite, batches of 10,000): {took:.1f} s "
+        f"rotation of {report.converted:,} pseudonyms ({'PostgreSQL' if postgres else 'SQLite'}, "
+        f"batches of 10,000): {took:.1f} s "
         f"({took / n * 1e6:.1f} µs/pseudonym)"
     )
 
