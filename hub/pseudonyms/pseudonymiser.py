@@ -172,18 +172,21 @@ class Pseudonymiser:
         return "s." + _b64(group.multiply(self._stable_factor, raw))
 
 
-def open_pseudonymiser(config: Config, keyring: Keyring | None = None) -> Pseudonymiser:
+def open_pseudonymiser(
+    config: Config, keyring: Keyring | None = None, *, token: str | None = None
+) -> Pseudonymiser:
     """The pseudonymiser ``raccordo.toml`` asks for.
 
-    ``[hub] pseudonymiser_url`` set: the remote client of that service, with the token from
-    the environment variable named by ``pseudonymiser_token_env``; the keyring is not
-    opened (a worker has none). Otherwise the embedded one over the local keyring.
+    ``[hub] pseudonymiser_url`` set: the remote client of that service, with ``token`` (e.g.
+    the password of an Airflow Connection, read by the task) or else the one in the
+    environment variable named by ``pseudonymiser_token_env``; the keyring is not opened (a
+    worker has none). Otherwise the embedded one over the local keyring.
     """
     hub = config.hub
     if hub.pseudonymiser_url:
         from hub.pseudonyms.remote import RemotePseudonymiser, ServiceError
 
-        token = os.environ.get(hub.pseudonymiser_token_env, "")
+        token = token or os.environ.get(hub.pseudonymiser_token_env, "")
         if not token:
             raise ServiceError(
                 "no token for the pseudonymisation service",
