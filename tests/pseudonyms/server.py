@@ -51,7 +51,7 @@ def running_service(ws: Path, *, env: dict[str, str] | None = None) -> Iterator[
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             try:
                 requests.get(url + "/v1/session", timeout=1)
