@@ -39,18 +39,18 @@ CACHE_SIZE = 200_000
 TOKEN_ENV = "RACCORDO_PSEUDONYMISER_TOKEN"  # noqa: S105 - a variable name
 
 
-def _b64(d: bytes) -> str:
+def b64url(d: bytes) -> str:
     """Unpadded base64url (what ``base64.urlsafe_b64encode`` gives, in one C call)."""
     return binascii.b2a_base64(d, newline=False).translate(_URLSAFE).decode().rstrip("=")
 
 
-def _unb64(s: str) -> bytes:
+def unb64url(s: str) -> bytes:
     return binascii.a2b_base64(s.translate(str.maketrans("-_", "+/")) + "=" * (-len(s) % 4))
 
 
 def pseudonym_text(epoch: int, raw: bytes) -> str:
     """The text form stored by today's registry: ``v2.<epoch>.<base64url>``."""
-    return f"{TEXT_PREFIX}{epoch}.{_b64(raw)}"
+    return f"{TEXT_PREFIX}{epoch}.{b64url(raw)}"
 
 
 def parse_pseudonym_text(text: str) -> tuple[int, bytes]:
@@ -59,7 +59,7 @@ def parse_pseudonym_text(text: str) -> tuple[int, bytes]:
         raise ValueError("not a v2 pseudonym")
     epoch_text, _, body = text[len(TEXT_PREFIX) :].partition(".")
     try:
-        epoch, raw = int(epoch_text), _unb64(body)
+        epoch, raw = int(epoch_text), unb64url(body)
     except (ValueError, binascii.Error):
         raise ValueError("not a v2 pseudonym") from None
     if not group.is_element(raw):
@@ -155,7 +155,7 @@ class Pseudonymiser:
         when the keys rotate: a sync after a rotation finds the same rows.
         """
         msg = "\x1f".join(self._stable(p) for p in parts).encode()
-        return "k1." + _b64(hmac.digest(self._rkey, msg, hashlib.sha256))
+        return "k1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256))
 
     def _stable(self, part: str) -> str:
         if not part.startswith(TEXT_PREFIX):
@@ -169,7 +169,7 @@ class Pseudonymiser:
                 f"a key part is a pseudonym of epoch {epoch}, this pseudonymiser is of "
                 f"epoch {self.epoch}"
             )
-        return "s." + _b64(group.multiply(self._stable_factor, raw))
+        return "s." + b64url(group.multiply(self._stable_factor, raw))
 
 
 def open_pseudonymiser(

@@ -17,7 +17,7 @@ import requests
 
 from hub.errors import RaccordoError
 from hub.pseudonyms import group
-from hub.pseudonyms.pseudonymiser import Pseudonymiser, _b64, _unb64
+from hub.pseudonyms.pseudonymiser import Pseudonymiser, b64url, unb64url
 from hub.pseudonyms.rotation import EpochConverter
 
 BATCH = 10_000
@@ -56,7 +56,7 @@ class RemotePseudonymiser(Pseudonymiser):
                 where=self.url,
                 hint="use the token of this district's client, or fix pseudonym_domain",
             )
-        self._init_common(_unb64(str(info["record_key"])), _unb64(str(info["stable_factor"])))
+        self._init_common(unb64url(str(info["record_key"])), unb64url(str(info["stable_factor"])))
 
     def __repr__(self) -> str:
         return f"RemotePseudonymiser({self.url!r}, domain={self.domain!r}, epoch={self.epoch})"
@@ -97,7 +97,7 @@ class RemotePseudonymiser(Pseudonymiser):
         for start in range(0, len(elements), self.batch_size):
             chunk = elements[start : start + self.batch_size]
             blinds = [group.random_scalar() for _ in chunk]
-            blinded = [_b64(group.multiply(r, e)) for r, e in zip(blinds, chunk, strict=True)]
+            blinded = [b64url(group.multiply(r, e)) for r, e in zip(blinds, chunk, strict=True)]
             doc = self._call("POST", "/v1/evaluate", {"epoch": self.epoch, "elements": blinded})
             answers = doc.get("elements")
             if (
@@ -112,7 +112,7 @@ class RemotePseudonymiser(Pseudonymiser):
                 )
             for r, a in zip(blinds, answers, strict=True):
                 try:
-                    z = _unb64(str(a))
+                    z = unb64url(str(a))
                     out.append(group.multiply(group.scalar_invert(r), z))
                 except (ValueError, binascii.Error):
                     raise ServiceError(
@@ -134,7 +134,7 @@ def remote_epoch_converter(client: RemotePseudonymiser) -> tuple[int, EpochConve
             doc = client._call(
                 "POST",
                 "/v1/reepoch",
-                {"from_epoch": from_epoch, "pseudonyms": [_b64(e) for e in chunk]},
+                {"from_epoch": from_epoch, "pseudonyms": [b64url(e) for e in chunk]},
             )
             answers = doc.get("pseudonyms")
             if (
@@ -148,7 +148,7 @@ def remote_epoch_converter(client: RemotePseudonymiser) -> tuple[int, EpochConve
                     hint="run `raccordo keys rotate` again: it resumes where it stopped",
                 )
             for a in answers:
-                z = _unb64(str(a))
+                z = unb64url(str(a))
                 if not group.is_element(z):
                     raise ServiceError("the service answered an invalid element", where=client.url)
                 out.append(z)

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from hub.errors import ConfigError
 from hub.pseudonyms import group
 from hub.pseudonyms.keyring import Keyring
+from hub.pseudonyms.pseudonymiser import b64url
 
 log = logging.getLogger("raccordo.pseudonymiser")
 
@@ -239,9 +240,7 @@ def _decode(items: list[str], what: str) -> list[bytes]:
 
 
 def _encode(items: list[bytes]) -> list[str]:
-    from hub.pseudonyms.pseudonymiser import _b64
-
-    return [_b64(x) for x in items]
+    return [b64url(x) for x in items]
 
 
 def create_service_app(
@@ -430,6 +429,4 @@ def create_service_app(
 
 
 def _encode_key(key: bytes) -> str:
-    from hub.pseudonyms.pseudonymiser import _b64
-
-    return _b64(key)
+    return b64url(key)

@@ -98,9 +98,9 @@ def test_the_service_sees_only_blinded_elements(
     remote._cache.clear()
     b = remote.pseudonymise_many([ident])
     assert a == b and sent[0] != sent[1]
-    from hub.pseudonyms.pseudonymiser import _b64, hash_input
+    from hub.pseudonyms.pseudonymiser import b64url, hash_input
 
-    assert _b64(group.hash_to_group(hash_input(ident, "TEST"))) not in sent[0] + sent[1]
+    assert b64url(group.hash_to_group(hash_input(ident, "TEST"))) not in sent[0] + sent[1]
 
 
 def test_over_quota_is_refused_and_logged(district: District) -> None:
@@ -131,7 +131,7 @@ def test_conversion_a_to_b_equals_direct_and_is_audited(
 ) -> None:
     import requests
 
-    from hub.pseudonyms.pseudonymiser import _b64, _unb64
+    from hub.pseudonyms.pseudonymiser import b64url, unb64url
 
     ws, tokens, svc = district
     ring = _keyring(ws)
@@ -142,17 +142,17 @@ def test_conversion_a_to_b_equals_direct_and_is_audited(
         "to_domain": "OTHER",
         "purpose": "trasferimento di presa in carico",
         "convenzione": "CONV-2026-07",
-        "pseudonyms": [_b64(x) for x in in_a],
+        "pseudonyms": [b64url(x) for x in in_a],
     }
     auth = {"Authorization": f"Bearer {tokens['hub']}"}
     r = requests.post(svc.url + "/v1/convert", json=body, headers=auth, timeout=30)
     assert r.status_code == 200, r.text
-    assert [_unb64(x) for x in r.json()["pseudonyms"]] == direct_b
+    assert [unb64url(x) for x in r.json()["pseudonyms"]] == direct_b
     audit = [json.loads(x) for x in (svc.log_dir / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["client"] == "hub" and audit[-1]["count"] == 300
     assert (audit[-1]["purpose"], audit[-1]["convenzione"]) == (body["purpose"], "CONV-2026-07")
     assert len(audit[-1]["digest"]) == 64 and verify_chain(svc.log_dir / "audit.jsonl")
-    assert not any(_b64(x) in (svc.log_dir / "audit.jsonl").read_text() for x in in_a)
+    assert not any(b64url(x) in (svc.log_dir / "audit.jsonl").read_text() for x in in_a)
 
     local = requests.post(
         svc.url + "/v1/convert", json={**body, "kind": "local"}, headers=auth, timeout=30

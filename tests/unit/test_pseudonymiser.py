@@ -138,9 +138,9 @@ def _service(tmp_path: Path, keyring: Keyring, now: list[float], **limits: int):
 
 def _elements(n: int) -> list[str]:
     from hub.pseudonyms import group
-    from hub.pseudonyms.pseudonymiser import _b64
+    from hub.pseudonyms.pseudonymiser import b64url
 
-    return [_b64(group.hash_to_group(b"%d" % i)) for i in range(n)]
+    return [b64url(group.hash_to_group(b"%d" % i)) for i in range(n)]
 
 
 def test_rate_limit_refuses_then_recovers(tmp_path: Path, keyring: Keyring) -> None:
