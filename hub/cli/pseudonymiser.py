@@ -77,6 +77,68 @@ def add_client(
     print(token)
 
 
+@app.command("remove-client")
+def remove_client(
+    client_id: Annotated[str, typer.Argument(metavar="ID", help="The client to revoke.")],
+    clients: ClientsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Revoke a client (a lost or stolen token); restart the service afterwards."""
+    from hub.pseudonyms.service import remove_client as remove
+
+    path = _clients_path(clients, config)
+    remove(path, client_id)
+    Console().print(f"Client {client_id} removed from {path}; restart the service to apply it.")
+
+
+@app.command("clients")
+def list_clients(clients: ClientsOpt = None, config: ConfigOpt = None) -> None:
+    """List the clients, their domains, limits and rights (never a token)."""
+    from hub.pseudonyms.service import load_clients
+
+    path = _clients_path(clients, config)
+    console = Console()
+    doc = load_clients(path)
+    if not doc.clients:
+        console.print(f"No clients in {path}: add one with `raccordo pseudonymiser add-client`.")
+    for c in doc.clients:
+        rights = ", ".join(
+            [*(f"convert to {d}" for d in c.convert_to), *(["rotate"] if c.rotate else [])]
+        )
+        console.print(
+            f"{c.id}: domain {c.domain}, {c.daily_quota} identifiers/24 h, {c.per_minute}/min"
+            + (f"; {rights}" if rights else "")
+        )
+
+
+@app.command("verify-audit")
+def verify_audit(
+    log_dir: Annotated[
+        Path | None, typer.Option(help="The service's log folder (default as for serve).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check that no line of the conversion audit log was removed or edited."""
+    from hub.config import load_config
+    from hub.errors import RaccordoError
+    from hub.pseudonyms.service import first_broken_line
+
+    path = (log_dir or load_config(config).resolve("logs/pseudonymiser")) / "audit.jsonl"
+    if not path.is_file():
+        Console().print(f"No audit log at {path}: no conversion was made.")
+        return
+    broken = first_broken_line(path)
+    if broken is not None:
+        raise RaccordoError(
+            f"the audit log's chain breaks at line {broken}: a line before it was removed or "
+            "edited, or this line was",
+            where=str(path),
+            hint="compare with the last backup of the log; report it to the district's DPO",
+        )
+    lines = len(path.read_bytes().splitlines())
+    Console().print(f"Audit log {path}: {lines} conversions, chain intact.")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (the district's network).")] = (

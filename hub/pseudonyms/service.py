@@ -112,12 +112,30 @@ def add_client(path: Path, settings: dict[str, Any]) -> str:
         )
     token = secrets.token_urlsafe(32)
     doc.clients.append(ClientSettings(**settings, token_sha256=token_digest(token)))
+    _write_clients(path, doc)
+    return token
+
+
+def remove_client(path: Path, client_id: str) -> None:
+    """Revoke a client (its token stops working when the service restarts)."""
+    doc = load_clients(path)
+    kept = [c for c in doc.clients if c.id != client_id]
+    if len(kept) == len(doc.clients):
+        raise ConfigError(
+            f"no client {client_id!r}",
+            where=str(path),
+            hint="`raccordo pseudonymiser clients` lists them",
+        )
+    doc.clients = kept
+    _write_clients(path, doc)
+
+
+def _write_clients(path: Path, doc: ClientsFile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(doc.model_dump_json(indent=2), encoding="utf-8")
     tmp.chmod(0o600)
     tmp.replace(path)
-    return token
 
 
 # --- logs --------------------------------------------------------------------------------
@@ -154,12 +172,21 @@ class _JsonLines:
 
 def verify_chain(path: Path) -> bool:
     """True when every line of an audit log names the hash of the line before it."""
+    return first_broken_line(path) is None
+
+
+def first_broken_line(path: Path) -> int | None:
+    """The number (from 1) of the first audit-log line that does not follow its predecessor."""
     prev = ""
-    for line in path.read_bytes().splitlines():
-        if json.loads(line).get("prev") != prev:
-            return False
+    for n, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            ok = json.loads(line).get("prev") == prev
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            return n
         prev = hashlib.sha256(line).hexdigest()
-    return True
+    return None
 
 
 def _now() -> str:

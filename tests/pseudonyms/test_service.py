@@ -225,3 +225,37 @@ def test_plain_http_off_localhost_is_refused(district: District) -> None:
         timeout=60,
     )
     assert res.returncode == 3 and "plain HTTP" in res.stderr and "--ssl-certfile" in res.stderr
+
+
+def test_clients_listed_revoked_and_audit_log_verified(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from hub.pseudonyms.service import remove_client
+
+    ws = tmp_path / "ws"
+    init_workspace(ws, district="TEST", district_name="Distretto di prova", extra="")
+    clients = ws / "keys" / "pseudonymiser-clients.json"
+    token = add_client(clients, {"id": "a", "domain": "TEST", "convert_to": ("OTHER",)})
+    add_client(clients, {"id": "b", "domain": "TEST"})
+    cmd = [sys.executable, "-m", "hub", "pseudonymiser"]
+    cfg = ["-c", str(ws / "raccordo.toml")]
+    listed = subprocess.run([*cmd, "clients", *cfg], capture_output=True, text=True)
+    assert "a: domain TEST" in listed.stdout and "convert to OTHER" in listed.stdout
+    assert token not in listed.stdout and token not in clients.read_text()
+    remove_client(clients, "b")
+    listed = subprocess.run([*cmd, "clients", *cfg], capture_output=True, text=True)
+    assert "b: domain" not in listed.stdout
+
+    log = ws / "logs" / "pseudonymiser" / "audit.jsonl"
+    from hub.pseudonyms.service import _JsonLines
+
+    lines = _JsonLines(log, chain=True)
+    for n in range(3):
+        lines.append({"count": n})
+    ok = subprocess.run([*cmd, "verify-audit", *cfg], capture_output=True, text=True)
+    assert ok.returncode == 0 and "3 conversions, chain intact" in ok.stdout
+    text = log.read_text().splitlines()
+    log.write_text("\n".join([text[0], text[2]]) + "\n")  # a line removed
+    bad = subprocess.run([*cmd, "verify-audit", *cfg], capture_output=True, text=True)
+    assert bad.returncode == 1 and "breaks at line 2" in bad.stderr
