@@ -40,6 +40,11 @@ class HubSettings(BaseModel):
     keyring_key_file: str | None = "keys/keyring.key"
     #: Pseudonymisation domain; defaults to the district code.
     pseudonym_domain: Code | None = None
+    #: The district's pseudonymisation service (``raccordo pseudonymiser serve``); when set,
+    #: identifiers are pseudonymised through it (blinded) and no keyring is opened.
+    pseudonymiser_url: str | None = None
+    #: Environment variable holding this client's token for that service.
+    pseudonymiser_token_env: str = "RACCORDO_PSEUDONYMISER_TOKEN"  # noqa: S105 - a name
     mappings_dir: str = "mappings"
     #: Records mapped and written together (held in memory at once).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000

@@ -25,6 +25,7 @@ from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.options import ConfigOpt
+from hub.cli.pseudonymiser import app as pseudonymiser_app
 from hub.cli.warnings import app as warnings_app
 from hub.cli.web import serve as serve_command
 from hub.cli.web import users_app
@@ -50,6 +51,7 @@ quarantine_app = typer.Typer(
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(keys_app, name="keys")
+app.add_typer(pseudonymiser_app, name="pseudonymiser")
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)

@@ -56,7 +56,8 @@ from hub.pipeline.extract import (
 )
 from hub.pipeline.load import load
 from hub.pipeline.transform import Transform
-from hub.pseudonyms import Keyring, Pseudonymiser
+from hub.pseudonyms import Keyring, Pseudonymiser, open_pseudonymiser
+from hub.pseudonyms.rotation import refuse_mixed_schemes
 from hub.pseudonyms.stage import (
     INVALID_MARKER,
     TYPE_ALIASES,
@@ -92,10 +93,11 @@ ProgressCallback = Callable[[RunProgress], None]
 class Pipeline:
     """Runs syncs for the connectors of one configuration."""
 
-    def __init__(self, config: Config, registry: Registry, keyring: Keyring) -> None:
+    def __init__(self, config: Config, registry: Registry, keyring: Keyring | None) -> None:
         self.config = config
         self.registry = registry
-        self.pseudonymiser = Pseudonymiser(keyring, config.pseudonym_domain)
+        self.pseudonymiser: Pseudonymiser = open_pseudonymiser(config, keyring)
+        refuse_mixed_schemes(registry.engine, where=config.registry_url)
         self.reference_year = dt.date.today().year
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         try:

@@ -36,7 +36,10 @@ from hub.plugins import get_plugins
 from hub.pseudonyms import Keyring, KeySource
 
 
-def open_keyring(config: Config) -> Keyring:
+def open_keyring(config: Config) -> Keyring | None:
+    """The local keyring; None when a pseudonymisation service holds the keys."""
+    if config.hub.pseudonymiser_url:
+        return None
     return Keyring.open(config.keyring_path, KeySource.from_env(config.keyring_key_file))
 
 

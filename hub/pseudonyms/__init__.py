@@ -12,7 +12,13 @@ from hub.pseudonyms.identifiers import (
     parse_identifier,
 )
 from hub.pseudonyms.keyring import KeyMaterial, Keyring, KeyringStatus, KeySource
-from hub.pseudonyms.pseudonymiser import Pseudonymiser
+from hub.pseudonyms.pseudonymiser import (
+    Pseudonymiser,
+    is_v2_text,
+    open_pseudonymiser,
+    parse_pseudonym_text,
+    pseudonym_text,
+)
 
 __all__ = [
     "Identifier",
@@ -24,5 +30,9 @@ __all__ = [
     "KeyringStatus",
     "Pseudonymiser",
     "cf_birth_year_and_sex",
+    "is_v2_text",
+    "open_pseudonymiser",
     "parse_identifier",
+    "parse_pseudonym_text",
+    "pseudonym_text",
 ]

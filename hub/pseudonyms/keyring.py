@@ -7,7 +7,8 @@ File format (JSON, ``format = 1``)::
      "nonce": b64, "ciphertext": b64}
 
 The ciphertext is AES-256-GCM over the JSON payload
-``{"current_epoch": 1, "epochs": {"1": {"secret": b64, "created": iso}}}``, with the
+``{"current_epoch": 1, "epochs": {"1": {"secret": b64, "created": iso}}, "record_secret": b64}``,
+with the
 header (format and kdf) as associated data, so tampering with either is detected.
 The file-encryption key is a raw 32-byte key (env ``RACCORDO_KEYRING_KEY`` or a
 key file) or derived from a passphrase with scrypt.
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from hub.errors import KeyringError
+from hub.pseudonyms import group
 
 KEY_ENV = "RACCORDO_KEYRING_KEY"
 PASSPHRASE_ENV = "RACCORDO_KEYRING_PASSPHRASE"  # noqa: S105 - a variable name
@@ -74,7 +76,8 @@ class KeySource:
             "no key to unlock the keyring",
             where=str(key_file) if key_file else None,
             hint=f"set {KEY_ENV} (a base64 32-byte key) or {PASSPHRASE_ENV}, or point "
-            "keyring_key_file in raccordo.toml to the key file created by `raccordo keys init`",
+            "keyring_key_file in raccordo.toml to the key file created by `raccordo keys init`; "
+            "a consortium worker holds no keys: it sets [hub] pseudonymiser_url instead",
         )
 
     @classmethod
@@ -137,12 +140,16 @@ class Keyring:
         header: dict[str, Any],
         current: int,
         epochs: dict[int, KeyMaterial],
+        record_secret: bytes,
     ) -> None:
         self.path = path
         self._source = source
         self._header = header
         self._current = current
         self._epochs = epochs
+        #: Keys source-record hashes; it does not rotate with the epochs (a source record
+        #: keeps its key hash for ever, else a sync after a rotation would duplicate it).
+        self._record_secret = record_secret
 
     def __repr__(self) -> str:
         return f"Keyring({str(self.path)!r}, epochs={sorted(self._epochs)})"
@@ -170,7 +177,8 @@ class Keyring:
         else:
             header = {"format": FORMAT, "kdf": {"kind": "raw-key"}}
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        ring = cls(path, source, header, 1, {1: KeyMaterial(1, secrets.token_bytes(32), now)})
+        first = secrets.token_bytes(32)
+        ring = cls(path, source, header, 1, {1: KeyMaterial(1, first, now)}, first)
         ring._save()
         return ring
 
@@ -180,7 +188,8 @@ class Keyring:
             raise KeyringError(
                 "keyring file not found",
                 where=str(path),
-                hint="create it with `raccordo keys init` (or `raccordo init`)",
+                hint="create it with `raccordo keys init` (or `raccordo init`); a consortium "
+                "worker holds no keys: it sets [hub] pseudonymiser_url instead",
             )
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -211,7 +220,11 @@ class Keyring:
             int(e): KeyMaterial(int(e), _b64d(v["secret"]), v["created"])
             for e, v in payload["epochs"].items()
         }
-        return cls(path, source, header, int(payload["current_epoch"]), epochs)
+        if "record_secret" in payload:
+            record_secret = _b64d(payload["record_secret"])
+        else:  # written before v2: record keys were derived from epoch 1, the first one
+            record_secret = epochs[min(epochs)].secret
+        return cls(path, source, header, int(payload["current_epoch"]), epochs, record_secret)
 
     def rotate(self) -> int:
         """Add a new epoch and make it current (old epochs stay, for conversion)."""
@@ -221,6 +234,19 @@ class Keyring:
         self._current = new
         self._save()
         return new
+
+    def retire(self, epoch: int) -> None:
+        """Destroy the secret of ``epoch`` (the caller checked that no pseudonym uses it)."""
+        if epoch not in self._epochs:
+            raise KeyringError(f"the keyring has no epoch {epoch}", where=str(self.path))
+        if epoch == self._current:
+            raise KeyringError(
+                f"epoch {epoch} is the current one and cannot be retired",
+                where=str(self.path),
+                hint="run `raccordo keys rotate` first; it moves every pseudonym to a new epoch",
+            )
+        del self._epochs[epoch]
+        self._save()
 
     # -- use ------------------------------------------------------------------
     @property
@@ -241,6 +267,75 @@ class Keyring:
             self._epochs[e].secret
         )
 
+    def _material(self, epoch: int | None) -> KeyMaterial:
+        e = self._current if epoch is None else epoch
+        if e not in self._epochs:
+            raise KeyringError(
+                f"the keyring has no epoch {e}"
+                + (" (it was retired)" if self._epochs and e < max(self._epochs) else ""),
+                where=str(self.path),
+                hint="`raccordo keys status` lists the epochs it holds",
+            )
+        return self._epochs[e]
+
+    def pseudonym_scalar(self, domain: str, epoch: int | None = None) -> bytes:
+        """``k[domain, epoch]``: the v2 pseudonym key, a ristretto255 scalar.
+
+        HKDF-SHA512 of the epoch's secret (info ``raccordo/v2|pseudonym|DOMAIN``), 64
+        bytes reduced modulo the group order, so it is uniform.
+        """
+        info = b"raccordo/v2|pseudonym|" + domain.encode()
+        wide = HKDF(algorithm=hashes.SHA512(), length=64, salt=None, info=info).derive(
+            self._material(epoch).secret
+        )
+        return group.scalar_from_wide(wide)
+
+    def conversion_factor(
+        self, from_domain: str, from_epoch: int, to_domain: str, to_epoch: int
+    ) -> bytes:
+        """``k[to] · k[from]⁻¹``: turns pseudonyms of one (domain, epoch) into another's."""
+        return group.scalar_mul(
+            self.pseudonym_scalar(to_domain, to_epoch),
+            group.scalar_invert(self.pseudonym_scalar(from_domain, from_epoch)),
+        )
+
+    def stable_factor(self, domain: str, epoch: int | None = None) -> bytes:
+        """``k_ref[domain] · k[domain, epoch]⁻¹``, where ``k_ref`` comes from the record
+        secret and never rotates: ``factor · P`` is the same for a person in every epoch.
+
+        Only used inside keyed hashes (entity and record keys built from pseudonyms), so that
+        they survive a rotation. It reveals nothing about ``k`` (a ratio of two secret
+        scalars) and cannot compute a pseudonym from an identifier.
+        """
+        info = b"raccordo/v2|stable|" + domain.encode()
+        wide = HKDF(algorithm=hashes.SHA512(), length=64, salt=None, info=info).derive(
+            self._record_secret
+        )
+        return group.scalar_mul(
+            group.scalar_from_wide(wide),
+            group.scalar_invert(self.pseudonym_scalar(domain, epoch)),
+        )
+
+    def record_key(self, domain: str, client: str | None = None) -> bytes:
+        """HMAC key of source-record keys: per domain, and per client of the service.
+
+        Without ``client`` it is the key v1 used for epoch 1 (``raccordo/v1|record-key|D``),
+        so key hashes already in a registry stay valid. A remote client gets its own key
+        (``...|client=ID``): a consortium's worker can only compute its own records' hashes.
+        """
+        info = b"raccordo/v1|record-key|" + domain.encode()
+        if client is not None:
+            info += b"|client=" + client.encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+            self._record_secret
+        )
+
+    def audit_key(self) -> bytes:
+        """Key of the digests written in the service's audit log (never a pseudonym key)."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"raccordo/v2|audit-digest"
+        ).derive(self._record_secret)
+
     def status(self) -> KeyringStatus:
         return KeyringStatus(
             path=str(self.path),
@@ -259,6 +354,7 @@ class Keyring:
                     str(e): {"secret": _b64e(m.secret), "created": m.created}
                     for e, m in self._epochs.items()
                 },
+                "record_secret": _b64e(self._record_secret),
             }
         ).encode()
         nonce = secrets.token_bytes(12)

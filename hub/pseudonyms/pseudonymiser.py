@@ -1,70 +1,204 @@
-"""Keyed pseudonyms: HMAC-SHA256 with a key per domain and epoch (docs/pseudonymisation.md)."""
+"""Pseudonyms v2: ``k[domain, epoch] · H("raccordo/v2|TYPE|namespace|value")`` on ristretto255.
+
+A pseudonym is a group element (32 bytes) beside the epoch of the key that made it. Being a
+group element, it can be converted without the identifier by whoever holds the keys: to a
+new epoch (``k_new · k_old⁻¹``, key rotation) or to another domain (``k_B · k_A⁻¹``,
+exchange between districts). See ``docs/pseudonymisation.md``.
+
+One type, :class:`Pseudonymiser`, in two ways:
+
+* built from a :class:`Keyring` (*embedded*: the keys are on this machine, as in the demo);
+* :class:`hub.pseudonyms.remote.RemotePseudonymiser` (*remote*: a consortium worker blinds
+  each identifier and the district's pseudonymisation service applies the key).
+
+:func:`open_pseudonymiser` picks one from ``raccordo.toml``. Source-record keys stay keyed
+HMACs (:meth:`Pseudonymiser.key_hash`): they never leave their registry.
+"""
 
 from __future__ import annotations
 
 import binascii
 import hashlib
 import hmac
+import os
 from collections.abc import Sequence
-from functools import lru_cache
+from typing import TYPE_CHECKING
 
+from hub.pseudonyms import group
 from hub.pseudonyms.identifiers import Identifier, IdentifierType
 from hub.pseudonyms.keyring import Keyring
 
+if TYPE_CHECKING:
+    from hub.config import Config
+
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+#: Text form of a v2 pseudonym: ``v2.<epoch>.<base64url of the 32 bytes>``.
+TEXT_PREFIX = "v2."
+#: Distinct identifiers remembered per pseudonymiser (32 bytes each plus the key).
+CACHE_SIZE = 200_000
+TOKEN_ENV = "RACCORDO_PSEUDONYMISER_TOKEN"  # noqa: S105 - a variable name
 
 
-def _b64(d: bytes) -> str:
+def b64url(d: bytes) -> str:
     """Unpadded base64url (what ``base64.urlsafe_b64encode`` gives, in one C call)."""
     return binascii.b2a_base64(d, newline=False).translate(_URLSAFE).decode().rstrip("=")
 
 
-class Pseudonymiser:
-    """Turns identifiers into pseudonyms of one domain (a district registry).
+def unb64url(s: str) -> bytes:
+    return binascii.a2b_base64(s.translate(str.maketrans("-_", "+/")) + "=" * (-len(s) % 4))
 
-    ``pseudonym`` = ``f"{epoch}." + b64url(HMAC(k, "v1|TYPE|namespace|value"))``
-    where ``k`` is derived by HKDF from the epoch's secret for this domain.
+
+def pseudonym_text(epoch: int, raw: bytes) -> str:
+    """The text form stored by today's registry: ``v2.<epoch>.<base64url>``."""
+    return f"{TEXT_PREFIX}{epoch}.{b64url(raw)}"
+
+
+def parse_pseudonym_text(text: str) -> tuple[int, bytes]:
+    """``(epoch, 32 bytes)`` of a v2 text pseudonym; ``ValueError`` for anything else."""
+    if not text.startswith(TEXT_PREFIX):
+        raise ValueError("not a v2 pseudonym")
+    epoch_text, _, body = text[len(TEXT_PREFIX) :].partition(".")
+    try:
+        epoch, raw = int(epoch_text), unb64url(body)
+    except (ValueError, binascii.Error):
+        raise ValueError("not a v2 pseudonym") from None
+    if not group.is_element(raw):
+        raise ValueError("not a v2 pseudonym")
+    return epoch, raw
+
+
+def is_v2_text(text: str) -> bool:
+    try:
+        parse_pseudonym_text(text)
+    except ValueError:
+        return False
+    return True
+
+
+def hash_input(identifier: Identifier, domain: str) -> bytes:
+    """``"raccordo/v2|TYPE|namespace|value"``.
+
+    A LOCAL id's namespace is its ente *inside its domain* (``DOMAIN/ENTE``): the same
+    ente number in two districts is two unrelated namespaces, so a LOCAL pseudonym converted
+    to another domain matches nothing there (conversion also refuses them outright).
     """
+    if identifier.type is IdentifierType.NONE:
+        raise ValueError("an absent identifier has no pseudonym")
+    namespace = identifier.namespace or ""
+    if identifier.type is IdentifierType.LOCAL:
+        namespace = f"{domain}/{namespace}"
+    return group.H2G_PREFIX + f"{identifier.type.value}|{namespace}|{identifier.value}".encode()
+
+
+class Pseudonymiser:
+    """Turns identifiers into pseudonyms of one domain (a district registry) and epoch.
+
+    ``Pseudonymiser(keyring, domain)`` is the embedded one; the remote one is the subclass
+    :class:`hub.pseudonyms.remote.RemotePseudonymiser`. Both give the same pseudonyms.
+    """
+
+    domain: str
+    epoch: int
 
     def __init__(self, keyring: Keyring, domain: str, epoch: int | None = None) -> None:
         self.domain = domain
         self.epoch = keyring.current_epoch if epoch is None else epoch
-        self._pkey = keyring.domain_key(domain, self.epoch, purpose="pseudonym")
-        self._rkey = keyring.domain_key(domain, self.epoch, purpose="record-key")
-        self._cached = lru_cache(maxsize=200_000)(self._compute)
+        self._scalar = keyring.pseudonym_scalar(domain, self.epoch)
+        self._init_common(keyring.record_key(domain), keyring.stable_factor(domain, self.epoch))
+
+    def _init_common(self, record_key: bytes, stable_factor: bytes) -> None:
+        self._rkey = record_key
+        self._stable_factor = stable_factor
+        self._cache: dict[tuple[str, str, str], bytes] = {}
 
     def __repr__(self) -> str:
-        return f"Pseudonymiser(domain={self.domain!r}, epoch={self.epoch})"
+        return f"{type(self).__name__}(domain={self.domain!r}, epoch={self.epoch})"
 
-    def _compute(self, kind: str, namespace: str, value: str) -> str:
-        msg = f"v1|{kind}|{namespace}|{value}".encode()
-        return f"{self.epoch}." + _b64(hmac.digest(self._pkey, msg, hashlib.sha256))
+    # -- the key holder's step (overridden by the remote client) ---------------
+    def _apply_key(self, elements: list[bytes]) -> list[bytes]:
+        """``k · e`` for each element ``e = H(x)``."""
+        k = self._scalar
+        return [group.multiply(k, e) for e in elements]
+
+    # -- the API ----------------------------------------------------------------
+    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]:
+        """The 32-byte pseudonym of each identifier, in order (one per input).
+
+        Repeated identifiers are computed once; ``NONE`` raises ``ValueError``.
+        """
+        keys = [(i.type.value, i.namespace or "", i.value) for i in identifiers]
+        todo: dict[tuple[str, str, str], Identifier] = {}
+        for key, ident in zip(keys, identifiers, strict=True):
+            if key not in self._cache and key not in todo:
+                todo[key] = ident
+        if todo:
+            elements = [group.hash_to_group(hash_input(i, self.domain)) for i in todo.values()]
+            results = self._apply_key(elements)
+            if len(self._cache) + len(todo) > CACHE_SIZE:
+                self._cache.clear()
+            self._cache.update(zip(todo, results, strict=True))
+            if len(todo) > CACHE_SIZE:  # a huge batch: answer from this call's results
+                fresh = dict(zip(todo, results, strict=True))
+                return [self._cache.get(k) or fresh[k] for k in keys]
+        return [self._cache[k] for k in keys]
 
     def pseudonym(self, identifier: Identifier) -> str:
-        if identifier.type is IdentifierType.NONE:
-            raise ValueError("an absent identifier has no pseudonym")
-        return self._cached(identifier.type.value, identifier.namespace or "", identifier.value)
-
-    # -- batch interface (engine v2, hub/pseudonyms/stage.py) ------------------------
-    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]:
-        """Raw 32-byte pseudonyms of distinct validated identifiers, one per input.
-
-        The digest is the one :meth:`pseudonym` encodes as text (``f"{epoch}." +
-        b64url(digest)``). The batch stage (:mod:`hub.pseudonyms.stage`) calls this once
-        per batch with each distinct identifier; an implementation may answer remotely.
-        """
-        key = self._pkey
-        out: list[bytes] = []
-        for ident in identifiers:
-            if ident.type is IdentifierType.NONE:
-                raise ValueError("an absent identifier has no pseudonym")
-            msg = f"v1|{ident.type.value}|{ident.namespace or ''}|{ident.value}".encode()
-            out.append(hmac.digest(key, msg, hashlib.sha256))
-        return out
-
-    # -- end of batch interface -----------------------------------------------------
+        """Text form ``v2.<epoch>.<base64url>`` (what today's registry stores)."""
+        return pseudonym_text(self.epoch, self.pseudonymise_many([identifier])[0])
 
     def key_hash(self, *parts: str) -> str:
-        """Keyed hash of a source record key (which may contain identifiers)."""
-        msg = "\x1f".join(parts).encode()
-        return f"k{self.epoch}." + _b64(hmac.digest(self._rkey, msg, hashlib.sha256))
+        """Keyed hash of a source record key (which may contain identifiers), or of an
+        entity key (which may contain pseudonyms).
+
+        A part that is a v2 pseudonym of this epoch is first made epoch-independent
+        (:meth:`Keyring.stable_factor`), so a key hash built from pseudonyms does not change
+        when the keys rotate: a sync after a rotation finds the same rows.
+        """
+        msg = "\x1f".join(self._stable(p) for p in parts).encode()
+        return "k1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256))
+
+    def _stable(self, part: str) -> str:
+        if not part.startswith(TEXT_PREFIX):
+            return part
+        try:
+            epoch, raw = parse_pseudonym_text(part)
+        except ValueError:
+            return part
+        if epoch != self.epoch:
+            raise ValueError(
+                f"a key part is a pseudonym of epoch {epoch}, this pseudonymiser is of "
+                f"epoch {self.epoch}"
+            )
+        return "s." + b64url(group.multiply(self._stable_factor, raw))
+
+
+def open_pseudonymiser(
+    config: Config, keyring: Keyring | None = None, *, token: str | None = None
+) -> Pseudonymiser:
+    """The pseudonymiser ``raccordo.toml`` asks for.
+
+    ``[hub] pseudonymiser_url`` set: the remote client of that service, with ``token`` (e.g.
+    the password of an Airflow Connection, read by the task) or else the one in the
+    environment variable named by ``pseudonymiser_token_env``; the keyring is not opened (a
+    worker has none). Otherwise the embedded one over the local keyring.
+    """
+    hub = config.hub
+    if hub.pseudonymiser_url:
+        from hub.pseudonyms.remote import RemotePseudonymiser, ServiceError
+
+        token = token or os.environ.get(hub.pseudonymiser_token_env, "")
+        if not token:
+            raise ServiceError(
+                "no token for the pseudonymisation service",
+                where=f"{config.path} [hub] pseudonymiser_url",
+                hint=f"set {hub.pseudonymiser_token_env} to the token given by "
+                "`raccordo pseudonymiser add-client` (or the Airflow Connection's password)",
+            )
+        return RemotePseudonymiser(
+            hub.pseudonymiser_url, token, expect_domain=config.pseudonym_domain
+        )
+    if keyring is None:
+        from hub.pseudonyms.keyring import KeySource
+
+        keyring = Keyring.open(config.keyring_path, KeySource.from_env(config.keyring_key_file))
+    return Pseudonymiser(keyring, config.pseudonym_domain)

@@ -15,7 +15,6 @@ dropped here, so nothing downstream can see them.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from hub.pseudonyms.identifiers import (
     cf_birth_year_and_sex,
     parse_identifier,
 )
+from hub.pseudonyms.pseudonymiser import pseudonym_text
 
 #: Marker stored in place of an identifier that could not be pseudonymised.
 INVALID_MARKER = "<invalid identifier removed>"
@@ -45,8 +45,6 @@ TYPE_ALIASES = {
 
 #: A run forgets remembered identifier outcomes beyond this many (memory bound).
 CACHE_SIZE = 200_000
-
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class BatchPseudonymiser(Protocol):
@@ -65,12 +63,6 @@ def identifier_type_named(word: str) -> IdentifierType:
     if w in TYPE_ALIASES:
         return TYPE_ALIASES[w]
     return IdentifierType(w.replace(" ", "_"))
-
-
-def pseudonym_text(epoch: int, digest: bytes) -> str:
-    """The registry's text form of a pseudonym: ``f"{epoch}." + unpadded base64url``."""
-    b64 = binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode().rstrip("=")
-    return f"{epoch}.{b64}"
 
 
 @dataclass(frozen=True, slots=True)

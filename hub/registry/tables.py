@@ -342,7 +342,7 @@ obs_refresh = sa.Table(
 )
 
 
-#: Every column that holds a pseudonym (``f"{epoch}." + base64url(32-byte digest)``), as
+#: Every column that holds a pseudonym (``f"v2.{epoch}." + base64url(32 bytes)``), as
 #: ``(table, column)``. Key rotation (re-pseudonymising a registry for a new epoch) rewrites
 #: exactly these, plus the ``payload`` JSON of ``quarantine`` rows (identifier fields hold
 #: pseudonyms there too; quarantine rows expire, so rotation may also purge them). Keyed

@@ -36,7 +36,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from hub.config import Config
 from hub.pipeline import open_keyring
-from hub.pseudonyms import Pseudonymiser
+from hub.pseudonyms import Pseudonymiser, open_pseudonymiser
 from hub.registry import Registry
 from hub.schema.models import Need, ServiceGiven
 from hub.web import accounts, intake, restituzione
@@ -150,7 +150,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
     state = WebState(
         config=config,
         engine=registry.engine,
-        pseudonymiser=Pseudonymiser(keyring, config.pseudonym_domain),
+        pseudonymiser=open_pseudonymiser(config, keyring),
         comuni=comuni,
         limiter=LoginLimiter(web.login_attempts, web.login_window_minutes * 60),
         writer=intake.IntakeWriter(registry.engine),

@@ -84,3 +84,87 @@ def test_never_overwrites(tmp_path: Path, keyring: Keyring) -> None:
         Keyring.create(tmp_path / "k.json", KeySource(key=b"x" * 32))
     with pytest.raises(KeyringError, match="refusing"):
         KeySource.generate_key_file(tmp_path / "k.key")
+
+
+# --- v2 additions: record keys, retiring, rotation-stable key hashes, service limits ------
+def test_record_key_of_an_epoch_1_keyring_is_the_v1_one(keyring: Keyring) -> None:
+    assert keyring.record_key("D") == keyring.domain_key("D", 1, purpose="record-key")
+    assert keyring.record_key("D", client="C1") != keyring.record_key("D")
+
+
+def test_retire_refuses_the_current_or_an_unknown_epoch(keyring: Keyring, tmp_path: Path) -> None:
+    with pytest.raises(KeyringError, match="current one"):
+        keyring.retire(1)
+    keyring.rotate()
+    with pytest.raises(KeyringError, match="no epoch 7"):
+        keyring.retire(7)
+    keyring.retire(1)
+    again = Keyring.open(tmp_path / "k.json", KeySource.from_env(tmp_path / "k.key"))
+    assert again.epochs == (2,)
+    with pytest.raises(KeyringError, match="retired"):
+        Pseudonymiser(again, "D1", epoch=1)
+
+
+def test_entity_key_hashes_survive_a_rotation(keyring: Keyring) -> None:
+    ident = parse_identifier(CF)
+    old = Pseudonymiser(keyring, "D1")
+    keyring.rotate()
+    new = Pseudonymiser(keyring, "D1")
+    p_old, p_new = old.pseudonym(ident), new.pseudonym(ident)
+    assert p_old != p_new
+    assert old.key_hash("subject", p_old) == new.key_hash("subject", p_new)
+    other = new.pseudonym(parse_identifier("RSSMRA80A01H501U".replace("H501U", "F205X")))
+    assert new.key_hash("subject", other) != new.key_hash("subject", p_new)
+    with pytest.raises(ValueError, match="epoch 1"):
+        new.key_hash("subject", p_old)
+
+
+def _service(tmp_path: Path, keyring: Keyring, now: list[float], **limits: int):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from hub.pseudonyms.service import add_client, create_service_app, load_clients
+
+    clients = tmp_path / "clients.json"
+    if not clients.exists():
+        token = add_client(clients, {"id": "c", "domain": "D1", **limits})
+        (tmp_path / "token").write_text(token)
+    app = create_service_app(
+        keyring, load_clients(clients), tmp_path / "logs", clock=lambda: now[0]
+    )
+    client = TestClient(app)
+    client.headers["Authorization"] = f"Bearer {(tmp_path / 'token').read_text()}"
+    return client
+
+
+def _elements(n: int) -> list[str]:
+    from hub.pseudonyms import group
+    from hub.pseudonyms.pseudonymiser import b64url
+
+    return [b64url(group.hash_to_group(b"%d" % i)) for i in range(n)]
+
+
+def test_rate_limit_refuses_then_recovers(tmp_path: Path, keyring: Keyring) -> None:
+    import time
+
+    now = [time.time()]
+    svc = _service(tmp_path, keyring, now, per_minute=100)
+    assert svc.post("/v1/evaluate", json={"elements": _elements(80)}).status_code == 200
+    r = svc.post("/v1/evaluate", json={"elements": _elements(30)})
+    assert r.status_code == 429 and "per minute" in r.json()["error"]
+    now[0] += 61
+    assert svc.post("/v1/evaluate", json={"elements": _elements(30)}).status_code == 200
+    log = (tmp_path / "logs" / "requests.jsonl").read_text()
+    assert log.count('"refused_rate"') == 1
+
+
+def test_quota_is_counted_again_after_a_restart(tmp_path: Path, keyring: Keyring) -> None:
+    import time
+
+    now = [time.time()]
+    svc = _service(tmp_path, keyring, now, daily_quota=100)
+    assert svc.post("/v1/evaluate", json={"elements": _elements(90)}).status_code == 200
+    restarted = _service(tmp_path, keyring, now, daily_quota=100)
+    assert restarted.post("/v1/evaluate", json={"elements": _elements(20)}).status_code == 429
+    now[0] += 24 * 3600 + 1
+    later = _service(tmp_path, keyring, now, daily_quota=100)
+    assert later.post("/v1/evaluate", json={"elements": _elements(20)}).status_code == 200
