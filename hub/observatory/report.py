@@ -21,6 +21,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from hub.observatory.charts import svg_bars
+from hub.observatory.comuni import Comune
 from hub.observatory.disclosure import (
     SUPPRESSED,
     Ledger,
@@ -31,9 +33,8 @@ from hub.observatory.disclosure import (
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import release_tables
 from hub.observatory.table import Period, Table, column_of, row_of
-from hub.web.comuni import Comune
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
 
 
@@ -77,8 +78,6 @@ def comune_tables(district: list[Table], comune: str) -> list[Table]:
 
 def _bars(pt: ProtectedTable) -> str:
     """Bar chart of the shown row totals (suppressed ones are left out, and said so)."""
-    from hub.web.dashboard import svg_bars
-
     labels = list(pt.spec.row_headings)
     values: list[int | None] = [v if isinstance(v, int) else None for v in pt.row_totals]
     return svg_bars(labels, values, title=pt.spec.title)

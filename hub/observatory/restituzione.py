@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from hub.observatory.comuni import Comune
 from hub.registry import tables as t
-from hub.web.comuni import Comune
 
 #: Marker of a suppressed cell (distinct from 0 and from missing).
 SUPPRESSED = None
