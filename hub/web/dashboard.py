@@ -9,16 +9,17 @@ script, no network.
 from __future__ import annotations
 
 import datetime as dt
-import html
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from hub.observatory.charts import svg_bars
+from hub.observatory.comuni import Comune
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import latest_year, release_tables
+from hub.observatory.report import with_comune_names
 from hub.observatory.table import Period, Table
 from hub.registry import tables as t
-from hub.web.comuni import Comune
 from hub.web.i18n import gettext
 
 
@@ -84,34 +85,6 @@ def comune_needs(engine: sa.Engine, year: int, comune: str) -> list[tuple[str, i
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
-def svg_bars(labels: list[str], values: list[int | None], *, title: str) -> str:
-    """A horizontal bar chart (SVG) of non-missing values."""
-    items = [(lab, v) for lab, v in zip(labels, values, strict=True) if v is not None][:20]
-    if not items:
-        return ""
-    top = max(v for _, v in items) or 1
-    row, label_w, bar_w = 22, 210, 330
-    height = row * len(items) + 8
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {label_w + bar_w + 70} {height}" '
-        f'role="img" aria-label="{html.escape(title)}" class="raccordo-chart">'
-    ]
-    for i, (lab, v) in enumerate(items):
-        y = 4 + i * row
-        w = max(1.0, bar_w * v / top)
-        short = lab if len(lab) <= 30 else lab[:29] + "…"
-        parts.append(
-            f'<text x="{label_w - 6}" y="{y + 15}" font-size="12" text-anchor="end" '
-            f'fill="#17324d">{html.escape(short)}</text>'
-            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="15" fill="#0066cc">'
-            f"<title>{html.escape(lab)}: {v}</title></rect>"
-            f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12" '
-            f'fill="#17324d">{v:,}</text>'.replace(",", ".")
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def build(
     engine: sa.Engine,
     comuni: dict[str, Comune],
@@ -127,8 +100,6 @@ def build(
     d = Dashboard(year=year, years=years, org=org, orgs=orgs, comune=comune)
     if year is None:
         return d
-    from hub.observatory.report import with_comune_names
-
     d.tables = [
         with_comune_names(tb, comuni) for tb in release_tables(engine, Period.year(year), org=org)
     ]
