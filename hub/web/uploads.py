@@ -166,7 +166,7 @@ def check_rows(
                 gettext("«%(column)s»: write one or more of %(values)s, separated by |.")
                 % {
                     "column": gettext(COLUMN_LABELS["bisogni"]),
-                    "values": ", ".join(gettext(v) for v in NEED_LABELS.values()),
+                    "values": ", ".join(f"«{gettext(v)}»" for v in NEED_LABELS.values()),
                 }
             )
         if bad_services:
@@ -174,7 +174,7 @@ def check_rows(
                 gettext("«%(column)s»: write one or more of %(values)s, separated by |.")
                 % {
                     "column": gettext(COLUMN_LABELS["servizi"]),
-                    "values": ", ".join(gettext(v) for v in SERVICE_LABELS.values()),
+                    "values": ", ".join(f"«{gettext(v)}»" for v in SERVICE_LABELS.values()),
                 }
             )
         on = parse_date(row.get("data", ""))
@@ -215,7 +215,7 @@ def check_rows(
 def _items(cell: str, vocab: dict[str, str]) -> tuple[list[str], list[str]]:
     good: list[str] = []
     bad: list[str] = []
-    for part in cell.replace(",", "|").split("|"):
+    for part in cell.split("|"):
         if not part.strip():
             continue
         code = vocab.get(_norm(part))
