@@ -71,6 +71,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
     errors.install(app)
     for module in (auth, entries, upload, tokens, admin, dashboard, api):
         app.include_router(module.router)
+    app.include_router(api.docs_router)
     if STATIC.exists():
         app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     # Outermost last: the last resort wraps everything, the body cap comes before any route.

@@ -12,7 +12,7 @@ log = logging.getLogger("raccordo.web")
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
     "base-uri 'self'; object-src 'none'"
 )
 NO_STORE_PREFIXES = ("/api/", "/schede", "/restituzione", "/caricamento", "/admin", "/cruscotto")

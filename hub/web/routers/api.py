@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -55,6 +56,7 @@ class ComuneOut(BaseModel):
 
 _bearer = HTTPBearer(auto_error=False, description="Token of an organisation (rac_...)")
 router = APIRouter(prefix="/api/v1", tags=["entries"])
+docs_router = APIRouter()
 unauthorised: dict[int | str, dict[str, Any]] = {401: {"model": ApiError}}
 
 
@@ -132,6 +134,14 @@ def delete_entry(entry_id: RowId, org: Org, state: State) -> Response:
     if not intake.delete(state.engine, entry_id, org=org):
         raise HTTPException(404, "no such entry")
     return Response(status_code=204)
+
+
+@docs_router.get("/api/docs", include_in_schema=False)
+def api_docs(request: Request) -> HTMLResponse:
+    """Swagger UI, served from the app's own static files (allowed by its CSP)."""
+    templates = request.app.state.templates
+    response: HTMLResponse = templates.TemplateResponse(request, "api_docs.html", {})
+    return response
 
 
 @router.get("/comuni", tags=["vocabularies"], responses=unauthorised)
