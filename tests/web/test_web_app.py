@@ -450,3 +450,20 @@ def test_an_entry_is_changed_by_its_organisation_only(login: Login, web_config: 
     a.post(f"/schede/{row.id}/modifica", data=data2)
     (other,) = _entries(web_config)
     assert other.subject != row.subject and other.birth_year == 1990
+
+
+def test_restituzione_goes_through_the_observatory_ledger(login: Login, web_config: Config) -> None:
+    import json
+
+    op = login("op-a")
+    for cf in (CF_1, CF_2):
+        op.post("/schede", data=entry_form(op, identifier=cf))
+    op.get("/restituzione")
+    ledger = json.loads(web_config.ledger_path.read_text(encoding="utf-8"))
+    labels = [r["label"] for r in ledger["releases"]]
+    assert labels == ["restituzione ETS-A tutto"]
+    # the suppressed cells are recorded as such (withheld), their true values kept
+    assert any("schede_ets|comune=003106|org=ETS-A" in k for k in ledger["values"])
+    op.get("/restituzione")  # nothing new to tell: nothing recorded
+    again = json.loads(web_config.ledger_path.read_text(encoding="utf-8"))
+    assert len(again["releases"]) == 1

@@ -298,7 +298,13 @@ def delete_entry(
 @router.get("/restituzione")
 def restituzione_page(request: Request, user: EtsUser, state: State) -> HTMLResponse:
     assert user.org
+    config = state.config
     data = restituzione.build(
-        state.engine, user.org, state.comuni, k=state.config.settings.observatory.k
+        state.engine,
+        user.org,
+        state.comuni,
+        k=config.settings.observatory.k,
+        district=config.hub.district,
+        ledger_path=config.ledger_path,
     )
     return render(request, "restituzione.html", r=data)
