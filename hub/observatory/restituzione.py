@@ -29,7 +29,7 @@ SUPPRESSED = None
 
 
 @contextlib.contextmanager
-def _locked(ledger_path: Path | None) -> Iterator[Ledger]:
+def locked_ledger(ledger_path: Path | None) -> Iterator[Ledger]:
     """The ledger, loaded and saved under an exclusive lock (web workers share it)."""
     if ledger_path is None:
         yield Ledger()
@@ -240,7 +240,7 @@ def build(
             total=len(need_rows),
         ),
     ]
-    with _locked(ledger_path) as ledger:
+    with locked_ledger(ledger_path) as ledger:
         release = protect_release(tables, k, ledger)
         if _new_information(ledger, release):
             ledger.record(release, f"restituzione {org} {year if year is not None else 'tutto'}")

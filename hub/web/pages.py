@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from hub.observatory.charts import it_number
+from hub.observatory.report import italian_note
 from hub.web import accounts
 from hub.web.accounts import User
 from hub.web.i18n import gettext, ngettext, translations
@@ -51,6 +52,7 @@ def make_templates(state: WebState) -> Jinja2Templates:
         district_name=config.hub.district_name or config.hub.district,
         vendor_ok=(VENDOR / "css" / "bootstrap-italia.min.css").exists(),
         ngettext=ngettext,
+        note=italian_note,
     )
     return templates
 

@@ -80,6 +80,26 @@ def test_a_consortium_analyst_sees_only_that_consortium(demo: Config) -> None:
     assert "3.374" in section  # still CISS Borgomanero's figures, not CBV's
 
 
+def test_each_chart_table_downloads_through_disclosure_control(demo: Config) -> None:
+    import json
+
+    c = _client(demo, "analista")
+    page = c.get("/cruscotto?anno=2022").text
+    assert "/cruscotto/tabella/ets_contatti_comune_mese.csv?anno=2022" in page
+    r = c.get("/cruscotto/tabella/ets_contatti_comune_mese.csv?anno=2022")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.lstrip("\ufeff").splitlines()
+    assert lines[-1].startswith("Totale;")
+    assert "<5" in r.text  # small cells hidden, as in the open data
+    ledger = json.loads(demo.ledger_path.read_text(encoding="utf-8"))
+    assert any(
+        x["label"].startswith("cruscotto ets_contatti_comune_mese 2022") for x in ledger["releases"]
+    )
+    assert c.get("/cruscotto/tabella/nope.csv?anno=2022").status_code == 404
+    # an unknown comune in the filter is said, not silently ignored
+    assert "Comune sconosciuto" in c.get("/cruscotto?anno=2022&comune=Atlantide").text
+
+
 def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
     c = _client(demo, "caritas")
     assert c.get("/cruscotto").status_code == 403

@@ -51,6 +51,7 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("POST", "/admin/organisations/{code}", {"admin"}),
     ("POST", "/admin/users/{user_id}", {"admin"}),
     ("POST", "/admin/users/{user_id}/password", {"admin"}),
+    ("GET", "/cruscotto/tabella/{table_id}.csv", {"analyst", "admin"}),
 ]
 PUBLIC = {"/", "/login", "/logout", "/healthz", "/static"}
 ROLE_USER = {"admin": "admin", "analyst": "analista", "ets": "op-a"}
@@ -89,6 +90,7 @@ def test_roles_on_every_route(
         .replace("{user_id}", "1")
         .replace("{job}", "x")
         .replace("{code}", "ETS-A")
+        .replace("{table_id}", "prese_in_carico")
     )
     # Anonymous: sent to the login page, never served.
     r = app_client.request(method, url, follow_redirects=False)
