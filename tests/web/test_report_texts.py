@@ -42,3 +42,24 @@ def test_report_is_italian_and_explains_empty_tables(web_config: Config, tmp_pat
         assert english not in html
     sections = re.findall(r'<section class="table">.*?</section>', html, re.S)
     assert sections and all("Nessun dato per il 2026" in s for s in sections)
+
+
+def test_map_legend_classes_are_sensible() -> None:
+    from hub.observatory.geo import shapes, svg_map
+
+    comuni = load_comuni()
+    codes = list(comuni)[:8]
+    values = {c: v for c, v in zip(codes, [0, 0, 0, 0.4, 1.2, 2.5, 3.1, 7.75], strict=True)}
+    svg = svg_map(
+        shapes(codes),
+        values,
+        {c: comuni[c].name for c in codes},
+        title="t",
+        unit="ogni 1.000 residenti",
+        missing_label="nessun dato",
+    )
+    legend = re.findall(r'font-size="13" fill="#17324d">([^<]+)</text>', svg)
+    assert "0,0 – 0,0" not in svg
+    assert legend[0] == "0" and legend[-1] == "nessun dato"
+    assert all(t.startswith("oltre ") for t in legend[1:-1])
+    assert "7,75" in legend[-2]
