@@ -85,6 +85,53 @@ def comune_needs(engine: sa.Engine, year: int, comune: str) -> list[tuple[str, i
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
+def with_form_labels(tb: Table) -> Table:
+    """Needs and services under the very labels of the entry form (keys keep the codes)."""
+    from dataclasses import replace
+
+    from hub.web.labels import NEED_LABELS, SERVICE_LABELS
+
+    vocab = {
+        "bisogni": {n.value: gettext(label) for n, label in NEED_LABELS.items()},
+        "servizi": {s.value: gettext(label) for s, label in SERVICE_LABELS.items()},
+    }
+    if tb.row_dim in vocab:
+        names = vocab[tb.row_dim]
+        tb = replace(
+            tb,
+            row_headings=tuple(
+                names.get(c, h) for c, h in zip(tb.rows, tb.row_headings, strict=True)
+            ),
+        )
+    if tb.col_dim in vocab:
+        names = vocab[tb.col_dim]
+        tb = replace(
+            tb,
+            col_headings=tuple(
+                names.get(c, h) for c, h in zip(tb.cols, tb.col_headings, strict=True)
+            ),
+        )
+    return tb
+
+
+def default_year(engine: sa.Engine) -> int | None:
+    """The latest complete year: the latest year with data, unless its data stop before
+    December (a year still in progress, or not yet fully loaded): then the year before."""
+    ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
+    with engine.connect() as conn:
+        dates = [
+            conn.execute(sa.select(sa.func.max(ce.c.opened_on))).scalar(),
+            conn.execute(sa.select(sa.func.max(iv.c.started_on))).scalar(),
+            conn.execute(sa.select(sa.func.max(ns.c.on))).scalar(),
+        ]
+    last = max((d for d in dates if d is not None), default=None)
+    if last is None:
+        return None
+    if isinstance(last, str):
+        last = dt.date.fromisoformat(last[:10])
+    return last.year if last.month == 12 else last.year - 1
+
+
 def build(
     engine: sa.Engine,
     comuni: dict[str, Comune],
@@ -96,12 +143,14 @@ def build(
 ) -> Dashboard:
     last = latest_year(engine)
     years = list(range(last - 4, last + 1)) if last else []
-    year = year if year in years else last
+    complete = default_year(engine)
+    year = year if year in years else (complete if complete in years else last)
     d = Dashboard(year=year, years=years, org=org, orgs=orgs, comune=comune)
     if year is None:
         return d
     d.tables = [
-        with_comune_names(tb, comuni) for tb in release_tables(engine, Period.year(year), org=org)
+        with_form_labels(with_comune_names(tb, comuni))
+        for tb in release_tables(engine, Period.year(year), org=org)
     ]
     for tb in d.tables:
         d.charts[tb.id] = svg_bars(list(tb.row_headings), list(tb.row_totals), title=tb.title)

@@ -86,6 +86,8 @@ def test_each_chart_table_downloads_through_disclosure_control(demo: Config) -> 
     c = _client(demo, "analista")
     page = c.get("/cruscotto?anno=2022").text
     assert "/cruscotto/tabella/ets_contatti_comune_mese.csv?anno=2022" in page
+    # needs under the entry form's own labels (one set of labels)
+    assert "Famiglia, genitorialità" in page or "Solitudine, relazioni" in page
     r = c.get("/cruscotto/tabella/ets_contatti_comune_mese.csv?anno=2022")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = r.text.lstrip("\ufeff").splitlines()

@@ -68,11 +68,11 @@ def table_csv(
     """What a chart shows, as CSV, through the disclosure control and the ledger of
     releases (what leaves the dashboard is a release like the open data)."""
     chosen = user.org if user.org else (org or None)
-    year = anno or latest_year(state.engine)
+    year = anno or dashboard.default_year(state.engine) or latest_year(state.engine)
     if year is None:
         raise HTTPException(404, gettext("No data yet."))
     tables = {
-        tb.id: with_comune_names(tb, state.comuni)
+        tb.id: dashboard.with_form_labels(with_comune_names(tb, state.comuni))
         for tb in release_tables(state.engine, Period.year(year), org=chosen)
     }
     if table_id not in tables:
