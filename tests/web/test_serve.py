@@ -94,3 +94,51 @@ def test_several_workers_share_sessions_and_login_limits(web_config: Config) -> 
         for _ in range(10):
             r = requests.get(f"{base}/schede", cookies=cookie, allow_redirects=False, timeout=30)
             assert r.status_code == 303
+
+
+def test_an_entry_waiting_for_a_sync_does_not_block_the_others(web_config: Config) -> None:
+    """A sync's open transaction makes a web entry wait; nobody else waits with it."""
+    import sqlite3
+
+    from tests.web.conftest import CF_1, COMUNE
+
+    path = web_config.registry_url.split(":///", 1)[1]
+    with served(web_config) as (base, _):
+        op = requests.Session()
+        assert sign_in(op, base, "op-a") == 303
+        page = op.get(f"{base}/schede/nuova", timeout=30)
+        m = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert m
+        lock = sqlite3.connect(path, timeout=1, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # as a sync holding the write lock
+        result: list[int] = []
+
+        def submit() -> None:
+            r = op.post(
+                f"{base}/schede",
+                data={
+                    "csrf_token": m.group(1),
+                    "identifier_kind": "cf",
+                    "identifier": CF_1,
+                    "comune": COMUNE,
+                    "needs": "food",
+                    "on": "2026-11-02",
+                },
+                allow_redirects=False,
+                timeout=120,
+            )
+            result.append(r.status_code)
+
+        writer = threading.Thread(target=submit)
+        writer.start()
+        time.sleep(1.0)
+        other = requests.Session()
+        t0 = time.perf_counter()
+        assert other.get(f"{base}/login", timeout=30).status_code == 200
+        assert other.get(f"{base}/healthz", timeout=30).status_code == 200
+        assert time.perf_counter() - t0 < 2.0
+        assert not result  # still waiting for the lock
+        lock.execute("COMMIT")
+        lock.close()
+        writer.join(timeout=90)
+    assert result == [303]
