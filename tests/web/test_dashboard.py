@@ -122,7 +122,7 @@ def test_dashboard_and_map_in_chromium(demo: Config) -> None:
         page.get_by_role("button", name="Accedi").click()
         page.wait_for_url(f"{base}/cruscotto")
         page.get_by_label("Anno", exact=True).select_option("2022")
-        page.get_by_label("Comune").fill("Novara (003106)")
+        page.get_by_label("Comune", exact=True).fill("Novara (003106)")
         page.get_by_role("button", name="Mostra").click()
         page.wait_for_url(re.compile(r".*comune=.*"))
         assert page.locator("svg.raccordo-map").count() == 2
