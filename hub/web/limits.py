@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import unicodedata
@@ -22,6 +23,17 @@ def normalise_username(username: str) -> str:
     return unicodedata.normalize("NFKC", username).strip()
 
 
+def login_key(addr: str, username: str | None = None) -> str:
+    """Key of a login counter. Hashed: whatever was typed as a user name (a codice
+    fiscale by mistake, say) is never written to the store in clear."""
+    text = (
+        f"addr:{addr}"
+        if username is None
+        else f"user:{addr}|{normalise_username(username).casefold()}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class LoginLimiter:
     """Failed logins in a sliding window, kept in the store every worker shares.
 
@@ -39,7 +51,7 @@ class LoginLimiter:
         self.window_s = window_s
 
     def _keys(self, addr: str, username: str) -> tuple[str, str]:
-        return f"user:{addr}|{normalise_username(username).casefold()}", f"addr:{addr}"
+        return login_key(addr, username), login_key(addr)
 
     def blocked(self, addr: str, username: str) -> bool:
         pair, alone = self._keys(addr, username)

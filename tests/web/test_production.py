@@ -20,7 +20,7 @@ from hub.config import Config
 from hub.registry import Registry
 from hub.web import accounts
 from hub.web.app import create_app
-from hub.web.limits import LoginLimiter, client_address, parse_networks
+from hub.web.limits import LoginLimiter, client_address, login_key, parse_networks
 from hub.web.store import StateStore
 from tests.support.leakscan import assert_no_leaks, scan_paths
 from tests.support.web import PASSWORD
@@ -162,7 +162,8 @@ def test_attempts_while_locked_do_not_extend_the_lock(tmp_path: Path) -> None:
         limiter.failed("203.0.113.1", "banco")
     assert limiter.blocked("203.0.113.1", "banco ")
     assert not limiter.blocked("203.0.113.2", "banco")  # the real user elsewhere
-    assert store.failures(["user:203.0.113.1|banco"], 60)["user:203.0.113.1|banco"] == 3
+    key = login_key("203.0.113.1", "banco")
+    assert store.failures([key], 60)[key] == 3
 
 
 def test_the_login_route_does_not_count_attempts_while_locked(web_config: Config) -> None:
@@ -171,7 +172,7 @@ def test_the_login_route_does_not_count_attempts_while_locked(web_config: Config
     for _ in range(10):
         _login(c, "op-a", "wrong-password")
     store: StateStore = app.state.web.store
-    key = "user:testclient|op-a"
+    key = login_key("testclient", "op-a")
     assert store.failures([key], 3600)[key] == 3  # the lock ends a window after the 3rd
 
 
@@ -258,6 +259,12 @@ def test_bad_json_is_a_422_that_echoes_no_identifier(
     for cf in (CF_1, CF_2):
         assert cf not in r.text
         assert cf not in caplog.text
+
+
+def test_a_code_typed_as_user_name_is_not_stored(web_config: Config) -> None:
+    c = TestClient(create_app(web_config), base_url="http://127.0.0.1")
+    assert _login(c, CF_1, "wrong-password") == 401
+    assert_no_leaks(scan_paths([web_config.base_dir], names=NAMES, values=[CF_1]))
 
 
 def test_no_log_line_and_no_answer_holds_an_identifier(
