@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.formparsers import MultiPartParser
 
 from hub.config import Config
 from hub.registry import Registry
@@ -64,6 +65,11 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
         lifespan=lifespan,
+    )
+    # An uploaded CSV holds clear identifiers: keep it in memory (the body cap bounds it),
+    # never spooled to a temporary file on disk.
+    MultiPartParser.spool_max_size = max(
+        MultiPartParser.spool_max_size, web.max_upload_bytes + 64 * 1024
     )
     app.state.web = state
     app.state.templates = make_templates(state)
