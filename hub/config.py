@@ -99,6 +99,15 @@ class WebSettings(BaseModel):
     comuni_file: str | None = None
     #: Largest CSV upload accepted, in bytes.
     max_upload_bytes: Annotated[int, Field(ge=1024, le=50_000_000)] = 2_000_000
+    #: Largest request body on every other route (forms and the JSON API), in bytes.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = 65_536
+    #: Addresses (or networks, ``10.0.0.0/8``) of reverse proxies whose
+    #: ``X-Forwarded-For`` is believed; from anyone else the header is ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: Worker processes of ``raccordo serve`` (``--workers`` overrides it).
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    #: File shared by the workers: sessions, failed logins, upload jobs.
+    state_file: str = "web/state.sqlite"
 
 
 class ObservatorySettings(BaseModel):

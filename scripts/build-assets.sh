@@ -14,4 +14,10 @@ rm -rf "$dest"
 mkdir -p "$dest"
 cp -r "$src/css" "$src/js" "$src/fonts" "$src/svg" "$dest/"
 cp node_modules/bootstrap-italia/LICENSE "$dest/LICENSE" 2>/dev/null || true
+# Swagger UI for /api/docs, served from our own files (the CSP allows nothing else).
+swagger=hub/web/static/vendor/swagger-ui
+rm -rf "$swagger"
+mkdir -p "$swagger"
+cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+  node_modules/swagger-ui-dist/LICENSE "$swagger/"
 echo "build-assets: Bootstrap Italia $(node -p "require('./node_modules/bootstrap-italia/package.json').version") in $dest"

@@ -23,11 +23,15 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on ([web] host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on ([web] port).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes ([web] workers, default 1)."),
+    ] = None,
 ) -> None:
     """Serve the web app: Third Sector entry, restituzione, dashboard, JSON API."""
     from hub.web.serve import serve_app
 
-    serve_app(load_config(config), console=console, host=host, port=port)
+    serve_app(load_config(config), console=console, host=host, port=port, workers=workers)
 
 
 def _engine(config: Path | None):  # type: ignore[no-untyped-def]

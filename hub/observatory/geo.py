@@ -149,9 +149,17 @@ def svg_map(
         )
     y = height + 8
     items: list[tuple[str, str]] = []
-    low = 0.0
+    digits = 2 if bounds and 0 < max(bounds) < 10 else 1
+    low: float | None = None
     for i, b in enumerate(bounds):
-        items.append((shade(i), f"{low:.1f} – {b:.1f}".replace(".", ",")))
+        # a class ending at 0 is just "0"; the others say where they start and end
+        if b == 0:
+            text = "0"
+        elif low is None:
+            text = f"fino a {_it(b, digits)}"
+        else:
+            text = f"oltre {_it(low, digits)} fino a {_it(b, digits)}"
+        items.append((shade(i), text))
         low = b
     items.append(("url(#hatch)", missing_label))
     for fill, text in items:
@@ -167,6 +175,10 @@ def svg_map(
     )
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _it(value: float, digits: int) -> str:
+    return f"{value:,.{digits}f}".replace(",", "\0").replace(".", ",").replace("\0", ".")
 
 
 def rates_per_1000(

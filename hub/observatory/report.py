@@ -21,6 +21,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from hub.observatory.charts import svg_bars
+from hub.observatory.comuni import Comune
 from hub.observatory.disclosure import (
     SUPPRESSED,
     Ledger,
@@ -31,9 +33,8 @@ from hub.observatory.disclosure import (
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import release_tables
 from hub.observatory.table import Period, Table, column_of, row_of
-from hub.web.comuni import Comune
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
 
 
@@ -77,11 +78,78 @@ def comune_tables(district: list[Table], comune: str) -> list[Table]:
 
 def _bars(pt: ProtectedTable) -> str:
     """Bar chart of the shown row totals (suppressed ones are left out, and said so)."""
-    from hub.web.dashboard import svg_bars
-
     labels = list(pt.spec.row_headings)
     values: list[int | None] = [v if isinstance(v, int) else None for v in pt.row_totals]
     return svg_bars(labels, values, title=pt.spec.title)
+
+
+#: The indicators' notes (English, for the open-data metadata) as the Italian report says them.
+NOTES_IT = {
+    "Whole amount of each intervention in the period, rounded to the euro per cell.": (
+        "Importo intero di ogni intervento del periodo, arrotondato all'euro in ogni cella."
+    ),
+    "A contact citing several codes counts under each; totals count contacts with at least "
+    "one code.": (
+        "Un contatto che cita più codici è contato sotto ciascuno; i totali contano i contatti "
+        "con almeno un codice."
+    ),
+    "Organisations, not people: not subject to disclosure control.": (
+        "Organizzazioni, non persone: non soggette al controllo della riservatezza."
+    ),
+    "Row totals are utenti (a person changing group counts in each group, once in the total); "
+    "column and grand totals are the district's distinct people.": (
+        "I totali di riga contano gli utenti (una persona che cambia gruppo è contata in ogni "
+        "gruppo, una volta sola nel totale); i totali di colonna e il totale generale contano "
+        "le persone distinte del distretto."
+    ),
+}
+
+
+def italian_note(note: str) -> str:
+    """The Italian note of a table; an untranslated note is left out rather than shown in
+    English (tests/unit check that every note the indicators use is here)."""
+    return NOTES_IT.get(note, "")
+
+
+def is_empty(tb: Table | ProtectedTable) -> bool:
+    spec = tb.spec if isinstance(tb, ProtectedTable) else tb
+    return not any(v for row in spec.cells for v in row) and not spec.total
+
+
+def latest_years_with_data(
+    engine: sa.Engine, ids: set[str], year: int, *, org: str | None, back: int = 6
+) -> dict[str, int]:
+    """For each table id, the latest year before ``year`` in which it has data."""
+    found: dict[str, int] = {}
+    for y in range(year - 1, year - 1 - back, -1):
+        if ids <= set(found):
+            break
+        for tb in release_tables(engine, Period.year(y), org=org):
+            if tb.id in ids and tb.id not in found and not is_empty(tb):
+                found[tb.id] = y
+    return found
+
+
+def empty_notes(
+    engine: sa.Engine, tables: list[ProtectedTable], year: int, *, org: str | None
+) -> dict[str, str]:
+    """Why a table is empty, in words, and where to look instead."""
+    empty = {pt.spec.id for pt in tables if is_empty(pt)}
+    if not empty:
+        return {}
+    latest = latest_years_with_data(engine, empty, year, org=org)
+    out: dict[str, str] = {}
+    for tid in empty:
+        text = (
+            f"Nessun dato per il {year} in questa tabella: "
+            "l'ente non ha ancora trasmesso dati per l'anno"
+        )
+        if tid in latest:
+            text += f"; l'ultimo anno con dati è il {latest[tid]}."
+        else:
+            text += " né per i cinque anni precedenti."
+        out[tid] = text
+    return out
 
 
 def cell(v: Value, k: int) -> str:
@@ -145,6 +213,7 @@ def build_report(
             )
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape())
     env.globals["cell"] = cell
+    env.globals["note"] = italian_note
     html = env.get_template("report.html").render(
         subject=subject,
         kind="org" if org else "comune",
@@ -153,6 +222,7 @@ def build_report(
         tables=release.tables,
         charts={pt.spec.id: _bars(pt) for pt in release.tables},
         map_svg=map_svg,
+        empty=empty_notes(engine, release.tables, year, org=org),
         k=k,
         created=dt.date.today().strftime("%d/%m/%Y"),
     )

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -20,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from hub.errors import RaccordoError
 from hub.registry import tables as t
+from hub.web.limits import normalise_username
 
 ROLES = ("admin", "ets", "analyst")
 MIN_PASSWORD = 10
@@ -35,6 +37,9 @@ class User:
     username: str
     role: str
     org: str | None
+    #: A fingerprint of the password hash: a session remembers it, so a new
+    #: password ends every session opened with the old one.
+    credential: str = field(default="", compare=False, repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -49,6 +54,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def credential_of(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
+
+
 def check_password_strength(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"the password must be at least {MIN_PASSWORD} characters long")
@@ -57,13 +66,13 @@ def check_password_strength(password: str) -> None:
 def create_user(
     engine: sa.Engine, username: str, password: str, role: str, org: str | None
 ) -> User:
-    username = username.strip()
+    username = normalise_username(username)
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
     if not username or len(username) > 80:
         raise AccountError("the user name must be 1 to 80 characters")
     if role == "ets" and not org:
-        raise AccountError("an ETS operator must belong to an organisation (--org)")
+        raise AccountError("an ETS operator must belong to an organisation")
     if role == "admin" and org:
         raise AccountError("an admin belongs to no organisation")
     check_password_strength(password)
@@ -100,7 +109,7 @@ def set_password(engine: sa.Engine, username: str, password: str) -> None:
     with engine.begin() as conn:
         n = conn.execute(
             t.web_users.update()
-            .where(t.web_users.c.username == username)
+            .where(t.web_users.c.username == normalise_username(username))
             .values(password_hash=_hasher.hash(password))
         ).rowcount
     if not n:
@@ -112,10 +121,52 @@ def set_active(engine: sa.Engine, user_id: int, active: bool) -> None:
         conn.execute(t.web_users.update().where(t.web_users.c.id == user_id).values(active=active))
 
 
+def set_password_of(engine: sa.Engine, user_id: int, password: str) -> None:
+    check_password_strength(password)
+    with engine.begin() as conn:
+        conn.execute(
+            t.web_users.update()
+            .where(t.web_users.c.id == user_id)
+            .values(password_hash=_hasher.hash(password))
+        )
+
+
+def update_user(engine: sa.Engine, user_id: int, role: str, org: str | None) -> None:
+    """Change a user's role and organisation (same rules as at creation)."""
+    if role not in ROLES:
+        raise AccountError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+    if role == "ets" and not org:
+        raise AccountError("an ETS operator must belong to an organisation")
+    if role == "admin" and org:
+        raise AccountError("an admin belongs to no organisation")
+    with engine.begin() as conn:
+        if org:
+            found = conn.execute(
+                sa.select(t.organisations.c.kind).where(t.organisations.c.code == org)
+            ).first()
+            if found is None:
+                raise AccountError(f"no organisation {org!r}: create it first")
+            if role == "ets" and found.kind != "ets":
+                raise AccountError(f"{org!r} is not a Third Sector organisation (kind ets)")
+        conn.execute(
+            t.web_users.update().where(t.web_users.c.id == user_id).values(role=role, org=org)
+        )
+
+
+def update_organisation(engine: sa.Engine, code: str, name: str) -> bool:
+    if not name.strip() or len(name) > 200:
+        raise AccountError("the name must be 1 to 200 characters")
+    with engine.begin() as conn:
+        n = conn.execute(
+            t.organisations.update().where(t.organisations.c.code == code).values(name=name.strip())
+        ).rowcount
+    return bool(n)
+
+
 def authenticate(engine: sa.Engine, username: str, password: str) -> User | None:
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(t.web_users).where(t.web_users.c.username == username.strip())
+            sa.select(t.web_users).where(t.web_users.c.username == normalise_username(username))
         ).first()
     if row is None:
         with contextlib.suppress(VerificationError):
@@ -127,14 +178,16 @@ def authenticate(engine: sa.Engine, username: str, password: str) -> User | None
         return None
     if not row.active:
         return None
-    if _hasher.check_needs_rehash(row.password_hash):
+    password_hash = row.password_hash
+    if _hasher.check_needs_rehash(password_hash):
+        password_hash = _hasher.hash(password)
         with engine.begin() as conn:
             conn.execute(
                 t.web_users.update()
                 .where(t.web_users.c.id == row.id)
-                .values(password_hash=_hasher.hash(password))
+                .values(password_hash=password_hash)
             )
-    return User(row.id, row.username, row.role, row.org)
+    return User(row.id, row.username, row.role, row.org, credential_of(password_hash))
 
 
 def get_user(engine: sa.Engine, user_id: int) -> User | None:
@@ -142,7 +195,17 @@ def get_user(engine: sa.Engine, user_id: int) -> User | None:
         row = conn.execute(
             sa.select(t.web_users).where(t.web_users.c.id == user_id, t.web_users.c.active)
         ).first()
-    return None if row is None else User(row.id, row.username, row.role, row.org)
+    if row is None:
+        return None
+    return User(row.id, row.username, row.role, row.org, credential_of(row.password_hash))
+
+
+def session_user(engine: sa.Engine, user_id: int, credential: str) -> User | None:
+    """The user of a session, if still active and with the password the session began with."""
+    user = get_user(engine, user_id)
+    if user is None or not hmac.compare_digest(user.credential, credential):
+        return None
+    return user
 
 
 def list_users(engine: sa.Engine) -> list[dict[str, object]]:

@@ -9,16 +9,17 @@ script, no network.
 from __future__ import annotations
 
 import datetime as dt
-import html
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from hub.observatory.charts import svg_bars
+from hub.observatory.comuni import Comune
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import latest_year, release_tables
+from hub.observatory.report import with_comune_names
 from hub.observatory.table import Period, Table
 from hub.registry import tables as t
-from hub.web.comuni import Comune
 from hub.web.i18n import gettext
 
 
@@ -84,32 +85,51 @@ def comune_needs(engine: sa.Engine, year: int, comune: str) -> list[tuple[str, i
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
-def svg_bars(labels: list[str], values: list[int | None], *, title: str) -> str:
-    """A horizontal bar chart (SVG) of non-missing values."""
-    items = [(lab, v) for lab, v in zip(labels, values, strict=True) if v is not None][:20]
-    if not items:
-        return ""
-    top = max(v for _, v in items) or 1
-    row, label_w, bar_w = 22, 210, 330
-    height = row * len(items) + 8
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {label_w + bar_w + 70} {height}" '
-        f'role="img" aria-label="{html.escape(title)}" class="raccordo-chart">'
-    ]
-    for i, (lab, v) in enumerate(items):
-        y = 4 + i * row
-        w = max(1.0, bar_w * v / top)
-        short = lab if len(lab) <= 30 else lab[:29] + "…"
-        parts.append(
-            f'<text x="{label_w - 6}" y="{y + 15}" font-size="12" text-anchor="end" '
-            f'fill="#17324d">{html.escape(short)}</text>'
-            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="15" fill="#0066cc">'
-            f"<title>{html.escape(lab)}: {v}</title></rect>"
-            f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12" '
-            f'fill="#17324d">{v:,}</text>'.replace(",", ".")
+def with_form_labels(tb: Table) -> Table:
+    """Needs and services under the very labels of the entry form (keys keep the codes)."""
+    from dataclasses import replace
+
+    from hub.web.labels import NEED_LABELS, SERVICE_LABELS
+
+    vocab = {
+        "bisogni": {n.value: gettext(label) for n, label in NEED_LABELS.items()},
+        "servizi": {s.value: gettext(label) for s, label in SERVICE_LABELS.items()},
+    }
+    if tb.row_dim in vocab:
+        names = vocab[tb.row_dim]
+        tb = replace(
+            tb,
+            row_headings=tuple(
+                names.get(c, h) for c, h in zip(tb.rows, tb.row_headings, strict=True)
+            ),
         )
-    parts.append("</svg>")
-    return "".join(parts)
+    if tb.col_dim in vocab:
+        names = vocab[tb.col_dim]
+        tb = replace(
+            tb,
+            col_headings=tuple(
+                names.get(c, h) for c, h in zip(tb.cols, tb.col_headings, strict=True)
+            ),
+        )
+    return tb
+
+
+def default_year(engine: sa.Engine) -> int | None:
+    """The latest complete year: the latest year with data, unless its data stop before
+    December (a year still in progress, or not yet fully loaded): then the year before."""
+    ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
+    with engine.connect() as conn:
+        dates = [
+            conn.execute(sa.select(sa.func.max(ce.c.opened_on))).scalar(),
+            conn.execute(sa.select(sa.func.max(iv.c.started_on))).scalar(),
+            conn.execute(sa.select(sa.func.max(ns.c.on))).scalar(),
+        ]
+    last = max((d for d in dates if d is not None), default=None)
+    if last is None:
+        return None
+    if isinstance(last, str):
+        last = dt.date.fromisoformat(last[:10])
+    return last.year if last.month == 12 else last.year - 1
 
 
 def build(
@@ -123,14 +143,14 @@ def build(
 ) -> Dashboard:
     last = latest_year(engine)
     years = list(range(last - 4, last + 1)) if last else []
-    year = year if year in years else last
+    complete = default_year(engine)
+    year = year if year in years else (complete if complete in years else last)
     d = Dashboard(year=year, years=years, org=org, orgs=orgs, comune=comune)
     if year is None:
         return d
-    from hub.observatory.report import with_comune_names
-
     d.tables = [
-        with_comune_names(tb, comuni) for tb in release_tables(engine, Period.year(year), org=org)
+        with_form_labels(with_comune_names(tb, comuni))
+        for tb in release_tables(engine, Period.year(year), org=org)
     ]
     for tb in d.tables:
         d.charts[tb.id] = svg_bars(list(tb.row_headings), list(tb.row_totals), title=tb.title)

@@ -38,3 +38,7 @@ def translations(language: str = DEFAULT_LANGUAGE) -> NullTranslations:
 
 def gettext(message: str, language: str = DEFAULT_LANGUAGE) -> str:
     return translations(language).gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int, language: str = DEFAULT_LANGUAGE) -> str:
+    return translations(language).ngettext(singular, plural, n)

@@ -92,3 +92,87 @@ def live_server(cfg: Config) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def served(cfg: Config, *, workers: int = 1, log: Path | None = None) -> Iterator[tuple[str, int]]:
+    """``raccordo serve`` as a real process (several workers if asked); yields (URL, pid)."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    port = free_port()
+    out = (log or cfg.base_dir / "server.log").open("ab")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "raccordo"),
+            "serve",
+            "--config",
+            str(cfg.path),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{base}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the web app did not start")
+            time.sleep(0.1)
+        yield base, server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)
+        out.close()
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (Linux /proc)."""
+    import os
+
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def sign_in(session: object, base: str, username: str, password: str = PASSWORD) -> int:
+    """Sign a ``requests.Session`` in; the status of the POST (303 when it worked)."""
+    import re
+
+    import requests
+
+    assert isinstance(session, requests.Session)
+    page = session.get(f"{base}/login", timeout=30)
+    m = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert m
+    r = session.post(
+        f"{base}/login",
+        data={"username": username, "password": password, "csrf_token": m.group(1)},
+        allow_redirects=False,
+        timeout=60,
+    )
+    return r.status_code

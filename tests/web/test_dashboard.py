@@ -80,6 +80,28 @@ def test_a_consortium_analyst_sees_only_that_consortium(demo: Config) -> None:
     assert "3.374" in section  # still CISS Borgomanero's figures, not CBV's
 
 
+def test_each_chart_table_downloads_through_disclosure_control(demo: Config) -> None:
+    import json
+
+    c = _client(demo, "analista")
+    page = c.get("/cruscotto?anno=2022").text
+    assert "/cruscotto/tabella/ets_contatti_comune_mese.csv?anno=2022" in page
+    # needs under the entry form's own labels (one set of labels)
+    assert "Famiglia, genitorialità" in page or "Solitudine, relazioni" in page
+    r = c.get("/cruscotto/tabella/ets_contatti_comune_mese.csv?anno=2022")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.lstrip("\ufeff").splitlines()
+    assert lines[-1].startswith("Totale;")
+    assert "<5" in r.text  # small cells hidden, as in the open data
+    ledger = json.loads(demo.ledger_path.read_text(encoding="utf-8"))
+    assert any(
+        x["label"].startswith("cruscotto ets_contatti_comune_mese 2022") for x in ledger["releases"]
+    )
+    assert c.get("/cruscotto/tabella/nope.csv?anno=2022").status_code == 404
+    # an unknown comune in the filter is said, not silently ignored
+    assert "Comune sconosciuto" in c.get("/cruscotto?anno=2022&comune=Atlantide").text
+
+
 def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
     c = _client(demo, "caritas")
     assert c.get("/cruscotto").status_code == 403
@@ -100,7 +122,7 @@ def test_dashboard_and_map_in_chromium(demo: Config) -> None:
         page.get_by_role("button", name="Accedi").click()
         page.wait_for_url(f"{base}/cruscotto")
         page.get_by_label("Anno", exact=True).select_option("2022")
-        page.get_by_label("Comune").fill("Novara (003106)")
+        page.get_by_label("Comune", exact=True).fill("Novara (003106)")
         page.get_by_role("button", name="Mostra").click()
         page.wait_for_url(re.compile(r".*comune=.*"))
         assert page.locator("svg.raccordo-map").count() == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,15 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("POST", "/admin/users", {"admin"}),
     ("POST", "/admin/users/{user_id}/stato", {"admin"}),
     ("GET", "/cruscotto", {"analyst", "admin"}),
+    ("GET", "/password", {"ets", "analyst", "admin"}),
+    ("POST", "/password", {"ets", "analyst", "admin"}),
+    ("GET", "/schede.csv", {"ets"}),
+    ("GET", "/schede/{entry_id}/elimina", {"ets"}),
+    ("GET", "/caricamento/{job}", {"ets"}),
+    ("POST", "/admin/organisations/{code}", {"admin"}),
+    ("POST", "/admin/users/{user_id}", {"admin"}),
+    ("POST", "/admin/users/{user_id}/password", {"admin"}),
+    ("GET", "/cruscotto/tabella/{table_id}.csv", {"analyst", "admin"}),
 ]
 PUBLIC = {"/", "/login", "/logout", "/healthz", "/static"}
 ROLE_USER = {"admin": "admin", "analyst": "analista", "ets": "op-a"}
@@ -74,7 +84,14 @@ def test_every_route_is_in_the_matrix(web_config: Config) -> None:
 def test_roles_on_every_route(
     method: str, path: str, allowed: set[str], login: Login, app_client: TestClient
 ) -> None:
-    url = path.replace("{entry_id}", "1").replace("{token_id}", "1").replace("{user_id}", "1")
+    url = (
+        path.replace("{entry_id}", "1")
+        .replace("{token_id}", "1")
+        .replace("{user_id}", "1")
+        .replace("{job}", "x")
+        .replace("{code}", "ETS-A")
+        .replace("{table_id}", "prese_in_carico")
+    )
     # Anonymous: sent to the login page, never served.
     r = app_client.request(method, url, follow_redirects=False)
     assert r.status_code in (303, 403), (method, url, r.status_code)
@@ -260,12 +277,35 @@ def test_api_entries_with_an_organisation_token(login: Login, web_config: Config
     assert op.get("/api/v1/entries", headers=headers).json() == []
 
 
+def upload_and_wait(client: TestClient, content: bytes, timeout: float = 90) -> str:
+    """Upload a CSV file and wait for its background job; the job page's final text."""
+    page = client.get("/caricamento")
+    r = client.post(
+        "/caricamento",
+        data={"csrf_token": csrf_of(page.text)},
+        files={"file": ("schede.csv", content, "text/csv")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    job = r.headers["location"]
+    deadline = time.monotonic() + timeout
+    while True:
+        text = client.get(job).text
+        if 'id="upload-progress"' not in text:
+            assert 'id="upload-summary"' in text
+            return text
+        assert time.monotonic() < deadline, "the upload job did not finish"
+        time.sleep(0.2)
+
+
 def test_csv_upload_reports_each_row_and_never_duplicates(login: Login, web_config: Config) -> None:
     op = login("op-a")
     template = op.get("/caricamento/modello.csv")
     assert template.status_code == 200
     header = template.text.splitlines()[0]
-    assert header.startswith("tipo_identificativo;identificativo;comune_istat")
+    # Italian column labels and values in the template; no internal field names.
+    assert header.lstrip("\ufeff").startswith("Tipo identificativo;Identificativo;Comune;Bisogni")
+    assert "food" not in template.text and "none" not in template.text
     content = "\n".join(
         [
             header,
@@ -273,28 +313,23 @@ def test_csv_upload_reports_each_row_and_never_duplicates(login: Login, web_conf
             f"cf;{CF_BAD};{COMUNE};food;;2026-10-03;0;;",
             f"none;;{COMUNE};;clothing;2026-10-03;0;1970;F",
             "none;;999999;food;;2026-10-03;1;1970;F",
+            # Italian labels, a comune by name and a dd/mm/yyyy date are understood
+            "nessuno;;Novara;Alimentare|Abitativo;Pacco alimentare;20/11/2026;sì;1975;M",
         ]
     ).encode("utf-8")
 
     def upload() -> str:
-        page = op.get("/caricamento")
-        r = op.post(
-            "/caricamento",
-            data={"csrf_token": csrf_of(page.text)},
-            files={"file": ("schede.csv", content, "text/csv")},
-        )
-        assert r.status_code == 200
-        return r.text
+        return upload_and_wait(op, content)
 
     report = upload()
-    assert "1 righe salvate, 3 rifiutate." in report
+    assert "2 righe salvate, 3 rifiutate." in report
     assert "ultimo carattere (di controllo)" in report  # line 3
-    assert "Seleziona almeno un bisogno." in report or "needs" in report  # line 4
+    assert "«Bisogni»: scrivi uno o più tra" in report  # line 4
     assert "Il comune non è tra quelli del distretto." in report  # line 5
     assert CF_BAD not in report and CF_1 not in report
     again = upload()
     assert "già caricata" in again
-    assert len(_entries(web_config)) == 1
+    assert len(_entries(web_config)) == 2
 
 
 def test_entries_reach_the_registry_through_the_ets_form_connector(
@@ -360,7 +395,7 @@ def test_admin_creates_organisations_and_users(login: Login, web_config: Config)
             "org": "ETS-C",
         },
     )
-    assert r.status_code == 422 and "at least 10" in r.text
+    assert r.status_code == 422 and "almeno 10 caratteri" in r.text
     r = admin.post(
         "/admin/users",
         data={
@@ -417,3 +452,20 @@ def test_an_entry_is_changed_by_its_organisation_only(login: Login, web_config: 
     a.post(f"/schede/{row.id}/modifica", data=data2)
     (other,) = _entries(web_config)
     assert other.subject != row.subject and other.birth_year == 1990
+
+
+def test_restituzione_goes_through_the_observatory_ledger(login: Login, web_config: Config) -> None:
+    import json
+
+    op = login("op-a")
+    for cf in (CF_1, CF_2):
+        op.post("/schede", data=entry_form(op, identifier=cf))
+    op.get("/restituzione")
+    ledger = json.loads(web_config.ledger_path.read_text(encoding="utf-8"))
+    labels = [r["label"] for r in ledger["releases"]]
+    assert labels == ["restituzione ETS-A tutto"]
+    # the suppressed cells are recorded as such (withheld), their true values kept
+    assert any("schede_ets|comune=003106|org=ETS-A" in k for k in ledger["values"])
+    op.get("/restituzione")  # nothing new to tell: nothing recorded
+    again = json.loads(web_config.ledger_path.read_text(encoding="utf-8"))
+    assert len(again["releases"]) == 1

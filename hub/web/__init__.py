@@ -1,0 +1,1 @@
+"""The web app of Raccordo (``raccordo serve``): pages, JSON API, accounts."""
