@@ -20,9 +20,12 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
+from hub.cli.convenzioni import app as convenzioni_app
+from hub.cli.exchange import app as exchange_app
 from hub.cli.export import app as export_app
 from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
+from hub.cli.log import app as log_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.options import ConfigOpt
 from hub.cli.web import serve as serve_command
@@ -54,6 +57,9 @@ app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
 app.add_typer(export_app, name="export")
 app.add_typer(observatory_app, name="observatory")
+app.add_typer(convenzioni_app, name="convenzioni")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(log_app, name="log")
 
 
 def _config(path: Path | None) -> Config:
