@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hub.errors import RaccordoError
 from hub.exchange import convenzioni as cv
 from hub.exchange.errors import ConvenzioneError
 
 console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def people_errors(fn: F) -> F:
+    """Print an exchange error as one message (no traceback) and exit with its code.
+
+    ``hub.cli.main`` does the same for every command; doing it here too keeps the
+    exit codes when the command is invoked on its own (tests, other front ends).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RaccordoError as e:
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
 
 app = typer.Typer(
     help="Convenzioni: the signed agreements every exchange is checked against.",
@@ -34,6 +59,7 @@ HomeOpt = Annotated[
 
 
 @app.command()
+@people_errors
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Convenzione files (TOML).")],
 ) -> None:
@@ -55,6 +81,7 @@ def validate(
 
 
 @app.command()
+@people_errors
 def sign(
     file: Annotated[Path, typer.Argument(help="The convenzione file to sign.")],
     home: HomeOpt,
@@ -71,6 +98,7 @@ def sign(
 
 
 @app.command("list")
+@people_errors
 def list_(
     home: HomeOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -118,6 +146,7 @@ def list_(
 
 
 @app.command()
+@people_errors
 def show(
     conv_id: Annotated[str, typer.Argument(help="The convenzione's id.")],
     home: HomeOpt,
@@ -151,6 +180,7 @@ def show(
 
 
 @app.command()
+@people_errors
 def revoke(
     file: Annotated[Path, typer.Argument(help="The convenzione file.")],
     home: HomeOpt,

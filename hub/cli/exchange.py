@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hub.cli.convenzioni import HomeOpt
+from hub.cli.convenzioni import HomeOpt, people_errors
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -19,6 +19,7 @@ app = typer.Typer(
 
 
 @app.command()
+@people_errors
 def init(
     home: HomeOpt,
     party: Annotated[str, typer.Option(help="This party's code, as in the convenzioni.")],
@@ -47,6 +48,7 @@ def init(
 
 
 @app.command()
+@people_errors
 def keys(home: HomeOpt) -> None:
     """This party's public keys, as they go in a convenzione's [[parties]] entry."""
     from hub.exchange.home import open_home

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hub.cli.convenzioni import HomeOpt
+from hub.cli.convenzioni import HomeOpt, people_errors
 from hub.exchange.errors import LogTampered
 
 console = Console(soft_wrap=True)
@@ -20,6 +20,7 @@ app = typer.Typer(
 
 
 @app.command()
+@people_errors
 def verify(
     home: HomeOpt,
     heads: Annotated[

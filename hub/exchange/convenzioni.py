@@ -157,7 +157,7 @@ class Flow(_Model):
 
 
 class Convenzione(_Model):
-    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,80}$")]
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,60}$")]
     title: str = Field(min_length=1, max_length=300)
     #: A short code every package must name (checked), and what it means.
     purpose: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{3,80}$")]

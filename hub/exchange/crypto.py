@@ -150,3 +150,39 @@ def open_sealed(ciphertext: bytes, key: KemKey, info: bytes) -> bytes:
         return _SUITE.decrypt(ciphertext, key.hpke_key, info=info)
     except Exception as e:  # the library raises InvalidTag or ValueError
         raise CryptoFailure(f"cannot decrypt ({type(e).__name__})") from None
+
+
+# -- JWS (RFC 7515 compact, EdDSA per RFC 8037), as AgID ModI's Agid-JWT-Signature -----
+def jws_sign(key: ed25519.Ed25519PrivateKey, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    signing_input = b64e(canonical({**header, "alg": "EdDSA"})) + "." + b64e(canonical(claims))
+    return signing_input + "." + b64e(key.sign(signing_input.encode()))
+
+
+def jws_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, *before* verification (to find which key verifies it)."""
+    try:
+        h, p, _ = token.split(".")
+        header, claims = json.loads(b64d(h)), json.loads(b64d(p))
+    except (ValueError, CryptoFailure):
+        raise CryptoFailure("not a compact JWS") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise CryptoFailure("not a compact JWS")
+    if header.get("alg") != "EdDSA":
+        raise CryptoFailure(f"JWS algorithm {header.get('alg')!r} is not EdDSA")
+    return header, claims
+
+
+def jws_verify(token: str, public_key_b64: str) -> dict[str, Any]:
+    _, claims = jws_unverified(token)
+    h, p, s = token.split(".")
+    try:
+        pub = ed25519.Ed25519PublicKey.from_public_bytes(b64d(public_key_b64))
+        pub.verify(b64d(s), f"{h}.{p}".encode())
+    except (InvalidSignature, ValueError):
+        raise CryptoFailure("the JWS signature does not verify") from None
+    return claims
+
+
+def digest_header(body: bytes) -> str:
+    """``Digest: SHA-256=<base64>`` (RFC 3230), as ModI's integrity pattern signs it."""
+    return "SHA-256=" + base64.b64encode(sha256(body)).decode()

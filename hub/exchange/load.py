@@ -1,0 +1,211 @@
+"""The one seam between a received package and the registry.
+
+:func:`load_records` writes the rows of an accepted package through today's
+:class:`hub.registry.Registry` API, as one run and one transaction: every
+row is loaded, unchanged (already there, same content: a replay), deleted (a
+tombstone) or quarantined (a value that does not fit its column), and the
+counts always add up. The integrator ports this function to the engine's
+``load`` stage; nothing else in :mod:`hub.exchange` touches the registry.
+
+Rows are keyed by the package's row key under the sender and the
+convenzione, so a row sent again replaces itself instead of adding a copy,
+and rows of two senders never collide. ``org`` is the sender's code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub.exchange import crypto
+from hub.exchange.package import Row
+from hub.registry import (
+    BatchCounts,
+    EntityRow,
+    QuarantineEntry,
+    Registry,
+    SourceRecordChange,
+)
+from hub.registry import tables as t
+
+#: table name in a package → registry model kind (they are the same names).
+KINDS = tuple(t.RECORD_TABLES)
+
+
+@dataclass
+class LoadCounts:
+    received: int = 0
+    loaded: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    run_id: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return self.received == self.loaded + self.unchanged + self.quarantined
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _connector(sender: str) -> str:
+    return f"x.{sender}"[:40]
+
+
+def row_key_hash(table: str, key: str) -> str:
+    return "x" + crypto.sha256_hex(f"{table}|{key}".encode())[:60]
+
+
+def _decode(table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, v in values.items():
+        col = table.c[name]  # KeyError: not a column of the table
+        if v is None:
+            if not col.nullable:
+                raise ValueError(f"{name} may not be empty")
+            out[name] = None
+            continue
+        typ = col.type
+        if isinstance(typ, sa.Date):
+            out[name] = dt.date.fromisoformat(str(v))
+        elif isinstance(typ, sa.Boolean):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be true or false")
+            out[name] = v
+        elif isinstance(typ, sa.Integer):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer")
+            out[name] = v
+        elif isinstance(typ, sa.Numeric):
+            out[name] = decimal.Decimal(str(v))
+        else:
+            s = str(v)
+            length = getattr(typ, "length", None)
+            if length is not None and len(s) > length:
+                raise ValueError(f"{name} is longer than {length} characters")
+            out[name] = s
+    for col in table.columns:
+        if col.name in ("id",) or col.name in out:
+            continue
+        if not col.nullable and col.name not in _REGISTRY_SET:
+            raise ValueError(f"{col.name} is missing")
+    return out
+
+
+_REGISTRY_SET = frozenset(
+    {
+        "org",
+        "key_hash",
+        "source_key_hash",
+        "content_hash",
+        "connector",
+        "run_id",
+        "mapping",
+        "mapping_version",
+        "updated_at",
+    }
+)
+
+
+def load_records(
+    registry: Registry,
+    *,
+    sender: str,
+    convenzione: str,
+    convenzione_digest: str,
+    package_id: str,
+    rows: Sequence[Row],
+    quarantine_retention: dt.timedelta = dt.timedelta(days=90),
+) -> LoadCounts:
+    """Write an accepted package's rows; one transaction, counts that add up."""
+    connector = _connector(sender)
+    stream = convenzione
+    run_id = registry.start_run(
+        connector=connector,
+        connector_type="exchange",
+        org=sender,
+        mapping=convenzione,
+        mapping_version=convenzione_digest[:12],
+    )
+    counts = LoadCounts(run_id=run_id)
+    try:
+        keys = [row_key_hash(r.table, r.key) for r in rows]
+        existing = registry.existing_record_hashes(connector, stream, keys)
+        changes: dict[str, SourceRecordChange] = {}
+        unchanged: list[str] = []
+        quarantine: list[QuarantineEntry] = []
+        provenance = {
+            "connector": connector,
+            "run_id": run_id,
+            "mapping": convenzione,
+            "mapping_version": convenzione_digest[:12],
+        }
+        for r, skh in zip(rows, keys, strict=True):
+            counts.received += 1
+            where = f"package {package_id}, table {r.table}"
+            if r.op == "delete":
+                counts.loaded += 1
+                counts.deleted += 1
+                changes[skh] = SourceRecordChange(skh, "deleted", "delete", ())
+                continue
+            try:
+                if r.table not in t.RECORD_TABLES:
+                    raise KeyError(r.table)
+                values = _decode(t.RECORD_TABLES[r.table], r.values)
+            except (KeyError, ValueError, decimal.InvalidOperation) as e:
+                counts.quarantined += 1
+                # The reason names the column, never a value (it could be a pseudonym).
+                reason = e.args[0] if isinstance(e, ValueError) else f"unknown field {e.args[0]!r}"
+                quarantine.append(
+                    QuarantineEntry(
+                        kind="record",
+                        location=where,
+                        rule="exchange.row",
+                        reason=str(reason)[:300],
+                        payload={"table": r.table, "fields": sorted(r.values)},
+                        source_key_hash=skh,
+                    )
+                )
+                continue
+            content = crypto.sha256_hex(crypto.canonical({"t": r.table, "v": r.values}))
+            if existing.get(skh) == content and skh not in changes:
+                counts.unchanged += 1
+                unchanged.append(skh)
+                continue
+            changes[skh] = SourceRecordChange(
+                skh,
+                content,
+                "upsert",
+                (EntityRow(r.table, skh, content, {**values, **provenance}),),
+                replaces=skh in existing or skh in changes,
+            )
+            counts.loaded += 1
+        registry.commit_batch(
+            run_id=run_id,
+            connector=connector,
+            stream=stream,
+            org=sender,
+            changes=list(changes.values()),
+            quarantine=quarantine,
+            counts=BatchCounts(
+                read=counts.received,
+                loaded=counts.loaded,
+                unchanged=counts.unchanged,
+                quarantined=counts.quarantined,
+                deleted=counts.deleted,
+            ),
+            state={"package": package_id},
+            retention=quarantine_retention,
+            unchanged=unchanged,
+        )
+    except Exception as e:
+        registry.finish_run(run_id, status="failed", error=f"{type(e).__name__}")
+        raise
+    registry.finish_run(run_id, status="succeeded")
+    return counts

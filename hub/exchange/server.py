@@ -1,0 +1,68 @@
+"""``raccordo exchange serve``: the HTTP endpoint other hubs send packages to.
+
+Routes:
+
+- ``POST /v1/packages``: an HPKE-sealed package with its ``Digest`` and
+  ``Agid-JWT-Signature`` headers → a signed receipt (200 accepted,
+  422 refused under the convenzione, 400 refused before the sender was proven,
+  413 too big).
+- ``GET /v1/status``: this party, its log head and its convenzioni's states.
+
+It listens on loopback unless told otherwise; in production it sits behind
+the district's TLS terminator (or PDND), which is why packages carry their
+own end-to-end signature and encryption.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from hub.exchange.home import Home
+from hub.exchange.package import MAX_BODY
+from hub.exchange.receive import Receiver
+from hub.registry import Registry
+
+
+def create_app(home: Home, registry: Registry | None) -> FastAPI:
+    receiver = Receiver(home, registry)
+    app = FastAPI(title=f"Raccordo exchange — {home.party}", docs_url=None, redoc_url=None)
+
+    @app.post("/v1/packages")
+    async def receive_package(request: Request) -> JSONResponse:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse(
+                {"error": f"a package may be at most {MAX_BODY} bytes"}, status_code=413
+            )
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse(
+                    {"error": f"a package may be at most {MAX_BODY} bytes"}, status_code=413
+                )
+        # The receiver is synchronous (registry writes): run it off the event loop.
+        status, receipt = await run_in_threadpool(
+            receiver.handle, dict(request.headers), bytes(body)
+        )
+        return JSONResponse(receipt, status_code=status)
+
+    @app.get("/v1/status")
+    def status() -> dict[str, Any]:
+        return {
+            "party": home.party,
+            "log_head": home.log.head(),
+            "convenzioni": [{"id": c.id, "state": c.state()} for c in home.convenzioni.all()],
+        }
+
+    return app
+
+
+def serve(home: Home, *, host: str, port: int) -> None:
+    registry = Registry.open(home.settings.registry_url) if home.settings.registry_url else None
+    uvicorn.run(create_app(home, registry), host=host, port=port, log_level="warning")
