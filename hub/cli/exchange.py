@@ -60,3 +60,107 @@ def keys(home: HomeOpt) -> None:
             indent=2,
         )
     )
+
+
+@app.command()
+@people_errors
+def serve(
+    home: HomeOpt,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: exchange.toml).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: exchange.toml).")] = None,
+) -> None:
+    """Receive packages from the other parties (POST /v1/packages) until stopped."""
+    from hub.exchange.home import open_home
+    from hub.exchange.server import serve as run_server
+
+    h = open_home(home)
+    host = host or h.settings.host
+    port = h.settings.port if port is None else port
+    err_console.print(f"{h.party}: receiving packages on http://{host}:{port}/v1/packages")
+    run_server(h, host=host, port=port)
+
+
+@app.command()
+@people_errors
+def send(
+    home: HomeOpt,
+    convenzione: Annotated[str, typer.Option(help="The convenzione the package flows under.")],
+    to: Annotated[str, typer.Option(help="The recipient's party code.")],
+    batch: Annotated[int, typer.Option(help="Rows per package at most.")] = 100_000,
+) -> None:
+    """Send what the recipient does not hold yet (pending packages first); exits 23 while
+    the recipient cannot be reached, with nothing lost: run it again."""
+    from hub.exchange.convert import ServiceConverter
+    from hub.exchange.errors import PackageRefused, PeerUnavailable
+    from hub.exchange.home import open_home
+    from hub.exchange.send import send_records
+    from hub.registry import Registry
+
+    h = open_home(home)
+    if not h.settings.registry_url:
+        raise PeerUnavailable(
+            "this home has no registry to send from", where=str(h.path / "exchange.toml")
+        )
+    registry = Registry.open(h.settings.registry_url)
+    service = h.settings.pseudonym_service
+    converter = ServiceConverter(service) if service else None
+    try:
+        results = send_records(h, registry, convenzione, to, converter, batch=batch)
+    finally:
+        registry.close()
+    if not results:
+        console.print(f"Nothing new for {to} under {convenzione}.")
+        return
+    for d in results:
+        counts = ", ".join(f"{k} {v:,}" for k, v in d.counts.items() if k != "run_id")
+        console.print(
+            f"package {d.package} → {d.recipient}: {d.status}"
+            + (f" ({counts})" if counts else "")
+            + (f" — {d.detail}" if d.detail else "")
+        )
+    last = results[-1]
+    if last.status == "pending":
+        raise PeerUnavailable(
+            f"{to} did not acknowledge package {last.package}: it stays pending",
+            hint="run the same command again later; nothing is lost or sent twice",
+        )
+    if last.status == "refused":
+        raise PackageRefused(f"{to} refused package {last.package}", errors=[last.detail])
+
+
+@app.command()
+@people_errors
+def status(
+    home: HomeOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Packages pending, acknowledged and refused, per convenzione and peer, and the log head."""
+    from hub.exchange.home import open_home
+    from hub.exchange.send import Outbox
+
+    h = open_home(home)
+    out: dict[str, dict[str, int]] = {}
+    for _, meta in Outbox(h).entries():
+        m = meta["manifest"]
+        slot = out.setdefault(f"{m['convenzione']} → {m['recipient']}", {})
+        slot[meta["state"]] = slot.get(meta["state"], 0) + 1
+    inbound: dict[str, dict[str, int]] = {}
+    for e in h.log.entries():
+        if e["kind"] in ("received", "refused", "replayed") and e.get("direction") != "out":
+            slot = inbound.setdefault(f"{e.get('convenzione')} ← {e.get('peer')}", {})
+            slot[e["kind"]] = slot.get(e["kind"], 0) + 1
+    head = h.log.head()
+    if as_json:
+        print(
+            json.dumps(
+                {"party": h.party, "outbound": out, "inbound": inbound, "log_head": head}, indent=2
+            )
+        )
+        return
+    console.print(f"[bold]{h.party}[/bold]; log: {head['size'] if head else 0} entries")
+    for k, v in sorted(out.items()):
+        console.print(f"out {k}: " + ", ".join(f"{s} {n}" for s, n in sorted(v.items())))
+    for k, v in sorted(inbound.items()):
+        console.print(f"in  {k}: " + ", ".join(f"{s} {n}" for s, n in sorted(v.items())))

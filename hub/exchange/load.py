@@ -73,7 +73,10 @@ def _decode(table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
             continue
         typ = col.type
         if isinstance(typ, sa.Date):
-            out[name] = dt.date.fromisoformat(str(v))
+            try:
+                out[name] = dt.date.fromisoformat(str(v))
+            except ValueError:
+                raise ValueError(f"{name} is not a date (YYYY-MM-DD)") from None
         elif isinstance(typ, sa.Boolean):
             if not isinstance(v, bool):
                 raise ValueError(f"{name} must be true or false")
@@ -83,7 +86,10 @@ def _decode(table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{name} must be an integer")
             out[name] = v
         elif isinstance(typ, sa.Numeric):
-            out[name] = decimal.Decimal(str(v))
+            try:
+                out[name] = decimal.Decimal(str(v))
+            except decimal.InvalidOperation:
+                raise ValueError(f"{name} is not a number") from None
         else:
             s = str(v)
             length = getattr(typ, "length", None)
