@@ -1,0 +1,391 @@
+"""Exchange between separate processes on loopback, over real HTTP.
+
+District A (SQLite registry) sends with ``raccordo exchange send`` (a process per run);
+district B (PostgreSQL registry) receives with ``raccordo exchange serve`` (a process);
+the pseudonymisation service is the TEST DOUBLE of ``POST /v1/convert`` (a process). Each
+party has its own exchange home, keys and database. Every scenario ends with the leak scan
+of everything every process wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from hub.exchange import package as pk
+from hub.exchange.home import Home, init_home
+from hub.registry import Registry
+from hub.registry import tables as t
+from tests.exchange.conftest import (
+    RECORD_FLOW,
+    TODAY,
+    share,
+    sign_both,
+    write_convenzione,
+)
+from tests.exchange.support import cancel, double_convert, pseudonym, seed
+from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+from tests.support.postgres import PostgresServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+ROOT = Path(__file__).resolve().parents[2]
+RACCORDO = str(Path(sys.executable).with_name("raccordo"))
+CONV = "conv-A-B-2026"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url}: the process exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@dataclass
+class World:
+    tmp: Path
+    a: Home
+    b: Home
+    url_a: str
+    url_b: str
+    port_b: int
+    port_service: int
+    counter: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_b(self) -> None:
+        proc = subprocess.Popen(
+            [RACCORDO, "exchange", "serve", "--home", str(self.b.path)],
+            cwd=self.tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.tmp / "b-server.log").open("ab"),
+        )
+        self.procs["b"] = proc
+        _wait(f"http://127.0.0.1:{self.port_b}/v1/status", proc)
+
+    def start_service(self) -> None:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.exchange.fake_pseudonym_service",
+                str(self.port_service),
+                str(self.counter),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.tmp / "service.log").open("ab"),
+        )
+        self.procs["service"] = proc
+        _wait(f"http://127.0.0.1:{self.port_service}/docs", proc)
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.terminate()
+        proc.wait(timeout=20)
+
+    def send(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                RACCORDO,
+                "exchange",
+                "send",
+                "--home",
+                str(self.a.path),
+                "--convenzione",
+                CONV,
+                "--to",
+                "DISTRETTO_B",
+            ],
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    def raccordo(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RACCORDO, *args],
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    def count_b(self, table: str = "case_episode") -> int:
+        reg = Registry.open(self.url_b, migrate=False)
+        try:
+            return reg.count(table)
+        finally:
+            reg.close()
+
+    def post(self, p: pk.Package, body: bytes | None = None) -> requests.Response:
+        return requests.post(
+            f"http://127.0.0.1:{self.port_b}/v1/packages",
+            data=p.body if body is None else body,
+            headers=p.headers,
+            timeout=30,
+        )
+
+    def leak_scan(self) -> None:
+        assert_no_leaks(scan_paths([self.tmp]) + scan_database(self.url_b))
+
+
+@pytest.fixture
+def world(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[World]:
+    port_b, port_service = _free_port(), _free_port()
+    url_a = f"sqlite:///{tmp_path}/a.sqlite"
+    url_b = postgres_server.url(postgres_server.create_database())
+    a = init_home(
+        tmp_path / "A",
+        party="DISTRETTO_A",
+        pseudonym_domain="DOM_A",
+        registry_url=url_a,
+        pseudonym_service=f"http://127.0.0.1:{port_service}",
+    )
+    b = init_home(
+        tmp_path / "B",
+        party="DISTRETTO_B",
+        pseudonym_domain="DOM_B",
+        registry_url=url_b,
+        port=port_b,
+    )
+    conv = write_convenzione(tmp_path / "shared", a, b, endpoint_b=f"http://127.0.0.1:{port_b}")
+    sign_both(conv, a, b)
+    share(conv, a, b)
+    reg = Registry.open(url_a)
+    seed(reg, 40)
+    reg.close()
+    Registry.open(url_b).close()
+    w = World(tmp_path, a, b, url_a, url_b, port_b, port_service, tmp_path / "conversions.txt")
+    w.start_service()
+    w.start_b()
+    yield w
+    for name in list(w.procs):
+        w.stop(name)
+
+
+def _receipts(home: Home) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted((home.path / "receipts").glob("*.json"))]
+
+
+def test_happy_path_records_arrive_converted_and_both_logs_verify(world: World) -> None:
+    res = world.send()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ": accepted (received 80, loaded 80, unchanged 0" in res.stdout
+    assert world.count_b("case_episode") == 40 and world.count_b("subject") == 40
+    reg = Registry.open(world.url_b, migrate=False)
+    with reg.engine.connect() as conn:
+        subjects = set(conn.execute(sa.select(t.case_episodes.c.subject)).scalars())
+        columns = conn.execute(sa.select(t.subjects.c.residence_comune_istat)).scalars().all()
+    reg.close()
+    # B links with its own people: pseudonyms of B's domain, never A's.
+    assert subjects == {double_convert("DOM_B", pseudonym(i)) for i in range(40)}
+    assert columns == [None] * 40  # a field the convenzione does not let flow stays empty
+    assert world.counter.read_text().split() == [CONV, "DOM_A->DOM_B", "40"]
+    (receipt,) = _receipts(world.a)
+    assert receipt["status"] == "accepted" and receipt["log_head"]["log"] == "DISTRETTO_B"
+    assert [e["kind"] for e in world.a.log.entries()] == ["converted", "sent", "receipt"]
+    assert [e["kind"] for e in world.b.log.entries()] == ["received"]
+    # Each party holds the other's signed heads, and each log verifies with them.
+    peer_heads_of_b = world.a.path / "peers" / "DISTRETTO_B.heads.jsonl"
+    peer_heads_of_a = world.b.path / "peers" / "DISTRETTO_A.heads.jsonl"
+    for home, held in ((world.b, peer_heads_of_b), (world.a, peer_heads_of_a)):
+        v = world.raccordo("log", "verify", "--home", str(home.path), "--heads", str(held))
+        assert v.returncode == 0, v.stdout + v.stderr
+    again = world.send()
+    assert again.returncode == 0 and "Nothing new for DISTRETTO_B" in again.stdout
+    status = world.raccordo("exchange", "status", "--home", str(world.a.path), "--json")
+    assert json.loads(status.stdout)["outbound"] == {f"{CONV} → DISTRETTO_B": {"accepted": 1}}
+    world.leak_scan()
+
+
+def _outbox_package(home: Home) -> pk.Package:
+    (d,) = [p for p in (home.path / "outbox").iterdir() if p.is_dir()]
+    meta = json.loads((d / "meta.json").read_text())
+    return pk.Package(d.name, meta["manifest"], (d / "body").read_bytes(), meta["headers"])
+
+
+def test_replay_is_idempotent(world: World) -> None:
+    assert world.send().returncode == 0
+    p = _outbox_package(world.a)
+    first = _receipts(world.a)[0]
+    for _ in range(2):
+        r = world.post(p)
+        assert r.status_code == 200 and r.json() == first
+    assert world.count_b() == 40
+    assert [e["kind"] for e in world.b.log.entries()] == ["received", "replayed", "replayed"]
+    world.leak_scan()
+
+
+def test_altered_in_transit_is_refused_and_the_genuine_package_still_arrives(world: World) -> None:
+    cf = world.a.convenzioni.get(CONV)
+    rows = [
+        pk.Row(
+            "case_episode",
+            "k1",
+            {"subject": "2.abc", "area": "ANZIANI", "opened_on": "2025-01-01", "closed_on": None},
+        )
+    ]
+    p = pk.build(world.a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY))
+    body = bytearray(p.body)
+    body[100] ^= 0xFF
+    r = world.post(p, bytes(body))
+    assert r.status_code == 400
+    assert r.json()["reasons"][0].startswith("the body does not match its Digest header")
+    assert world.count_b() == 0
+    r = world.post(p)
+    assert r.status_code == 200 and r.json()["counts"]["loaded"] == 1
+    kinds = [e["kind"] for e in world.b.log.entries()]
+    assert kinds == ["refused", "received"]
+    world.leak_scan()
+
+
+def test_wrong_recipient_is_refused(world: World) -> None:
+    c = init_home(world.tmp / "C", party="DISTRETTO_C", pseudonym_domain="DOM_C")
+    flow = {**RECORD_FLOW, "to": "DISTRETTO_C"}
+    conv = write_convenzione(world.tmp / "ac", world.a, c, conv_id="conv-A-C", flows=[flow])
+    sign_both(conv, world.a, c)
+    share(conv, world.a, c, world.b)
+    cf = world.a.convenzioni.get("conv-A-C")
+    rows = [pk.Row("subject", "k", {"subject": "2.x", "sex": "F", "birth_year": 1950})]
+    p = pk.build(world.a, cf, recipient="DISTRETTO_C", rows=rows, period=(TODAY, TODAY))
+    r = world.post(p)
+    assert r.status_code == 400
+    assert r.json()["reasons"] == [
+        "the package is addressed to DISTRETTO_C, not to DISTRETTO_B (wrong recipient)"
+    ]
+    assert world.count_b("subject") == 0
+    world.leak_scan()
+
+
+def test_a_field_not_allowed_is_refused_by_the_recipient(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf = world.a.convenzioni.get(CONV)
+    monkeypatch.setattr(pk, "refusals", lambda *a, **k: [])  # a sender that skips its check
+    rows = [pk.Row("subject", "k", {"subject": "2.x", "citizenship": "ITA"})]
+    p = pk.build(world.a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY))
+    monkeypatch.undo()
+    r = world.post(p)
+    assert r.status_code == 422
+    assert r.json()["reasons"] == [
+        "field(s) 'citizenship' of table 'subject' may not flow under convenzione "
+        "conv-A-B-2026 (allowed: birth_year, sex, subject)"
+    ]
+    assert world.count_b("subject") == 0
+    (entry,) = world.b.log.find(kind="refused")
+    assert "citizenship" in entry["reason"]
+    world.leak_scan()
+
+
+def test_an_expired_convenzione_stops_every_flow(world: World) -> None:
+    cf = world.a.convenzioni.get(CONV)
+    rows = [pk.Row("subject", "k", {"subject": "2.x", "sex": "F", "birth_year": 1950})]
+    early = pk.build(world.a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY))
+    expired = write_convenzione(
+        world.tmp / "expired",
+        world.a,
+        world.b,
+        start=TODAY - dt.timedelta(days=100),
+        expiry=TODAY - dt.timedelta(days=1),
+        endpoint_b=f"http://127.0.0.1:{world.port_b}",
+    )
+    sign_both(expired, world.a, world.b)
+    share(expired, world.a, world.b)
+    res = world.send()
+    assert res.returncode == 21, res.stdout + res.stderr
+    assert f"convenzione {CONV} expired on {TODAY - dt.timedelta(days=1)}" in res.stderr
+    r = world.post(early)  # built before; the recipient refuses it too
+    assert r.status_code == 422
+    assert any("expired on" in x for x in r.json()["reasons"])
+    assert world.count_b("subject") == 0
+    world.leak_scan()
+
+
+def test_recipient_down_then_up_loses_nothing_and_duplicates_nothing(world: World) -> None:
+    world.stop("b")
+    res = world.send()
+    assert res.returncode == 23, res.stdout + res.stderr
+    assert "stays pending" in res.stderr
+    # More records while B is down; then B is back.
+    reg = Registry.open(world.url_a)
+    seed(reg, 10, start=40)
+    reg.close()
+    world.start_b()
+    res = world.send()
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [x for x in res.stdout.splitlines() if x.startswith("package ")]
+    assert len(lines) == 2  # the pending package first, then the new rows
+    assert "loaded 80" in lines[0] and "loaded 20" in lines[1]
+    assert world.count_b("case_episode") == 50 and world.count_b("subject") == 50
+    world.leak_scan()
+
+
+def test_service_down_then_up(world: World) -> None:
+    world.stop("service")
+    res = world.send()
+    assert res.returncode == 23, res.stdout + res.stderr
+    assert "pseudonymisation service cannot be reached" in res.stderr
+    assert not list((world.a.path / "outbox").iterdir())  # nothing was built or sent
+    world.start_service()
+    res = world.send()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert world.count_b("case_episode") == 40
+    world.leak_scan()
+
+
+def test_an_erasure_at_the_source_reaches_the_recipient_and_is_acknowledged(world: World) -> None:
+    assert world.send().returncode == 0
+    reg = Registry.open(world.url_a)
+    cancel(reg, [0, 1, 2])
+    reg.close()
+    res = world.send()
+    assert res.returncode == 0, res.stdout + res.stderr
+    # Their episodes leave A's registry (subjects stay there: the registry keys them by
+    # person, not by source record), so they leave B's too, as tombstones.
+    assert "deleted 3" in res.stdout
+    assert world.count_b("case_episode") == 37 and world.count_b("subject") == 40
+    reg = Registry.open(world.url_b, migrate=False)
+    with reg.engine.connect() as conn:
+        left = set(conn.execute(sa.select(t.case_episodes.c.subject)).scalars())
+    reg.close()
+    assert not left & {double_convert("DOM_B", pseudonym(i)) for i in range(3)}
+    (tomb_receipt,) = [r for r in _receipts(world.a) if r["counts"].get("deleted")]  # type: ignore[union-attr]
+    assert tomb_receipt["status"] == "accepted"  # acknowledged, signed by B
+    world.leak_scan()
+
+
+def test_an_edited_log_entry_is_found_by_log_verify(world: World) -> None:
+    assert world.send().returncode == 0
+    entries = world.b.path / "log" / "entries.jsonl"
+    entries.write_text(entries.read_text().replace('"loaded":80', '"loaded":8'))
+    v = world.raccordo("log", "verify", "--home", str(world.b.path))
+    assert v.returncode == 22
+    assert "entry #0 edited: it no longer matches its signed head" in v.stderr
