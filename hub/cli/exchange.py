@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -164,3 +165,51 @@ def status(
         console.print(f"out {k}: " + ", ".join(f"{s} {n}" for s, n in sorted(v.items())))
     for k, v in sorted(inbound.items()):
         console.print(f"in  {k}: " + ", ".join(f"{s} {n}" for s, n in sorted(v.items())))
+
+
+@app.command("send-aggregates")
+@people_errors
+def send_aggregates_command(
+    home: HomeOpt,
+    convenzione: Annotated[str, typer.Option(help="The convenzione the tables flow under.")],
+    to: Annotated[str, typer.Option(help="The recipient's party code.")],
+    year: Annotated[int, typer.Option(help="The year the tables cover.")],
+    ledger: Annotated[
+        Path,
+        typer.Option(help="The disclosure ledger: the same file the open-data export uses."),
+    ],
+    withdraw: Annotated[
+        list[str] | None, typer.Option(help="Indicator to withdraw for this period.")
+    ] = None,
+) -> None:
+    """Send the indicator tables the convenzione names, after disclosure control."""
+    from hub.exchange.errors import PackageRefused, PeerUnavailable
+    from hub.exchange.home import open_home
+    from hub.exchange.send import send_aggregates
+    from hub.observatory.disclosure import Ledger
+    from hub.observatory.table import Period
+    from hub.registry import Registry
+
+    h = open_home(home)
+    if not h.settings.registry_url:
+        raise PeerUnavailable("this home has no registry", where=str(h.path / "exchange.toml"))
+    registry = Registry.open(h.settings.registry_url)
+    try:
+        d = send_aggregates(
+            h,
+            registry,
+            convenzione,
+            to,
+            Period.year(year),
+            Ledger.load(ledger),
+            withdraw=withdraw or (),
+        )
+    finally:
+        registry.close()
+    console.print(
+        f"package {d.package} → {d.recipient}: {d.status}" + (f" — {d.detail}" if d.detail else "")
+    )
+    if d.status == "pending":
+        raise PeerUnavailable(f"{to} did not acknowledge package {d.package}: it stays pending")
+    if d.status == "refused":
+        raise PackageRefused(f"{to} refused package {d.package}", errors=[d.detail])

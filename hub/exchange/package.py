@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hub.exchange import crypto
+from hub.exchange.aggregates import disclosure_problems
 from hub.exchange.convenzioni import ConvenzioneFile, Directory, PackageShape, refusals
 from hub.exchange.errors import ConvenzioneError, PackageRefused
 from hub.exchange.home import Home
@@ -166,6 +167,8 @@ def build(
         period_end=period[1],
     )
     reasons = refusals(cf, shape, now.date())
+    if aggregates is not None:
+        reasons += _disclosure(cf, home.party, recipient, aggregates)
     if reasons:
         home.log.append(
             "refused",
@@ -374,10 +377,15 @@ def open_package(
         tables: dict[str, Iterable[str]] = dict(present)
         indicators: dict[str, int] = {}
     else:
-        for line in payload.split(b"\n"):
-            if line:
-                obj = json.loads(line)
-                out.aggregates[str(obj["t"])] = obj["table"]
+        try:
+            for line in payload.split(b"\n"):
+                if line:
+                    obj = json.loads(line)
+                    out.aggregates[str(obj["t"])] = dict(obj["table"])
+        except (ValueError, KeyError, TypeError):
+            out.reasons.append("the payload is not a valid set of aggregate tables")
+            return out
+        out.reasons += _disclosure(cf, sender, home.party, out.aggregates)
         tables = {}
         indicators = {k: int(v) for k, v in manifest.get("indicators", {}).items()}
     period = manifest.get("period", {})
@@ -393,6 +401,24 @@ def open_package(
         period_end=dt.date.fromisoformat(period["end"]),
     )
     out.reasons += refusals(cf, shape, now.date())
+    return out
+
+
+def _disclosure(
+    cf: ConvenzioneFile,
+    sender: str,
+    recipient: str,
+    aggregates: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    ks = {
+        name: ind.k
+        for f in cf.convenzione.flows_between(sender, recipient)
+        for name, ind in f.indicators.items()
+    }
+    out: list[str] = []
+    for name, table in aggregates.items():
+        if name in ks:
+            out += disclosure_problems(name, table, ks[name])
     return out
 
 

@@ -24,12 +24,15 @@ import requests
 import sqlalchemy as sa
 
 from hub.exchange import crypto
+from hub.exchange.aggregates import protected_tables
 from hub.exchange.convenzioni import PSEUDONYM_COLUMNS, ConvenzioneFile
 from hub.exchange.convert import Converter, convert_rows_values
 from hub.exchange.errors import PackageRefused, PeerUnavailable
 from hub.exchange.home import Home
 from hub.exchange.package import Package, Row, build, verify_receipt
 from hub.exchange.receive import append_jsonl, write_json_atomic
+from hub.observatory.disclosure import Ledger
+from hub.observatory.table import Period
 from hub.registry import Registry
 from hub.registry import tables as t
 
@@ -343,5 +346,47 @@ def send_rows(
     today = dt.date.today()
     pkg = build(home, cf, recipient=recipient, rows=rows, period=period or (today, today))
     outbox = Outbox(home)
+    outbox.put(pkg, None)
+    return outbox.deliver(pkg.id)
+
+
+def send_aggregates(
+    home: Home,
+    registry: Registry,
+    conv_id: str,
+    recipient: str,
+    period: Period,
+    ledger: Ledger,
+    *,
+    withdraw: Sequence[str] = (),
+) -> Delivery:
+    """Protect the indicator tables the convenzione names (same ledger as open data),
+    record the release, and deliver them as one package for the period."""
+    cf = home.convenzioni.get(conv_id)
+    indicators = {
+        name: ind.k
+        for f in cf.convenzione.flows_between(home.party, recipient)
+        if f.kind == "aggregates"
+        for name, ind in f.indicators.items()
+    }
+    if not indicators:
+        raise PackageRefused(
+            f"convenzione {conv_id} lets no aggregates flow from {home.party} to {recipient}"
+        )
+    outbox = Outbox(home)
+    for pid in outbox.pending_for(conv_id, recipient):
+        d = outbox.deliver(pid)
+        if d.status == "pending":
+            return d
+    tables = protected_tables(
+        registry.engine,
+        period,
+        indicators,
+        ledger,
+        label=f"exchange {conv_id} → {recipient} {period.start}–{period.end}",
+        withdraw=withdraw,
+    )
+    pkg = build(home, cf, recipient=recipient, aggregates=tables, period=(period.start, period.end))
+    ledger.save()
     outbox.put(pkg, None)
     return outbox.deliver(pkg.id)
