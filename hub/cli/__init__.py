@@ -22,6 +22,7 @@ from rich.table import Table
 from hub.cli.connectors_list import list_connectors
 from hub.cli.convenzioni import app as convenzioni_app
 from hub.cli.exchange import app as exchange_app
+from hub.cli.exchange import erasure_app
 from hub.cli.export import app as export_app
 from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
@@ -60,6 +61,7 @@ app.add_typer(observatory_app, name="observatory")
 app.add_typer(convenzioni_app, name="convenzioni")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(log_app, name="log")
+app.add_typer(erasure_app, name="erasure")
 
 
 def _config(path: Path | None) -> Config:

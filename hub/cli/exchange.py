@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated
@@ -213,3 +214,82 @@ def send_aggregates_command(
         raise PeerUnavailable(f"{to} did not acknowledge package {d.package}: it stays pending")
     if d.status == "refused":
         raise PackageRefused(f"{to} refused package {d.package}", errors=[d.detail])
+
+
+@app.command()
+@people_errors
+def purge(home: HomeOpt) -> None:
+    """Remove received records older than their convenzione's retention at the recipient."""
+    from hub.exchange.home import open_home
+    from hub.exchange.load import purge_expired
+    from hub.registry import Registry
+
+    h = open_home(home)
+    if not h.settings.registry_url:
+        console.print("This home has no registry: nothing to purge.")
+        return
+    registry = Registry.open(h.settings.registry_url)
+    try:
+        for cf in h.convenzioni.all():
+            c = cf.convenzione
+            for p in c.parties:
+                if p.code == h.party:
+                    continue
+                n = purge_expired(
+                    registry,
+                    sender=p.code,
+                    convenzione=c.id,
+                    convenzione_digest=cf.digest,
+                    retention=dt.timedelta(days=c.retention_days),
+                )
+                if n:
+                    h.log.append(
+                        "erasure", convenzione=c.id, peer=p.code, rows=n, reason="retention"
+                    )
+                console.print(
+                    f"{c.id} from {p.code}: {n:,} rows past {c.retention_days} days removed"
+                )
+    finally:
+        registry.close()
+
+
+erasure_app = typer.Typer(
+    help="Erasures that must reach every registry that received the data.", no_args_is_help=True
+)
+
+
+@erasure_app.command("status")
+@people_errors
+def erasure_status_command(
+    home: HomeOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per convenzione and recipient: rows erased here whose tombstone is not acknowledged yet."""
+    from hub.exchange.home import open_home
+    from hub.exchange.send import erasure_status
+    from hub.registry import Registry
+
+    h = open_home(home)
+    if not h.settings.registry_url:
+        console.print("This home has no registry: it sends nothing to erase.")
+        return
+    registry = Registry.open(h.settings.registry_url)
+    out: dict[str, dict[str, int]] = {}
+    try:
+        for cf in h.convenzioni.all():
+            for f in cf.convenzione.flows:
+                if f.from_ == h.party and f.kind == "records":
+                    out[f"{cf.id} → {f.to}"] = erasure_status(h, registry, cf, f.to)
+    finally:
+        registry.close()
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    for k, v in sorted(out.items()):
+        console.print(
+            f"{k}: {v['unacknowledged_erasures']:,} erasures not acknowledged"
+            f" ({v['in_pending_packages']:,} in pending packages); "
+            f"{v['acknowledged_rows']:,} rows held there"
+        )
+    if any(v["unacknowledged_erasures"] for v in out.values()):
+        console.print("Run `raccordo exchange send` to deliver them.")

@@ -215,3 +215,51 @@ def load_records(
         raise
     registry.finish_run(run_id, status="succeeded")
     return counts
+
+
+def purge_expired(
+    registry: Registry,
+    *,
+    sender: str,
+    convenzione: str,
+    convenzione_digest: str,
+    retention: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> int:
+    """Remove what was received from ``sender`` under ``convenzione`` and last changed longer
+    ago than the convenzione's retention: one run of deletions, counted like any other."""
+    now = now or dt.datetime.now(dt.UTC)
+    connector = _connector(sender)
+    sr = t.source_records
+    with registry.engine.connect() as conn:
+        stale = list(
+            conn.execute(
+                sa.select(sr.c.source_key_hash).where(
+                    sr.c.connector == connector,
+                    sr.c.stream == convenzione,
+                    sr.c.updated_at < now - retention,
+                )
+            ).scalars()
+        )
+    if not stale:
+        return 0
+    run_id = registry.start_run(
+        connector=connector,
+        connector_type="exchange",
+        org=sender,
+        mapping=convenzione,
+        mapping_version=convenzione_digest[:12],
+    )
+    registry.commit_batch(
+        run_id=run_id,
+        connector=connector,
+        stream=convenzione,
+        org=sender,
+        changes=[SourceRecordChange(k, "retention", "delete", ()) for k in stale],
+        quarantine=[],
+        counts=BatchCounts(read=len(stale), loaded=len(stale), deleted=len(stale)),
+        state={"retention_purge": now.isoformat()},
+        retention=retention,
+    )
+    registry.finish_run(run_id, status="succeeded")
+    return len(stale)

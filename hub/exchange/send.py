@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,35 +89,16 @@ def extract_records(
     (signed receipts), so a package lost in transit is simply built again.
     """
     conv = cf.convenzione
-    flows = [f for f in conv.flows_between(home.party, recipient) if f.kind == "records"]
-    allowed: dict[str, set[str]] = {}
-    for f in flows:
-        for table, fields in f.tables.items():
-            allowed.setdefault(table, set()).update(fields)
     acked = acknowledged(home, conv.id, recipient)
     seen: set[str] = set()
     rows: list[Row] = []
     delta: dict[str, list[str] | None] = {}
-    with registry.engine.connect() as conn:
-        for table_name in sorted(allowed):
-            tab = t.RECORD_TABLES[table_name]
-            fields = sorted(allowed[table_name])
-            q = (
-                sa.select(tab.c.key_hash, *(tab.c[f] for f in fields))
-                .where(~tab.c.connector.startswith("x."))
-                .order_by(tab.c.id)
-            )
-            for rec in conn.execute(q):
-                key = crypto.sha256_hex(f"{conv.id}|{table_name}|{rec[0]}".encode())
-                seen.add(key)
-                values = dict(zip(fields, rec[1:], strict=True))
-                digest = crypto.sha256_hex(
-                    crypto.canonical({k: _plain(v) for k, v in values.items()})
-                )
-                if acked.get(key) == [table_name, digest] or len(rows) >= limit:
-                    continue
-                rows.append(Row(table_name, key, values))
-                delta[key] = [table_name, digest]
+    for table_name, key, values, digest in _current_rows(registry, cf, home.party, recipient):
+        seen.add(key)
+        if acked.get(key) == [table_name, digest] or len(rows) >= limit:
+            continue
+        rows.append(Row(table_name, key, values))
+        delta[key] = [table_name, digest]
     for key in sorted(set(acked) - seen):
         if len(rows) >= limit:
             break
@@ -154,6 +135,58 @@ def extract_records(
             for r in rows
         ]
     return Extract(rows, dict(delta), converted)
+
+
+def _allowed(cf: ConvenzioneFile, sender: str, recipient: str) -> dict[str, set[str]]:
+    allowed: dict[str, set[str]] = {}
+    for f in cf.convenzione.flows_between(sender, recipient):
+        if f.kind == "records":
+            for table, fields in f.tables.items():
+                allowed.setdefault(table, set()).update(fields)
+    return allowed
+
+
+def _current_rows(
+    registry: Registry, cf: ConvenzioneFile, sender: str, recipient: str
+) -> Iterator[tuple[str, str, dict[str, Any], str]]:
+    """(table, row key, allowed values, content digest) of every row that may flow now."""
+    conv_id = cf.convenzione.id
+    with registry.engine.connect() as conn:
+        for table_name, fields_set in sorted(_allowed(cf, sender, recipient).items()):
+            tab = t.RECORD_TABLES[table_name]
+            fields = sorted(fields_set)
+            q = (
+                sa.select(tab.c.key_hash, *(tab.c[f] for f in fields))
+                .where(~tab.c.connector.startswith("x."))
+                .order_by(tab.c.id)
+            )
+            for rec in conn.execute(q):
+                key = crypto.sha256_hex(f"{conv_id}|{table_name}|{rec[0]}".encode())
+                values = dict(zip(fields, rec[1:], strict=True))
+                digest = crypto.sha256_hex(
+                    crypto.canonical({k: _plain(v) for k, v in values.items()})
+                )
+                yield table_name, key, values, digest
+
+
+def erasure_status(
+    home: Home, registry: Registry, cf: ConvenzioneFile, recipient: str
+) -> dict[str, int]:
+    """Rows the recipient acknowledged holding that are gone here: their tombstones are
+    owed (not built yet) or pending (built, not acknowledged)."""
+    acked = acknowledged(home, cf.id, recipient)
+    current = {key for _, key, _, _ in _current_rows(registry, cf, home.party, recipient)}
+    gone = set(acked) - current
+    pending = 0
+    outbox = Outbox(home)
+    for pid in outbox.pending_for(cf.id, recipient):
+        _, meta = outbox.load(pid)
+        pending += sum(1 for k, v in (meta.get("cursor") or {}).items() if v is None and k in gone)
+    return {
+        "acknowledged_rows": len(acked),
+        "unacknowledged_erasures": len(gone),
+        "in_pending_packages": pending,
+    }
 
 
 def _plain(v: Any) -> Any:

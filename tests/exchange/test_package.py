@@ -235,3 +235,23 @@ def test_extract_sends_converted_pseudonyms_changes_and_tombstones(
         "birth_year",
         "sex",
     }
+
+
+def test_retention_at_the_recipient_purges_old_rows(parties: Parties, tmp_path: Path) -> None:
+    from hub.exchange.load import purge_expired
+
+    reg = Registry.open(f"sqlite:///{tmp_path}/b.sqlite")
+    receiver = Receiver(parties.b, reg)
+    assert receiver.handle(*_headers_body(_build(parties)))[0] == 200
+    cf = parties.b.convenzioni.get(CONV)
+    kw = {
+        "sender": "DISTRETTO_A",
+        "convenzione": CONV,
+        "convenzione_digest": cf.digest,
+        "retention": dt.timedelta(days=365),
+    }
+    assert purge_expired(reg, **kw) == 0  # type: ignore[arg-type]
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=366)
+    assert purge_expired(reg, now=later, **kw) == 3  # type: ignore[arg-type]
+    assert reg.count("case_episode") == 0
+    assert reg.runs(limit=1)[0].deleted == 3

@@ -366,6 +366,9 @@ def test_an_erasure_at_the_source_reaches_the_recipient_and_is_acknowledged(worl
     reg = Registry.open(world.url_a)
     cancel(reg, [0, 1, 2])
     reg.close()
+    key = f"{CONV} → DISTRETTO_B"
+    st = world.raccordo("erasure", "status", "--home", str(world.a.path), "--json")
+    assert json.loads(st.stdout)[key]["unacknowledged_erasures"] == 3, st.stdout + st.stderr
     res = world.send()
     assert res.returncode == 0, res.stdout + res.stderr
     # Their episodes leave A's registry (subjects stay there: the registry keys them by
@@ -379,6 +382,12 @@ def test_an_erasure_at_the_source_reaches_the_recipient_and_is_acknowledged(worl
     assert not left & {double_convert("DOM_B", pseudonym(i)) for i in range(3)}
     (tomb_receipt,) = [r for r in _receipts(world.a) if r["counts"].get("deleted")]  # type: ignore[union-attr]
     assert tomb_receipt["status"] == "accepted"  # acknowledged, signed by B
+    st = world.raccordo("erasure", "status", "--home", str(world.a.path), "--json")
+    assert json.loads(st.stdout)[key] == {
+        "acknowledged_rows": 77,
+        "unacknowledged_erasures": 0,
+        "in_pending_packages": 0,
+    }
     world.leak_scan()
 
 
