@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,25 +272,49 @@ def open_package(
     body: bytes,
     now: dt.datetime | None = None,
 ) -> Opened:
-    """Verify a package received; ``reasons`` lists why it is refused (empty: it may load)."""
-    now = now or dt.datetime.now(dt.UTC)
+    """Verify a package received; ``reasons`` lists why it is refused (empty: it may load).
+
+    Untrusted input (BLUEPRINT §8.4): whatever its shape, the answer is a refusal with a
+    reason, never an exception.
+    """
     out = Opened(body_sha256=crypto.sha256_hex(body))
+    try:
+        _open(out, home, directory, headers, body, now or dt.datetime.now(dt.UTC))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        out.reasons.append(
+            "the package's headers, manifest or payload are malformed "
+            "(a field is missing or has the wrong type)"
+        )
+    return out
+
+
+_INDICATOR = re.compile(r"^[a-z0-9_]{1,60}$")
+
+
+def _open(
+    out: Opened,
+    home: Home,
+    directory: Directory,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: dt.datetime,
+) -> None:
     digest = _header(headers, "Digest")
     if digest != crypto.digest_header(body):
         out.reasons.append(
             "the body does not match its Digest header: the package was altered in transit "
             "or truncated; the sender should send it again"
         )
-        return out
+        return
     token = _header(headers, "Agid-JWT-Signature")
     if not token:
         out.reasons.append("the Agid-JWT-Signature header is missing")
-        return out
+        return
     try:
         _, claims = crypto.jws_unverified(token)
     except crypto.CryptoFailure as e:
         out.reasons.append(f"the Agid-JWT-Signature header is not valid: {e}")
-        return out
+        return
     sender, conv_id, pid = str(claims.get("iss")), str(claims.get("convenzione")), claims.get("jti")
     out.sender, out.package_id = sender, str(pid) if pid else None
     try:
@@ -299,36 +324,36 @@ def open_package(
         out.reasons.append(
             f"{sender} is not a party of a convenzione {conv_id!r} known to {home.party}"
         )
-        return out
+        return
     out.convenzione = cf
     try:
         claims = crypto.jws_verify(token, party.signing_key)
     except crypto.CryptoFailure:
         out.reasons.append(f"the Agid-JWT-Signature is not signed by {sender}'s key")
-        return out
+        return
     if claims.get("aud") != home.party:
         out.reasons.append(
             f"the package is addressed to {claims.get('aud')}, not to {home.party} "
             "(wrong recipient)"
         )
-        return out
+        return
     if {"digest": digest} not in claims.get("signed_headers", []):
         out.reasons.append("the JWS does not sign this body's Digest")
-        return out
+        return
     ts = now.timestamp()
     if int(claims.get("nbf", 0)) > ts + CLOCK_SKEW.total_seconds():
         out.reasons.append("the package is dated in the future: check both hubs' clocks")
-        return out
+        return
     if int(claims.get("exp", 0)) < ts - CLOCK_SKEW.total_seconds():
         out.reasons.append("the package's signature has expired: the sender must build it again")
-        return out
+        return
     try:
         plaintext = crypto.open_sealed(body, home.kem_key, _info(home.party))
     except crypto.CryptoFailure:
         out.reasons.append(
             f"the package is not encrypted for {home.party} (wrong recipient) or is damaged"
         )
-        return out
+        return
     head, _, payload = plaintext.partition(b"\n")
     try:
         signed = json.loads(head)
@@ -336,7 +361,7 @@ def open_package(
         crypto.verify(party.signing_key, PACKAGE_CONTEXT, crypto.canonical(manifest), signature)
     except (ValueError, KeyError, TypeError, crypto.CryptoFailure):
         out.reasons.append(f"the manifest is not signed by {sender}")
-        return out
+        return
     out.manifest = manifest
     for name, expected, got in (
         ("id", out.package_id, manifest.get("id")),
@@ -347,11 +372,11 @@ def open_package(
         if expected != got:
             out.reasons.append(f"the manifest's {name} {got!r} differs from {expected!r}")
     if out.reasons:
-        return out
+        return
     out.authenticated = True
     if manifest["payload"]["sha256"] != crypto.sha256_hex(payload):
         out.reasons.append("the payload does not match the digest the sender signed")
-        return out
+        return
     if manifest.get("convenzione_sha256") != cf.digest:
         out.reasons.append(
             f"the sender signed a different version of convenzione {conv_id}: "
@@ -363,7 +388,7 @@ def open_package(
             out.rows = decode_payload(payload)
         except PackageRefused as e:
             out.reasons.append(e.message)
-            return out
+            return
         present: dict[str, set[str]] = {}
         counts: dict[str, list[int]] = {}
         for r in out.rows:
@@ -384,7 +409,11 @@ def open_package(
                     out.aggregates[str(obj["t"])] = dict(obj["table"])
         except (ValueError, KeyError, TypeError):
             out.reasons.append("the payload is not a valid set of aggregate tables")
-            return out
+            return
+        declared = set(manifest.get("indicators", {}))
+        if set(out.aggregates) != declared or not all(map(_INDICATOR.match, declared)):
+            out.reasons.append("the payload's tables are not the indicators the manifest declares")
+            return
         out.reasons += _disclosure(cf, sender, home.party, out.aggregates)
         tables = {}
         indicators = {k: int(v) for k, v in manifest.get("indicators", {}).items()}
@@ -401,7 +430,6 @@ def open_package(
         period_end=dt.date.fromisoformat(period["end"]),
     )
     out.reasons += refusals(cf, shape, now.date())
-    return out
 
 
 def _disclosure(

@@ -255,3 +255,35 @@ def test_retention_at_the_recipient_purges_old_rows(parties: Parties, tmp_path: 
     assert purge_expired(reg, now=later, **kw) == 3  # type: ignore[arg-type]
     assert reg.count("case_episode") == 0
     assert reg.runs(limit=1)[0].deleted == 3
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"signed_headers": "digest"},
+        {"nbf": "soon"},
+        {"exp": None},
+        {"aud": ["DISTRETTO_B"]},
+        {"jti": {"x": 1}},
+    ],
+)
+def test_malformed_but_signed_headers_are_refused_never_raised(
+    parties: Parties, claims: dict[str, object]
+) -> None:
+    p = _build(parties)
+    _, good = crypto.jws_unverified(p.headers["Agid-JWT-Signature"])
+    token = crypto.jws_sign(parties.a.signing_key, {"typ": "JWT"}, {**good, **claims})
+    headers = {**p.headers, "Agid-JWT-Signature": token}
+    opened = pk.open_package(parties.b, parties.b.convenzioni, headers, p.body)
+    assert opened.reasons and not opened.authenticated
+    status, receipt = Receiver(parties.b, None).handle(headers, p.body)
+    assert status in (400, 422) and receipt["status"] == "refused"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Digest": "x"}, {"Agid-JWT-Signature": "a.b.c"}, {"agid-jwt-signature": "...."}],
+)
+def test_garbage_is_refused_with_a_reason(parties: Parties, headers: dict[str, str]) -> None:
+    status, receipt = Receiver(parties.b, None).handle(headers, b"\x00garbage")
+    assert status == 400 and receipt["reasons"]
