@@ -2,7 +2,7 @@
 
 One hub (or one consortium worker in push mode) has one home::
 
-    exchange.toml          party code, registry, pseudonymisation service, listen address
+    exchange.toml          party code, registry, pseudonymisation service, listen address, TLS
     keys/signing.key       Ed25519 private key (32 bytes, mode 0600)
     keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519, 96 bytes, mode 0600)
     convenzioni/*.toml     the agreements (+ .sig, .revoked)
@@ -47,6 +47,12 @@ class HomeSettings(BaseModel):
     #: Listen address of ``raccordo exchange serve``.
     host: str = "127.0.0.1"
     port: int = Field(default=18600, ge=0, le=65535)
+    #: HTTPS for ``serve``: certificate chain and private key (PEM files). Without them
+    #: it speaks plain HTTP, for loopback or behind the district's TLS terminator.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: CA bundle (PEM) the sender trusts for the recipients' endpoints (default: the system's).
+    ca_bundle: str = ""
 
 
 @dataclass

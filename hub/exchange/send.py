@@ -280,6 +280,7 @@ class Outbox:
                 data=pkg.body,
                 headers=pkg.headers,
                 timeout=timeout,
+                verify=self.home.settings.ca_bundle or True,
             )
         except requests.RequestException as e:
             return Delivery(

@@ -8,9 +8,10 @@ Routes:
   413 too big).
 - ``GET /v1/status``: this party, its log head and its convenzioni's states.
 
-It listens on loopback unless told otherwise; in production it sits behind
-the district's TLS terminator (or PDND), which is why packages carry their
-own end-to-end signature and encryption.
+It listens on loopback unless told otherwise, over HTTPS when ``tls_cert`` and
+``tls_key`` are set in ``exchange.toml`` (or behind the district's TLS
+terminator, or PDND). Packages carry their own end-to-end signature and
+encryption either way.
 """
 
 from __future__ import annotations
@@ -65,4 +66,12 @@ def create_app(home: Home, registry: Registry | None) -> FastAPI:
 
 def serve(home: Home, *, host: str, port: int) -> None:
     registry = Registry.open(home.settings.registry_url) if home.settings.registry_url else None
-    uvicorn.run(create_app(home, registry), host=host, port=port, log_level="warning")
+    tls = home.settings
+    uvicorn.run(
+        create_app(home, registry),
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=tls.tls_cert or None,
+        ssl_keyfile=tls.tls_key or None,
+    )

@@ -52,13 +52,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def _wait(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, verify: str | bool = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"{url}: the process exited with {proc.returncode}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=1, verify=verify)
             return
         except requests.RequestException:
             time.sleep(0.1)
@@ -398,3 +400,75 @@ def test_an_edited_log_entry_is_found_by_log_verify(world: World) -> None:
     v = world.raccordo("log", "verify", "--home", str(world.b.path))
     assert v.returncode == 22
     assert "entry #0 edited: it no longer matches its signed head" in v.stderr
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _set(home: Home, **values: str) -> None:
+    path = home.path / "exchange.toml"
+    lines = [ln for ln in path.read_text().splitlines() if ln.split(" = ")[0] not in values]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_over_https_the_sender_checks_the_recipients_certificate(world: World) -> None:
+    cert, key = _self_signed(world.tmp)
+    world.stop("b")
+    _set(world.b, tls_cert=str(cert), tls_key=str(key))
+    https = write_convenzione(
+        world.tmp / "https", world.a, world.b, endpoint_b=f"https://127.0.0.1:{world.port_b}"
+    )
+    sign_both(https, world.a, world.b)
+    share(https, world.a, world.b)
+    proc = subprocess.Popen(
+        [RACCORDO, "exchange", "serve", "--home", str(world.b.path)],
+        cwd=world.tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=(world.tmp / "b-tls.log").open("ab"),
+    )
+    world.procs["b"] = proc
+    _wait(f"https://127.0.0.1:{world.port_b}/v1/status", proc, verify=str(cert))
+    # Without trusting that certificate the sender refuses to talk: nothing leaves.
+    res = world.send()
+    assert res.returncode == 23 and "SSLError" in res.stdout, res.stdout + res.stderr
+    _set(world.a, ca_bundle=str(cert))
+    res = world.send()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert world.count_b("case_episode") == 40
+    world.leak_scan()
