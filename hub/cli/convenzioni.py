@@ -185,13 +185,39 @@ def revoke(
     file: Annotated[Path, typer.Argument(help="The convenzione file.")],
     home: HomeOpt,
     reason: Annotated[str, typer.Option(help="Why, for the other party and the record.")],
+    notify: Annotated[
+        bool, typer.Option(help="Send the signed revocation to the other parties' endpoints.")
+    ] = True,
 ) -> None:
     """Withdraw from a convenzione: every flow under it stops, on both sides once notified."""
+    import requests
+
     from hub.exchange.home import open_home
 
     h = open_home(home)
     rev = cv.revoke(file, h.party, h.signing_key, reason, dt.datetime.now(dt.UTC))
-    h.log.append("revoked", convenzione=cv.load(file).id, peer=h.party)
+    cf = cv.load(file)
+    h.log.append("revoked", convenzione=cf.id, peer=h.party, reason=reason[:300])
+    document = cv.revocation_document(file)
+    for p in cf.convenzione.parties:
+        if p.code == h.party or not p.endpoint or not notify:
+            continue
+        try:
+            resp = requests.post(
+                p.endpoint.rstrip("/") + "/v1/revocations",
+                json=document,
+                timeout=30,
+                verify=h.settings.ca_bundle or True,
+            )
+            ok = resp.status_code == 200
+            detail = "" if ok else f"HTTP {resp.status_code}"
+        except requests.RequestException as e:
+            ok, detail = False, type(e).__name__
+        console.print(
+            f"{p.code}: notified"
+            if ok
+            else f"{p.code}: NOT notified ({detail}); give it {file.name}.revoked"
+        )
     console.print(
         f"Revoked by {rev.by} at {rev.at}. Nothing flows under it from here on; "
         "the other party's packages are refused with this reason."

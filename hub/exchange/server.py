@@ -6,6 +6,8 @@ Routes:
   ``Agid-JWT-Signature`` headers → a signed receipt (200 accepted,
   422 refused under the convenzione, 400 refused before the sender was proven,
   413 too big).
+- ``POST /v1/revocations``: another party's signed revocation of a convenzione
+  (stored and logged once its signature verifies; every flow under it stops).
 - ``GET /v1/status``: this party, its log head and its convenzioni's states.
 
 It listens on loopback unless told otherwise, over HTTPS when ``tls_cert`` and
@@ -23,6 +25,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from hub.exchange.convenzioni import accept_revocation
+from hub.exchange.errors import ConvenzioneError
 from hub.exchange.home import Home
 from hub.exchange.package import MAX_BODY
 from hub.exchange.receive import Receiver
@@ -52,6 +56,17 @@ def create_app(home: Home, registry: Registry | None) -> FastAPI:
             receiver.handle, dict(request.headers), bytes(body)
         )
         return JSONResponse(receipt, status_code=status)
+
+    @app.post("/v1/revocations")
+    def revocation(document: dict[str, Any]) -> JSONResponse:
+        """A party's signed revocation of a convenzione: stored once its signature verifies."""
+        try:
+            cf = home.convenzioni.get(str(document.get("convenzione")))
+            rev = accept_revocation(cf.path, document)
+        except ConvenzioneError as e:
+            return JSONResponse({"error": e.message}, status_code=422)
+        home.log.append("revoked", convenzione=cf.id, peer=rev.by, reason=rev.reason[:300])
+        return JSONResponse({"convenzione": cf.id, "state": "revoked", "by": rev.by})
 
     @app.get("/v1/status")
     def status() -> dict[str, Any]:

@@ -472,3 +472,30 @@ def test_over_https_the_sender_checks_the_recipients_certificate(world: World) -
     assert res.returncode == 0, res.stdout + res.stderr
     assert world.count_b("case_episode") == 40
     world.leak_scan()
+
+
+def test_a_revocation_reaches_the_other_party_and_stops_every_flow(world: World) -> None:
+    cf = world.a.convenzioni.get(CONV)
+    rows = [pk.Row("subject", "k", {"subject": "2.x", "sex": "F", "birth_year": 1950})]
+    early = pk.build(world.a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY))
+    res = world.raccordo(
+        "convenzioni",
+        "revoke",
+        str(cf.path),
+        "--home",
+        str(world.a.path),
+        "--reason",
+        "the project ended",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "DISTRETTO_B: notified" in res.stdout
+    listed = world.raccordo("convenzioni", "list", "--home", str(world.b.path), "--json")
+    assert json.loads(listed.stdout)[0]["state"] == "revoked"
+    assert world.b.log.find(kind="revoked")[0]["peer"] == "DISTRETTO_A"
+    r = world.post(early)
+    assert r.status_code == 422
+    assert r.json()["reasons"][0].startswith(f"convenzione {CONV} was revoked by DISTRETTO_A")
+    res = world.send()
+    assert res.returncode == 21 and "was revoked by DISTRETTO_A" in res.stderr
+    assert world.count_b("subject") == 0
+    world.leak_scan()
