@@ -225,6 +225,11 @@ def test_happy_path_records_arrive_converted_and_both_logs_verify(world: World) 
     assert again.returncode == 0 and "Nothing new for DISTRETTO_B" in again.stdout
     status = world.raccordo("exchange", "status", "--home", str(world.a.path), "--json")
     assert json.loads(status.stdout)["outbound"] == {f"{CONV} → DISTRETTO_B": {"accepted": 1}}
+    # The hubs hold exchange keys only (signing and HPKE), never a pseudonymisation key:
+    # conversion happened in the service process.
+    for home in (world.a, world.b):
+        assert sorted(p.name for p in (home.path / "keys").iterdir()) == ["hpke.key", "signing.key"]
+        assert not [p for p in home.path.rglob("*") if "keyring" in p.name]
     world.leak_scan()
 
 
