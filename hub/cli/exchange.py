@@ -95,7 +95,7 @@ def send(
     """Send what the recipient does not hold yet (pending packages first); exits 23 while
     the recipient cannot be reached, with nothing lost: run it again."""
     from hub.exchange.convert import ServiceConverter
-    from hub.exchange.errors import PackageRefused, PeerUnavailable
+    from hub.exchange.errors import LogTampered, PackageRefused, PeerUnavailable
     from hub.exchange.home import open_home
     from hub.exchange.send import send_records
     from hub.registry import Registry
@@ -122,7 +122,16 @@ def send(
             + (f" ({counts})" if counts else "")
             + (f" — {d.detail}" if d.detail else "")
         )
+    warnings = [d.warning for d in results if d.warning]
+    for w in warnings:
+        err_console.print(f"[red]warning:[/red] {w}", highlight=False)
     last = results[-1]
+    if warnings:
+        raise LogTampered(
+            f"{to}'s flow log is not consistent with the heads it signed before",
+            hint="keep peers/*.heads.jsonl and ask the other party to run `raccordo log verify`",
+            errors=warnings,
+        )
     if last.status == "pending":
         raise PeerUnavailable(
             f"{to} did not acknowledge package {last.package}: it stays pending",

@@ -34,7 +34,17 @@ from hub.exchange import crypto, merkle
 
 HEAD_CONTEXT = "raccordo/log-head/v1"
 KINDS = frozenset(
-    {"sent", "received", "refused", "replayed", "receipt", "converted", "revoked", "erasure"}
+    {
+        "sent",
+        "received",
+        "refused",
+        "replayed",
+        "receipt",
+        "converted",
+        "revoked",
+        "erasure",
+        "peer-inconsistent",
+    }
 )
 
 
@@ -125,14 +135,32 @@ class FlowLog:
             "proof": [p.hex() for p in merkle.inclusion_proof(seq, leaves)],
         }
 
-    def consistency_proof(self, old_size: int) -> dict[str, Any]:
+    def consistency_proof(self, old_size: int, size: int | None = None) -> dict[str, Any]:
+        """RFC 9162 consistency proof from ``old_size`` to ``size`` (default: now)."""
         leaves = [merkle.leaf_hash(line) for line in _lines(self.entries_path)]
+        leaves = leaves[: len(leaves) if size is None else size]
         return {
             "old_size": old_size,
             "size": len(leaves),
             "root": merkle.root(leaves).hex(),
             "proof": [p.hex() for p in merkle.consistency_proof(old_size, leaves)],
         }
+
+
+def check_consistency(
+    old: Mapping[str, Any], new: Mapping[str, Any], proof: Mapping[str, Any]
+) -> bool:
+    """Whether ``proof`` shows the log of head ``new`` extends the log of head ``old``."""
+    try:
+        return merkle.verify_consistency(
+            int(old["size"]),
+            int(new["size"]),
+            bytes.fromhex(str(old["root"])),
+            bytes.fromhex(str(new["root"])),
+            [bytes.fromhex(str(p)) for p in proof["proof"]],
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _lines(path: Path) -> Iterator[bytes]:

@@ -29,6 +29,7 @@ from hub.exchange.convenzioni import PSEUDONYM_COLUMNS, ConvenzioneFile
 from hub.exchange.convert import Converter, convert_rows_values
 from hub.exchange.errors import PackageRefused, PeerUnavailable
 from hub.exchange.home import Home
+from hub.exchange.log import check_consistency
 from hub.exchange.package import Package, Row, build, verify_receipt
 from hub.exchange.receive import append_jsonl, write_json_atomic
 from hub.observatory.disclosure import Ledger
@@ -205,6 +206,8 @@ class Delivery:
     status: str  # accepted, refused, pending
     detail: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    #: The recipient's log is not consistent with the heads it signed before.
+    warning: str = ""
 
 
 class Outbox:
@@ -300,7 +303,9 @@ class Outbox:
             return Delivery(pkg.id, recipient, "pending", e.message)
         receipts = self.home.folder("receipts")
         write_json_atomic(receipts / f"{pkg.id}.json", receipt)
+        warning = ""
         if receipt.get("log_head"):
+            warning = self._check_peer_log(recipient, endpoint, receipt["log_head"])
             append_jsonl(
                 self.home.folder("peers") / f"{recipient}.heads.jsonl", receipt["log_head"]
             )
@@ -329,7 +334,43 @@ class Outbox:
             status,
             "; ".join(receipt.get("reasons", [])),
             dict(receipt.get("counts", {})),
+            warning,
         )
+
+    def _check_peer_log(self, peer: str, endpoint: str, new: dict[str, Any]) -> str:
+        """Check, with an RFC 9162 consistency proof, that the peer's log only grew since
+        the last head we hold from it; a failure is logged and returned as a warning."""
+        held = self.home.folder("peers") / f"{peer}.heads.jsonl"
+        lines = held.read_text().splitlines() if held.exists() else []
+        if not lines:
+            return ""
+        old = json.loads(lines[-1])
+        m, n = int(old["size"]), int(new["size"])
+        problem = ""
+        if n < m:
+            problem = f"{peer}'s log shrank from {m} to {n} entries since its last receipt"
+        elif n == m:
+            if old["root"] != new["root"]:
+                problem = f"{peer}'s log changed without growing (size {m})"
+        else:
+            try:
+                resp = requests.get(
+                    endpoint.rstrip("/") + "/v1/log/consistency",
+                    params={"old": m, "new": n},
+                    timeout=30,
+                    verify=self.home.settings.ca_bundle or True,
+                )
+                proof = resp.json() if resp.status_code == 200 else {}
+            except (requests.RequestException, ValueError):
+                return ""  # cannot check now; the heads are kept for `log verify`
+            if not check_consistency(old, new, proof):
+                problem = (
+                    f"{peer}'s log of size {n} does not extend the log of size {m} it "
+                    "signed before: it was rewritten"
+                )
+        if problem:
+            self.home.log.append("peer-inconsistent", peer=peer, reason=problem)
+        return problem
 
 
 def send_records(

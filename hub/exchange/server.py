@@ -8,6 +8,8 @@ Routes:
   413 too big).
 - ``POST /v1/revocations``: another party's signed revocation of a convenzione
   (stored and logged once its signature verifies; every flow under it stops).
+- ``GET /v1/log/consistency?old=M&new=N``: an RFC 9162 consistency proof between two
+  sizes of this hub's log (a peer holding an older head checks the log only grew).
 - ``GET /v1/status``: this party, its log head and its convenzioni's states.
 
 It listens on loopback unless told otherwise, over HTTPS when ``tls_cert`` and
@@ -67,6 +69,17 @@ def create_app(home: Home, registry: Registry | None) -> FastAPI:
             return JSONResponse({"error": e.message}, status_code=422)
         home.log.append("revoked", convenzione=cf.id, peer=rev.by, reason=rev.reason[:300])
         return JSONResponse({"convenzione": cf.id, "state": "revoked", "by": rev.by})
+
+    @app.get("/v1/log/consistency")
+    def consistency(old: int, new: int) -> JSONResponse:
+        """RFC 9162 consistency proof between two sizes of this hub's log."""
+        head = home.log.head()
+        size = int(head["size"]) if head else 0
+        if not 0 < old <= new <= size:
+            return JSONResponse(
+                {"error": f"sizes must satisfy 0 < old <= new <= {size}"}, status_code=422
+            )
+        return JSONResponse(home.log.consistency_proof(old, new))
 
     @app.get("/v1/status")
     def status() -> dict[str, Any]:

@@ -504,3 +504,20 @@ def test_a_revocation_reaches_the_other_party_and_stops_every_flow(world: World)
     assert res.returncode == 21 and "was revoked by DISTRETTO_A" in res.stderr
     assert world.count_b("subject") == 0
     world.leak_scan()
+
+
+def test_a_recipient_that_rewrites_its_log_is_caught_by_the_next_receipt(world: World) -> None:
+    assert world.send().returncode == 0
+    # B rewrites its history with its own key: self-consistent, but not with what A holds.
+    for name in ("entries.jsonl", "heads.jsonl"):
+        (world.b.path / "log" / name).unlink()
+    world.b.log.append("received", package="0" * 32, convenzione=CONV, peer="DISTRETTO_A", rows=1)
+    assert world.raccordo("log", "verify", "--home", str(world.b.path)).returncode == 0
+    reg = Registry.open(world.url_a)
+    seed(reg, 5, start=40)
+    reg.close()
+    res = world.send()
+    assert res.returncode == 22, res.stdout + res.stderr
+    assert "DISTRETTO_B's log of size 2 does not extend the log of size 1" in res.stderr
+    assert world.a.log.find(kind="peer-inconsistent")
+    assert world.count_b() == 45  # the data itself arrived and was acknowledged
