@@ -521,3 +521,56 @@ def test_a_recipient_that_rewrites_its_log_is_caught_by_the_next_receipt(world: 
     assert "DISTRETTO_B's log of size 2 does not extend the log of size 1" in res.stderr
     assert world.a.log.find(kind="peer-inconsistent")
     assert world.count_b() == 45  # the data itself arrived and was acknowledged
+
+
+def test_the_other_way_aggregates_from_b_reach_a_after_disclosure_control(world: World) -> None:
+    port_a = _free_port()
+    both = write_convenzione(
+        world.tmp / "both",
+        world.a,
+        world.b,
+        endpoint_a=f"http://127.0.0.1:{port_a}",
+        endpoint_b=f"http://127.0.0.1:{world.port_b}",
+    )
+    sign_both(both, world.a, world.b)
+    share(both, world.a, world.b)
+    proc = subprocess.Popen(
+        [RACCORDO, "exchange", "serve", "--home", str(world.a.path), "--port", str(port_a)],
+        cwd=world.tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=(world.tmp / "a-server.log").open("ab"),
+    )
+    world.procs["a"] = proc
+    _wait(f"http://127.0.0.1:{port_a}/v1/status", proc)
+    from hub.observatory.aggregates import refresh
+
+    reg_b = Registry.open(world.url_b)
+    seed(reg_b, 30, org="ORG_B")
+    refresh(reg_b.engine)
+    reg_b.close()
+    ledger = world.tmp / "b-ledger.json"
+    res = world.raccordo(
+        "exchange",
+        "send-aggregates",
+        "--home",
+        str(world.b.path),
+        "--convenzione",
+        CONV,
+        "--to",
+        "DISTRETTO_A",
+        "--year",
+        "2024",
+        "--ledger",
+        str(ledger),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "→ DISTRETTO_A: accepted" in res.stdout
+    (snap,) = (world.a.path / "received" / CONV / "DISTRETTO_B").glob("prese_in_carico.*.json")
+    table = json.loads(snap.read_text())["table"]
+    assert table["total"] == 30 and table["k"] == 5
+    assert all(v in (None, "*") or v == 0 or v >= 5 for row in table["cells"] for v in row)
+    assert json.loads(ledger.read_text())["releases"]  # recorded with the open-data ledger
+    # And records still flow A → B under the same convenzione.
+    assert world.send().returncode == 0
+    assert world.count_b() == 30 + 40  # B's own episodes and those received from A
+    world.leak_scan()
