@@ -7,10 +7,13 @@ One hub (or one consortium worker in push mode) has one home::
     keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519, 96 bytes, mode 0600)
     convenzioni/*.toml     the agreements (+ .sig, .revoked)
     log/                   the flow log (:mod:`hub.exchange.log`)
-    outbox/                packages built and not yet acknowledged, and their receipts
+    outbox/                packages built, each pending until its receipt, then accepted/refused
+    receipts/              the receipts this hub received, by package id
+    acked/                 the sender's cursor: what each recipient acknowledged holding
+                           (row key → content digest), moved only on a signed receipt
     inbox/                 receipts this hub issued, by package id (replays get the same one)
     received/              aggregate tables received (snapshot per convenzione, indicator, period)
-    state.json             the sender's cursors, moved only on a signed receipt
+    peers/                 the other parties' signed log heads, from packages and receipts
 
 The exchange keys sign and decrypt packages; they are not pseudonymisation
 keys (those live only in the pseudonymisation service).
@@ -23,7 +26,6 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -84,17 +86,6 @@ class Home:
             "signing_key": crypto.public_b64(self.signing_key),
             "encryption_key": self.kem_key.public_b64(),
         }
-
-    # -- cursors ---------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        p = self.path / "state.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    def save_state(self, state: dict[str, Any]) -> None:
-        p = self.path / "state.json"
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        os.replace(tmp, p)
 
 
 def init_home(
