@@ -20,6 +20,7 @@ encryption either way.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import uvicorn
@@ -33,6 +34,8 @@ from hub.exchange.home import Home
 from hub.exchange.package import MAX_BODY
 from hub.exchange.receive import Receiver
 from hub.registry import Registry
+
+_log = logging.getLogger("raccordo.exchange")
 
 
 def create_app(home: Home, registry: Registry | None) -> FastAPI:
@@ -54,9 +57,22 @@ def create_app(home: Home, registry: Registry | None) -> FastAPI:
                     {"error": f"a package may be at most {MAX_BODY} bytes"}, status_code=413
                 )
         # The receiver is synchronous (registry writes): run it off the event loop.
-        status, receipt = await run_in_threadpool(
-            receiver.handle, dict(request.headers), bytes(body)
-        )
+        try:
+            status, receipt = await run_in_threadpool(
+                receiver.handle, dict(request.headers), bytes(body)
+            )
+        except Exception as e:
+            # E.g. the registry is down. The error's text may quote SQL parameters
+            # (pseudonyms): only its type is logged and answered. No receipt: the
+            # sender keeps the package pending and sends it again.
+            _log.error("package not stored: %s", type(e).__name__)
+            return JSONResponse(
+                {
+                    "error": f"{home.party} could not store the package ({type(e).__name__}); "
+                    "send it again later"
+                },
+                status_code=503,
+            )
         return JSONResponse(receipt, status_code=status)
 
     @app.post("/v1/revocations")

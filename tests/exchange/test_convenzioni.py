@@ -219,3 +219,23 @@ def test_cli_sign_and_revoke(parties: Parties, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert cv.load(path).state() == "revoked"
     assert parties.b.log.find(kind="revoked", convenzione="conv-new")
+
+
+def test_cli_exchange_init_and_keys(tmp_path: Path) -> None:
+    home = tmp_path / "H"
+    res = runner.invoke(
+        app,
+        ["exchange", "init", "--home", str(home), "--party", "DISTRETTO_H", "--domain", "DOM_H"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (home / "keys" / "signing.key").stat().st_mode & 0o777 == 0o600
+    res = runner.invoke(app, ["exchange", "keys", "--home", str(home)])
+    keys = json.loads(res.output)
+    assert keys["code"] == "DISTRETTO_H" and keys["pseudonym_domain"] == "DOM_H"
+    assert len(keys["signing_key"]) == 43 and len(keys["encryption_key"]) == 1622
+    again = runner.invoke(
+        app, ["exchange", "init", "--home", str(home), "--party", "X", "--domain", "D"]
+    )
+    assert again.exit_code == 20 and "already holds exchange keys" in again.output
+    missing = runner.invoke(app, ["exchange", "status", "--home", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 20 and "no exchange.toml here" in missing.output

@@ -287,3 +287,28 @@ def test_malformed_but_signed_headers_are_refused_never_raised(
 def test_garbage_is_refused_with_a_reason(parties: Parties, headers: dict[str, str]) -> None:
     status, receipt = Receiver(parties.b, None).handle(headers, b"\x00garbage")
     assert status == 400 and receipt["reasons"]
+
+
+def test_a_registry_failure_answers_503_without_a_receipt_and_the_retry_loads(
+    parties: Parties, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from hub.exchange import receive
+    from hub.exchange.server import create_app
+
+    reg = Registry.open(f"sqlite:///{tmp_path}/b.sqlite")
+    client = TestClient(create_app(parties.b, reg))
+    p = _build(parties)
+
+    def down(*_: object, **__: object) -> None:
+        raise sa.exc.OperationalError("INSERT … '2.secret-pseudonym'", {}, Exception("down"))
+
+    monkeypatch.setattr(receive, "load_records", down)
+    r = client.post("/v1/packages", content=p.body, headers=p.headers)
+    assert r.status_code == 503
+    assert "secret" not in r.text and "OperationalError" in r.json()["error"]
+    assert not list((parties.b.path / "inbox").glob("*.json"))
+    monkeypatch.undo()
+    r = client.post("/v1/packages", content=p.body, headers=p.headers)
+    assert r.status_code == 200 and r.json()["counts"]["loaded"] == 3
