@@ -574,3 +574,24 @@ def test_the_other_way_aggregates_from_b_reach_a_after_disclosure_control(world:
     assert world.send().returncode == 0
     assert world.count_b() == 30 + 40  # B's own episodes and those received from A
     world.leak_scan()
+
+
+def test_a_large_extract_goes_in_several_packages_each_acknowledged(world: World) -> None:
+    res = world.raccordo(
+        "exchange",
+        "send",
+        "--home",
+        str(world.a.path),
+        "--convenzione",
+        CONV,
+        "--to",
+        "DISTRETTO_B",
+        "--batch",
+        "30",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [x for x in res.stdout.splitlines() if x.startswith("package ")]
+    assert [("loaded 30" in x, "accepted" in x) for x in lines[:2]] == [(True, True)] * 2
+    assert len(lines) == 3 and "loaded 20" in lines[2]
+    assert world.count_b("case_episode") == 40 and world.count_b("subject") == 40
+    assert len(_receipts(world.a)) == 3
