@@ -203,7 +203,7 @@ def _plain(v: Any) -> Any:
 class Delivery:
     package: str
     recipient: str
-    status: str  # accepted, refused, pending
+    status: str  # accepted, refused, pending, expired
     detail: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     #: The recipient's log is not consistent with the heads it signed before.
@@ -271,6 +271,13 @@ class Outbox:
         pkg, meta = self.load(package_id)
         manifest = pkg.manifest
         recipient = manifest["recipient"]
+        _, claims = crypto.jws_unverified(pkg.headers["Agid-JWT-Signature"])
+        if int(claims["exp"]) < dt.datetime.now(dt.UTC).timestamp():
+            # Never delivered while its signature was valid: set aside; its rows are not
+            # acknowledged, so the next extract puts them in a new package.
+            meta["state"] = "expired"
+            self._save(package_id, meta)
+            return Delivery(pkg.id, recipient, "expired", "not delivered before it expired")
         cf = self.home.convenzioni.get(manifest["convenzione"])
         endpoint = cf.convenzione.party(recipient).endpoint
         if not endpoint:

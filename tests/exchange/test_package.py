@@ -312,3 +312,20 @@ def test_a_registry_failure_answers_503_without_a_receipt_and_the_retry_loads(
     monkeypatch.undo()
     r = client.post("/v1/packages", content=p.body, headers=p.headers)
     assert r.status_code == 200 and r.json()["counts"]["loaded"] == 3
+
+
+def test_a_package_never_delivered_before_it_expired_is_set_aside(parties: Parties) -> None:
+    from hub.exchange.send import Outbox
+
+    cf = parties.a.convenzioni.get(CONV)
+    old = dt.datetime.now(dt.UTC) - pk.VALIDITY - dt.timedelta(hours=1)
+    p = pk.build(parties.a, cf, recipient="DISTRETTO_B", rows=_rows(), period=PERIOD, now=old)
+    outbox = Outbox(parties.a)
+    outbox.put(p, {"x": ["case_episode", "d"]})
+    d = outbox.deliver(p.id)  # no endpoint is contacted: it is not valid any more
+    assert d.status == "expired"
+    assert outbox.pending_for(CONV, "DISTRETTO_B") == []
+    # Its rows were never acknowledged, so the next extract sends them again.
+    from hub.exchange.send import acknowledged
+
+    assert acknowledged(parties.a, CONV, "DISTRETTO_B") == {}
