@@ -44,9 +44,12 @@ def b64d(text: str) -> bytes:
         raise CryptoFailure(f"not base64url: {e}") from None
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(obj: Any) -> bytes:
     """Canonical JSON (sorted keys, no spaces, UTF-8): what every signature covers."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(obj).encode()
 
 
 def sha256(data: bytes) -> bytes:

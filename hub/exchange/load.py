@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,48 +63,9 @@ def row_key_hash(table: str, key: str) -> str:
     return "x" + crypto.sha256_hex(f"{table}|{key}".encode())[:60]
 
 
-def _decode(table: sa.Table, values: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, v in values.items():
-        col = table.c[name]  # KeyError: not a column of the table
-        if v is None:
-            if not col.nullable:
-                raise ValueError(f"{name} may not be empty")
-            out[name] = None
-            continue
-        typ = col.type
-        if isinstance(typ, sa.Date):
-            try:
-                out[name] = dt.date.fromisoformat(str(v))
-            except ValueError:
-                raise ValueError(f"{name} is not a date (YYYY-MM-DD)") from None
-        elif isinstance(typ, sa.Boolean):
-            if not isinstance(v, bool):
-                raise ValueError(f"{name} must be true or false")
-            out[name] = v
-        elif isinstance(typ, sa.Integer):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{name} must be an integer")
-            out[name] = v
-        elif isinstance(typ, sa.Numeric):
-            try:
-                out[name] = decimal.Decimal(str(v))
-            except decimal.InvalidOperation:
-                raise ValueError(f"{name} is not a number") from None
-        else:
-            s = str(v)
-            length = getattr(typ, "length", None)
-            if length is not None and len(s) > length:
-                raise ValueError(f"{name} is longer than {length} characters")
-            out[name] = s
-    for col in table.columns:
-        if col.name in ("id",) or col.name in out:
-            continue
-        if not col.nullable and col.name not in _REGISTRY_SET:
-            raise ValueError(f"{col.name} is missing")
-    return out
+Converter = Callable[[str, Any], Any]
 
-
+#: Columns the registry fills itself (provenance, keys): never taken from a package.
 _REGISTRY_SET = frozenset(
     {
         "org",
@@ -117,6 +79,87 @@ _REGISTRY_SET = frozenset(
         "updated_at",
     }
 )
+
+
+def _as_date(name: str, v: Any) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(v))
+    except ValueError:
+        raise ValueError(f"{name} is not a date (YYYY-MM-DD)") from None
+
+
+def _as_bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{name} must be true or false")
+    return v
+
+
+def _as_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be an integer")
+    return v
+
+
+def _as_number(name: str, v: Any) -> decimal.Decimal:
+    try:
+        return decimal.Decimal(str(v))
+    except decimal.InvalidOperation:
+        raise ValueError(f"{name} is not a number") from None
+
+
+def _as_text(length: int | None) -> Converter:
+    def convert(name: str, v: Any) -> str:
+        s = str(v)
+        if length is not None and len(s) > length:
+            raise ValueError(f"{name} is longer than {length} characters")
+        return s
+
+    return convert
+
+
+@functools.cache
+def _plan(kind: str) -> tuple[dict[str, tuple[Converter, bool]], frozenset[str]]:
+    """Per column of a record table: its converter and whether it may be empty; and the
+    columns a row must carry (computed once per table, not once per row)."""
+    table = t.RECORD_TABLES[kind]
+    plan: dict[str, tuple[Converter, bool]] = {}
+    required = set()
+    for col in table.columns:
+        if col.name == "id" or col.name in _REGISTRY_SET:
+            continue
+        typ = col.type
+        conv: Converter
+        if isinstance(typ, sa.Date):
+            conv = _as_date
+        elif isinstance(typ, sa.Boolean):
+            conv = _as_bool
+        elif isinstance(typ, sa.Integer):
+            conv = _as_int
+        elif isinstance(typ, sa.Numeric):
+            conv = _as_number
+        else:
+            conv = _as_text(getattr(typ, "length", None))
+        plan[col.name] = (conv, bool(col.nullable))
+        if not col.nullable:
+            required.add(col.name)
+    return plan, frozenset(required)
+
+
+def _decode(kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    plan, required = _plan(kind)
+    missing = required - values.keys()
+    if missing:
+        raise ValueError(f"{min(missing)} is missing")
+    out: dict[str, Any] = {}
+    for name, v in values.items():
+        conv, nullable = plan[name]  # KeyError: not an exchangeable column of the table
+        if v is None:
+            if not nullable:
+                raise ValueError(f"{name} may not be empty")
+            out[name] = None
+        else:
+            out[name] = conv(name, v)
+    return out
 
 
 def load_records(
@@ -163,7 +206,7 @@ def load_records(
             try:
                 if r.table not in t.RECORD_TABLES:
                     raise KeyError(r.table)
-                values = _decode(t.RECORD_TABLES[r.table], r.values)
+                values = _decode(r.table, r.values)
             except (KeyError, ValueError, decimal.InvalidOperation) as e:
                 counts.quarantined += 1
                 # The reason names the column, never a value (it could be a pseudonym).
