@@ -141,6 +141,7 @@ def main() -> None:
 
         # End to end, timed as a whole and by step.
         c0 = _cpu(pids)
+        per0 = [_cpu_seconds(), *(_cpu_seconds(p) for p in pids)]
         t_start = time.perf_counter()
         ex = extract_records(reg_a, cf, a, "DISTRETTO_B", converter, limit=args.records)
         t1 = time.perf_counter()
@@ -154,6 +155,10 @@ def main() -> None:
         assert d.status == "accepted" and d.counts["loaded"] == n, d
         t_e2e = t_end - t_start
         cpu_e2e = _cpu(pids) - c0
+        per = [
+            b - a
+            for a, b in zip(per0, [_cpu_seconds(), *(_cpu_seconds(p) for p in pids)], strict=True)
+        ]
         reg_b = Registry.open(url_b, migrate=False)
         held = reg_b.count("subject") + reg_b.count("case_episode")
         reg_b.close()
@@ -172,7 +177,8 @@ def main() -> None:
         # the same comparison, insensitive to other jobs on a shared machine.
         print(
             f"CPU: local load {cpu_local:.2f} s, end to end {cpu_e2e:.2f} s (all processes): "
-            f"{cpu_local / cpu_e2e:.0%}"
+            f"{cpu_local / cpu_e2e:.0%} — sender {per[0]:.2f} s, service {per[1]:.2f} s, "
+            f"recipient {per[2]:.2f} s"
         )
     finally:
         for p in procs:
