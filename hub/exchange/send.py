@@ -106,7 +106,13 @@ def extract_records(
         rows.append(Row(acked[key][0], key, {}, "delete"))
         delta[key] = None
     converted = 0
-    pseudo = sorted({v for r in rows for c, v in r.values.items() if c in PSEUDONYM_COLUMNS and v})
+    columns = {
+        table: [c for c in fields if c in PSEUDONYM_COLUMNS]
+        for table, fields in _allowed(cf, home.party, recipient).items()
+    }
+    pseudo = sorted(
+        {r.values[c] for r in rows for c in columns.get(r.table, ()) if r.values.get(c)}
+    )
     if pseudo:
         if converter is None:
             raise PeerUnavailable(
@@ -123,18 +129,13 @@ def extract_records(
             values=pseudo,
         )
         converted = len(mapping)
-        rows = [
-            Row(
-                r.table,
-                r.key,
-                {
-                    c: (mapping[v] if c in PSEUDONYM_COLUMNS and v else v)
-                    for c, v in r.values.items()
-                },
-                r.op,
-            )
-            for r in rows
-        ]
+        for r in rows:
+            vals = r.values
+            assert isinstance(vals, dict)  # built above, for this package only
+            for c in columns.get(r.table, ()):
+                v = vals.get(c)
+                if v:
+                    vals[c] = mapping[v]
     return Extract(rows, dict(delta), converted)
 
 
