@@ -20,9 +20,13 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
+from hub.cli.convenzioni import app as convenzioni_app
+from hub.cli.exchange import app as exchange_app
+from hub.cli.exchange import erasure_app
 from hub.cli.export import app as export_app
 from hub.cli.export import observatory_app
 from hub.cli.keys import app as keys_app
+from hub.cli.log import app as log_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.options import ConfigOpt
 from hub.cli.pseudonymiser import app as pseudonymiser_app
@@ -58,6 +62,10 @@ app.command("serve")(serve_command)
 app.add_typer(export_app, name="export")
 app.add_typer(observatory_app, name="observatory")
 app.add_typer(warnings_app, name="warnings")
+app.add_typer(convenzioni_app, name="convenzioni")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(log_app, name="log")
+app.add_typer(erasure_app, name="erasure")
 
 
 def _config(path: Path | None) -> Config:

@@ -1,0 +1,191 @@
+"""The few cryptographic operations exchange needs, all from ``cryptography``.
+
+- Ed25519 for every signature (convenzioni, packages, receipts, tree heads).
+- HPKE (RFC 9180, base mode) to encrypt a package for its recipient, with the
+  post-quantum hybrid KEM ML-KEM-768 + X25519 (X-Wing, draft-ietf-hpke-pq),
+  HKDF-SHA256 and ChaCha20-Poly1305. ``cryptography`` >= 47 offers HPKE and
+  this KEM (on its OpenSSL wheels, which carry ML-KEM). A recipient key is
+  stored as its two parts: the 64-byte ML-KEM seed and the X25519 key.
+- SHA-256 for digests.
+
+Nothing here invents cryptography: it only encodes (base64url, canonical
+JSON) and calls the library.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+
+HPKE_SUITE_ID = "MLKEM768-X25519/HKDF-SHA256/ChaCha20Poly1305"
+_SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+_MLKEM_SEED = 64
+_MLKEM_PUBLIC = 1184
+
+
+class CryptoFailure(Exception):
+    """A signature or a ciphertext did not verify."""
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64d(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as e:
+        raise CryptoFailure(f"not base64url: {e}") from None
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON (sorted keys, no spaces, UTF-8): what every signature covers."""
+    return _CANONICAL.encode(obj).encode()
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- Ed25519 ------------------------------------------------------------------------
+def new_signing_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def signing_key_from_bytes(raw: bytes) -> ed25519.Ed25519PrivateKey:
+    try:
+        return ed25519.Ed25519PrivateKey.from_private_bytes(raw)
+    except ValueError as e:
+        raise CryptoFailure(f"bad signing key: {e}") from None
+
+
+def private_bytes(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+
+
+def public_b64(key: ed25519.Ed25519PrivateKey) -> str:
+    pub = key.public_key()
+    return b64e(pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def sign(key: ed25519.Ed25519PrivateKey, context: str, message: bytes) -> str:
+    """An Ed25519 signature over ``context || 0x00 || message`` (domain separation)."""
+    return b64e(key.sign(context.encode() + b"\x00" + message))
+
+
+def verify(public_key_b64: str, context: str, message: bytes, signature_b64: str) -> None:
+    try:
+        pub = ed25519.Ed25519PublicKey.from_public_bytes(b64d(public_key_b64))
+        pub.verify(b64d(signature_b64), context.encode() + b"\x00" + message)
+    except (InvalidSignature, ValueError) as e:
+        raise CryptoFailure(f"bad signature ({type(e).__name__})") from None
+
+
+# -- HPKE -----------------------------------------------------------------------------
+class KemKey:
+    """A recipient's HPKE key: ML-KEM-768 seed + X25519 private key."""
+
+    def __init__(self, mlkem_key: mlkem.MLKEM768PrivateKey, x_key: x25519.X25519PrivateKey):
+        self._mlkem = mlkem_key
+        self._x = x_key
+        self.hpke_key = hpke.MLKEM768X25519PrivateKey(mlkem_key, x_key)
+
+    @classmethod
+    def generate(cls) -> KemKey:
+        return cls(mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> KemKey:
+        if len(raw) != _MLKEM_SEED + 32:
+            raise CryptoFailure("an HPKE key file holds 96 bytes")
+        return cls(
+            mlkem.MLKEM768PrivateKey.from_seed_bytes(raw[:_MLKEM_SEED]),
+            x25519.X25519PrivateKey.from_private_bytes(raw[_MLKEM_SEED:]),
+        )
+
+    def to_bytes(self) -> bytes:
+        return self._mlkem.private_bytes_raw() + private_bytes(self._x)
+
+    def public_b64(self) -> str:
+        x_pub = self._x.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return b64e(self._mlkem.public_key().public_bytes_raw() + x_pub)
+
+
+def _public_kem(public_b64: str) -> hpke.MLKEM768X25519PublicKey:
+    raw = b64d(public_b64)
+    if len(raw) != _MLKEM_PUBLIC + 32:
+        raise CryptoFailure("an HPKE public key (ML-KEM-768 + X25519) is 1216 bytes")
+    try:
+        return hpke.MLKEM768X25519PublicKey(
+            mlkem.MLKEM768PublicKey.from_public_bytes(raw[:_MLKEM_PUBLIC]),
+            x25519.X25519PublicKey.from_public_bytes(raw[_MLKEM_PUBLIC:]),
+        )
+    except ValueError as e:
+        raise CryptoFailure(f"bad HPKE public key: {e}") from None
+
+
+def seal(plaintext: bytes, recipient_public_b64: str, info: bytes) -> bytes:
+    """HPKE single-shot encryption (base mode) for the recipient's public key."""
+    return _SUITE.encrypt(plaintext, _public_kem(recipient_public_b64), info=info)
+
+
+def open_sealed(ciphertext: bytes, key: KemKey, info: bytes) -> bytes:
+    try:
+        return _SUITE.decrypt(ciphertext, key.hpke_key, info=info)
+    except Exception as e:  # the library raises InvalidTag or ValueError
+        raise CryptoFailure(f"cannot decrypt ({type(e).__name__})") from None
+
+
+# -- JWS (RFC 7515 compact, EdDSA per RFC 8037), as AgID ModI's Agid-JWT-Signature -----
+def jws_sign(key: ed25519.Ed25519PrivateKey, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    signing_input = b64e(canonical({**header, "alg": "EdDSA"})) + "." + b64e(canonical(claims))
+    return signing_input + "." + b64e(key.sign(signing_input.encode()))
+
+
+def jws_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, *before* verification (to find which key verifies it)."""
+    try:
+        h, p, _ = token.split(".")
+        header, claims = json.loads(b64d(h)), json.loads(b64d(p))
+    except (ValueError, CryptoFailure):
+        raise CryptoFailure("not a compact JWS") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise CryptoFailure("not a compact JWS")
+    if header.get("alg") != "EdDSA":
+        raise CryptoFailure(f"JWS algorithm {header.get('alg')!r} is not EdDSA")
+    return header, claims
+
+
+def jws_verify(token: str, public_key_b64: str) -> dict[str, Any]:
+    _, claims = jws_unverified(token)
+    h, p, s = token.split(".")
+    try:
+        pub = ed25519.Ed25519PublicKey.from_public_bytes(b64d(public_key_b64))
+        pub.verify(b64d(s), f"{h}.{p}".encode())
+    except (InvalidSignature, ValueError):
+        raise CryptoFailure("the JWS signature does not verify") from None
+    return claims
+
+
+def digest_header(body: bytes) -> str:
+    """``Digest: SHA-256=<base64>`` (RFC 3230), as ModI's integrity pattern signs it."""
+    return "SHA-256=" + base64.b64encode(sha256(body)).decode()

@@ -1,0 +1,162 @@
+"""An exchange *home*: the folder holding one party's exchange keys, convenzioni and log.
+
+One hub (or one consortium worker in push mode) has one home::
+
+    exchange.toml          party code, registry, pseudonymisation service, listen address, TLS
+    keys/signing.key       Ed25519 private key (32 bytes, mode 0600)
+    keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519, 96 bytes, mode 0600)
+    convenzioni/*.toml     the agreements (+ .sig, .revoked)
+    log/                   the flow log (:mod:`hub.exchange.log`)
+    outbox/                packages built, each pending until its receipt, then accepted/refused
+    receipts/              the receipts this hub received, by package id
+    acked/                 the sender's cursor: what each recipient acknowledged holding
+                           (row key → content digest), moved only on a signed receipt
+    inbox/                 receipts this hub issued, by package id (replays get the same one)
+    received/              aggregate tables received (snapshot per convenzione, indicator, period)
+    peers/                 the other parties' signed log heads, from packages and receipts
+
+The exchange keys sign and decrypt packages; they are not pseudonymisation
+keys (those live only in the pseudonymisation service).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.exchange import crypto
+from hub.exchange.convenzioni import Directory
+from hub.exchange.errors import ExchangeError
+from hub.exchange.log import FlowLog
+
+
+class HomeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    party: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    #: This party's pseudonymisation domain (pseudonyms in its registry are in it).
+    pseudonym_domain: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    #: Where received records are loaded (empty: this home only sends).
+    registry_url: str = ""
+    #: The pseudonymisation service's base URL (for domain conversion when sending records).
+    pseudonym_service: str = ""
+    #: Listen address of ``raccordo exchange serve``.
+    host: str = "127.0.0.1"
+    port: int = Field(default=18600, ge=0, le=65535)
+    #: HTTPS for ``serve``: certificate chain and private key (PEM files). Without them
+    #: it speaks plain HTTP, for loopback or behind the district's TLS terminator.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: CA bundle (PEM) the sender trusts for the recipients' endpoints (default: the system's).
+    ca_bundle: str = ""
+
+
+@dataclass
+class Home:
+    path: Path
+    settings: HomeSettings
+    signing_key: ed25519.Ed25519PrivateKey
+    kem_key: crypto.KemKey
+
+    @property
+    def party(self) -> str:
+        return self.settings.party
+
+    @property
+    def convenzioni(self) -> Directory:
+        return Directory(self.path / "convenzioni")
+
+    @property
+    def log(self) -> FlowLog:
+        return FlowLog(self.path / "log", self.party, self.signing_key)
+
+    def folder(self, name: str) -> Path:
+        p = self.path / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def public_keys(self) -> dict[str, str]:
+        return {
+            "signing_key": crypto.public_b64(self.signing_key),
+            "encryption_key": self.kem_key.public_b64(),
+        }
+
+
+def init_home(
+    path: Path,
+    *,
+    party: str,
+    pseudonym_domain: str,
+    registry_url: str = "",
+    pseudonym_service: str = "",
+    port: int = 18600,
+) -> Home:
+    """Create a home with fresh keys; refuses to overwrite existing keys."""
+    keys = path / "keys"
+    if (keys / "signing.key").exists():
+        raise ExchangeError(
+            "this folder already holds exchange keys",
+            where=str(keys),
+            hint="use it as it is, or pick another folder",
+        )
+    settings = HomeSettings(
+        party=party,
+        pseudonym_domain=pseudonym_domain,
+        registry_url=registry_url,
+        pseudonym_service=pseudonym_service,
+        port=port,
+    )
+    keys.mkdir(parents=True, exist_ok=True)
+    for sub in ("convenzioni", "log", "outbox", "inbox", "received"):
+        (path / sub).mkdir(exist_ok=True)
+    _write_secret(keys / "signing.key", crypto.private_bytes(crypto.new_signing_key()))
+    _write_secret(keys / "hpke.key", crypto.KemKey.generate().to_bytes())
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.model_dump().items()]
+    (path / "exchange.toml").write_text("\n".join(lines) + "\n")
+    return open_home(path)
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def open_home(path: Path) -> Home:
+    cfg = path / "exchange.toml"
+    try:
+        data = tomllib.loads(cfg.read_text())
+    except FileNotFoundError:
+        raise ExchangeError(
+            "no exchange.toml here",
+            where=str(path),
+            hint="create one with `raccordo exchange init`",
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ExchangeError(f"not a valid TOML file: {e}", where=str(cfg)) from None
+    try:
+        settings = HomeSettings.model_validate(data)
+    except ValidationError as e:
+        raise ExchangeError(
+            "invalid exchange settings",
+            where=str(cfg),
+            errors=[f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()],
+        ) from None
+    try:
+        signing = crypto.signing_key_from_bytes((path / "keys" / "signing.key").read_bytes())
+        kem = crypto.KemKey.from_bytes((path / "keys" / "hpke.key").read_bytes())
+    except (OSError, crypto.CryptoFailure) as e:
+        raise ExchangeError(
+            f"cannot read the exchange keys: {e}",
+            where=str(path / "keys"),
+            hint="the keys are created by `raccordo exchange init`",
+        ) from None
+    return Home(path=path, settings=settings, signing_key=signing, kem_key=kem)
