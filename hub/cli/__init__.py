@@ -37,7 +37,8 @@ from hub.config import Config, load_config
 from hub.errors import RaccordoError
 
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: an error line is never broken inside a path or a name (logs stay greppable).
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="raccordo",

@@ -6,24 +6,25 @@ pseudonyms. Only the pseudonymisation service holds the keys that convert
 ``k_A · H(id)`` into ``k_B · H(id)`` (BLUEPRINT §7); this module is its HTTP
 client, written against the endpoint the pseudonyms work defines::
 
-    POST {service}/v1/convert
-    {"from_domain": "DOM_A", "to_domain": "DOM_B", "purpose": "...",
-     "convenzione": "conv-id", "pseudonyms": ["<base64>", ...]}
-    → 200 {"pseudonyms": ["<base64>", ...]}   (same order, same length)
+    POST {service}/v1/convert            (the client's token names its domain A)
+    {"to_domain": "DOM_B", "purpose": "...", "convenzione": "conv-id",
+     "from_epoch": 1, "pseudonyms": ["<base64url of 32 bytes>", ...]}
+    → 200 {"domain": "DOM_B", "epoch": 1, "pseudonyms": [...]}   (same order, same length)
 
-Values are sent as the registry stores them. The service refuses what the
-convenzione does not allow (and ``LOCAL`` pseudonyms, which never convert);
-its refusal is shown to the user as it is.
+Values are read and written in the registry's text form (``v2.<epoch>.<base64url>``).
+The service refuses what the district has not allowed (and ``LOCAL`` pseudonyms,
+which never convert); its refusal is shown to the user as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 
 from hub.exchange.errors import PackageRefused, PeerUnavailable
+from hub.pseudonyms.pseudonymiser import b64url, parse_pseudonym_text, pseudonym_text, unb64url
 
 #: Pseudonyms per request (bounded requests; the service may have a quota).
 CHUNK = 10_000
@@ -42,7 +43,15 @@ class Converter(Protocol):
 
 
 class ServiceConverter:
-    """HTTP client of the pseudonymisation service's conversion endpoint."""
+    """HTTP client of the pseudonymisation service's conversion endpoint
+    (``raccordo pseudonymiser serve``, :mod:`hub.pseudonyms.service`).
+
+    The registry stores pseudonyms in their text form ``v2.<epoch>.<base64url>``
+    (:func:`hub.pseudonyms.pseudonymiser.pseudonym_text`); the service takes the 32-byte
+    elements of one epoch per request and answers them in the target domain's current
+    epoch. The source domain is the client's own (its token says which): a
+    ``from_domain`` other than that is refused by the service.
+    """
 
     def __init__(self, base_url: str, *, timeout: float = 60.0, token: str | None = None):
         self.base_url = base_url.rstrip("/")
@@ -60,51 +69,74 @@ class ServiceConverter:
         convenzione: str,
         pseudonyms: Sequence[str],
     ) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(pseudonyms), CHUNK):
-            chunk = list(pseudonyms[i : i + CHUNK])
+        parsed: list[tuple[int, bytes]] = []
+        for n, text in enumerate(pseudonyms):
             try:
-                resp = self._session.post(
-                    f"{self.base_url}/v1/convert",
-                    json={
-                        "from_domain": from_domain,
+                parsed.append(parse_pseudonym_text(text))
+            except ValueError:
+                raise PackageRefused(
+                    f"value number {n + 1} to convert is not a v2 pseudonym",
+                    where=f"domain {from_domain}",
+                    hint="only person pseudonyms of the registry can be converted",
+                ) from None
+        out: list[str | None] = [None] * len(parsed)
+        by_epoch: dict[int, list[int]] = {}
+        for i, (epoch, _) in enumerate(parsed):
+            by_epoch.setdefault(epoch, []).append(i)
+        for epoch, positions in by_epoch.items():
+            for i in range(0, len(positions), CHUNK):
+                chunk = positions[i : i + CHUNK]
+                body = self._post(
+                    {
                         "to_domain": to_domain,
                         "purpose": purpose,
                         "convenzione": convenzione,
-                        "pseudonyms": chunk,
+                        "from_epoch": epoch,
+                        "pseudonyms": [b64url(parsed[j][1]) for j in chunk],
                     },
-                    timeout=self.timeout,
+                    expected=len(chunk),
                 )
-            except requests.RequestException as e:
-                raise PeerUnavailable(
-                    f"the pseudonymisation service cannot be reached ({type(e).__name__})",
-                    where=self.base_url,
-                    hint="nothing was sent; try again when the service is up",
-                ) from None
-            if resp.status_code >= 500:
-                raise PeerUnavailable(
-                    f"the pseudonymisation service failed (HTTP {resp.status_code})",
-                    where=self.base_url,
-                    hint="nothing was sent; try again later",
-                )
-            if resp.status_code != 200:
-                raise PackageRefused(
-                    f"the pseudonymisation service refused the conversion "
-                    f"(HTTP {resp.status_code}): {_detail(resp)}",
-                    where=self.base_url,
-                )
-            try:
-                converted = resp.json()["pseudonyms"]
-            except (ValueError, KeyError, TypeError):
-                converted = None
-            if not isinstance(converted, list) or len(converted) != len(chunk):
-                raise PackageRefused(
-                    "the pseudonymisation service answered with a different number of "
-                    "pseudonyms than it was asked to convert",
-                    where=self.base_url,
-                )
-            out += [str(x) for x in converted]
-        return out
+                to_epoch = int(body["epoch"])
+                for j, value in zip(chunk, body["pseudonyms"], strict=True):
+                    out[j] = pseudonym_text(to_epoch, unb64url(str(value)))
+        return [x for x in out if x is not None]
+
+    def _post(self, payload: dict[str, Any], *, expected: int) -> dict[str, Any]:
+        try:
+            resp = self._session.post(
+                f"{self.base_url}/v1/convert", json=payload, timeout=self.timeout
+            )
+        except requests.RequestException as e:
+            raise PeerUnavailable(
+                f"the pseudonymisation service cannot be reached ({type(e).__name__})",
+                where=self.base_url,
+                hint="nothing was sent; try again when the service is up",
+            ) from None
+        if resp.status_code >= 500:
+            raise PeerUnavailable(
+                f"the pseudonymisation service failed (HTTP {resp.status_code})",
+                where=self.base_url,
+                hint="nothing was sent; try again later",
+            )
+        if resp.status_code != 200:
+            raise PackageRefused(
+                f"the pseudonymisation service refused the conversion "
+                f"(HTTP {resp.status_code}): {_detail(resp)}",
+                where=self.base_url,
+            )
+        try:
+            body = resp.json()
+            ok = isinstance(body["pseudonyms"], list) and len(body["pseudonyms"]) == expected
+            int(body["epoch"])
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise PackageRefused(
+                "the pseudonymisation service answered with a different number of "
+                "pseudonyms than it was asked to convert",
+                where=self.base_url,
+            )
+        return dict(body)
 
 
 def _detail(resp: requests.Response) -> str:
