@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from hub.exchange import crypto
 from hub.exchange.aggregates import protected_tables
+from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import PSEUDONYM_COLUMNS, ConvenzioneFile
 from hub.exchange.convert import Converter, convert_rows_values
 from hub.exchange.errors import PackageRefused, PeerUnavailable
@@ -80,6 +81,19 @@ def extract_records(
     converter: Converter | None,
     *,
     limit: int = 100_000,
+) -> Extract:
+    with no_gc_pauses():
+        return _extract_records(registry, cf, home, recipient, converter, limit=limit)
+
+
+def _extract_records(
+    registry: Registry,
+    cf: ConvenzioneFile,
+    home: Home,
+    recipient: str,
+    converter: Converter | None,
+    *,
+    limit: int,
 ) -> Extract:
     """What the recipient does not hold yet: new and changed rows, and a tombstone for each
     row it holds that is gone here (cancelled at the source, erased, out of retention).
