@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.exchange import crypto
+from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.package import Row
 from hub.registry import (
     BatchCounts,
@@ -173,6 +174,28 @@ def load_records(
     quarantine_retention: dt.timedelta = dt.timedelta(days=90),
 ) -> LoadCounts:
     """Write an accepted package's rows; one transaction, counts that add up."""
+    with no_gc_pauses():
+        return _load_records(
+            registry,
+            sender=sender,
+            convenzione=convenzione,
+            convenzione_digest=convenzione_digest,
+            package_id=package_id,
+            rows=rows,
+            quarantine_retention=quarantine_retention,
+        )
+
+
+def _load_records(
+    registry: Registry,
+    *,
+    sender: str,
+    convenzione: str,
+    convenzione_digest: str,
+    package_id: str,
+    rows: Sequence[Row],
+    quarantine_retention: dt.timedelta,
+) -> LoadCounts:
     connector = _connector(sender)
     stream = convenzione
     run_id = registry.start_run(

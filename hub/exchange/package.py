@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from hub.exchange import crypto
 from hub.exchange.aggregates import disclosure_problems
+from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import ConvenzioneFile, Directory, PackageShape, refusals
 from hub.exchange.errors import ConvenzioneError, PackageRefused
 from hub.exchange.home import Home
@@ -102,15 +103,16 @@ def encode_payload(rows: Iterable[Row]) -> tuple[bytes, dict[str, dict[str, Any]
     tables: dict[str, dict[str, Any]] = {}
     fields: dict[str, set[str]] = {}
     encode = _LINE.encode
-    for r in rows:
-        info = tables.setdefault(r.table, {"rows": 0, "tombstones": 0})
-        if r.op == "delete":
-            info["tombstones"] += 1
-            parts.append(encode({"t": r.table, "k": r.key, "op": "delete"}))
-        else:
-            info["rows"] += 1
-            fields.setdefault(r.table, set()).update(r.values)
-            parts.append(encode({"t": r.table, "k": r.key, "v": r.values}))
+    with no_gc_pauses():
+        for r in rows:
+            info = tables.setdefault(r.table, {"rows": 0, "tombstones": 0})
+            if r.op == "delete":
+                info["tombstones"] += 1
+                parts.append(encode({"t": r.table, "k": r.key, "op": "delete"}))
+            else:
+                info["rows"] += 1
+                fields.setdefault(r.table, set()).update(r.values)
+                parts.append(encode({"t": r.table, "k": r.key, "v": r.values}))
     for table, info in tables.items():
         info["fields"] = sorted(fields.get(table, set()))
     return ("\n".join(parts) + ("\n" if parts else "")).encode(), tables
@@ -121,6 +123,11 @@ def decode_payload(payload: bytes) -> list[Row]:
     body = payload.rstrip(b"\n")
     if not body:
         return []
+    with no_gc_pauses():
+        return _rows_of(body)
+
+
+def _rows_of(body: bytes) -> list[Row]:
     try:
         # The lines as one JSON array: one parse instead of one per row.
         objs = json.loads(b"[" + body.replace(b"\n", b",") + b"]")

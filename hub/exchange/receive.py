@@ -33,9 +33,13 @@ def append_jsonl(path: Path, obj: Mapping[str, Any]) -> None:
         fh.write(json.dumps(dict(obj), sort_keys=True) + "\n")
 
 
-def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
+def write_json_atomic(path: Path, obj: Mapping[str, Any], *, compact: bool = False) -> None:
+    """Write, fsync and rename: a reader sees the old file or the new one, never part."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dict(obj), indent=2, sort_keys=True))
+    if compact:  # large indexes: no indentation, no sorting
+        tmp.write_text(json.dumps(dict(obj), separators=(",", ":")))
+    else:
+        tmp.write_text(json.dumps(dict(obj), indent=2, sort_keys=True))
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from hub.exchange import crypto
 from hub.exchange.aggregates import protected_tables
+from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import PSEUDONYM_COLUMNS, ConvenzioneFile
 from hub.exchange.convert import Converter, convert_rows_values
 from hub.exchange.errors import PackageRefused, PeerUnavailable
@@ -69,7 +70,7 @@ def _acknowledge(
             index.pop(k, None)
         else:
             index[k] = v
-    write_json_atomic(_acked_path(home, conv_id, recipient), index)
+    write_json_atomic(_acked_path(home, conv_id, recipient), index, compact=True)
 
 
 def extract_records(
@@ -80,6 +81,19 @@ def extract_records(
     converter: Converter | None,
     *,
     limit: int = 100_000,
+) -> Extract:
+    with no_gc_pauses():
+        return _extract_records(registry, cf, home, recipient, converter, limit=limit)
+
+
+def _extract_records(
+    registry: Registry,
+    cf: ConvenzioneFile,
+    home: Home,
+    recipient: str,
+    converter: Converter | None,
+    *,
+    limit: int,
 ) -> Extract:
     """What the recipient does not hold yet: new and changed rows, and a tombstone for each
     row it holds that is gone here (cancelled at the source, erased, out of retention).
@@ -182,8 +196,8 @@ def erasure_status(
     pending = 0
     outbox = Outbox(home)
     for pid in outbox.pending_for(cf.id, recipient):
-        _, meta = outbox.load(pid)
-        pending += sum(1 for k, v in (meta.get("cursor") or {}).items() if v is None and k in gone)
+        cursor = outbox.cursor(pid) or {}
+        pending += sum(1 for k, v in cursor.items() if v is None and k in gone)
     return {
         "acknowledged_rows": len(acked),
         "unacknowledged_erasures": len(gone),
@@ -212,12 +226,14 @@ class Outbox:
         d = self.folder / package.id
         d.mkdir()
         (d / "body").write_bytes(package.body)
+        if cursor is not None:
+            write_json_atomic(d / "cursor.json", cursor, compact=True)
         write_json_atomic(
             d / "meta.json",
             {
                 "headers": package.headers,
                 "manifest": package.manifest,
-                "cursor": cursor,
+                "cursor": cursor is not None,
                 "state": "pending",
                 "attempts": 0,
             },
@@ -237,6 +253,11 @@ class Outbox:
         meta = json.loads((d / "meta.json").read_text())
         pkg = Package(package_id, meta["manifest"], (d / "body").read_bytes(), meta["headers"])
         return pkg, meta
+
+    def cursor(self, package_id: str) -> dict[str, Any] | None:
+        """What the recipient holds once this package is acknowledged (None: no cursor)."""
+        p = self.folder / package_id / "cursor.json"
+        return dict(json.loads(p.read_text())) if p.exists() else None
 
     def entries(self, state: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -323,8 +344,9 @@ class Outbox:
             status=status,
             loaded=receipt.get("counts", {}).get("loaded"),
         )
-        if status == "accepted" and meta.get("cursor") is not None:
-            _acknowledge(self.home, cf.id, recipient, meta["cursor"])
+        cursor = self.cursor(package_id)
+        if status == "accepted" and cursor is not None:
+            _acknowledge(self.home, cf.id, recipient, cursor)
         meta["state"] = status
         meta["receipt_at"] = receipt["at"]
         self._save(package_id, meta)
