@@ -31,7 +31,9 @@
 # (18579), CLUSTER_API_PORT (18580); each worker's log server on its LOG_PORT. All on 127.0.0.1.
 # Settings for tests: CLUSTER_HEARTBEAT_TIMEOUT (seconds before the scheduler fails a task whose
 # worker died, Airflow's default 300), CLUSTER_PARSE_INTERVAL (DAG file re-parse, default 30),
-# RACCORDO_AIRFLOW_RETRY_DELAY (seconds between tries, default 300).
+# RACCORDO_AIRFLOW_RETRY_DELAY (seconds between tries, default 300), CLUSTER_DAGS_FOLDER (default
+# the repository's dags/). `up` records them in DIR/run/settings, so `worker-up` starts a worker
+# with the same ones.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -55,6 +57,7 @@ setup_paths() {
   CONFIG="$DIR/raccordo.toml"
   mkdir -p "$RUN" "$LOGS" "$WORKERS"
   [ -f "$RUN/ports" ] && . "$RUN/ports"
+  if [ -f "$RUN/settings" ]; then . "$RUN/settings"; fi
   PG_PORT="${CLUSTER_PG_PORT:-${PG_PORT:-18532}}"
   REDIS_PORT="${CLUSTER_REDIS_PORT:-${REDIS_PORT:-18579}}"
   API_PORT="${CLUSTER_API_PORT:-${API_PORT:-18580}}"
@@ -93,7 +96,7 @@ common_env() {
   echo "PYTHONWARNINGS=ignore"
   echo "AIRFLOW_HOME=$home"
   echo "AIRFLOW__CORE__EXECUTOR=CeleryExecutor"
-  echo "AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags"
+  echo "AIRFLOW__CORE__DAGS_FOLDER=${CLUSTER_DAGS_FOLDER:-$ROOT/dags}"
   echo "AIRFLOW__CORE__LOAD_EXAMPLES=False"
   echo "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$API_PORT/execution/"
   echo "AIRFLOW__API__BASE_URL=http://127.0.0.1:$API_PORT"
@@ -267,6 +270,11 @@ up() {
   [ -f "$CONFIG" ] || die "$CONFIG does not exist: the cluster runs the district of DIR/raccordo.toml"
   compgen -G "$WORKERS/*.env" > /dev/null || die "no worker: write $WORKERS/NAME.env (see the header of $0)"
   printf 'PG_PORT=%s\nREDIS_PORT=%s\nAPI_PORT=%s\n' "$PG_PORT" "$REDIS_PORT" "$API_PORT" > "$RUN/ports"
+  local v
+  : > "$RUN/settings"
+  for v in CLUSTER_HEARTBEAT_TIMEOUT CLUSTER_PARSE_INTERVAL CLUSTER_DAGS_FOLDER RACCORDO_AIRFLOW_RETRY_DELAY; do
+    if [ -n "${!v:-}" ]; then printf '%s=%q\n' "$v" "${!v}" >> "$RUN/settings"; fi
+  done
   postgres_up
   redis_up
   core_up
@@ -313,15 +321,15 @@ import re, sys
 from pathlib import Path
 from hub.demo import prepare_workspace
 from hub.demo.district import build_sources
-from hub.plugins import get_plugins
 
 ws, url = Path(sys.argv[1]), sys.argv[2]
 if not (ws / "sources").exists():
     build_sources(ws / "sources")
-cfg = prepare_workspace(ws, url, set(get_plugins().connectors()))
+cfg = prepare_workspace(ws, url, {"csv_export", "siuss_files", "siuss_waas"})
 text = cfg.read_text()
 # Secrets and source locations go to each consortium's worker (Airflow Connections), not here.
 text = re.sub(r"^(base_url|token) = .*\n", "", text, flags=re.MULTILINE)
+text = re.sub(r'^path = "sources/ciss-borgomanero.csv"\n', "", text, flags=re.MULTILINE)
 text = text.replace('type = "csv_export"\n', 'type = "csv_export"\nqueue = "ciss"\n')
 text = text.replace('type = "siuss_waas"\n', 'type = "siuss_waas"\nqueue = "cot"\n')
 cfg.write_text(text)
@@ -350,9 +358,9 @@ EOF
   local dag
   wait_for 180 "the DAGs (DAG processor)" dags_ready
   for dag in raccordo_ciss_csv raccordo_cbv_files raccordo_cot_waas; do
+    # Unpausing schedules the connector's run (catchup is off: one run, the latest interval).
     airflow_core dags unpause "$dag" > /dev/null 2>&1
-    airflow_core dags trigger "$dag" > /dev/null 2>&1
-    say "triggered $dag"
+    say "unpaused $dag"
   done
   say "open http://127.0.0.1:$API_PORT (admin / $(secret admin_password)); Ctrl-C stops the cluster"
   local state
