@@ -148,8 +148,8 @@ role_env() {
   esac
 }
 
-# Start "$@" in its own session (its own process group: `worker-down NAME KILL` kills the worker
-# and every task process under it) with exactly the environment of role $1.
+# Start "$@" in a session of its own (`worker-down NAME KILL` kills the worker and every task
+# process under it) with exactly the environment of role $1.
 spawn() {
   local role="$1" name="$2"
   shift 2
@@ -252,16 +252,28 @@ worker_up() {
   say "worker $name on queue(s) $queues (log server 127.0.0.1:$port)"
 }
 
+# Every process of the session started by spawn: the worker, its pool, and the task processes,
+# which Airflow's supervisor puts in process groups of their own (but not in another session).
+session_pids() { ps -eo pid=,sid= | awk -v s="$1" '$2 == s {print $1}'; }
+
 worker_down() {
+  # TERM: Celery's warm shutdown (running tasks finish first). KILL: the machine dies — the
+  # worker and every task process it runs, at once.
   local name="$1" sig="${2:-TERM}" pid i
   alive "worker-$name" || return 0
   pid="$(cat "$RUN/worker-$name.pid")"
-  kill -s "$sig" -- "-$pid" 2> /dev/null || true
-  for ((i = 0; i < 60; i++)); do
-    kill -0 -- "-$pid" 2> /dev/null || break
+  if [ "$sig" = KILL ]; then
+    # shellcheck disable=SC2046
+    kill -KILL $(session_pids "$pid") 2> /dev/null || true
+  else
+    kill -s "$sig" -- "-$pid" 2> /dev/null || true
+  fi
+  for ((i = 0; i < 120; i++)); do
+    [ -n "$(session_pids "$pid")" ] || break
     sleep 0.5
   done
-  kill -s KILL -- "-$pid" 2> /dev/null || true
+  # shellcheck disable=SC2046
+  kill -KILL $(session_pids "$pid") 2> /dev/null || true
   rm -f "$RUN/worker-$name.pid"
   say "worker $name stopped ($sig)"
 }
@@ -292,12 +304,14 @@ down() {
   done
   for name in scheduler dag-processor api-server redis; do
     if alive "$name"; then
-      kill -TERM -- "-$(cat "$RUN/$name.pid")" 2> /dev/null || true
+      # shellcheck disable=SC2046
+      kill -TERM $(session_pids "$(cat "$RUN/$name.pid")") 2> /dev/null || true
     fi
   done
   sleep 2
   for name in scheduler dag-processor api-server redis; do
-    [ -f "$RUN/$name.pid" ] && kill -KILL -- "-$(cat "$RUN/$name.pid")" 2> /dev/null || true
+    # shellcheck disable=SC2046
+    [ -f "$RUN/$name.pid" ] && kill -KILL $(session_pids "$(cat "$RUN/$name.pid")") 2> /dev/null || true
     rm -f "$RUN/$name.pid"
   done
   if [ -f "$PGDIR/data/PG_VERSION" ]; then
