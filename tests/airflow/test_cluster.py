@@ -237,9 +237,19 @@ class Cluster:
                 raw = (proc / "environ").read_bytes()
             except (OSError, ValueError, IndexError):
                 continue  # ended meanwhile
-            envs.append(dict(e.split("=", 1) for e in raw.decode().split("\0") if "=" in e))
-        assert envs, f"no process left in the session of {name}"
+            env = dict(
+                e.split("=", 1) for e in raw.decode(errors="replace").split("\0") if "=" in e
+            )
+            # Celery and Airflow retitle their processes (setproctitle), which overwrites the
+            # memory /proc/PID/environ shows: only an intact block (it has AIRFLOW_HOME) counts.
+            if env.get("AIRFLOW_HOME"):
+                envs.append(env)
         return envs
+
+    def role_env(self, role: str) -> dict[str, str]:
+        """The environment the script starts ``role`` (core, or a worker's name) with."""
+        out = self.sh("env", str(self.dir), role)
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def _workspace(ws: Path, sources: Path, waas_url: str, *, secrets: bool) -> Path:
@@ -423,19 +433,24 @@ def test_nothing_leaks_and_no_worker_reads_another_consortiums_secrets(
     cluster: Cluster,
 ) -> None:
     c = cluster
-    # 1. The processes' environments: a consortium's Connection only in its own worker.
+    # 1. The environments: what the script gives each role, and what each live process of
+    # that role really holds (those whose /proc/PID/environ is intact): a consortium's
+    # Connection in its own worker only; no metadata database or JWT secret on a worker.
     for worker, own in [("ciss", "ciss"), ("cot", "cot"), ("district", None)]:
-        for env in c.environments(f"worker-{worker}"):
+        live = c.environments(f"worker-{worker}")
+        assert live, f"no process of worker {worker} shows its environment"
+        for env in [c.role_env(worker), *live]:
             conns = {k for k in env if k.startswith("AIRFLOW_CONN_")}
             assert conns == ({CONN_ENV[own]} if own else set()), (worker, conns)
             assert own == "cot" or not any(TOKEN in v for v in env.values()), worker
             assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env  # no metadata database
             assert "AIRFLOW__API_AUTH__JWT_SECRET" not in env
-    for core in ("scheduler", "dag-processor", "api-server"):
-        for env in c.environments(core):
-            assert not {k for k in env if k.startswith("AIRFLOW_CONN_")}, core
-            assert not any(TOKEN in v for v in env.values()), core
-            assert "RACCORDO_REGISTRY_URL" not in env, core
+    core = c.role_env("core")
+    for role in ("scheduler", "dag-processor", "api-server"):
+        for env in [core, *c.environments(role)]:
+            assert not {k for k in env if k.startswith("AIRFLOW_CONN_")}, role
+            assert not any(TOKEN in v for v in env.values()), role
+            assert "RACCORDO_REGISTRY_URL" not in env, role
     # ...and none in the metadata database, where the API server could hand it to any task.
     assert c.api("GET", "/connections")["total_entries"] == 0
 
