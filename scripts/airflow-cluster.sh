@@ -324,6 +324,13 @@ down() {
 
 # --- `make airflow-cluster` ------------------------------------------------------------------
 
+WAAS_PID=""
+demo_cleanup() {
+  trap '' INT TERM
+  if [ -n "$WAAS_PID" ]; then kill "$WAAS_PID" 2> /dev/null || true; fi
+  down
+}
+
 dags_ready() { airflow_core dags list -o plain 2> /dev/null | grep -q raccordo_cot_waas; }
 
 demo() {
@@ -365,8 +372,9 @@ EOF
   )
   "$BIN/python" -m connectors.siuss_waas.fake_server \
     --dir "$DIR/sources/cot-waas" --port "$waas_port" --token "$token" > "$LOGS/fake-waas.log" 2>&1 &
-  local waas_pid=$!
-  trap 'kill "$waas_pid" 2> /dev/null || true; down' EXIT
+  WAAS_PID=$!
+  # Globals only in the traps: under `set -u` a local of this function would be unset there.
+  trap demo_cleanup EXIT
   trap 'exit 130' INT TERM
   up
   local dag
@@ -377,13 +385,26 @@ EOF
     say "unpaused $dag"
   done
   say "open http://127.0.0.1:$API_PORT (admin / $(secret admin_password)); Ctrl-C stops the cluster"
-  local state
-  while sleep 10; do
+  local state line last=""
+  # `sleep & wait`: a signal interrupts `wait` at once (a foreground sleep would delay the trap).
+  while :; do
+    sleep 10 &
+    wait $!
+    line=""
     for dag in raccordo_ciss_csv raccordo_cbv_files raccordo_cot_waas; do
       state="$(airflow_core dags list-runs "$dag" -o plain 2> /dev/null | awk 'NR==2 {print $3}')"
-      printf '%s=%s ' "$dag" "${state:-?}"
+      line+="$dag=${state:-?} "
     done
-    echo
+    [ "$line" = "$last" ] || say "$line"
+    last="$line"
+    if [ "$line" = "raccordo_ciss_csv=success raccordo_cbv_files=success raccordo_cot_waas=success " ]; then
+      say "all three runs succeeded; the registry: RACCORDO_REGISTRY_URL=postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/raccordo $BIN/raccordo runs --config $CONFIG"
+      last="done"
+      while :; do
+        sleep 3600 &
+        wait $!
+      done
+    fi
   done
 }
 
