@@ -325,9 +325,13 @@ down() {
 # --- `make airflow-cluster` ------------------------------------------------------------------
 
 WAAS_PID=""
+SLEEP_PID=""
 demo_cleanup() {
   trap '' INT TERM
-  if [ -n "$WAAS_PID" ]; then kill "$WAAS_PID" 2> /dev/null || true; fi
+  local pid
+  for pid in "$WAAS_PID" "$SLEEP_PID"; do
+    if [ -n "$pid" ]; then kill "$pid" 2> /dev/null || true; fi
+  done
   down
 }
 
@@ -389,7 +393,8 @@ EOF
   # `sleep & wait`: a signal interrupts `wait` at once (a foreground sleep would delay the trap).
   while :; do
     sleep 10 &
-    wait $!
+    SLEEP_PID=$!
+    wait $SLEEP_PID
     line=""
     for dag in raccordo_ciss_csv raccordo_cbv_files raccordo_cot_waas; do
       state="$(airflow_core dags list-runs "$dag" -o plain 2> /dev/null | awk 'NR==2 {print $3}')"
@@ -402,7 +407,8 @@ EOF
       last="done"
       while :; do
         sleep 3600 &
-        wait $!
+        SLEEP_PID=$!
+        wait $SLEEP_PID
       done
     fi
   done
