@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo airflow test lint typecheck unit install bench clean help
+.PHONY: demo airflow airflow-cluster test lint typecheck unit install bench clean help
 
 help:
 	@echo "make demo   - install what is needed and run the demo district (SQLite, synthetic data)"
 	@echo "make airflow - the demo district under Airflow 3 (airflow standalone, http://localhost:8080)"
+	@echo "make airflow-cluster - the demo district on an Airflow 3 CeleryExecutor cluster (http://127.0.0.1:18580)"
 	@echo "make test   - install what is needed (incl. PostgreSQL) and run lint, mypy and every test"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 
@@ -34,6 +35,12 @@ demo: $(STAMP) $(ASSETS)
 airflow: $(STAMP)
 	bash scripts/airflow-demo.sh
 
+# Redis, PostgreSQL, scheduler, DAG processor, API server and one Celery worker per consortium.
+airflow-cluster: $(STAMP)
+	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-redis.sh
+	bash scripts/airflow-cluster.sh demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,6 +55,7 @@ unit: $(STAMP)
 test: $(STAMP) $(ASSETS)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-redis.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
@@ -55,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) demo-workspace .pytest_cache .mypy_cache .ruff_cache node_modules hub/web/static/vendor
+	rm -rf $(VENV) demo-workspace demo-cluster .pytest_cache .mypy_cache .ruff_cache node_modules hub/web/static/vendor
