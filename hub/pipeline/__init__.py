@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from hub.config import Config
-from hub.connector import Connector, RawRecord, Stream
+from hub.connector import Connector, RawRecord, SourceError, Stream
 from hub.errors import RaccordoError, RunFailed, SourceUnavailable
 from hub.mappings import CompiledMapping
 from hub.pipeline.context import Batch, Rejection, RunContext, RunProgress
@@ -74,6 +76,7 @@ __all__ = [
     "Batch",
     "Pipeline",
     "ProgressCallback",
+    "PseudonymisedBatch",
     "Rejection",
     "RunContext",
     "RunProgress",
@@ -83,6 +86,7 @@ __all__ = [
     "iter_connectors",
     "load_connector_mapping",
     "open_keyring",
+    "pseudonymised_batches",
 ]
 
 log = logging.getLogger("raccordo.pipeline")
@@ -170,8 +174,7 @@ class Pipeline:
                 )
             return summaries
 
-    # -- internals ----------------------------------------------------------------
-    def _sync_stream(
+    def start_run(
         self,
         name: str,
         connector_type: str,
@@ -179,10 +182,11 @@ class Pipeline:
         connector: Connector,
         stream: Stream,
         mapping: CompiledMapping,
-        progress: ProgressCallback | None,
         *,
         full_refresh: bool = False,
-    ) -> RunSummary:
+    ) -> RunContext:
+        """Record a run of one stream and return its context (the cursor is reset when
+        the mapping version changed or on ``full_refresh``)."""
         previous = self.registry.last_mapping_version(name, stream.name)
         remap = full_refresh or (previous is not None and previous != mapping.version)
         run_id = self.registry.start_run(
@@ -204,7 +208,6 @@ class Pipeline:
                 if full_refresh
                 else f"mapping version {previous} → {mapping.version}",
             )
-        hub = self.config.hub
         ctx = RunContext(
             connector=name,
             connector_type=connector_type,
@@ -213,9 +216,29 @@ class Pipeline:
             mapping=mapping,
             run_id=run_id,
             multi_org=connector.multi_org,
-            retention=dt.timedelta(days=hub.quarantine_retention_days),
+            retention=dt.timedelta(days=self.config.hub.quarantine_retention_days),
             full_refresh=remap,
         )
+        return ctx
+
+    # -- internals ----------------------------------------------------------------
+    def _sync_stream(
+        self,
+        name: str,
+        connector_type: str,
+        org: str,
+        connector: Connector,
+        stream: Stream,
+        mapping: CompiledMapping,
+        progress: ProgressCallback | None,
+        *,
+        full_refresh: bool = False,
+    ) -> RunSummary:
+        ctx = self.start_run(
+            name, connector_type, org, connector, stream, mapping, full_refresh=full_refresh
+        )
+        run_id = ctx.run_id
+        hub = self.config.hub
         state = self.registry.get_state(name, stream.name)
         pseudonymise = PseudonymiseStage(
             self.pseudonymiser,
@@ -319,8 +342,34 @@ class Pipeline:
         batch: Batch,
         tx: LoadTransaction,
     ) -> BatchCounts:
-        counts = BatchCounts(read=len(records), source_errors=len(batch.errors))
         prepared = pseudonymise(records, org)
+        units = [
+            self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, u)
+            for u in batch.units
+        ]
+        return self.load_prepared(
+            ctx, org, prepared, errors=batch.errors, unit_hashes=units, state=batch.state, tx=tx
+        )
+
+    def load_prepared(
+        self,
+        ctx: RunContext,
+        org: str,
+        prepared: list[Prepared],
+        *,
+        errors: list[SourceError],
+        unit_hashes: list[str],
+        state: dict[str, Any] | None,
+        tx: LoadTransaction,
+    ) -> BatchCounts:
+        """transform → load for records already pseudonymised (one organisation's group).
+
+        What a direct sync does after ``pseudonymise``; push mode
+        (:mod:`hub.exchange.push`) calls it on the hub with the batches a worker
+        pseudonymised, so mapping, validation, unchanged detection and accounting
+        happen where the registry is. ``unit_hashes``: the completed units, keyed.
+        """
+        counts = BatchCounts(read=len(prepared), source_errors=len(errors))
         existing = self.registry.loaded_records(
             ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
         )
@@ -339,14 +388,63 @@ class Pipeline:
             ctx,
             org,
             result,
-            errors=batch.errors,
-            units=[
-                self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, u)
-                for u in batch.units
-            ],
-            state=batch.state,
+            errors=errors,
+            units=unit_hashes,
+            state=state,
         )
         return counts
+
+
+@dataclass
+class PseudonymisedBatch:
+    """One batch after ``extract → pseudonymise``: no clear identifier, no registry needed."""
+
+    #: (organisation, its records), in the order the direct sync loads them.
+    groups: list[tuple[str, list[Prepared]]]
+    errors: list[SourceError]
+    #: Keyed hashes of the units (files, flows) completed with this batch.
+    unit_hashes: list[str]
+    #: The cursor covering this batch and the ones before (None: none yet).
+    state: dict[str, Any] | None
+
+
+def pseudonymised_batches(
+    config: Config,
+    pseudonymiser: Pseudonymiser,
+    name: str,
+    connector: Connector,
+    stream: Stream,
+    state: dict[str, Any],
+) -> Iterator[PseudonymisedBatch]:
+    """The first two stages only, for a worker in push mode (:mod:`hub.exchange.push`).
+
+    Batches are cut exactly as a direct sync cuts them; transform and load happen on
+    the hub. If the source stops answering, what the latest cursor covers is yielded,
+    then :class:`hub.errors.SourceUnavailable` is raised (as a direct sync keeps it).
+    """
+    settings = config.connector(name)
+    stage = PseudonymiseStage(
+        pseudonymiser, connector=name, stream=stream, reference_year=dt.date.today().year
+    )
+    extract = Extract(connector, stream.name, state, config.hub.batch_size)
+
+    def prepare(batch: Batch) -> PseudonymisedBatch:
+        groups = _by_org(batch.records, settings.org, multi_org=connector.multi_org, name=name)
+        return PseudonymisedBatch(
+            [(g_org, stage(records, g_org)) for g_org, records in groups],
+            batch.errors,
+            [pseudonymiser.key_hash("unit", name, stream.name, u) for u in batch.units],
+            batch.state,
+        )
+
+    try:
+        for batch in extract:
+            yield prepare(batch)
+    except SourceUnavailable:
+        covered = extract.covered()
+        if covered is not None:
+            yield prepare(covered)
+        raise
 
 
 def _without_duplicates(
