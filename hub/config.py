@@ -45,6 +45,11 @@ class HubSettings(BaseModel):
     pseudonymiser_url: str | None = None
     #: Environment variable holding this client's token for that service.
     pseudonymiser_token_env: str = "RACCORDO_PSEUDONYMISER_TOKEN"  # noqa: S105 - a name
+    #: Push mode (a consortium's worker): the district hub's ``raccordo push serve`` URL;
+    #: when set, ``raccordo sync`` pushes signed packages there and opens no registry.
+    push_url: str | None = None
+    #: The worker's push folder (its signing key, the hub's public keys): see docs/exchange.md.
+    push_home: str = "push"
     mappings_dir: str = "mappings"
     #: Records mapped and written together (held in memory at once).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000

@@ -22,7 +22,7 @@ from hub.pipeline import Pipeline, ProgressCallback, build_connector, open_keyri
 from hub.pseudonyms import Pseudonymiser
 from hub.registry import Registry, RunSummary
 
-__all__ = ["Hub", "RefreshResult"]
+__all__ = ["Hub", "RefreshResult", "push_sync", "serve_push"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,42 @@ class Hub:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def push_sync(
+    config: Config | str | os.PathLike[str] | None,
+    name: str,
+    *,
+    progress: ProgressCallback | None = None,
+    full_refresh: bool = False,
+) -> list[RunSummary]:
+    """A consortium worker's sync in push mode (``[hub] push_url``, ``raccordo sync --push``).
+
+    Extracts and pseudonymises here (through the district's pseudonymisation service),
+    pushes each batch to the district hub, which loads it and answers with a signed
+    receipt; opens no registry and needs no database credentials
+    (:mod:`hub.exchange.push`).
+    """
+    from hub.exchange.push import push_sync as run_push
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    return run_push(cfg, name, progress=progress, full_refresh=full_refresh)
+
+
+def serve_push(
+    config: Config | str | os.PathLike[str] | None,
+    home: os.PathLike[str] | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 18700,
+) -> None:
+    """The district hub's push endpoint (``raccordo push serve``): loads what its workers
+    push through this configuration's pipeline and registry."""
+    from pathlib import Path
+
+    from hub.exchange.home import open_home
+    from hub.exchange.push import serve_push as run_server
+
+    exchange_home = open_home(Path(home))
+    with Hub.open(config) as hub:
+        run_server(exchange_home, hub.pipeline, host=host, port=port)

@@ -30,6 +30,7 @@ from hub.cli.log import app as log_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.options import ConfigOpt
 from hub.cli.pseudonymiser import app as pseudonymiser_app
+from hub.cli.push import app as push_app
 from hub.cli.warnings import app as warnings_app
 from hub.cli.web import serve as serve_command
 from hub.cli.web import users_app
@@ -67,6 +68,7 @@ app.add_typer(convenzioni_app, name="convenzioni")
 app.add_typer(exchange_app, name="exchange")
 app.add_typer(log_app, name="log")
 app.add_typer(erasure_app, name="erasure")
+app.add_typer(push_app, name="push")
 
 
 def _config(path: Path | None) -> Config:
@@ -133,6 +135,9 @@ def sync(
             help="Read and map every record of the named connectors again (cursor reset).",
         ),
     ] = False,
+    push: Annotated[
+        bool, typer.Option("--push", help="Push to the hub at [hub] push_url (a worker).")
+    ] = False,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
     from hub.pipeline import RunProgress, iter_connectors
@@ -145,6 +150,17 @@ def sync(
             "raccordo sync --full-refresh NAME"
         )
         raise typer.Exit(2)
+    if push or cfg.hub.push_url:  # a worker: the hub loads, no registry here (docs/exchange.md)
+        from hub.cli.push import sync_pushing
+
+        pushed = sync_pushing(
+            cfg,
+            list(iter_connectors(cfg, names)),
+            quiet=quiet,
+            full_refresh=full_refresh,
+            print_run=_print_run,
+        )
+        raise typer.Exit(0 if pushed else 7)
     hub = Hub.open(cfg)
     failed = False
     refused_units = 0

@@ -115,14 +115,14 @@ def init_home(
     keys.mkdir(parents=True, exist_ok=True)
     for sub in ("convenzioni", "log", "outbox", "inbox", "received"):
         (path / sub).mkdir(exist_ok=True)
-    _write_secret(keys / "signing.key", crypto.private_bytes(crypto.new_signing_key()))
-    _write_secret(keys / "hpke.key", crypto.KemKey.generate().to_bytes())
+    write_secret(keys / "signing.key", crypto.private_bytes(crypto.new_signing_key()))
+    write_secret(keys / "hpke.key", crypto.KemKey.generate().to_bytes())
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.model_dump().items()]
     (path / "exchange.toml").write_text("\n".join(lines) + "\n")
     return open_home(path)
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, data)

@@ -1,0 +1,986 @@
+"""Push mode: a consortium's worker pushes signed, encrypted batches to its district hub.
+
+Two topologies, one code path (BLUEPRINT §3). On one machine ``raccordo sync`` runs the
+four stages and writes the registry. In a district with several consortia each
+consortium's *worker* runs only the first two, ``extract → pseudonymise`` (through the
+district's pseudonymisation service: the worker holds no key), and pushes every batch,
+already pseudonymised, to the district hub (``raccordo push serve``). The hub runs
+``transform → load`` with the same :class:`hub.pipeline.Pipeline` a direct sync uses, so
+mapping, validation, unchanged detection, quarantine and accounting are those of a
+direct sync, and answers with a receipt it signs. The worker holds no registry URL and
+no database credentials.
+
+Every message is sealed the way exchange packages are (:mod:`hub.exchange.package`):
+the worker signs a manifest (Ed25519) binding the payload's SHA-256, seals
+``signed manifest + payload`` for the hub with HPKE, and sends it with the ``Digest``
+and ``Agid-JWT-Signature`` headers. Three kinds of message make a run:
+
+``open``    connector and stream → the hub starts a run and answers with the cursor
+            it holds for that stream (reset if the hub's mapping version changed).
+``batch``   one batch (records grouped by organisation, source errors, completed
+            units as keyed hashes, the cursor that covers it) → loaded in one
+            transaction *with its cursor*; the receipt carries the counts and the cursor.
+``finish``  the run's outcome → the run summary.
+
+**The cursor lives on the hub**, in the registry, committed in the same transaction as
+the rows it covers, exactly as in a direct sync; the worker learns it from the receipt
+of ``open`` and moves on only on the receipt of each batch. A worker that loses the hub
+retries the same message (same id, same bytes) until it answers; a message the hub has
+already answered gets its stored receipt again (idempotent). A worker killed midway
+simply starts again: the next ``open`` returns the cursor of the last batch committed,
+so nothing is lost and nothing is loaded twice.
+
+**What a worker may do** is listed on the hub, in ``push_workers.json`` of the hub's
+exchange home: the worker's public signing key and the organisations it speaks for.
+A worker may open runs only of connectors configured on the hub for one of its
+organisations, and every record group of a batch must name one of them (and, for a
+connector that is not ``multi_org``, the connector's own); anything else is refused
+with a reason and nothing of it is loaded. No route answers with registry rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import json
+import logging
+import re
+import threading
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.config import Config
+from hub.connector import SourceError
+from hub.errors import RaccordoError, RunFailed, SourceUnavailable
+from hub.exchange import crypto
+from hub.exchange.errors import ExchangeError, PackageRefused, PeerUnavailable
+from hub.exchange.home import Home, write_secret
+from hub.exchange.receive import write_json_atomic
+from hub.pipeline import (
+    Pipeline,
+    PseudonymisedBatch,
+    RunContext,
+    RunProgress,
+    build_connector,
+    check_mapping_sources,
+    load_connector_mapping,
+    pseudonymised_batches,
+)
+from hub.pseudonyms import Pseudonymiser, open_pseudonymiser
+from hub.pseudonyms.stage import Prepared
+from hub.registry import BatchCounts, RunSummary, storage_error
+
+FORMAT = "raccordo-push/1"
+RECEIPT_FORMAT = "raccordo-push-receipt/1"
+CONTENT_TYPE = "application/vnd.raccordo.push+hpke"
+MESSAGE_CONTEXT = "raccordo/push/v1"
+RECEIPT_CONTEXT = "raccordo/push-receipt/v1"
+WORKERS_FILE = "push_workers.json"
+#: A message bigger than this is refused before it is read (bounded input, §8.4).
+MAX_BODY = 256 * 1024 * 1024
+CLOCK_SKEW = dt.timedelta(minutes=5)
+VALIDITY = dt.timedelta(days=2)
+KINDS = ("open", "batch", "finish")
+
+_log = logging.getLogger("raccordo.push")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_CODE = r"^[A-Za-z0-9_.-]{1,40}$"
+
+
+def _info(hub: str) -> bytes:
+    return f"{MESSAGE_CONTEXT}|{hub}".encode()
+
+
+# -- values on the wire ----------------------------------------------------------------------
+# Record values keep their Python type across the wire (a date stays a date), so the hub
+# maps exactly what a direct sync would map.
+_TAG = "\x00t"
+
+
+def _encode_value(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return {_TAG: "datetime", "v": v.isoformat()}
+    if isinstance(v, dt.date):
+        return {_TAG: "date", "v": v.isoformat()}
+    if isinstance(v, decimal.Decimal):
+        return {_TAG: "decimal", "v": str(v)}
+    if isinstance(v, bytes):
+        return {_TAG: "bytes", "v": crypto.b64e(v)}
+    if isinstance(v, tuple):
+        return {_TAG: "tuple", "v": [_encode_value(x) for x in v]}
+    if isinstance(v, list):
+        return [_encode_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _encode_value(x) for k, x in v.items()}
+    return v
+
+
+def _decode_hook(obj: dict[str, Any]) -> Any:
+    tag = obj.get(_TAG)
+    if tag is None:
+        return obj
+    v = obj["v"]
+    if tag == "datetime":
+        return dt.datetime.fromisoformat(v)
+    if tag == "date":
+        return dt.date.fromisoformat(v)
+    if tag == "decimal":
+        return decimal.Decimal(v)
+    if tag == "bytes":
+        return crypto.b64d(v)
+    if tag == "tuple":
+        return tuple(v)
+    raise ValueError(f"unknown value type {tag!r}")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(_encode_value(obj), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _loads(data: bytes) -> Any:
+    return json.loads(data, object_hook=_decode_hook)
+
+
+def _prepared_out(p: Prepared) -> list[Any]:
+    return [
+        p.source_key_hash,
+        p.location,
+        p.op,
+        p.data,
+        [list(x) for x in p.problems],
+        p.unit_hash,
+        list(p.cf_derived) if p.cf_derived else None,
+    ]
+
+
+def _prepared_in(v: list[Any]) -> Prepared:
+    skh, location, op, data, problems, unit_hash, derived = v
+    if not isinstance(data, dict) or op not in ("upsert", "delete"):
+        raise ValueError("not a record")
+    return Prepared(
+        str(skh),
+        str(location),
+        str(op),
+        data,
+        tuple((str(f), str(r), str(m)) for f, r, m in problems),
+        None if unit_hash is None else str(unit_hash),
+        None if derived is None else (int(derived[0]), str(derived[1])),
+    )
+
+
+def _error_out(e: SourceError) -> dict[str, Any]:
+    return dataclasses.asdict(e)
+
+
+def _error_in(d: Mapping[str, Any]) -> SourceError:
+    return SourceError(
+        **{f.name: d[f.name] for f in dataclasses.fields(SourceError) if f.name in d}
+    )
+
+
+def _summary_out(s: RunSummary) -> dict[str, Any]:
+    return dataclasses.asdict(s)
+
+
+def _summary_in(d: Mapping[str, Any]) -> RunSummary:
+    return RunSummary(**{f.name: d[f.name] for f in dataclasses.fields(RunSummary)})
+
+
+# -- sealing and opening -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Message:
+    id: str
+    kind: str
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def body_digest(self) -> str:
+        return crypto.sha256_hex(self.body)
+
+
+def seal_message(
+    key: ed25519.Ed25519PrivateKey,
+    *,
+    worker: str,
+    hub: str,
+    hub_encryption_key: str,
+    kind: str,
+    content: Mapping[str, Any],
+    now: dt.datetime | None = None,
+) -> Message:
+    """Sign, seal for the hub and wrap in ModI-shaped headers (as exchange packages)."""
+    now = now or dt.datetime.now(dt.UTC)
+    mid = uuid.uuid4().hex
+    payload = _dumps(dict(content))
+    manifest = {
+        "format": FORMAT,
+        "id": mid,
+        "kind": kind,
+        "worker": worker,
+        "hub": hub,
+        "created_at": now.isoformat(timespec="seconds"),
+        "payload": {"sha256": crypto.sha256_hex(payload), "bytes": len(payload)},
+    }
+    signature = crypto.sign(key, MESSAGE_CONTEXT, crypto.canonical(manifest))
+    plaintext = crypto.canonical({"manifest": manifest, "signature": signature}) + b"\n" + payload
+    body = crypto.seal(plaintext, hub_encryption_key, _info(hub))
+    digest = crypto.digest_header(body)
+    jws = crypto.jws_sign(
+        key,
+        {"typ": "JWT", "kid": worker},
+        {
+            "iss": worker,
+            "sub": worker,
+            "aud": hub,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int((now + VALIDITY).timestamp()),
+            "jti": mid,
+            "kind": kind,
+            "signed_headers": [{"digest": digest}, {"content-type": CONTENT_TYPE}],
+        },
+    )
+    headers = {"Digest": digest, "Agid-JWT-Signature": jws, "Content-Type": CONTENT_TYPE}
+    return Message(mid, kind, body, headers)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name.lower():
+            return v
+    return None
+
+
+@dataclass
+class Opened:
+    body_sha256: str
+    message_id: str | None = None
+    worker: str | None = None
+    kind: str | None = None
+    content: dict[str, Any] | None = None
+    authenticated: bool = False
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+
+class WorkerEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signing_key: str
+    #: The organisations (codes in the hub's raccordo.toml) this worker speaks for.
+    orgs: list[str] = Field(min_length=1)
+
+
+def read_workers(home: Home) -> dict[str, WorkerEntry]:
+    p = home.path / WORKERS_FILE
+    if not p.exists():
+        return {}
+    try:
+        raw = json.loads(p.read_text())
+        return {str(k): WorkerEntry.model_validate(v) for k, v in raw.items()}
+    except (ValueError, ValidationError) as e:
+        raise ExchangeError(
+            f"not a valid list of push workers: {e}",
+            where=str(p),
+            hint="it is written by `raccordo push add-worker`",
+        ) from None
+
+
+def open_message(
+    home: Home,
+    workers: Mapping[str, WorkerEntry],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: dt.datetime | None = None,
+) -> Opened:
+    """Verify a message; ``reasons`` says why it is refused (untrusted input: never raises)."""
+    out = Opened(body_sha256=crypto.sha256_hex(body))
+    try:
+        _open(out, home, workers, headers, body, now or dt.datetime.now(dt.UTC))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        out.reasons.append(
+            "the message's headers, manifest or payload are malformed "
+            "(a field is missing or has the wrong type)"
+        )
+    return out
+
+
+def _open(
+    out: Opened,
+    home: Home,
+    workers: Mapping[str, WorkerEntry],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: dt.datetime,
+) -> None:
+    digest = _header(headers, "Digest")
+    if digest != crypto.digest_header(body):
+        out.reasons.append(
+            "the body does not match its Digest header: the message was altered in transit "
+            "or truncated; the worker sends it again"
+        )
+        return
+    token = _header(headers, "Agid-JWT-Signature")
+    if not token:
+        out.reasons.append("the Agid-JWT-Signature header is missing")
+        return
+    try:
+        _, claims = crypto.jws_unverified(token)
+    except crypto.CryptoFailure as e:
+        out.reasons.append(f"the Agid-JWT-Signature header is not valid: {e}")
+        return
+    worker = str(claims.get("iss"))
+    entry = workers.get(worker)
+    if entry is None:
+        out.reasons.append(
+            f"{worker!r} is not a push worker of {home.party}: "
+            "register it with `raccordo push add-worker`"
+        )
+        return
+    try:
+        claims = crypto.jws_verify(token, entry.signing_key)
+    except crypto.CryptoFailure:
+        out.reasons.append(f"the Agid-JWT-Signature is not signed by {worker}'s key")
+        return
+    if claims.get("aud") != home.party:
+        out.reasons.append(f"the message is addressed to {claims.get('aud')}, not {home.party}")
+        return
+    if {"digest": digest} not in claims.get("signed_headers", []):
+        out.reasons.append("the JWS does not sign this body's Digest")
+        return
+    ts = now.timestamp()
+    if int(claims.get("nbf", 0)) > ts + CLOCK_SKEW.total_seconds():
+        out.reasons.append("the message is dated in the future: check both clocks")
+        return
+    if int(claims.get("exp", 0)) < ts - CLOCK_SKEW.total_seconds():
+        out.reasons.append("the message's signature has expired: the worker must sync again")
+        return
+    try:
+        plaintext = crypto.open_sealed(body, home.kem_key, _info(home.party))
+    except crypto.CryptoFailure:
+        out.reasons.append(f"the message is not encrypted for {home.party} or is damaged")
+        return
+    head, _, payload = plaintext.partition(b"\n")
+    try:
+        signed = json.loads(head)
+        manifest, signature = signed["manifest"], signed["signature"]
+        crypto.verify(entry.signing_key, MESSAGE_CONTEXT, crypto.canonical(manifest), signature)
+    except (ValueError, KeyError, TypeError, crypto.CryptoFailure):
+        out.reasons.append(f"the manifest is not signed by {worker}")
+        return
+    for name, expected, got in (
+        ("id", claims.get("jti"), manifest.get("id")),
+        ("worker", worker, manifest.get("worker")),
+        ("hub", home.party, manifest.get("hub")),
+        ("kind", claims.get("kind"), manifest.get("kind")),
+    ):
+        if expected != got:
+            out.reasons.append(f"the manifest's {name} {got!r} differs from {expected!r}")
+    if out.reasons:
+        return
+    if not _ID.match(str(manifest["id"])) or manifest["kind"] not in KINDS:
+        out.reasons.append("the manifest's id or kind is not valid")
+        return
+    out.worker, out.message_id, out.kind = worker, str(manifest["id"]), str(manifest["kind"])
+    out.authenticated = True
+    if manifest["payload"]["sha256"] != crypto.sha256_hex(payload):
+        out.reasons.append("the payload does not match the digest the worker signed")
+        return
+    content = _loads(payload)
+    if not isinstance(content, dict):
+        raise TypeError
+    out.content = content
+
+
+def make_receipt(
+    home: Home,
+    opened: Opened,
+    *,
+    status: str,
+    result: Mapping[str, Any] | None = None,
+    log_head: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    receipt: dict[str, Any] = {
+        "format": RECEIPT_FORMAT,
+        "message": opened.message_id,
+        "kind": opened.kind,
+        "worker": opened.worker,
+        "hub": home.party,
+        "body_sha256": opened.body_sha256,
+        "status": status,
+        "reasons": list(opened.reasons),
+        "result": json.loads(_dumps(dict(result or {}))),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "log_head": dict(log_head) if log_head else None,
+    }
+    receipt["signature"] = crypto.sign(home.signing_key, RECEIPT_CONTEXT, crypto.canonical(receipt))
+    return receipt
+
+
+def verify_receipt(receipt: Mapping[str, Any], message: Message, hub_signing_key: str) -> None:
+    """Raise unless ``receipt`` is the hub's signed answer to exactly this message."""
+    body = {k: v for k, v in receipt.items() if k != "signature"}
+    try:
+        crypto.verify(
+            hub_signing_key, RECEIPT_CONTEXT, crypto.canonical(body), str(receipt.get("signature"))
+        )
+    except crypto.CryptoFailure:
+        raise PackageRefused(
+            f"the receipt for message {message.id} is not signed by the hub",
+            hint="check push.toml's hub_signing_key; the answer did not come from the hub",
+        ) from None
+    if receipt.get("message") != message.id or receipt.get("body_sha256") != message.body_digest:
+        raise PackageRefused(f"the receipt does not cover message {message.id} as it was sent")
+
+
+# -- the hub's side ----------------------------------------------------------------------------
+class Refusal(Exception):
+    """A message that is authentic but not allowed (answered 422 with the reason)."""
+
+
+class PushReceiver:
+    """The hub's receiving side; :meth:`handle` is what ``POST /v1/push`` calls."""
+
+    def __init__(self, home: Home, pipeline: Pipeline) -> None:
+        self.home = home
+        self.pipeline = pipeline
+        self.registry = pipeline.registry
+        self.config = pipeline.config
+        self.inbox = home.folder("inbox") / "push"
+        self.inbox.mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self._contexts: dict[int, RunContext] = {}
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            return self._handle(headers, body)
+
+    def _stored(self, message_id: str | None) -> dict[str, Any] | None:
+        if not message_id or not _ID.match(message_id):
+            return None
+        p = self.inbox / f"{message_id}.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def _handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        token = _header(headers, "Agid-JWT-Signature") or ""
+        try:
+            claimed = str(crypto.jws_unverified(token)[1].get("jti"))
+        except crypto.CryptoFailure:
+            claimed = None
+        stored = self._stored(claimed)
+        if stored is not None and stored["body_sha256"] == crypto.sha256_hex(body):
+            # The same message again (its receipt was lost): the same answer, nothing redone.
+            return (200 if stored["status"] == "accepted" else 422), stored
+        opened = open_message(self.home, read_workers(self.home), headers, body)
+        if stored is not None and opened.authenticated:
+            opened.reasons.append(f"message id {opened.message_id} was already used")
+        if opened.reasons:
+            return self._refuse(opened)
+        assert opened.content is not None and opened.worker is not None
+        entry = read_workers(self.home)[opened.worker]
+        try:
+            result = self._dispatch(str(opened.kind), opened.content, entry)
+        except Refusal as e:
+            opened.reasons.append(str(e))
+            return self._refuse(opened)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            opened.reasons.append(
+                f"the {opened.kind} message's content is malformed (a field is missing or "
+                "has the wrong type)"
+            )
+            return self._refuse(opened)
+        counts = result.get("counts", {})
+        head = self.home.log.append(
+            "received",
+            package=opened.message_id,
+            peer=opened.worker,
+            digest=opened.body_sha256,
+            kind_of_data=f"push-{opened.kind}",
+            rows=counts.get("read"),
+            loaded=counts.get("loaded"),
+            unchanged=counts.get("unchanged"),
+            quarantined=counts.get("quarantined"),
+        )
+        receipt = make_receipt(self.home, opened, status="accepted", result=result, log_head=head)
+        write_json_atomic(self.inbox / f"{opened.message_id}.json", receipt)
+        return 200, receipt
+
+    def _refuse(self, opened: Opened) -> tuple[int, dict[str, Any]]:
+        reason = "; ".join(opened.reasons)[:1000]
+        _log.warning("push message refused: %s", reason)
+        head = self.home.log.append(
+            "refused",
+            direction="in",
+            package=opened.message_id if opened.authenticated else None,
+            peer=opened.worker if opened.authenticated else None,
+            digest=opened.body_sha256,
+            reason=reason,
+        )
+        receipt = make_receipt(self.home, opened, status="refused", log_head=head)
+        if opened.authenticated and opened.message_id:
+            write_json_atomic(self.inbox / f"{opened.message_id}.json", receipt)
+            return 422, receipt
+        return 400, receipt
+
+    # -- the three messages ----------------------------------------------------------------
+    def _dispatch(self, kind: str, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
+        try:
+            if kind == "open":
+                return self._open_run(content, entry)
+            if kind == "batch":
+                return self._batch(content, entry)
+            return self._finish(content, entry)
+        except sa.exc.DBAPIError as e:
+            raise storage_error(e) from None
+
+    def _connector_allowed(self, name: str, entry: WorkerEntry) -> str:
+        """The connector's organisation, once it is one of the worker's."""
+        try:
+            settings = self.config.connector(name)
+        except RaccordoError:
+            raise Refusal(
+                f"connector {name!r} is not configured on hub {self.home.party}"
+            ) from None
+        if settings.org not in entry.orgs:
+            raise Refusal(
+                f"connector {name!r} belongs to organisation {settings.org}; this worker "
+                f"speaks only for {', '.join(entry.orgs)}"
+            )
+        return settings.org
+
+    def _open_run(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
+        name, stream_name = str(content["connector"]), str(content["stream"])
+        org = self._connector_allowed(name, entry)
+        settings = self.config.connector(name)
+        connector = build_connector(self.config, name)
+        streams = {s.name: s for s in connector.streams()}
+        if stream_name not in streams:
+            raise Refusal(f"connector {name!r} has no stream {stream_name!r} on the hub")
+        stream = streams[stream_name]
+        mapping = load_connector_mapping(self.config, name, connector, stream_name)
+        check_mapping_sources(self.config, name, stream, mapping)
+        ctx = self.pipeline.start_run(
+            name,
+            settings.type,
+            org,
+            connector,
+            stream,
+            mapping,
+            full_refresh=bool(content.get("full_refresh")),
+        )
+        self._contexts[ctx.run_id] = ctx
+        return {"run": ctx.run_id, "state": self.registry.get_state(name, stream_name)}
+
+    def _context(self, run_id: int, entry: WorkerEntry) -> RunContext:
+        """The open run ``run_id`` (rebuilt from the registry after a hub restart)."""
+        try:
+            summary = self.registry.run(run_id)
+        except sa.exc.NoResultFound:
+            raise Refusal(f"run {run_id} does not exist on hub {self.home.party}") from None
+        self._connector_allowed(summary.connector, entry)
+        if summary.status != "running":
+            raise Refusal(
+                f"run {run_id} is {summary.status}, not running: start the sync again "
+                "(it resumes from the last batch the hub acknowledged)"
+            )
+        ctx = self._contexts.get(run_id)
+        if ctx is None:
+            connector = build_connector(self.config, summary.connector)
+            stream = {s.name: s for s in connector.streams()}[str(summary.stream)]
+            mapping = load_connector_mapping(self.config, summary.connector, connector, stream.name)
+            ctx = RunContext(
+                connector=summary.connector,
+                connector_type=summary.connector_type,
+                org=summary.org,
+                stream=stream,
+                mapping=mapping,
+                run_id=run_id,
+                multi_org=connector.multi_org,
+                retention=dt.timedelta(days=self.config.hub.quarantine_retention_days),
+            )
+            self._contexts[run_id] = ctx
+        return ctx
+
+    def _batch(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
+        ctx = self._context(int(content["run"]), entry)
+        groups = [
+            (str(g["org"]), [_prepared_in(r) for r in g["records"]]) for g in content["groups"]
+        ]
+        for g_org, _ in groups:
+            if g_org not in entry.orgs:
+                raise Refusal(
+                    f"the batch claims records of organisation {g_org}; this worker speaks "
+                    f"only for {', '.join(entry.orgs)}: nothing of it was loaded"
+                )
+            if not ctx.multi_org and g_org != ctx.org:
+                raise Refusal(
+                    f"connector {ctx.connector!r} loads only organisation {ctx.org}'s records, "
+                    f"the batch claims {g_org}: nothing of it was loaded"
+                )
+        if not groups:
+            groups = [(ctx.org, [])]
+        errors = [_error_in(e) for e in content["errors"]]
+        units = [str(u) for u in content["units"]]
+        state = content["state"]
+        if state is not None and not isinstance(state, dict):
+            raise TypeError
+        hub = self.config.hub
+        tx = self.registry.load_transaction(
+            commit_every=hub.commit_every,
+            commit_seconds=hub.commit_seconds,
+            sqlite_cache_mib=hub.sqlite_cache_mib,
+        )
+        total = BatchCounts()
+        try:
+            for i, (g_org, prepared) in enumerate(groups):
+                last = i == len(groups) - 1
+                # As in a direct sync: errors, units and the cursor go with the last group.
+                counts = self.pipeline.load_prepared(
+                    ctx,
+                    g_org,
+                    prepared,
+                    errors=errors if last else [],
+                    unit_hashes=units if last else [],
+                    state=state if last else None,
+                    tx=tx,
+                )
+                for f in ("read", "loaded", "unchanged", "quarantined", "duplicates"):
+                    setattr(total, f, getattr(total, f) + getattr(counts, f))
+            tx.close()
+        except BaseException:
+            tx.rollback()
+            raise
+        return {
+            "run": ctx.run_id,
+            "seq": content.get("seq"),
+            "counts": {
+                "read": total.read,
+                "loaded": total.loaded,
+                "unchanged": total.unchanged,
+                "quarantined": total.quarantined,
+                "duplicates": total.duplicates,
+            },
+            "state": state,
+        }
+
+    def _finish(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
+        run_id = int(content["run"])
+        self._context(run_id, entry)
+        status = "succeeded" if content["status"] == "succeeded" else "failed"
+        error = content.get("error")
+        summary = self.registry.finish_run(
+            run_id, status=status, error=None if error is None else str(error)[:1000]
+        )
+        self._contexts.pop(run_id, None)
+        return {"run": run_id, "summary": _summary_out(summary)}
+
+
+def create_push_app(home: Home, pipeline: Pipeline) -> Any:
+    """The hub's push endpoint: ``POST /v1/push`` (a sealed message → a signed receipt)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    receiver = PushReceiver(home, pipeline)
+    app = FastAPI(title=f"Raccordo push — {home.party}", docs_url=None, redoc_url=None)
+
+    @app.post("/v1/push")
+    async def push(request: Request) -> JSONResponse:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse(
+                {"error": f"a message may be at most {MAX_BODY} bytes"}, status_code=413
+            )
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse(
+                    {"error": f"a message may be at most {MAX_BODY} bytes"}, status_code=413
+                )
+        try:
+            status, receipt = await run_in_threadpool(
+                receiver.handle, dict(request.headers), bytes(body)
+            )
+        except Exception as e:
+            # E.g. the registry is down. Only the error's type is logged and answered (its
+            # text may quote SQL parameters). No receipt: the worker sends it again.
+            _log.error("push message not stored: %s", type(e).__name__)
+            return JSONResponse(
+                {
+                    "error": f"{home.party} could not store the message ({type(e).__name__}); "
+                    "send it again later"
+                },
+                status_code=503,
+            )
+        return JSONResponse(receipt, status_code=status)
+
+    @app.get("/v1/push/status")
+    def status() -> dict[str, Any]:
+        return {"hub": home.party, "log_head": home.log.head()}
+
+    return app
+
+
+def serve_push(home: Home, pipeline: Pipeline, *, host: str, port: int) -> None:
+    import uvicorn
+
+    tls = home.settings
+    uvicorn.run(
+        create_push_app(home, pipeline),
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=tls.tls_cert or None,
+        ssl_keyfile=tls.tls_key or None,
+    )
+
+
+# -- the worker's folder ---------------------------------------------------------------------
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    worker: str = Field(pattern=_CODE)
+    hub: str = Field(pattern=_CODE)
+    hub_signing_key: str
+    hub_encryption_key: str
+    #: CA bundle (PEM) for an HTTPS push_url (default: the system's).
+    ca_bundle: str = ""
+
+
+@dataclass
+class WorkerHome:
+    path: Path
+    settings: WorkerSettings
+    signing_key: ed25519.Ed25519PrivateKey
+
+
+def open_worker_home(path: Path) -> WorkerHome:
+    cfg = path / "push.toml"
+    try:
+        settings = WorkerSettings.model_validate(tomllib.loads(cfg.read_text()))
+        key = crypto.signing_key_from_bytes((path / "keys" / "signing.key").read_bytes())
+    except FileNotFoundError as e:
+        raise ExchangeError(
+            f"the worker's push folder is incomplete ({Path(str(e.filename)).name} is missing)",
+            where=str(path),
+            hint="the hub's operator creates it with `raccordo push add-worker`; "
+            "set [hub] push_home to where it is",
+        ) from None
+    except (ValueError, ValidationError, crypto.CryptoFailure) as e:
+        raise ExchangeError(f"not a valid push folder: {e}", where=str(cfg)) from None
+    return WorkerHome(path, settings, key)
+
+
+def add_worker(home: Home, worker: str, orgs: list[str], out: Path) -> WorkerHome:
+    """Register a worker on the hub and write its push folder (its key, the hub's keys).
+
+    The folder is handed to the consortium (it holds the worker's private signing key:
+    copy it as a secret); the hub keeps only the worker's public key.
+    """
+    if not re.match(_CODE, worker):
+        raise ExchangeError(f"{worker!r} is not a valid worker code (letters, digits, . _ -)")
+    workers = read_workers(home)
+    if worker in workers:
+        raise ExchangeError(
+            f"worker {worker} is already registered",
+            where=str(home.path / WORKERS_FILE),
+            hint="remove its entry first to give it a new key",
+        )
+    if (out / "keys" / "signing.key").exists():
+        raise ExchangeError("this folder already holds a worker key", where=str(out))
+    (out / "keys").mkdir(parents=True, exist_ok=True)
+    key = crypto.new_signing_key()
+    write_secret(out / "keys" / "signing.key", crypto.private_bytes(key))
+    pub = home.public_keys()
+    settings = WorkerSettings(
+        worker=worker,
+        hub=home.party,
+        hub_signing_key=pub["signing_key"],
+        hub_encryption_key=pub["encryption_key"],
+    )
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.model_dump().items()]
+    (out / "push.toml").write_text("\n".join(lines) + "\n")
+    all_workers = {k: v.model_dump() for k, v in workers.items()}
+    all_workers[worker] = WorkerEntry(signing_key=crypto.public_b64(key), orgs=orgs).model_dump()
+    write_json_atomic(home.path / WORKERS_FILE, all_workers)
+    return WorkerHome(out, settings, key)
+
+
+# -- the worker's side -----------------------------------------------------------------------
+class PushClient:
+    """Sends messages to the hub; retries one message until the hub answers it."""
+
+    def __init__(
+        self, url: str, home: WorkerHome, *, wait: float = 300.0, timeout: float = 300.0
+    ) -> None:
+        self.url = url.rstrip("/") + "/v1/push"
+        self.home = home
+        self.wait = wait
+        self.timeout = timeout
+        self._http = requests.Session()
+        receipts = home.path / "receipts"
+        receipts.mkdir(exist_ok=True)
+        self.receipts = receipts
+
+    def send(self, kind: str, content: Mapping[str, Any]) -> dict[str, Any]:
+        s = self.home.settings
+        msg = seal_message(
+            self.home.signing_key,
+            worker=s.worker,
+            hub=s.hub,
+            hub_encryption_key=s.hub_encryption_key,
+            kind=kind,
+            content=content,
+        )
+        deadline = time.monotonic() + self.wait
+        pause = 0.2
+        problem = ""
+        while True:
+            receipt = self._post(msg)
+            if isinstance(receipt, dict):
+                if receipt["status"] != "accepted":
+                    raise PackageRefused(
+                        f"hub {s.hub} refused the {kind} message",
+                        errors=[str(r) for r in receipt.get("reasons", [])],
+                        hint="nothing of it was loaded; fix what the reasons say",
+                    )
+                write_json_atomic(self.receipts / f"{msg.id}.json", receipt)
+                return dict(_loads(json.dumps(receipt["result"]).encode()))
+            problem = receipt
+            if time.monotonic() > deadline:
+                raise PeerUnavailable(
+                    f"hub {s.hub} did not acknowledge the {kind} message: {problem}",
+                    where=self.url,
+                    hint="nothing is lost: the next sync resumes from the last batch the "
+                    "hub acknowledged",
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _post(self, msg: Message) -> dict[str, Any] | str:
+        """The verified receipt, or why there is none yet (then the message is sent again)."""
+        try:
+            resp = self._http.post(
+                self.url,
+                data=msg.body,
+                headers=msg.headers,
+                timeout=self.timeout,
+                verify=self.home.settings.ca_bundle or True,
+            )
+        except requests.RequestException as e:
+            return f"unreachable ({type(e).__name__})"
+        try:
+            receipt = resp.json()
+        except ValueError:
+            return f"HTTP {resp.status_code} without a receipt"
+        if resp.status_code >= 500 or not isinstance(receipt, dict) or "signature" not in receipt:
+            return f"HTTP {resp.status_code}: {str(receipt.get('error', 'no receipt'))[:300]}"
+        try:
+            verify_receipt(receipt, msg, self.home.settings.hub_signing_key)
+        except PackageRefused as e:
+            return e.message
+        if resp.status_code == 400:
+            # Refused before the hub could prove who sent it (e.g. altered in transit).
+            return "; ".join(receipt.get("reasons", []))
+        return receipt
+
+
+ProgressCallback = Callable[[RunProgress], None]
+
+
+def push_sync(
+    config: Config,
+    name: str,
+    *,
+    url: str | None = None,
+    progress: ProgressCallback | None = None,
+    full_refresh: bool = False,
+    pseudonymiser: Pseudonymiser | None = None,
+    wait: float = 300.0,
+) -> list[RunSummary]:
+    """Sync connector ``name`` in push mode: one run per stream, loaded by the hub."""
+    target = url or config.hub.push_url
+    if not target:
+        raise ExchangeError(
+            "push mode needs the hub's URL",
+            where=f"{config.path} [hub] push_url",
+            hint="set push_url to the district hub's `raccordo push serve` address",
+        )
+    home = open_worker_home(config.resolve(config.hub.push_home))
+    client = PushClient(target, home, wait=wait)
+    pseudo = pseudonymiser or open_pseudonymiser(config, None)
+    connector = build_connector(config, name)
+    summaries = []
+    for stream in connector.streams():
+        opened = client.send(
+            "open", {"connector": name, "stream": stream.name, "full_refresh": full_refresh}
+        )
+        run_id, state = int(opened["run"]), dict(opened["state"] or {})
+        totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
+        try:
+            for seq, pb in enumerate(
+                pseudonymised_batches(config, pseudo, name, connector, stream, state)
+            ):
+                result = client.send("batch", _batch_content(run_id, seq, pb))
+                c = result["counts"]
+                totals.read += c["read"]
+                totals.loaded += c["loaded"]
+                totals.unchanged += c["unchanged"]
+                totals.quarantined += c["quarantined"]
+                totals.duplicates += c["duplicates"]
+                if progress:
+                    progress(totals)
+        except (SourceUnavailable, PackageRefused) as e:
+            _finish_failed(client, run_id, e.message)
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
+            ) from None
+        except RaccordoError as e:
+            if not isinstance(e, PeerUnavailable):
+                _finish_failed(client, run_id, e.message)
+            raise RunFailed(
+                f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
+            ) from None
+        done = client.send("finish", {"run": run_id, "status": "succeeded"})
+        summaries.append(_summary_in(done["summary"]))
+    return summaries
+
+
+def _batch_content(run_id: int, seq: int, pb: PseudonymisedBatch) -> dict[str, Any]:
+    return {
+        "run": run_id,
+        "seq": seq,
+        "groups": [
+            {"org": org, "records": [_prepared_out(p) for p in records]}
+            for org, records in pb.groups
+        ],
+        "errors": [_error_out(e) for e in pb.errors],
+        "units": pb.unit_hashes,
+        "state": pb.state,
+    }
+
+
+def _finish_failed(client: PushClient, run_id: int, error: str) -> None:
+    try:
+        client.send("finish", {"run": run_id, "status": "failed", "error": error})
+    except RaccordoError:
+        _log.warning("run %s could not be marked failed on the hub", run_id)
+
+
+def iter_receipts(home: WorkerHome) -> Iterator[dict[str, Any]]:
+    """The receipts this worker holds (what the hub acknowledged), oldest first."""
+    folder = home.path / "receipts"
+    for p in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        yield json.loads(p.read_text())
