@@ -57,8 +57,12 @@ from typing import Any
 
 import requests
 import sqlalchemy as sa
+import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from hub.config import Config
 from hub.connector import SourceError
@@ -92,6 +96,9 @@ MAX_BODY = 256 * 1024 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)
 VALIDITY = dt.timedelta(days=2)
 KINDS = ("open", "batch", "finish")
+#: Kept beside a pushed stream's cursor: the batch message the cursor came with (a batch
+#: sent again after its commit, its receipt lost, is recognised and not loaded twice).
+MESSAGE_MARK = "_push_batch"
 
 _log = logging.getLogger("raccordo.push")
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -580,7 +587,9 @@ class PushReceiver:
             full_refresh=bool(content.get("full_refresh")),
         )
         self._contexts[ctx.run_id] = ctx
-        return {"run": ctx.run_id, "state": self.registry.get_state(name, stream_name)}
+        state = self.registry.get_state(name, stream_name)
+        state.pop(MESSAGE_MARK, None)
+        return {"run": ctx.run_id, "state": state}
 
     def _context(self, run_id: int, entry: WorkerEntry) -> RunContext:
         """The open run ``run_id`` (rebuilt from the registry after a hub restart)."""
@@ -635,6 +644,13 @@ class PushReceiver:
         state = content["state"]
         if state is not None and not isinstance(state, dict):
             raise TypeError
+        held = self.registry.get_state(ctx.connector, ctx.stream.name)
+        if held.get(MESSAGE_MARK) == content["message"]:
+            # Committed before the hub stopped, the receipt lost: not loaded twice.
+            return {"run": ctx.run_id, "seq": content.get("seq"), "counts": _zero(), "state": state}
+        # The message id goes with the cursor, in the same transaction as the rows.
+        held.pop(MESSAGE_MARK, None)
+        state = {**(held if state is None else state), MESSAGE_MARK: content["message"]}
         hub = self.config.hub
         tx = self.registry.load_transaction(
             commit_every=hub.commit_every,
@@ -671,7 +687,7 @@ class PushReceiver:
                 "quarantined": total.quarantined,
                 "duplicates": total.duplicates,
             },
-            "state": state,
+            "state": {k: v for k, v in state.items() if k != MESSAGE_MARK},
         }
 
     def _finish(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
@@ -686,12 +702,8 @@ class PushReceiver:
         return {"run": run_id, "summary": _summary_out(summary)}
 
 
-def create_push_app(home: Home, pipeline: Pipeline) -> Any:
+def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:
     """The hub's push endpoint: ``POST /v1/push`` (a sealed message → a signed receipt)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
-
     receiver = PushReceiver(home, pipeline)
     app = FastAPI(title=f"Raccordo push — {home.party}", docs_url=None, redoc_url=None)
 
@@ -734,8 +746,6 @@ def create_push_app(home: Home, pipeline: Pipeline) -> Any:
 
 
 def serve_push(home: Home, pipeline: Pipeline, *, host: str, port: int) -> None:
-    import uvicorn
-
     tls = home.settings
     uvicorn.run(
         create_push_app(home, pipeline),
@@ -962,6 +972,7 @@ def _batch_content(run_id: int, seq: int, pb: PseudonymisedBatch) -> dict[str, A
     return {
         "run": run_id,
         "seq": seq,
+        "message": uuid.uuid4().hex,
         "groups": [
             {"org": org, "records": [_prepared_out(p) for p in records]}
             for org, records in pb.groups
@@ -970,6 +981,10 @@ def _batch_content(run_id: int, seq: int, pb: PseudonymisedBatch) -> dict[str, A
         "units": pb.unit_hashes,
         "state": pb.state,
     }
+
+
+def _zero() -> dict[str, int]:
+    return dict.fromkeys(("read", "loaded", "unchanged", "quarantined", "duplicates"), 0)
 
 
 def _finish_failed(client: PushClient, run_id: int, error: str) -> None:

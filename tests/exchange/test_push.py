@@ -1,0 +1,359 @@
+"""Push mode with real processes over loopback HTTP.
+
+A district workspace holds the keyring and runs the real ``raccordo pseudonymiser
+serve``; the district hub (no keyring, its own registry) runs ``raccordo push serve``;
+a consortium worker (no keyring, no registry URL) runs ``raccordo sync --push``. The
+registry the hub fills equals the one a direct sync of the same data fills.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from connectors.synthetic import SyntheticConfig, SyntheticConnector
+from hub.config import REGISTRY_URL_ENV, load_config
+from hub.connector import RawRecord
+from hub.errors import RaccordoError
+from hub.exchange import crypto
+from hub.exchange.home import init_home
+from hub.exchange.push import (
+    PushClient,
+    _batch_content,
+    add_worker,
+    open_worker_home,
+)
+from hub.pipeline import PseudonymisedBatch
+from hub.pseudonyms.service import add_client
+from hub.pseudonyms.stage import Prepared
+from tests.e2e.conftest import SYNTHETIC, registry_dump
+from tests.pseudonyms import server as service_server
+from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+from tests.support.workspace import make_workspace, sync
+
+pytestmark = pytest.mark.slow
+
+COUNT = 3_000
+BATCH = 100
+PORTS = range(18700, 18800)
+TOKEN_ENV = "RACCORDO_PSEUDONYMISER_TOKEN"
+
+OTHER = """
+[organisations.ALTRO]
+name = "Altro consorzio"
+kind = "ente_gestore"
+
+[connectors.altro]
+type = "synthetic"
+org = "ALTRO"
+mapping = "synthetic.toml"
+[connectors.altro.config]
+count = 50
+seed = 3
+"""
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18700-18799")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (REGISTRY_URL_ENV, TOKEN_ENV)}
+    return {**env, **extra}
+
+
+def _set_hub(cfg: Path, lines: str, *, drop_registry: bool = False) -> None:
+    text = cfg.read_text()
+    if drop_registry:
+        text, n = re.subn(r"(?m)^registry_url = .*\n", "", text)
+        assert n == 1
+    cfg.write_text(text.replace("[hub]\n", "[hub]\n" + lines, 1))
+
+
+@dataclass
+class Setup:
+    district: Path
+    hub: Path
+    worker: Path
+    service_url: str
+    service_logs: Path
+    hub_token: str
+    worker_token: str
+    port: int
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def hub_registry(self) -> str:
+        return load_config(self.hub / "raccordo.toml").registry_url
+
+    def start_hub(self) -> subprocess.Popen[bytes]:
+        err = (self.hub / "push-serve.stderr").open("ab")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "push",
+                "serve",
+                "--home",
+                str(self.hub / "exchange"),
+                "-c",
+                str(self.hub / "raccordo.toml"),
+                "--port",
+                str(self.port),
+            ],
+            stdout=err,
+            stderr=err,
+            env=_clean_env(**{TOKEN_ENV: self.hub_token}),
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(self.hub_url + "/v1/push/status", timeout=1)
+                return proc
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "push serve did not start:\n" + (self.hub / "push-serve.stderr").read_text()
+                    ) from None
+                time.sleep(0.2)
+
+    def worker_sync(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "sync",
+                "--push",
+                "-q",
+                "-c",
+                str(self.worker / "raccordo.toml"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_clean_env(**{TOKEN_ENV: self.worker_token}),
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    monkeypatch.setattr(service_server, "PORTS", range(18750, 18800))
+    extra = SYNTHETIC.format(count=COUNT)
+    district = make_workspace(tmp_path / "district", extra, batch_size=BATCH)
+    clients = district / "keys" / "pseudonymiser-clients.json"
+    hub_token = add_client(clients, {"id": "HUB", "domain": "TEST"})
+    worker_token = add_client(clients, {"id": "SYN", "domain": "TEST"})
+    hub = make_workspace(tmp_path / "hub", extra + OTHER, batch_size=BATCH)
+    shutil.rmtree(hub / "keys")
+    worker = make_workspace(tmp_path / "worker", extra, batch_size=BATCH)
+    shutil.rmtree(worker / "keys")
+    port = free_port()
+    with service_server.running_service(district) as svc:
+        _set_hub(hub / "raccordo.toml", f'pseudonymiser_url = "{svc.url}"\n')
+        home = init_home(hub / "exchange", party="TEST", pseudonym_domain="TEST")
+        add_worker(home, "syn-worker", ["SYN"], worker / "push")
+        _set_hub(
+            worker / "raccordo.toml",
+            f'pseudonymiser_url = "{svc.url}"\npush_url = "http://127.0.0.1:{port}"\n',
+            drop_registry=True,
+        )
+        yield Setup(district, hub, worker, svc.url, svc.log_dir, hub_token, worker_token, port)
+
+
+def _runs(url: str) -> list[tuple[object, ...]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT connector, stream, status, read, loaded, unchanged, duplicates, "
+                "quarantined, deleted FROM runs ORDER BY id"
+            )
+        ).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def _direct(setup: Setup) -> str:
+    (runs, reg) = sync(setup.district, "syn")
+    reg.close()
+    assert runs[0].read == COUNT and runs[0].balanced
+    return load_config(setup.district / "raccordo.toml").registry_url
+
+
+def _clear_values() -> tuple[set[str], set[str]]:
+    cfs, names = set(), set()
+    for item in SyntheticConnector(SyntheticConfig(count=COUNT, bad_ratio=0.03, seed=11)).read(
+        "cases", {}
+    ):
+        if isinstance(item, RawRecord):
+            cfs.add(str(item.data["cf"]))
+            names.update({str(item.data["cognome"]), str(item.data["nome"])})
+    return cfs, names
+
+
+def test_push_sync_equals_direct_sync_and_the_worker_holds_nothing(setup: Setup) -> None:
+    direct_url = _direct(setup)
+    hub = setup.start_hub()
+    try:
+        w = setup.worker_sync()
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err.decode()
+        assert f"read {COUNT:,}" in out.decode()
+        # Again: everything unchanged, nothing added.
+        w = setup.worker_sync()
+        out2, err2 = w.communicate(timeout=600)
+        assert w.returncode == 0, err2.decode()
+    finally:
+        _stop(hub)
+    assert registry_dump(setup.hub_registry) == registry_dump(direct_url)
+    (d_run,) = _runs(direct_url)
+    first, second = _runs(setup.hub_registry)
+    assert first == d_run
+    assert second[:5] == ("syn", "cases", "succeeded", COUNT, 0)
+    assert second[5] + second[6] + second[7] == COUNT  # unchanged + duplicates + quarantined
+    assert f"loaded 0 + unchanged {second[5]:,}" in out2.decode()
+
+    # The worker: no registry, no URL of one, no key; nothing it wrote holds a clear value.
+    worker_cfg = (setup.worker / "raccordo.toml").read_text()
+    assert "registry" not in worker_cfg.lower()
+    assert not list(setup.worker.rglob("*.sqlite*"))
+    assert not (setup.worker / "keys").exists()
+    cfs, names = _clear_values()
+    assert_no_leaks(
+        scan_paths(
+            [setup.worker, setup.hub / "exchange", setup.service_logs], names=names, values=cfs
+        )
+        + scan_database(setup.hub_registry, names=names, values=cfs)
+    )
+    receipts = list((setup.worker / "push" / "receipts").glob("*.json"))
+    assert len(receipts) >= 2 * (COUNT // BATCH)
+
+
+def test_hub_killed_midway_then_up_again_nothing_lost_nothing_twice(setup: Setup) -> None:
+    direct_url = _direct(setup)
+    hub = setup.start_hub()
+    w = setup.worker_sync()
+    try:
+        engine = sa.create_engine(setup.hub_registry)
+        deadline = time.monotonic() + 300
+        loaded = 0
+        while loaded < 5 * BATCH and time.monotonic() < deadline:
+            with engine.connect() as conn:
+                loaded = conn.execute(
+                    sa.text("SELECT coalesce(max(read), 0) FROM runs")
+                ).scalar_one()
+            time.sleep(0.05)
+        engine.dispose()
+        assert loaded < COUNT, "the sync finished before the hub could be stopped"
+        hub.send_signal(signal.SIGKILL)
+        hub.wait()
+        time.sleep(2)  # the worker retries against a hub that is down
+        assert w.poll() is None, "the worker gave up while the hub was down"
+        hub = setup.start_hub()
+        _out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err.decode()
+    finally:
+        _stop(w)
+        _stop(hub)
+    assert registry_dump(setup.hub_registry) == registry_dump(direct_url)
+    assert _runs(setup.hub_registry) == _runs(direct_url)
+
+
+def _batch(org: str, skh: str = "k" * 40) -> PseudonymisedBatch:
+    record = Prepared(skh, "row 1", "upsert", {"id": "1"}, ())
+    return PseudonymisedBatch([(org, [record])], [], [], {"offset": 1})
+
+
+def test_a_worker_cannot_push_rows_of_another_organisation(setup: Setup) -> None:
+    hub = setup.start_hub()
+    try:
+        client = PushClient(setup.hub_url, open_worker_home(setup.worker / "push"), wait=5)
+        # A connector of another organisation: refused, no run started.
+        with pytest.raises(RaccordoError) as e:
+            client.send("open", {"connector": "altro", "stream": "cases"})
+        assert "belongs to organisation ALTRO" in str(e.value)
+        assert "speaks only for SYN" in str(e.value)
+        # Its own connector, then a batch claiming another organisation's records.
+        opened = client.send("open", {"connector": "syn", "stream": "cases"})
+        run = int(opened["run"])
+        with pytest.raises(RaccordoError) as e:
+            client.send("batch", _batch_content(run, 0, _batch("ALTRO")))
+        assert "claims records of organisation ALTRO" in str(e.value)
+        assert "nothing of it was loaded" in str(e.value)
+        # Altered in transit: refused before the sender is proven (400), never loaded.
+        home = open_worker_home(setup.worker / "push")
+        from hub.exchange.push import seal_message
+
+        msg = seal_message(
+            home.signing_key,
+            worker="syn-worker",
+            hub="TEST",
+            hub_encryption_key=home.settings.hub_encryption_key,
+            kind="batch",
+            content=_batch_content(run, 1, _batch("SYN")),
+        )
+        body = bytearray(msg.body)
+        body[100] ^= 1
+        resp = requests.post(
+            setup.hub_url + "/v1/push", data=bytes(body), headers=msg.headers, timeout=30
+        )
+        assert resp.status_code == 400
+        assert "altered in transit" in " ".join(resp.json()["reasons"])
+        # A key the hub does not know: refused.
+        stranger = crypto.new_signing_key()
+        msg = seal_message(
+            stranger,
+            worker="syn-worker",
+            hub="TEST",
+            hub_encryption_key=home.settings.hub_encryption_key,
+            kind="open",
+            content={"connector": "syn", "stream": "cases"},
+        )
+        resp = requests.post(
+            setup.hub_url + "/v1/push", data=msg.body, headers=msg.headers, timeout=30
+        )
+        assert resp.status_code == 400
+        assert "not signed by syn-worker's key" in " ".join(resp.json()["reasons"])
+    finally:
+        _stop(hub)
+    engine = sa.create_engine(setup.hub_registry)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM source_records")).scalar_one()
+        orgs = conn.execute(sa.text("SELECT DISTINCT org FROM runs")).scalars().all()
+    engine.dispose()
+    assert rows == 0
+    assert set(orgs) <= {"SYN"}
