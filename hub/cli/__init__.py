@@ -136,7 +136,10 @@ def sync(
         ),
     ] = False,
     push: Annotated[
-        bool, typer.Option("--push", help="Push to the hub at [hub] push_url (a worker).")
+        bool,
+        typer.Option(
+            "--push", help="A worker: push to the district hub (push_url in raccordo.toml)."
+        ),
     ] = False,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
