@@ -173,18 +173,30 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+def setup(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registry_url: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[Setup]:
+    """The hub's registry on SQLite or PostgreSQL; the direct sync's on the same kind."""
     monkeypatch.setattr(service_server, "PORTS", range(18750, 18800))
+    direct_url = f"sqlite:///{tmp_path}/direct.sqlite"
+    if not registry_url.startswith("sqlite"):
+        server = request.getfixturevalue("postgres_server")
+        direct_url = server.url(server.create_database())
     extra = SYNTHETIC.format(count=COUNT)
     district = make_workspace(tmp_path / "district", extra, batch_size=BATCH)
     clients = district / "keys" / "pseudonymiser-clients.json"
     hub_token = add_client(clients, {"id": "HUB", "domain": "TEST"})
     worker_token = add_client(clients, {"id": "SYN", "domain": "TEST"})
-    hub = make_workspace(tmp_path / "hub", extra + OTHER, batch_size=BATCH)
+    hub = make_workspace(
+        tmp_path / "hub", extra + OTHER, batch_size=BATCH, registry_url=registry_url
+    )
     shutil.rmtree(hub / "keys")
     worker = make_workspace(tmp_path / "worker", extra, batch_size=BATCH)
     shutil.rmtree(worker / "keys")
-    direct = make_workspace(tmp_path / "direct", extra, batch_size=BATCH)
+    direct = make_workspace(tmp_path / "direct", extra, batch_size=BATCH, registry_url=direct_url)
     shutil.rmtree(direct / "keys")
     port = free_port()
     with service_server.running_service(district) as svc:
@@ -330,6 +342,45 @@ def test_hub_killed_midway_then_up_again_nothing_lost_nothing_twice(
         _stop(hub)
     assert _comparable(setup.hub_registry) == _comparable(direct_url)
     assert _runs(setup.hub_registry) == _runs(direct_url)
+
+
+def _wait_for_reads(url: str, at_least: int) -> int:
+    engine = sa.create_engine(url)
+    deadline = time.monotonic() + 300
+    read = 0
+    try:
+        while read < at_least and time.monotonic() < deadline:
+            with engine.connect() as conn:
+                read = conn.execute(sa.text("SELECT coalesce(sum(read), 0) FROM runs")).scalar_one()
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    return int(read)
+
+
+def test_worker_killed_midway_the_next_sync_resumes_from_the_hubs_cursor(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct_url = _direct(setup, monkeypatch)
+    hub = setup.start_hub()
+    w = setup.worker_sync()
+    try:
+        read = _wait_for_reads(setup.hub_registry, 5 * BATCH)
+        w.send_signal(signal.SIGKILL)
+        w.wait()
+        assert read < COUNT, "the sync finished before the worker could be killed"
+        w = setup.worker_sync()
+        _out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err.decode()
+    finally:
+        _stop(w)
+        _stop(hub)
+    assert _comparable(setup.hub_registry) == _comparable(direct_url)
+    runs = _runs(setup.hub_registry)
+    (d_run,) = _runs(direct_url)
+    # The killed run read part, the next the rest: every record read once, none twice.
+    assert [r[2] for r in runs] == ["interrupted", "succeeded"]
+    assert tuple(sum(r[i] for r in runs) for i in range(3, 9)) == d_run[3:]
 
 
 def _batch(org: str, skh: str = "k" * 40) -> PseudonymisedBatch:
