@@ -621,11 +621,10 @@ class PushReceiver:
             self._contexts[run_id] = ctx
         return ctx
 
-    def _batch(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
-        ctx = self._context(int(content["run"]), entry)
-        groups = [
-            (str(g["org"]), [_prepared_in(r) for r in g["records"]]) for g in content["groups"]
-        ]
+    def _part(
+        self, part: Mapping[str, Any], ctx: RunContext, entry: WorkerEntry
+    ) -> tuple[list[tuple[str, list[Prepared]]], list[SourceError], list[str], Any]:
+        groups = [(str(g["org"]), [_prepared_in(r) for r in g["records"]]) for g in part["groups"]]
         for g_org, _ in groups:
             if g_org not in entry.orgs:
                 raise Refusal(
@@ -637,20 +636,27 @@ class PushReceiver:
                     f"connector {ctx.connector!r} loads only organisation {ctx.org}'s records, "
                     f"the batch claims {g_org}: nothing of it was loaded"
                 )
-        if not groups:
-            groups = [(ctx.org, [])]
-        errors = [_error_in(e) for e in content["errors"]]
-        units = [str(u) for u in content["units"]]
-        state = content["state"]
+        state = part["state"]
         if state is not None and not isinstance(state, dict):
             raise TypeError
+        errors = [_error_in(e) for e in part["errors"]]
+        return groups or [(ctx.org, [])], errors, [str(u) for u in part["units"]], state
+
+    def _batch(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
+        """One message: the batches read since the last cursor and the batch that carries
+        the next one, loaded in one transaction with that cursor (as a direct sync
+        commits them), so a cursor never lags behind the rows committed."""
+        ctx = self._context(int(content["run"]), entry)
+        parts = [self._part(p, ctx, entry) for p in content["parts"]]  # all checked first
         held = self.registry.get_state(ctx.connector, ctx.stream.name)
+        states = [p[3] for p in parts if p[3] is not None]
         if held.get(MESSAGE_MARK) == content["message"]:
             # Committed before the hub stopped, the receipt lost: not loaded twice.
+            state = states[-1] if states else None
             return {"run": ctx.run_id, "seq": content.get("seq"), "counts": _zero(), "state": state}
-        # The message id goes with the cursor, in the same transaction as the rows.
         held.pop(MESSAGE_MARK, None)
-        state = {**(held if state is None else state), MESSAGE_MARK: content["message"]}
+        # The message id goes with the cursor, in the same transaction as the rows.
+        final = {**(states[-1] if states else held), MESSAGE_MARK: content["message"]}
         hub = self.config.hub
         tx = self.registry.load_transaction(
             commit_every=hub.commit_every,
@@ -659,20 +665,22 @@ class PushReceiver:
         )
         total = BatchCounts()
         try:
-            for i, (g_org, prepared) in enumerate(groups):
-                last = i == len(groups) - 1
-                # As in a direct sync: errors, units and the cursor go with the last group.
-                counts = self.pipeline.load_prepared(
-                    ctx,
-                    g_org,
-                    prepared,
-                    errors=errors if last else [],
-                    unit_hashes=units if last else [],
-                    state=state if last else None,
-                    tx=tx,
-                )
-                for f in ("read", "loaded", "unchanged", "quarantined", "duplicates"):
-                    setattr(total, f, getattr(total, f) + getattr(counts, f))
+            for pi, (groups, errors, units, state) in enumerate(parts):
+                last_part = pi == len(parts) - 1
+                for i, (g_org, prepared) in enumerate(groups):
+                    last = i == len(groups) - 1
+                    # As in a direct sync: errors, units and the cursor go with the last group.
+                    counts = self.pipeline.load_prepared(
+                        ctx,
+                        g_org,
+                        prepared,
+                        errors=errors if last else [],
+                        unit_hashes=units if last else [],
+                        state=(final if last_part else state) if last else None,
+                        tx=tx,
+                    )
+                    for f in ("read", "loaded", "unchanged", "quarantined", "duplicates"):
+                        setattr(total, f, getattr(total, f) + getattr(counts, f))
             tx.close()
         except BaseException:
             tx.rollback()
@@ -687,7 +695,7 @@ class PushReceiver:
                 "quarantined": total.quarantined,
                 "duplicates": total.duplicates,
             },
-            "state": {k: v for k, v in state.items() if k != MESSAGE_MARK},
+            "state": {k: v for k, v in final.items() if k != MESSAGE_MARK},
         }
 
     def _finish(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
@@ -939,19 +947,19 @@ def push_sync(
         )
         run_id, state = int(opened["run"]), dict(opened["state"] or {})
         totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
+        sender = _StreamSender(client, run_id, totals, progress)
         try:
-            for seq, pb in enumerate(
-                pseudonymised_batches(config, pseudo, name, connector, stream, state)
-            ):
-                result = client.send("batch", _batch_content(run_id, seq, pb))
-                c = result["counts"]
-                totals.read += c["read"]
-                totals.loaded += c["loaded"]
-                totals.unchanged += c["unchanged"]
-                totals.quarantined += c["quarantined"]
-                totals.duplicates += c["duplicates"]
-                if progress:
-                    progress(totals)
+            try:
+                for pb in pseudonymised_batches(config, pseudo, name, connector, stream, state):
+                    sender.held.append(pb)
+                    # Batches before the next cursor wait for it (one transaction with it),
+                    # up to the records a direct sync commits at once.
+                    if pb.state is not None or sender.records() >= config.hub.commit_every:
+                        sender.push()
+            except SourceUnavailable:
+                sender.push()
+                raise
+            sender.push()
         except (SourceUnavailable, PackageRefused) as e:
             _finish_failed(client, run_id, e.message)
             raise RunFailed(
@@ -968,18 +976,59 @@ def push_sync(
     return summaries
 
 
-def _batch_content(run_id: int, seq: int, pb: PseudonymisedBatch) -> dict[str, Any]:
+class _StreamSender:
+    """The batches of one run not sent yet, and the run's totals from the receipts."""
+
+    def __init__(
+        self,
+        client: PushClient,
+        run_id: int,
+        totals: RunProgress,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.totals = totals
+        self.progress = progress
+        self.held: list[PseudonymisedBatch] = []
+        self.seq = 0
+
+    def records(self) -> int:
+        return sum(len(r) for p in self.held for _, r in p.groups)
+
+    def push(self) -> None:
+        if not self.held:
+            return
+        result = self.client.send("batch", _batch_content(self.run_id, self.seq, self.held))
+        self.held.clear()
+        self.seq += 1
+        c, t = result["counts"], self.totals
+        t.read += c["read"]
+        t.loaded += c["loaded"]
+        t.unchanged += c["unchanged"]
+        t.quarantined += c["quarantined"]
+        t.duplicates += c["duplicates"]
+        if self.progress:
+            self.progress(t)
+
+
+def _batch_content(run_id: int, seq: int, parts: list[PseudonymisedBatch]) -> dict[str, Any]:
     return {
         "run": run_id,
         "seq": seq,
         "message": uuid.uuid4().hex,
-        "groups": [
-            {"org": org, "records": [_prepared_out(p) for p in records]}
-            for org, records in pb.groups
+        "parts": [
+            {
+                "groups": [
+                    {"org": org, "records": [_prepared_out(p) for p in records]}
+                    for org, records in pb.groups
+                ],
+                "errors": [_error_out(e) for e in pb.errors],
+                "units": pb.unit_hashes,
+                "state": pb.state,
+            }
+            for pb in parts
         ],
-        "errors": [_error_out(e) for e in pb.errors],
-        "units": pb.unit_hashes,
-        "state": pb.state,
     }
 
 

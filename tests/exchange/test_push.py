@@ -401,7 +401,7 @@ def test_a_worker_cannot_push_rows_of_another_organisation(setup: Setup) -> None
         opened = client.send("open", {"connector": "syn", "stream": "cases"})
         run = int(opened["run"])
         with pytest.raises(RaccordoError) as e:
-            client.send("batch", _batch_content(run, 0, _batch("ALTRO")))
+            client.send("batch", _batch_content(run, 0, [_batch("ALTRO")]))
         assert "claims records of organisation ALTRO" in str(e.value)
         assert "nothing of it was loaded" in str(e.value)
         # Altered in transit: refused before the sender is proven (400), never loaded.
@@ -414,7 +414,7 @@ def test_a_worker_cannot_push_rows_of_another_organisation(setup: Setup) -> None
             hub="TEST",
             hub_encryption_key=home.settings.hub_encryption_key,
             kind="batch",
-            content=_batch_content(run, 1, _batch("SYN")),
+            content=_batch_content(run, 1, [_batch("SYN")]),
         )
         body = bytearray(msg.body)
         body[100] ^= 1
