@@ -107,6 +107,7 @@ def push_sync(
     *,
     progress: ProgressCallback | None = None,
     full_refresh: bool = False,
+    refresh: bool = True,
 ) -> list[RunSummary]:
     """A consortium worker's sync in push mode (``[hub] push_url``, ``raccordo sync --push``).
 
@@ -118,7 +119,7 @@ def push_sync(
     from hub.exchange.push import push_sync as run_push
 
     cfg = config if isinstance(config, Config) else load_config(config)
-    return run_push(cfg, name, progress=progress, full_refresh=full_refresh)
+    return run_push(cfg, name, progress=progress, full_refresh=full_refresh, refresh=refresh)
 
 
 def serve_push(

@@ -161,6 +161,7 @@ def sync(
             list(iter_connectors(cfg, names)),
             quiet=quiet,
             full_refresh=full_refresh,
+            refresh=refresh,
             print_run=_print_run,
         )
         raise typer.Exit(0 if pushed else 7)

@@ -71,6 +71,7 @@ def sync_pushing(
     *,
     quiet: bool,
     full_refresh: bool,
+    refresh: bool,
     print_run: Callable[[RunSummary], None],
 ) -> bool:
     """``raccordo sync`` in push mode: each connector's runs loaded by the hub; True if all
@@ -100,7 +101,9 @@ def sync_pushing(
                 )
 
             try:
-                summaries = push_sync(cfg, name, progress=show, full_refresh=full_refresh)
+                summaries = push_sync(
+                    cfg, name, progress=show, full_refresh=full_refresh, refresh=refresh
+                )
             except RaccordoError as e:
                 ok = False
                 err_console.print(f"[red]error[/red] {name}: {escape(str(e))}", highlight=False)

@@ -71,6 +71,7 @@ from hub.exchange import crypto
 from hub.exchange.errors import ExchangeError, PackageRefused, PeerUnavailable
 from hub.exchange.home import Home, write_secret
 from hub.exchange.receive import write_json_atomic
+from hub.observatory.aggregates import refresh as refresh_tables
 from hub.pipeline import (
     Pipeline,
     PseudonymisedBatch,
@@ -707,7 +708,11 @@ class PushReceiver:
             run_id, status=status, error=None if error is None else str(error)[:1000]
         )
         self._contexts.pop(run_id, None)
-        return {"run": run_id, "summary": _summary_out(summary)}
+        tables = None
+        if status == "succeeded" and content.get("refresh"):
+            # What `raccordo sync` does after a direct sync: the observatory's tables.
+            tables = refresh_tables(self.registry.engine)
+        return {"run": run_id, "summary": _summary_out(summary), "refreshed_tables": tables}
 
 
 def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:
@@ -927,8 +932,10 @@ def push_sync(
     full_refresh: bool = False,
     pseudonymiser: Pseudonymiser | None = None,
     wait: float = 300.0,
+    refresh: bool = True,
 ) -> list[RunSummary]:
-    """Sync connector ``name`` in push mode: one run per stream, loaded by the hub."""
+    """Sync connector ``name`` in push mode: one run per stream, loaded by the hub (which
+    then refreshes the observatory's tables, unless ``refresh`` is false)."""
     target = url or config.hub.push_url
     if not target:
         raise ExchangeError(
@@ -971,7 +978,7 @@ def push_sync(
             raise RunFailed(
                 f"run {run_id} of {name!r} stopped: {e.message}", where=e.where, hint=e.hint
             ) from None
-        done = client.send("finish", {"run": run_id, "status": "succeeded"})
+        done = client.send("finish", {"run": run_id, "status": "succeeded", "refresh": refresh})
         summaries.append(_summary_in(done["summary"]))
     return summaries
 

@@ -289,6 +289,11 @@ def test_push_sync_equals_direct_sync_and_the_worker_holds_nothing(
     (d_run,) = _runs(direct_url)
     first, second = _runs(setup.hub_registry)
     assert first == d_run
+    # As after a direct `raccordo sync`, the hub refreshed the observatory's tables.
+    engine = sa.create_engine(setup.hub_registry)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.obs_tables)).scalar_one() > 0
+    engine.dispose()
     # The second sync resumed from the cursor the hub holds: nothing read again.
     assert second == ("syn", "cases", "succeeded", 0, 0, 0, 0, 0, 0)
     assert "read 0 = loaded 0" in out2.decode()
