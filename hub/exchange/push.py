@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from hub.config import Config
-from hub.connector import SourceError
+from hub.connector import FieldRole, SourceError
 from hub.errors import RaccordoError, RunFailed, SourceUnavailable
 from hub.exchange import crypto
 from hub.exchange.errors import ExchangeError, PackageRefused, PeerUnavailable
@@ -83,7 +83,8 @@ from hub.pipeline import (
     pseudonymised_batches,
 )
 from hub.pseudonyms import Pseudonymiser, open_pseudonymiser
-from hub.pseudonyms.stage import Prepared
+from hub.pseudonyms.pseudonymiser import parse_pseudonym_text
+from hub.pseudonyms.stage import INVALID_MARKER, Prepared
 from hub.registry import BatchCounts, RunSummary, storage_error
 
 FORMAT = "raccordo-push/1"
@@ -637,6 +638,9 @@ class PushReceiver:
                     f"connector {ctx.connector!r} loads only organisation {ctx.org}'s records, "
                     f"the batch claims {g_org}: nothing of it was loaded"
                 )
+        problem = _not_pseudonymised(ctx, groups, self.pipeline.pseudonymiser.epoch)
+        if problem:
+            raise Refusal(problem + ": nothing of the batch was loaded")
         state = part["state"]
         if state is not None and not isinstance(state, dict):
             raise TypeError
@@ -713,6 +717,47 @@ class PushReceiver:
             # What `raccordo sync` does after a direct sync: the observatory's tables.
             tables = refresh_tables(self.registry.engine)
         return {"run": run_id, "summary": _summary_out(summary), "refreshed_tables": tables}
+
+
+def _not_pseudonymised(
+    ctx: RunContext, groups: list[tuple[str, list[Prepared]]], epoch: int
+) -> str | None:
+    """Why the records are not what ``pseudonymise`` hands on (None: they are).
+
+    The hub never stores what a worker did not pseudonymise: an identifier field must hold a
+    pseudonym of the current epoch (or nothing, or the invalid marker), and no field the
+    stream declares personal, or does not declare, may travel.
+    """
+    identifiers: set[str] = set()
+    allowed: set[str] = set()
+    for f in ctx.stream.fields:
+        if f.role is FieldRole.IDENTIFIER:
+            identifiers.add(f.name)
+            allowed.update({f.name, f"{f.name}__birth_year", f"{f.name}__sex"})
+        elif f.role is FieldRole.DATA:
+            allowed.add(f.name)
+    for _, records in groups:
+        for p in records:
+            extra = p.data.keys() - allowed
+            if extra:
+                return (
+                    f"record at {p.location!r} carries field {min(extra)!r}, which stream "
+                    f"{ctx.stream.name!r} does not pass on (personal or undeclared)"
+                )
+            for name in identifiers & p.data.keys():
+                v = p.data[name]
+                if v is None or v == INVALID_MARKER:
+                    continue
+                try:
+                    ok = isinstance(v, str) and parse_pseudonym_text(v)[0] == epoch
+                except ValueError:
+                    ok = False
+                if not ok:
+                    return (
+                        f"record at {p.location!r}: field {name!r} is not a pseudonym of the "
+                        f"current epoch {epoch} (the worker must pseudonymise it)"
+                    )
+    return None
 
 
 def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:

@@ -388,8 +388,10 @@ def test_worker_killed_midway_the_next_sync_resumes_from_the_hubs_cursor(
     assert tuple(sum(r[i] for r in runs) for i in range(3, 9)) == d_run[3:]
 
 
-def _batch(org: str, skh: str = "k" * 40) -> PseudonymisedBatch:
-    record = Prepared(skh, "row 1", "upsert", {"id": "1"}, ())
+def _batch(
+    org: str, data: dict[str, object] | None = None, skh: str = "k" * 40
+) -> PseudonymisedBatch:
+    record = Prepared(skh, "row 1", "upsert", data or {"case_id": "1"}, ())
     return PseudonymisedBatch([(org, [record])], [], [], {"offset": 1})
 
 
@@ -409,6 +411,16 @@ def test_a_worker_cannot_push_rows_of_another_organisation(setup: Setup) -> None
             client.send("batch", _batch_content(run, 0, [_batch("ALTRO")]))
         assert "claims records of organisation ALTRO" in str(e.value)
         assert "nothing of it was loaded" in str(e.value)
+        # What the worker did not pseudonymise never reaches the registry.
+        with pytest.raises(RaccordoError) as e:
+            client.send(
+                "batch", _batch_content(run, 0, [_batch("SYN", {"cf": "RSSMRA80A01H501U"})])
+            )
+        assert "field 'cf' is not a pseudonym of the current epoch" in str(e.value)
+        assert "RSSMRA80A01H501U" not in str(e.value)
+        with pytest.raises(RaccordoError) as e:
+            client.send("batch", _batch_content(run, 0, [_batch("SYN", {"cognome": "Rossi"})]))
+        assert "carries field 'cognome'" in str(e.value)
         # Altered in transit: refused before the sender is proven (400), never loaded.
         home = open_worker_home(setup.worker / "push")
         from hub.exchange.push import seal_message
