@@ -8,4 +8,6 @@
 - :mod:`hub.exchange.server` / :mod:`hub.exchange.client`: HTTP between hubs.
 - :mod:`hub.exchange.load` and :mod:`hub.exchange.convert`: the two seams to the
   engine's ``load`` stage and to the pseudonymisation service.
+- :mod:`hub.exchange.push`: push mode, the same sealed and signed messages from a
+  consortium's worker to its own district hub, which loads them through the pipeline.
 """
