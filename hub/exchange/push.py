@@ -161,31 +161,40 @@ def _loads(data: bytes) -> Any:
     return json.loads(data, object_hook=_decode_hook)
 
 
-def _prepared_out(p: Prepared) -> list[Any]:
-    return [
-        p.source_key_hash,
-        p.location,
-        p.op,
-        p.data,
-        [list(x) for x in p.problems],
-        p.unit_hash,
-        list(p.cf_derived) if p.cf_derived else None,
-    ]
+_PREPARED_FIELDS = tuple(f.name for f in dataclasses.fields(Prepared))
 
 
-def _prepared_in(v: list[Any]) -> Prepared:
-    skh, location, op, data, problems, unit_hash, derived = v
-    if not isinstance(data, dict) or op not in ("upsert", "delete"):
+def _prepared_out(p: Prepared) -> dict[str, Any]:
+    """Every field of :class:`~hub.pseudonyms.stage.Prepared`, by name (tuples stay tuples)."""
+    return {name: getattr(p, name) for name in _PREPARED_FIELDS}
+
+
+def _plain(v: Any) -> bool:
+    """A value of the small fixed types ``Prepared``'s own fields hold."""
+    if v is None or isinstance(v, str | int):
+        return True
+    return isinstance(v, tuple) and all(map(_plain, v))
+
+
+def _prepared_in(v: Mapping[str, Any]) -> Prepared:
+    """A record as ``pseudonymise`` handed it on, from untrusted input (ValueError if not)."""
+    if set(v) - set(_PREPARED_FIELDS):
+        raise ValueError("unknown record fields")
+    values = dict(v)
+    if not isinstance(values.get("data"), dict) or values.get("op") not in ("upsert", "delete"):
         raise ValueError("not a record")
-    return Prepared(
-        str(skh),
-        str(location),
-        str(op),
-        data,
-        tuple((str(f), str(r), str(m)) for f, r, m in problems),
-        None if unit_hash is None else str(unit_hash),
-        None if derived is None else (int(derived[0]), str(derived[1])),
-    )
+    if not isinstance(values.get("source_key_hash"), str):
+        raise ValueError("not a record key")
+    problems = values.get("problems", ())
+    if not isinstance(problems, tuple) or not all(
+        isinstance(x, tuple) and len(x) == 3 and all(isinstance(y, str) for y in x)
+        for x in problems
+    ):
+        raise ValueError("not a list of problems")
+    for name, value in values.items():
+        if name != "data" and not _plain(value):
+            raise ValueError(f"record field {name} has the wrong type")
+    return Prepared(**values)
 
 
 def _error_out(e: SourceError) -> dict[str, Any]:
