@@ -40,17 +40,25 @@ class Hub:
         self.pipeline = pipeline
 
     @classmethod
-    def open(cls, config: Config | str | os.PathLike[str] | None = None) -> Hub:
+    def open(
+        cls,
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        pseudonymiser_token: str | None = None,
+    ) -> Hub:
         """Open the registry (migrating it) and the keyring of a configuration.
 
         ``config``: a loaded :class:`~hub.config.Config`, or the path of
         ``raccordo.toml`` (None: the default search, as the CLI does).
+        ``pseudonymiser_token``: with ``[hub] pseudonymiser_url``, this client's token for
+        the pseudonymisation service (e.g. from an Airflow Connection); None: the one in
+        the environment variable ``[hub] pseudonymiser_token_env``.
         """
         cfg = config if isinstance(config, Config) else load_config(config)
         keyring = open_keyring(cfg)
         registry = Registry.open(cfg.registry_url)
         try:
-            pipeline = Pipeline(cfg, registry, keyring)
+            pipeline = Pipeline(cfg, registry, keyring, pseudonymiser_token=pseudonymiser_token)
         except BaseException:
             registry.close()
             raise
