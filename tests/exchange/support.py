@@ -27,10 +27,10 @@ from pathlib import Path
 
 from hub.config import load_config
 from hub.pseudonyms import IdentifierType, Keyring, KeySource, Pseudonymiser, parse_identifier
+from hub.pseudonyms.identifiers import cf_check_character
 from hub.pseudonyms.service import add_client
 from hub.registry import BatchCounts, EntityRow, Registry, SourceRecordChange
 from hub.workspace import init_workspace
-from tests.pseudonyms.test_v2 import synthetic_cfs
 
 TEST_DOUBLE_KEY = b"test-double-conversion-key-not-a-real-key"
 
@@ -83,14 +83,16 @@ def _pseudonymiser(domain: str) -> Pseudonymiser:
     return Pseudonymiser(ring, domain)
 
 
-@functools.cache
-def _people() -> list[str]:
-    return synthetic_cfs(2_000, seed=5)
+def synthetic_cf(i: int) -> str:
+    """A valid, fictitious codice fiscale for person ``i`` (distinct for every i < 26⁶)."""
+    letters = "".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(i // 26**k) % 26] for k in range(6))
+    first15 = f"{letters}{40 + i % 60:02d}{'ABCDEHLMPRST'[i % 12]}{1 + i % 28:02d}H501"
+    return first15 + cf_check_character(first15)
 
 
 def pseudonym(i: int, domain: str = "DOM_A") -> str:
     """The v2 pseudonym (registry text form) of synthetic person ``i`` in ``domain``."""
-    ident = parse_identifier(_people()[i], IdentifierType.CF)
+    ident = parse_identifier(synthetic_cf(i), IdentifierType.CF)
     return _pseudonymiser(domain).pseudonym(ident)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+
 def free_port() -> int:
     """A free port chosen by the kernel (port 0): two test workers, or two test runs on one
     machine, never race for the same one as they would scanning a fixed range."""
