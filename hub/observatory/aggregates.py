@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from hub.observatory.rows import own
 from hub.observatory.table import Period, Table, table_from_dict, table_to_dict
 from hub.registry import tables as t
 
@@ -37,18 +38,20 @@ def data_years(conn: sa.Connection) -> tuple[int, int] | None:
     ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
     lo: list[dt.date] = []
     hi: list[dt.date] = []
-    for q_lo, q_hi in (
+    for tab, q_lo, q_hi in (
         (
+            ce,
             sa.func.min(ce.c.opened_on),
             sa.func.max(sa.func.coalesce(ce.c.closed_on, ce.c.opened_on)),
         ),
         (
+            iv,
             sa.func.min(iv.c.started_on),
             sa.func.max(sa.func.coalesce(iv.c.ended_on, iv.c.started_on)),
         ),
-        (sa.func.min(ns.c.on), sa.func.max(ns.c.on)),
+        (ns, sa.func.min(ns.c.on), sa.func.max(ns.c.on)),
     ):
-        a, b = conn.execute(sa.select(q_lo, q_hi)).one()
+        a, b = conn.execute(sa.select(q_lo, q_hi).where(own(tab))).one()
         if a is not None:
             lo.append(a)
             hi.append(b)

@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hub.observatory.rows import own
 from hub.observatory.table import ALL, GridBuilder, Period, Table, column_of, row_of
 from hub.registry import tables as t
 from hub.schema import OrganisationKind
@@ -107,6 +108,7 @@ def split_codes(value: str | None) -> list[str]:
 def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
     iv = t.interventions
     return sa.and_(
+        own(iv),
         iv.c.started_on <= period.end,
         sa.or_(iv.c.ended_on.is_(None), iv.c.ended_on >= period.start),
     )
@@ -115,6 +117,7 @@ def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
 def _ce_in_period(period: Period) -> sa.ColumnElement[bool]:
     ce = t.case_episodes
     return sa.and_(
+        own(ce),
         ce.c.opened_on <= period.end,
         sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= period.start),
     )
@@ -122,7 +125,7 @@ def _ce_in_period(period: Period) -> sa.ColumnElement[bool]:
 
 def _ns_in_period(period: Period) -> sa.ColumnElement[bool]:
     ns = t.need_signals
-    return sa.and_(ns.c.on >= period.start, ns.c.on <= period.end)
+    return sa.and_(own(ns), ns.c.on >= period.start, ns.c.on <= period.end)
 
 
 def _euros(value: Any) -> int:
@@ -614,7 +617,7 @@ def coverage(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> Ta
             sa.select(ce.c.org).where(_ce_in_period(period)),
             sa.select(iv.c.org).where(_iv_in_period(period)),
             sa.select(asmt.c.org).where(
-                asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
+                own(asmt), asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
             ),
             sa.select(ns.c.org).where(_ns_in_period(period)),
         )
@@ -673,7 +676,9 @@ def prese_in_carico_table(
     ce = t.case_episodes
     with engine.connect() as conn:
         with_data = sorted(
-            str(o) for (o,) in conn.execute(sa.select(ce.c.org).distinct()) if o is not None
+            str(o)
+            for (o,) in conn.execute(sa.select(ce.c.org).where(own(ce)).distinct())
+            if o is not None
         )
     rows = [org] if org else with_data
     cols = [*GROUPS, "eta_ignota"]
@@ -758,9 +763,9 @@ def latest_year(engine: sa.Engine) -> int | None:
     ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
     with engine.connect() as conn:
         dates = [
-            conn.execute(sa.select(sa.func.max(ce.c.opened_on))).scalar(),
-            conn.execute(sa.select(sa.func.max(iv.c.started_on))).scalar(),
-            conn.execute(sa.select(sa.func.max(ns.c.on))).scalar(),
+            conn.execute(sa.select(sa.func.max(ce.c.opened_on)).where(own(ce))).scalar(),
+            conn.execute(sa.select(sa.func.max(iv.c.started_on)).where(own(iv))).scalar(),
+            conn.execute(sa.select(sa.func.max(ns.c.on)).where(own(ns))).scalar(),
         ]
     years = [d.year for d in dates if d is not None]
     return max(years) if years else None
