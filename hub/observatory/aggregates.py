@@ -66,6 +66,7 @@ def refresh(engine: sa.Engine, years: Iterable[int] | None = None) -> int:
     """Recompute the stored tables (every year with data, or ``years``); returns how many
     tables were stored."""
     from hub.observatory import indicators as ind
+    from hub.observatory.cross import cross_district
 
     with engine.begin() as conn:
         conn.execute(t.obs_refresh.delete())
@@ -96,6 +97,7 @@ def refresh(engine: sa.Engine, years: Iterable[int] | None = None) -> int:
             )
         rows.append(_row(year, "ov", "*", ind.overlaps(engine, period, use_cache=False)))
         rows.append(_row(year, "cov", "*", [ind.coverage(engine, period, use_cache=False)]))
+        rows.append(_row(year, "xd", "*", cross_district(engine, period, use_cache=False)))
         pic = ind.prese_in_carico_table(engine, year, use_cache=False)
         rows.append(_row(year, "pic", "*", [pic]))
         for org in pic.rows:

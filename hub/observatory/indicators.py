@@ -734,6 +734,9 @@ def release_tables(engine: sa.Engine, period: Period, *, org: str | None = None)
         out += third_sector(engine, period)
         out += overlaps(engine, period)
         out.append(coverage(engine, period))
+        from hub.observatory.cross import cross_district
+
+        out += cross_district(engine, period)  # [] unless rows were received
     else:
         with engine.connect() as conn:
             if org in ets_orgs(conn):
