@@ -19,7 +19,7 @@ Definitions are in docs/indicators.md; the important ones:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import combinations
@@ -363,7 +363,12 @@ def _with_area_relations(table: Table) -> Table:
 
 # -- Third Sector needs and services -----------------------------------------------
 def third_sector(
-    engine: sa.Engine, period: Period, *, org: str | None = None, use_cache: bool = True
+    engine: sa.Engine,
+    period: Period,
+    *,
+    org: str | None = None,
+    use_cache: bool = True,
+    reuse: Mapping[str, list[Table]] | None = None,
 ) -> list[Table]:
     """Need signals of Third Sector organisations in the period.
 
@@ -385,7 +390,11 @@ def third_sector(
         return tables
     with engine.connect() as conn:
         ets = sorted(ets_orgs(conn))
-    shares = {o: _third_sector(engine, period, o) for o in ets}
+    # ``reuse``: entities' tables already computed for this period (an incremental
+    # refresh passes the stored ones of the entities a sync did not touch).
+    shares = {
+        o: list(reuse[o]) if reuse and o in reuse else _third_sector(engine, period, o) for o in ets
+    }
     return [_with_shares(tb, [shares[o][i] for o in ets]) for i, tb in enumerate(tables)]
 
 
@@ -657,7 +666,12 @@ def coverage_ratio(table: Table) -> float | None:
 
 # -- prese in carico ----------------------------------------------------------------
 def prese_in_carico_table(
-    engine: sa.Engine, year: int, *, org: str | None = None, use_cache: bool = True
+    engine: sa.Engine,
+    year: int,
+    *,
+    org: str | None = None,
+    use_cache: bool = True,
+    reuse: Mapping[str, Table] | None = None,
 ) -> Table:
     """The prese-in-carico table (see :mod:`hub.observatory.prese_in_carico`) as a Table:
     one row per organisation (or the one asked for), groups as columns, *utenti* as row
@@ -684,6 +698,14 @@ def prese_in_carico_table(
     cols = [*GROUPS, "eta_ignota"]
     g = GridBuilder(rows, cols)
     for r in rows:
+        known = reuse.get(r) if reuse else None
+        if known is not None and known.cols == tuple(cols):
+            # An organisation's row computed before (an incremental refresh: the stored
+            # slice of an organisation the sync did not touch).
+            for c, v in zip(known.cols, known.cells[0], strict=True):
+                g.cells[(r, c)] = int(v or 0)
+            g.row_totals[r] = int(known.row_totals[0] or 0)
+            continue
         (res,) = prese_in_carico(engine, [year], org=r)
         d = res.as_dict()
         for c in cols:
