@@ -296,10 +296,13 @@ def touch(engine: sa.Engine, share: float, spread: bool, seed: int = 11) -> int:
     chosen = rng.sample(ids, want)
     now = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
     with engine.begin() as conn:
+        # build() inserted run 1 with an explicit id (a PostgreSQL sequence did not move).
+        next_id = int(conn.execute(sa.select(sa.func.max(t.runs.c.id))).scalar() or 0) + 1
         run_id = int(
             conn.execute(
                 t.runs.insert()
                 .values(
+                    id=next_id,
                     connector="bench", connector_type="bench", org=CONSORTIA[0], mapping="bench",
                     mapping_version="1", started_at=now, finished_at=now, status="succeeded",
                 )
