@@ -47,7 +47,12 @@ def _common(org: str, connector: str) -> dict[str, object]:
 def _person(conn: sa.Connection, org: str, connector: str, subject: str, year: int) -> None:
     """A person in charge in 2022 with one intervention, one assessment, one need signal."""
     conn.execute(
-        t.subjects.insert().values(**_common(org, connector), subject=subject, birth_year=year)
+        t.subjects.insert().values(
+            **_common(org, connector),
+            subject=subject,
+            birth_year=year,
+            residence_comune_istat="003106",
+        )
     )
     conn.execute(
         t.case_episodes.insert().values(
@@ -146,3 +151,11 @@ def test_stored_tables_match_and_exclude_received_rows(registry: Registry) -> No
     assert release_tables(registry.engine, Y22) == live
     pic = next(tb for tb in live if tb.id == "prese_in_carico")
     assert pic.total == 30
+
+
+def test_the_dashboard_counts_own_rows_only(registry: Registry) -> None:
+    from hub.web.dashboard import default_year, people_in_charge_by_comune, signals_by_comune
+
+    assert people_in_charge_by_comune(registry.engine, 2022) == {"003106": 30}
+    assert signals_by_comune(registry.engine, 2022) == {}
+    assert default_year(registry.engine) == 2021  # own data stop in March 2022
