@@ -13,6 +13,7 @@ nothing else wires a pipeline to a registry and a keyring::
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -88,11 +89,13 @@ class Hub:
         """
         return self.pipeline.sync(name, progress=progress, full_refresh=full_refresh)
 
-    def refresh(self) -> RefreshResult:
-        """Recompute the observatory's pre-computed indicator tables."""
+    def refresh(self, touched: Collection[tuple[str, int]] | None = None) -> RefreshResult:
+        """Recompute the observatory's pre-computed indicator tables: all of them, or only
+        the ``(organisation, year)`` slices in ``touched`` (after a sync:
+        :func:`hub.observatory.aggregates.touched_slices`)."""
         from hub.observatory.aggregates import refresh as refresh_tables
 
-        return RefreshResult(tables=refresh_tables(self.registry.engine))
+        return RefreshResult(tables=refresh_tables(self.registry.engine, touched=touched))
 
     def close(self) -> None:
         self.registry.close()
