@@ -35,11 +35,12 @@ Refresher = Callable[[Config, str], str]
 
 
 def refresh_observatory(config: Config, name: str) -> str:
-    """Recompute the observatory's pre-computed indicator tables."""
+    """Recompute the observatory's pre-computed tables the syncs since the last refresh
+    touched (``raccordo observatory refresh`` recomputes all of them)."""
     from hub.service import Hub
 
     with Hub.open(config) as hub:
-        n = hub.refresh().tables
+        n = hub.refresh_after_sync().tables
     return f"observatory: {n} tables"
 
 

@@ -97,6 +97,14 @@ class Hub:
 
         return RefreshResult(tables=refresh_tables(self.registry.engine, touched=touched))
 
+    def refresh_after_sync(self) -> RefreshResult:
+        """Recompute only the slices the runs since the last refresh touched (everything when
+        nothing is stored yet): what ``raccordo sync`` and the Airflow ``refresh`` task do.
+        Changes made outside syncs (organisations renamed) need a full :meth:`refresh`."""
+        from hub.observatory.aggregates import refresh_after_sync
+
+        return RefreshResult(tables=refresh_after_sync(self.registry.engine))
+
     def close(self) -> None:
         self.registry.close()
 
