@@ -6,9 +6,9 @@ episode each). The benchmark times:
 1. **local load**: the same N rows written into a fresh SQLite registry by
    :func:`hub.exchange.load.load_records` in this process (the reference);
 2. **end to end**: ``send_records`` from A to district B's ``raccordo exchange serve``
-   (a separate process, its own SQLite registry) through the conversion TEST DOUBLE
-   service (a separate process): extract, convert, sign, encrypt (HPKE), POST, verify,
-   check the convenzione, load, receipt, cursor.
+   (a separate process, its own SQLite registry) through the real pseudonymisation
+   service (``raccordo pseudonymiser serve``, a separate process): extract, convert, sign,
+   encrypt (HPKE), POST, verify, check the convenzione, load, receipt, cursor.
 
     .venv/bin/python bench/exchange.py [--records 100000]
 
@@ -39,7 +39,7 @@ from hub.exchange.load import load_records  # noqa: E402
 from hub.exchange.send import Outbox, extract_records  # noqa: E402
 from hub.registry import Registry  # noqa: E402
 from tests.exchange.conftest import share, sign_both, write_convenzione  # noqa: E402
-from tests.exchange.support import seed  # noqa: E402
+from tests.exchange.support import key_district, seed  # noqa: E402
 
 CONV = "conv-A-B-2026"
 
@@ -88,14 +88,12 @@ def main() -> None:
     reg_a = Registry.open(url_a)
     seed(reg_a, people)
     Registry.open(url_b).close()
+    service_ws, token = key_district()
     procs = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "tests.exchange.fake_pseudonym_service",
-                str(port_s),
-                str(tmp / "conversions.txt"),
+                *[sys.executable, "-m", "hub", "pseudonymiser", "serve"],
+                *["-c", str(service_ws / "raccordo.toml"), "--port", str(port_s)],
             ],
             cwd=ROOT,
         ),
@@ -111,9 +109,9 @@ def main() -> None:
         ),
     ]
     try:
-        _wait(f"http://127.0.0.1:{port_s}/docs")
+        _wait(f"http://127.0.0.1:{port_s}/v1/session")
         _wait(f"http://127.0.0.1:{port_b}/v1/status")
-        converter = ServiceConverter(f"http://127.0.0.1:{port_s}")
+        converter = ServiceConverter(f"http://127.0.0.1:{port_s}", token=token)
         cf = a.convenzioni.get(CONV)
 
         # The rows as they would arrive, for the local reference.

@@ -1,7 +1,7 @@
 """Observatory query speed on a large registry, on SQLite and on PostgreSQL.
 
     .venv/bin/python bench/observatory.py [--subjects 1000000] [--db sqlite|postgres|both]
-                                          [--no-live]
+                                          [--no-live] [--refresh-only]
 
 Builds a synthetic registry of N subjects, 5·N interventions, N case episodes,
 N/5 assessments and N/5 Third Sector contacts by **bulk insert with SQLAlchemy
@@ -10,7 +10,10 @@ bench/ingest.py's subject; here only the query side matters). Pseudonyms are
 random tokens of the registry's shape, not derived from any identifier.
 
 Then it times ``refresh(engine)`` (the pre-computed tables, run after each
-sync) and every query the dashboard calls, for the last full year, for the
+sync), then a refresh of only the (organisation × year) slices touched by a sync
+of one consortium changing 1% of the records (its interventions of the last full
+year; then the same spread over every year), as a share of the full refresh, and
+every query the dashboard calls, for the last full year, for the
 district and for single organisations, each the median of 5 runs:
 
 * from the pre-computed tables (what the dashboard gets while no sync ran
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from hub.observatory import indicators as ind  # noqa: E402
-from hub.observatory.aggregates import refresh  # noqa: E402
+from hub.observatory.aggregates import refresh, touched_slices  # noqa: E402
 from hub.observatory.disclosure import Ledger, protect  # noqa: E402
 from hub.observatory.table import Period  # noqa: E402
 from hub.registry import Registry  # noqa: E402
@@ -271,14 +274,83 @@ def _median_ms(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
-def run(url: str, n: int, live: bool) -> None:
+def touch(engine: sa.Engine, share: float, spread: bool, seed: int = 11) -> int:
+    """A sync of one consortium (one run) changing ``share`` of the registry's records:
+    interventions of ``CONSORTIA[0]`` started in the last full year (``spread``: in any
+    year) get a new amount. Returns the number of rows changed."""
+    rng = random.Random(seed)
+    iv = t.interventions
+    with engine.connect() as conn:
+        total = sum(
+            int(conn.execute(sa.select(sa.func.count()).select_from(tb)).scalar() or 0)
+            for tb in t.RECORD_TABLES.values()
+        )
+        q = sa.select(iv.c.id).where(iv.c.org == CONSORTIA[0])
+        if not spread:
+            q = q.where(
+                iv.c.started_on >= dt.date(LAST - 1, 1, 1),
+                iv.c.started_on <= dt.date(LAST - 1, 12, 31),
+            )
+        ids = [int(i) for (i,) in conn.execute(q)]
+    want = min(len(ids), round(total * share))
+    chosen = rng.sample(ids, want)
+    now = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        # build() inserted run 1 with an explicit id (a PostgreSQL sequence did not move).
+        next_id = int(conn.execute(sa.select(sa.func.max(t.runs.c.id))).scalar() or 0) + 1
+        run_id = int(
+            conn.execute(
+                t.runs.insert()
+                .values(
+                    id=next_id,
+                    connector="bench", connector_type="bench", org=CONSORTIA[0], mapping="bench",
+                    mapping_version="1", started_at=now, finished_at=now, status="succeeded",
+                )
+                .returning(t.runs.c.id)
+            ).scalar_one()
+        )  # fmt: skip
+        for k in range(0, len(chosen), 900):
+            conn.execute(
+                iv.update()
+                .where(iv.c.id.in_(chosen[k : k + 900]))
+                .values(amount=iv.c.amount + 1, run_id=run_id, content_hash="1" * 64)
+            )
+    print(f"  sync touching {want:,} of {total:,} records ({want / total:.1%})", flush=True)
+    return want
+
+
+def refresh_ratio(engine: sa.Engine, full_s: float, spread: bool) -> None:
+    """Time a refresh of only the slices a 1% sync touched, against ``full_s``."""
+    touch(engine, 0.01, spread)
+    start = time.perf_counter()
+    slices = touched_slices(engine)
+    found = time.perf_counter() - start
+    assert slices is not None
+    stored = refresh(engine, touched=slices)
+    took = time.perf_counter() - start
+    years = sorted({y for _, y in slices})
+    print(
+        f"  refresh of the touched slices ({len(slices)} slices, years {years}): "
+        f"{took:.1f} s ({found:.1f} s finding them), {stored} rows; "
+        f"**{took / full_s:.1%} of the full refresh** ({full_s:.1f} s)",
+        flush=True,
+    )
+
+
+def run(url: str, n: int, live: bool, touched_only: bool = False) -> None:
     print(f"\n## {url.split(':')[0]} — {n:,} subjects, {5 * n:,} interventions", flush=True)
     reg = Registry.open(url)
     engine = reg.engine
     build(engine, n)
     start = time.perf_counter()
     stored = refresh(engine)
-    print(f"  refresh(engine): {time.perf_counter() - start:.1f} s ({stored} tables)", flush=True)
+    full_s = time.perf_counter() - start
+    print(f"  refresh(engine): {full_s:.1f} s ({stored} rows)", flush=True)
+    refresh_ratio(engine, full_s, spread=False)
+    refresh_ratio(engine, full_s, spread=True)
+    if touched_only:
+        reg.close()
+        return
     year = LAST - 1
     print(f"\n| query ({year}) | pre-computed, median of 5 | live |")
     print("|---|---|---|")
@@ -301,16 +373,28 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=1_000_000)
     ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     ap.add_argument("--no-live", action="store_true", help="skip the live (uncached) timings")
+    ap.add_argument(
+        "--refresh-only",
+        action="store_true",
+        help="only the full refresh and the refresh after a 1%% sync (no query timings)",
+    )
     args = ap.parse_args()
     if args.db in ("sqlite", "both"):
         with tempfile.TemporaryDirectory(prefix="raccordo-bench-") as d:
-            run(f"sqlite:///{d}/registry.sqlite", args.subjects, not args.no_live)
+            run(
+                f"sqlite:///{d}/registry.sqlite", args.subjects, not args.no_live, args.refresh_only
+            )
     if args.db in ("postgres", "both"):
         from tests.support.postgres import PostgresServer
 
         server = PostgresServer()
         try:
-            run(server.url(server.create_database()), args.subjects, not args.no_live)
+            run(
+                server.url(server.create_database()),
+                args.subjects,
+                not args.no_live,
+                args.refresh_only,
+            )
         finally:
             server.stop()
 

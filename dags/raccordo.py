@@ -12,8 +12,11 @@ same functions as the ``raccordo`` command (:mod:`hub.orchestration`):
 Secrets never appear here: the task reads the Airflow Connection
 ``raccordo_<connector>`` (``AIRFLOW_CONN_RACCORDO_<CONNECTOR>`` or the secrets
 backend) and maps it onto the connector's settings (host → base URL, password →
-token, extra → any setting). XCom carries small summaries only: run ids,
-counts and the shape of the cursor.
+token, extra → any setting); a worker's token for the district's pseudonymisation
+service comes from the Connection ``raccordo_pseudonymiser`` (its password). The
+``sync`` task's last log line says how many whole units (files, flows, pages) were
+refused and where to look. XCom carries small summaries only: run ids, counts and
+the shape of the cursor.
 
 Parsing is cheap: the top level reads the TOML file and imports nothing of
 ``hub``; when Airflow runs one task, only that task's DAG is built
@@ -24,6 +27,7 @@ See docs/deploy.md.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -37,6 +41,8 @@ RETRY_DELAY_ENV = "RACCORDO_AIRFLOW_RETRY_DELAY"
 DEFAULT_SCHEDULE = "@daily"  # the default of `schedule` in hub/config.py
 RETRIES = 2
 DAG_PREFIX = "raccordo_"
+PSEUDONYMISER_CONNECTION = "raccordo_pseudonymiser"
+log = logging.getLogger("raccordo.dags")
 
 
 class RaccordoTaskError(RuntimeError):
@@ -100,6 +106,19 @@ def _overrides(name: str, connector_type: str) -> dict[str, Any]:
     )
 
 
+def _pseudonymiser_token() -> str | None:
+    """This worker's token for the district's pseudonymisation service: the password of the
+    Airflow Connection ``raccordo_pseudonymiser`` if there is one (else the task uses the
+    environment variable named by ``[hub] pseudonymiser_token_env``)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(PSEUDONYMISER_CONNECTION).password or None
+    except AirflowNotFoundException:
+        return None
+
+
 def build_dag(config_path: Path, name: str, settings: dict[str, Any]) -> Any:
     """The DAG of connector ``name``."""
     connector_type = str(settings.get("type", ""))
@@ -144,9 +163,17 @@ def build_dag(config_path: Path, name: str, settings: dict[str, Any]) -> Any:
             from hub.errors import RaccordoError
 
             try:
-                return orchestration.sync(config_path, name, _overrides(name, connector_type))
+                result = orchestration.sync(
+                    config_path,
+                    name,
+                    _overrides(name, connector_type),
+                    pseudonymiser_token=_pseudonymiser_token(),
+                )
             except RaccordoError as e:
                 raise RaccordoTaskError(f"connector {name!r}: {e}") from None
+            # The task's last log line: how many whole units were refused, where to look.
+            log.info("%s", orchestration.refusal_line(result))
+            return result
 
         @task(task_id="refresh", multiple_outputs=False)
         def refresh() -> dict[str, Any]:

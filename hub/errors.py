@@ -10,18 +10,30 @@ from __future__ import annotations
 
 
 class RaccordoError(Exception):
+    """``errors``, when given, lists each problem found (one line each, shown after the hint)."""
+
     exit_code = 1
 
-    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        hint: str | None = None,
+        errors: list[str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.where = where
         self.hint = hint
+        self.errors = errors or []
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
         if self.hint:
             text += f"\n  hint: {self.hint}"
+        for e in self.errors:
+            text += f"\n  - {e}"
         return text
 
 
@@ -47,23 +59,6 @@ class MappingFileError(RaccordoError):
     """A mapping file is not valid; ``errors`` lists each problem with its location."""
 
     exit_code = 6
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        where: str | None = None,
-        hint: str | None = None,
-        errors: list[str] | None = None,
-    ):
-        super().__init__(message, where=where, hint=hint)
-        self.errors = errors or []
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        for e in self.errors:
-            text += f"\n  - {e}"
-        return text
 
 
 class RunFailed(RaccordoError):

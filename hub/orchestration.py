@@ -35,11 +35,12 @@ Refresher = Callable[[Config, str], str]
 
 
 def refresh_observatory(config: Config, name: str) -> str:
-    """Recompute the observatory's pre-computed indicator tables."""
+    """Recompute the observatory's pre-computed tables the syncs since the last refresh
+    touched (``raccordo observatory refresh`` recomputes all of them)."""
     from hub.service import Hub
 
     with Hub.open(config) as hub:
-        n = hub.refresh().tables
+        n = hub.refresh_after_sync().tables
     return f"observatory: {n} tables"
 
 
@@ -162,6 +163,8 @@ def sync(
     config_path: str | os.PathLike[str] | None,
     name: str,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    pseudonymiser_token: str | None = None,
 ) -> dict[str, Any]:
     """Sync every stream of connector ``name`` (the same pipeline as ``raccordo sync``).
 
@@ -182,7 +185,7 @@ def sync(
             hint="set enabled = true to sync it",
         )
     streams = [s.name for s in build_connector(config, name).streams()]
-    with Hub.open(config) as hub:
+    with Hub.open(config, pseudonymiser_token=pseudonymiser_token) as hub:
         summaries = hub.sync(name)
         cursor = {s: cursor_shape(hub.registry.get_state(name, s)) for s in streams}
         ids = [s.id for s in summaries]

@@ -13,6 +13,7 @@ nothing else wires a pipeline to a registry and a keyring::
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -40,17 +41,25 @@ class Hub:
         self.pipeline = pipeline
 
     @classmethod
-    def open(cls, config: Config | str | os.PathLike[str] | None = None) -> Hub:
+    def open(
+        cls,
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        pseudonymiser_token: str | None = None,
+    ) -> Hub:
         """Open the registry (migrating it) and the keyring of a configuration.
 
         ``config``: a loaded :class:`~hub.config.Config`, or the path of
         ``raccordo.toml`` (None: the default search, as the CLI does).
+        ``pseudonymiser_token``: with ``[hub] pseudonymiser_url``, this client's token for
+        the pseudonymisation service (e.g. from an Airflow Connection); None: the one in
+        the environment variable ``[hub] pseudonymiser_token_env``.
         """
         cfg = config if isinstance(config, Config) else load_config(config)
         keyring = open_keyring(cfg)
         registry = Registry.open(cfg.registry_url)
         try:
-            pipeline = Pipeline(cfg, registry, keyring)
+            pipeline = Pipeline(cfg, registry, keyring, pseudonymiser_token=pseudonymiser_token)
         except BaseException:
             registry.close()
             raise
@@ -80,11 +89,21 @@ class Hub:
         """
         return self.pipeline.sync(name, progress=progress, full_refresh=full_refresh)
 
-    def refresh(self) -> RefreshResult:
-        """Recompute the observatory's pre-computed indicator tables."""
+    def refresh(self, touched: Collection[tuple[str, int]] | None = None) -> RefreshResult:
+        """Recompute the observatory's pre-computed indicator tables: all of them, or only
+        the ``(organisation, year)`` slices in ``touched`` (after a sync:
+        :func:`hub.observatory.aggregates.touched_slices`)."""
         from hub.observatory.aggregates import refresh as refresh_tables
 
-        return RefreshResult(tables=refresh_tables(self.registry.engine))
+        return RefreshResult(tables=refresh_tables(self.registry.engine, touched=touched))
+
+    def refresh_after_sync(self) -> RefreshResult:
+        """Recompute only the slices the runs since the last refresh touched (everything when
+        nothing is stored yet): what ``raccordo sync`` and the Airflow ``refresh`` task do.
+        Changes made outside syncs (organisations renamed) need a full :meth:`refresh`."""
+        from hub.observatory.aggregates import refresh_after_sync
+
+        return RefreshResult(tables=refresh_after_sync(self.registry.engine))
 
     def close(self) -> None:
         self.registry.close()

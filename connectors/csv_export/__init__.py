@@ -14,15 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hub import hookimpl
 from hub.connector import (
     CheckResult,
     Connector,
     ConnectorConfig,
-    FieldRole,
-    FieldSpec,
     JSONState,
     RawRecord,
     ReadItem,
@@ -34,23 +32,10 @@ from hub.connector import (
 from hub.inputs import InputError
 from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
-from hub.pseudonyms import IdentifierType
+from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox
 
 RACCORDO_HOOK_API = 1
-
-
-class IdentifierColumn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: The identifier type, or "auto" to detect it from the value's layout.
-    type: Literal["auto", "CF", "CF_PROVV", "STP", "ENI", "LOCAL"] = "auto"
-    #: A column holding the type of each row's identifier (CF, STP, ENI, CFP...).
-    type_column: str | None = None
-    #: An empty value is allowed (anonymous contacts, no household).
-    optional: bool = False
-    #: Derive birth year and sex from a CF as <column>__birth_year / <column>__sex.
-    derive_birth_year_and_sex: bool = False
 
 
 class CSVExportConfig(ConnectorConfig):
@@ -160,28 +145,11 @@ class CSVExportConnector(Connector):
         declared = [*c.identifier_columns, *c.personal_columns, *c.source_key]
         header = self._header()
         columns = list(dict.fromkeys([*declared, *header]))
-        fields = []
-        for col in columns:
-            if col in c.identifier_columns:
-                spec = c.identifier_columns[col]
-                fields.append(
-                    FieldSpec(
-                        col,
-                        FieldRole.IDENTIFIER,
-                        identifier_type=None if spec.type == "auto" else IdentifierType(spec.type),
-                        type_field=spec.type_column,
-                        optional=spec.optional,
-                        derive_birth_year_and_sex=spec.derive_birth_year_and_sex,
-                    )
-                )
-            elif col in c.personal_columns:
-                fields.append(FieldSpec(col, FieldRole.PERSONAL))
-            else:
-                fields.append(FieldSpec(col))
+        fields = column_fields(columns, c.identifier_columns, c.personal_columns)
         return (
             Stream(
                 c.stream,
-                tuple(fields),
+                fields,
                 source_key=tuple(c.source_key),
                 description=f"rows of {c.path}",
                 # Without a readable file the columns are not known yet.

@@ -31,14 +31,11 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from pydantic import Field, SecretStr, model_validator
 
-from connectors.csv_export import IdentifierColumn
 from hub import hookimpl
 from hub.connector import (
     CheckResult,
     Connector,
     ConnectorConfig,
-    FieldRole,
-    FieldSpec,
     JSONState,
     RawRecord,
     ReadItem,
@@ -48,7 +45,7 @@ from hub.connector import (
     WorkspacePath,
 )
 from hub.errors import SourceUnavailable
-from hub.pseudonyms import IdentifierType
+from hub.sdk.columns import IdentifierColumn, column_fields
 
 RACCORDO_HOOK_API = 1
 
@@ -335,28 +332,11 @@ class SQLQueryConnector(Connector):
             *c.source_key,
             c.cursor_column,
         ]
-        fields = []
-        for col in dict.fromkeys([*declared, *header]):
-            if col in c.identifier_columns:
-                spec = c.identifier_columns[col]
-                fields.append(
-                    FieldSpec(
-                        col,
-                        FieldRole.IDENTIFIER,
-                        identifier_type=None if spec.type == "auto" else IdentifierType(spec.type),
-                        type_field=spec.type_column,
-                        optional=spec.optional,
-                        derive_birth_year_and_sex=spec.derive_birth_year_and_sex,
-                    )
-                )
-            elif col in c.personal_columns:
-                fields.append(FieldSpec(col, FieldRole.PERSONAL))
-            else:
-                fields.append(FieldSpec(col))
+        fields = column_fields([*declared, *header], c.identifier_columns, c.personal_columns)
         return (
             Stream(
                 c.stream,
-                tuple(fields),
+                fields,
                 source_key=tuple(c.source_key),
                 description=f"rows of {self._label()}, by {c.cursor_column}",
                 fields_complete=bool(header),

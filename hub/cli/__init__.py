@@ -207,7 +207,7 @@ def sync(
         for s in summaries:
             _print_run(s, warned.get(s.id, 0), refused.get(s.id, 0))
     if refresh:
-        hub.refresh()
+        hub.refresh_after_sync()
     hub.close()
     if failed:
         raise typer.Exit(7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 
 from hub.cli.convenzioni import HomeOpt, people_errors
+from hub.pseudonyms.pseudonymiser import TOKEN_ENV
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -107,7 +109,10 @@ def send(
         )
     registry = Registry.open(h.settings.registry_url)
     service = h.settings.pseudonym_service
-    converter = ServiceConverter(service) if service else None
+    # The hub's own client token of the pseudonymisation service (one allowed to convert
+    # to the recipient's domain: `raccordo pseudonymiser add-client ... --convert-to DOM`).
+    token = os.environ.get(TOKEN_ENV) or None
+    converter = ServiceConverter(service, token=token) if service else None
     try:
         results = send_records(h, registry, convenzione, to, converter, batch=batch)
     finally:

@@ -10,23 +10,6 @@ class ExchangeError(RaccordoError):
 
     exit_code = 20
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        where: str | None = None,
-        hint: str | None = None,
-        errors: list[str] | None = None,
-    ):
-        super().__init__(message, where=where, hint=hint)
-        self.errors = errors or []
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        for e in self.errors:
-            text += f"\n  - {e}"
-        return text
-
 
 class ConvenzioneError(ExchangeError):
     """A convenzione file is invalid, unsigned, tampered with, expired or revoked."""

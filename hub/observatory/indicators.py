@@ -19,7 +19,7 @@ Definitions are in docs/indicators.md; the important ones:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import combinations
@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hub.observatory.rows import own
 from hub.observatory.table import ALL, GridBuilder, Period, Table, column_of, row_of
 from hub.registry import tables as t
 from hub.schema import OrganisationKind
@@ -107,6 +108,7 @@ def split_codes(value: str | None) -> list[str]:
 def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
     iv = t.interventions
     return sa.and_(
+        own(iv),
         iv.c.started_on <= period.end,
         sa.or_(iv.c.ended_on.is_(None), iv.c.ended_on >= period.start),
     )
@@ -115,6 +117,7 @@ def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
 def _ce_in_period(period: Period) -> sa.ColumnElement[bool]:
     ce = t.case_episodes
     return sa.and_(
+        own(ce),
         ce.c.opened_on <= period.end,
         sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= period.start),
     )
@@ -122,7 +125,7 @@ def _ce_in_period(period: Period) -> sa.ColumnElement[bool]:
 
 def _ns_in_period(period: Period) -> sa.ColumnElement[bool]:
     ns = t.need_signals
-    return sa.and_(ns.c.on >= period.start, ns.c.on <= period.end)
+    return sa.and_(own(ns), ns.c.on >= period.start, ns.c.on <= period.end)
 
 
 def _euros(value: Any) -> int:
@@ -360,7 +363,12 @@ def _with_area_relations(table: Table) -> Table:
 
 # -- Third Sector needs and services -----------------------------------------------
 def third_sector(
-    engine: sa.Engine, period: Period, *, org: str | None = None, use_cache: bool = True
+    engine: sa.Engine,
+    period: Period,
+    *,
+    org: str | None = None,
+    use_cache: bool = True,
+    reuse: Mapping[str, list[Table]] | None = None,
 ) -> list[Table]:
     """Need signals of Third Sector organisations in the period.
 
@@ -382,7 +390,11 @@ def third_sector(
         return tables
     with engine.connect() as conn:
         ets = sorted(ets_orgs(conn))
-    shares = {o: _third_sector(engine, period, o) for o in ets}
+    # ``reuse``: entities' tables already computed for this period (an incremental
+    # refresh passes the stored ones of the entities a sync did not touch).
+    shares = {
+        o: list(reuse[o]) if reuse and o in reuse else _third_sector(engine, period, o) for o in ets
+    }
     return [_with_shares(tb, [shares[o][i] for o in ets]) for i, tb in enumerate(tables)]
 
 
@@ -614,7 +626,7 @@ def coverage(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> Ta
             sa.select(ce.c.org).where(_ce_in_period(period)),
             sa.select(iv.c.org).where(_iv_in_period(period)),
             sa.select(asmt.c.org).where(
-                asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
+                own(asmt), asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
             ),
             sa.select(ns.c.org).where(_ns_in_period(period)),
         )
@@ -654,7 +666,12 @@ def coverage_ratio(table: Table) -> float | None:
 
 # -- prese in carico ----------------------------------------------------------------
 def prese_in_carico_table(
-    engine: sa.Engine, year: int, *, org: str | None = None, use_cache: bool = True
+    engine: sa.Engine,
+    year: int,
+    *,
+    org: str | None = None,
+    use_cache: bool = True,
+    reuse: Mapping[str, Table] | None = None,
 ) -> Table:
     """The prese-in-carico table (see :mod:`hub.observatory.prese_in_carico`) as a Table:
     one row per organisation (or the one asked for), groups as columns, *utenti* as row
@@ -673,12 +690,22 @@ def prese_in_carico_table(
     ce = t.case_episodes
     with engine.connect() as conn:
         with_data = sorted(
-            str(o) for (o,) in conn.execute(sa.select(ce.c.org).distinct()) if o is not None
+            str(o)
+            for (o,) in conn.execute(sa.select(ce.c.org).where(own(ce)).distinct())
+            if o is not None
         )
     rows = [org] if org else with_data
     cols = [*GROUPS, "eta_ignota"]
     g = GridBuilder(rows, cols)
     for r in rows:
+        known = reuse.get(r) if reuse else None
+        if known is not None and known.cols == tuple(cols):
+            # An organisation's row computed before (an incremental refresh: the stored
+            # slice of an organisation the sync did not touch).
+            for c, v in zip(known.cols, known.cells[0], strict=True):
+                g.cells[(r, c)] = int(v or 0)
+            g.row_totals[r] = int(known.row_totals[0] or 0)
+            continue
         (res,) = prese_in_carico(engine, [year], org=r)
         d = res.as_dict()
         for c in cols:
@@ -729,6 +756,9 @@ def release_tables(engine: sa.Engine, period: Period, *, org: str | None = None)
         out += third_sector(engine, period)
         out += overlaps(engine, period)
         out.append(coverage(engine, period))
+        from hub.observatory.cross import cross_district
+
+        out += cross_district(engine, period)  # [] unless rows were received
     else:
         with engine.connect() as conn:
             if org in ets_orgs(conn):
@@ -758,9 +788,9 @@ def latest_year(engine: sa.Engine) -> int | None:
     ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
     with engine.connect() as conn:
         dates = [
-            conn.execute(sa.select(sa.func.max(ce.c.opened_on))).scalar(),
-            conn.execute(sa.select(sa.func.max(iv.c.started_on))).scalar(),
-            conn.execute(sa.select(sa.func.max(ns.c.on))).scalar(),
+            conn.execute(sa.select(sa.func.max(ce.c.opened_on)).where(own(ce))).scalar(),
+            conn.execute(sa.select(sa.func.max(iv.c.started_on)).where(own(iv))).scalar(),
+            conn.execute(sa.select(sa.func.max(ns.c.on)).where(own(ns))).scalar(),
         ]
     years = [d.year for d in dates if d is not None]
     return max(years) if years else None

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
+from hub.observatory.rows import own
 from hub.registry import tables as t
 
 GROUPS = (
@@ -88,7 +89,7 @@ def prese_in_carico(
 
 def years_with_data(engine: sa.Engine, org: str | None = None) -> list[int]:
     ce = t.case_episodes
-    q = sa.select(sa.func.min(ce.c.opened_on), sa.func.max(ce.c.opened_on))
+    q = sa.select(sa.func.min(ce.c.opened_on), sa.func.max(ce.c.opened_on)).where(own(ce))
     if org:
         q = q.where(ce.c.org == org)
     with engine.connect() as conn:
@@ -105,13 +106,13 @@ def _one_year(
     ref = dt.date(year, *reference_day)
     ce, su, asmt = t.case_episodes, t.subjects, t.assessments
     episodes = sa.select(ce.c.subject).where(
-        ce.c.opened_on <= ref, sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= start)
+        own(ce), ce.c.opened_on <= ref, sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= start)
     )
     if org:
         episodes = episodes.where(ce.c.org == org)
     active = episodes.distinct().subquery()
     subj_q = sa.select(su.c.subject, su.c.org, su.c.birth_year, su.c.household).where(
-        su.c.subject.in_(sa.select(active.c.subject))
+        own(su), su.c.subject.in_(sa.select(active.c.subject))
     )
     asmt_q = sa.select(
         asmt.c.subject,
@@ -119,7 +120,7 @@ def _one_year(
         asmt.c.valid_until,
         asmt.c.disability,
         asmt.c.non_self_sufficient,
-    ).where(asmt.c.subject.in_(sa.select(active.c.subject)), asmt.c.assessed_on <= ref)
+    ).where(own(asmt), asmt.c.subject.in_(sa.select(active.c.subject)), asmt.c.assessed_on <= ref)
     if org:
         subj_q = subj_q.where(su.c.org == org)
         asmt_q = asmt_q.where(asmt.c.org == org)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from hub.observatory.comuni import Comune
 from hub.observatory.disclosure import SUPPRESSED as _HIDDEN
 from hub.observatory.disclosure import Ledger, Release, Value, protect_release
+from hub.observatory.rows import own
 from hub.observatory.table import Table
 from hub.registry import tables as t
 
@@ -114,8 +115,12 @@ def _public_subjects() -> sa.Select[tuple[str]]:
     public_orgs = sa.select(o.c.code).where(o.c.kind == "ente_gestore")
     return (
         sa.union(
-            sa.select(t.case_episodes.c.subject).where(t.case_episodes.c.org.in_(public_orgs)),
-            sa.select(t.interventions.c.subject).where(t.interventions.c.org.in_(public_orgs)),
+            sa.select(t.case_episodes.c.subject).where(
+                own(t.case_episodes), t.case_episodes.c.org.in_(public_orgs)
+            ),
+            sa.select(t.interventions.c.subject).where(
+                own(t.interventions), t.interventions.c.org.in_(public_orgs)
+            ),
         )
         .subquery()
         .select()

@@ -97,10 +97,19 @@ ProgressCallback = Callable[[RunProgress], None]
 class Pipeline:
     """Runs syncs for the connectors of one configuration."""
 
-    def __init__(self, config: Config, registry: Registry, keyring: Keyring | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        keyring: Keyring | None,
+        *,
+        pseudonymiser_token: str | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
-        self.pseudonymiser: Pseudonymiser = open_pseudonymiser(config, keyring)
+        self.pseudonymiser: Pseudonymiser = open_pseudonymiser(
+            config, keyring, token=pseudonymiser_token
+        )
         refuse_mixed_schemes(registry.engine, where=config.registry_url)
         self.reference_year = dt.date.today().year
         self.transform = Transform(self.pseudonymiser, district_comuni(config))

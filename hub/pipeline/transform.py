@@ -19,6 +19,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
+from hub.connector import FieldRole
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
 from hub.quality import record_warnings
@@ -74,12 +75,16 @@ class Transform:
         mapping = ctx.mapping
         provenance = ctx.provenance
         changes = out.changes
+        # Identifier fields hold pseudonyms: the record hash takes their stable tokens.
+        pseudonymous = frozenset(
+            f.name for f in ctx.stream.fields if f.role is FieldRole.IDENTIFIER
+        )
         for p in prepared:
             if p.problems:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
                 counts.quarantined += 1
                 continue
-            record_hash = _record_hash(mapping.version, p.op, p.data)
+            record_hash = _record_hash(mapping.version, p.op, p.data, p.identity, pseudonymous)
             if (
                 p.op == "upsert"
                 and existing.get(p.source_key_hash) == record_hash
@@ -206,8 +211,20 @@ def _column_value(v: Any) -> Any:
     return v
 
 
-def _record_hash(mapping_version: str, op: str, data: Mapping[str, Any]) -> str:
-    # repr of sorted items is deterministic for the value types records hold (str, int,
-    # bool, None, date, Decimal) and much cheaper than JSON.
-    payload = repr((mapping_version, op, sorted(data.items())))
+def _record_hash(
+    mapping_version: str,
+    op: str,
+    data: Mapping[str, Any],
+    identity: tuple[str | None, ...],
+    pseudonymous: frozenset[str],
+) -> str:
+    """What decides *unchanged*: the mapping version, the operation, the record's values —
+    with its identifiers as their rotation-stable keyed tokens (``Prepared.identity``)
+    instead of their pseudonyms, so a key rotation does not make every record "changed".
+
+    repr of sorted items is deterministic for the value types records hold (str, int,
+    bool, None, date, Decimal) and much cheaper than JSON.
+    """
+    items = [kv for kv in sorted(data.items()) if kv[0] not in pseudonymous]
+    payload = repr((mapping_version, op, items, identity))
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -77,10 +77,14 @@ class Prepared:
     unit_hash: str | None = None
     #: Birth year and sex encoded in the record's codice fiscale, for hub.quality.
     cf_derived: tuple[int, str] | None = None
+    #: Per identifier field, a keyed token of the identifier that does not change when the
+    #: pseudonym keys rotate (None: absent). The record hash uses these instead of the
+    #: pseudonyms, so a re-read after ``raccordo keys rotate`` finds records unchanged.
+    identity: tuple[str | None, ...] = ()
 
 
 #: Pseudonym and CF-derived (birth year, sex), or the reason the identifier is invalid.
-Outcome = tuple[str | None, tuple[int, str] | None] | InvalidIdentifier
+Outcome = tuple[str | None, tuple[int, str] | None, str | None] | InvalidIdentifier
 _Key = tuple[str | None, IdentifierType | None, str | None]
 
 
@@ -157,7 +161,7 @@ class PseudonymiseStage:
                 self._outcomes[key] = e
                 continue
             if ident.type is IdentifierType.NONE:
-                self._outcomes[key] = (None, None)
+                self._outcomes[key] = (None, None, None)
             else:
                 valid.setdefault(ident, []).append(key)
         if not valid:
@@ -174,7 +178,12 @@ class PseudonymiseStage:
                 if ident.type is IdentifierType.CF
                 else None
             )
-            outcome: Outcome = (pseudonym_text(epoch, digest), derived)
+            # Keyed with the record key (which never rotates): never stored by itself,
+            # only inside the record hash.
+            token = self.pseudonymiser.key_hash(
+                "identity", ident.type.value, ident.namespace or "", ident.value
+            )
+            outcome: Outcome = (pseudonym_text(epoch, digest), derived, token)
             for key in valid[ident]:
                 self._outcomes[key] = outcome
 
@@ -192,6 +201,7 @@ class PseudonymiseStage:
         data: dict[str, Any] = {f: raw[f] for f in self.data_fields if f in raw}
         problems: list[tuple[str, str, str]] = []
         cf_derived: tuple[int, str] | None = None
+        identity: list[str | None] = []
         for spec, okey, rule in plan:
             if okey is None:
                 if rule == "unknown_type":
@@ -207,7 +217,8 @@ class PseudonymiseStage:
                 problems.append((spec.name, outcome.rule, outcome.message))
                 data[spec.name] = INVALID_MARKER
                 continue
-            pseudonym, derived = outcome
+            pseudonym, derived, token = outcome
+            identity.append(token)
             data[spec.name] = pseudonym
             if derived is not None and cf_derived is None:
                 cf_derived = derived
@@ -225,5 +236,12 @@ class PseudonymiseStage:
                     "unit", self.connector, stream.name, record.unit
                 )
         return Prepared(
-            skh, record.location, record.op, data, tuple(problems), unit_hash, cf_derived
+            skh,
+            record.location,
+            record.op,
+            data,
+            tuple(problems),
+            unit_hash,
+            cf_derived,
+            tuple(identity),
         )

@@ -11,6 +11,8 @@ for connectors that live in their own repository.
   :func:`iter_rows`), spreadsheets (:func:`open_spreadsheet`), XML
   (:mod:`hub.inputs.xml`), each raising an :class:`InputError` for people;
 * :class:`FileInbox`: files as units with the content-hash cursor;
+* :class:`IdentifierColumn` and :func:`column_fields`: the privacy role of each column of a
+  tabular source, as ``raccordo.toml`` declares it;
 * :class:`ArrowBatchBuilder`: raw records into Arrow record batches.
 
 The contract suite is :func:`hub.sdk.testing.connector_contract_tests` (needs pytest).
@@ -41,6 +43,7 @@ from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
 from hub.inputs.spreadsheet import SheetFile, SpreadsheetInputError, open_spreadsheet, sniff_kind
 from hub.pseudonyms import IdentifierType
 from hub.sdk.arrow import ArrowBatchBuilder
+from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox, file_digest
 
 #: The hook API version a plugin module declares (``RACCORDO_HOOK_API = hub.sdk.HOOK_API``).
@@ -58,6 +61,7 @@ __all__ = [
     "FieldRole",
     "FieldSpec",
     "FileInbox",
+    "IdentifierColumn",
     "IdentifierType",
     "InputError",
     "JSONState",
@@ -72,6 +76,7 @@ __all__ = [
     "UnitComplete",
     "WorkspaceGlob",
     "WorkspacePath",
+    "column_fields",
     "file_digest",
     "hookimpl",
     "iter_rows",

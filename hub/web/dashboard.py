@@ -18,6 +18,7 @@ from hub.observatory.comuni import Comune
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import latest_year, release_tables
 from hub.observatory.report import with_comune_names
+from hub.observatory.rows import own
 from hub.observatory.table import Period, Table
 from hub.registry import tables as t
 from hub.web.i18n import gettext
@@ -46,6 +47,7 @@ def people_in_charge_by_comune(
         sa.select(s.c.residence_comune_istat, sa.func.count(sa.distinct(ce.c.subject)))
         .select_from(ce.join(s, sa.and_(s.c.subject == ce.c.subject, s.c.org == ce.c.org)))
         .where(
+            own(ce),
             ce.c.opened_on <= end,
             sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= start),
             s.c.residence_comune_istat.isnot(None),
@@ -62,7 +64,7 @@ def signals_by_comune(engine: sa.Engine, year: int) -> dict[str, int]:
     ns = t.need_signals
     q = (
         sa.select(ns.c.comune_istat, sa.func.count())
-        .where(ns.c.on >= dt.date(year, 1, 1), ns.c.on <= dt.date(year, 12, 31))
+        .where(own(ns), ns.c.on >= dt.date(year, 1, 1), ns.c.on <= dt.date(year, 12, 31))
         .group_by(ns.c.comune_istat)
     )
     with engine.connect() as conn:
@@ -72,6 +74,7 @@ def signals_by_comune(engine: sa.Engine, year: int) -> dict[str, int]:
 def comune_needs(engine: sa.Engine, year: int, comune: str) -> list[tuple[str, int]]:
     ns = t.need_signals
     q = sa.select(ns.c.needs).where(
+        own(ns),
         ns.c.comune_istat == comune,
         ns.c.on >= dt.date(year, 1, 1),
         ns.c.on <= dt.date(year, 12, 31),
@@ -120,9 +123,9 @@ def default_year(engine: sa.Engine) -> int | None:
     ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
     with engine.connect() as conn:
         dates = [
-            conn.execute(sa.select(sa.func.max(ce.c.opened_on))).scalar(),
-            conn.execute(sa.select(sa.func.max(iv.c.started_on))).scalar(),
-            conn.execute(sa.select(sa.func.max(ns.c.on))).scalar(),
+            conn.execute(sa.select(sa.func.max(ce.c.opened_on)).where(own(ce))).scalar(),
+            conn.execute(sa.select(sa.func.max(iv.c.started_on)).where(own(iv))).scalar(),
+            conn.execute(sa.select(sa.func.max(ns.c.on)).where(own(ns))).scalar(),
         ]
     last = max((d for d in dates if d is not None), default=None)
     if last is None:

@@ -144,6 +144,9 @@ def test_airflow_fills_the_same_registry_as_raccordo_sync_and_leaks_nothing(
     for dag_id in DAG_IDS:
         out = af.dags_test(dag_id)
         assert succeeded(out, dag_id), out.stdout[-6000:] + out.stderr[-6000:]
+        # The sync task says, as its last line, whether whole units were refused.
+        name = dag_id.removeprefix("raccordo_")
+        assert f"{name}: no unit refused" in out.stdout + out.stderr, out.stdout[-6000:]
 
     cli_url, af_url = registry_url(cli_cfg), registry_url(af_cfg)
     cli_rows, af_rows = registry_dump(cli_url), registry_dump(af_url)

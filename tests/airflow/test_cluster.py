@@ -88,19 +88,20 @@ cluster_probe()
 '''
 
 
-def _free_ports(n: int, start: int = 18540, stop: int = 18600) -> list[int]:
-    """``n`` ports of the project's range (18500–18599) that nothing listens on now."""
-    found: list[int] = []
-    for port in range(start, stop):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == n:
-            return found
-    pytest.fail(f"fewer than {n} free ports in {start}-{stop - 1}", pytrace=False)
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports chosen by the kernel (port 0), held open together while
+    chosen: nothing else scanning a fixed range (another test run, a developer's cluster)
+    can be handed the same ones, as happened with a fixed 18540-18599 range."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass

@@ -26,29 +26,11 @@ from hub.registry import Registry, storage_error
 from hub.registry import tables as t
 from hub.service import Hub
 from tests.e2e.conftest import WorkspaceFactory, registry_dump
+from tests.e2e.test_csv_export import CONFIG as CSV_CONFIG
+from tests.e2e.test_csv_export import FIXTURES as CSV_FIXTURES
 from tests.support.workspace import make_workspace
 
 RACCORDO = [sys.executable, "-m", "hub"]
-CSV_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
-
-CSV_CONFIG = """
-[organisations.CISS]
-name = "Consorzio"
-[connectors.csv]
-type = "csv_export"
-org = "CISS"
-mapping = "cartella-esempio.toml"
-[connectors.csv.config]
-path = "{path}"
-encoding = "cp1252"
-source_key = ["ID_CARTELLA", "COD_INTERVENTO", "DATA_INIZIO"]
-personal_columns = ["COGNOME", "NOME", "NOTE"]
-[connectors.csv.config.identifier_columns.CODICE_FISCALE]
-type_column = "TIPO_DOCUMENTO"
-[connectors.csv.config.identifier_columns.ID_NUCLEO]
-type = "LOCAL"
-optional = true
-"""
 
 
 def _raccordo(ws: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -167,7 +149,7 @@ def test_the_same_record_twice_in_one_file_is_counted_as_a_duplicate(tmp_path: P
     target.write_bytes(b"\r\n".join([*lines[:-1], *repeated, lines[-1]]))
     ws = make_workspace(
         tmp_path / "ws",
-        CSV_CONFIG.format(path="../in/export.csv"),
+        CSV_CONFIG.format(path="../in/export.csv", encoding="cp1252"),
         registry_url=f"sqlite:///{tmp_path}/r.sqlite",
     )
     res = _raccordo(ws, "sync", "--quiet", "--no-refresh")

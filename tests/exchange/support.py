@@ -1,21 +1,36 @@
-"""Helpers for the exchange tests: registries with rows, and the TEST DOUBLE of conversion.
+"""Helpers for the exchange tests: registries with rows, the district keys behind their
+pseudonyms, and the in-process TEST DOUBLE of conversion.
 
-``InProcessTestConverter`` and ``tests/exchange/fake_pseudonym_service.py`` stand in for the
-pseudonymisation service's ``POST /v1/convert`` until the pseudonyms work lands. They are
-test doubles, used only by tests: the "conversion" is a keyed hash of (target domain,
-pseudonym), deterministic like the real ``k_B · k_A⁻¹`` and never the identity, so a test
-can tell a converted pseudonym from the sender's.
+:func:`pseudonym` gives *real* v2 pseudonyms of synthetic people, computed with the keyring of
+one test district workspace (:func:`key_district`, made once per test process): the process
+tests run the real ``raccordo pseudonymiser serve`` over that workspace, so a pseudonym
+converted A → B by the service equals ``pseudonym(i, "DOM_B")``.
+
+``InProcessTestConverter`` stands in for the service in the in-process tests only: its
+"conversion" is a keyed hash of (target domain, pseudonym), deterministic like the real
+``k_B · k_A⁻¹`` and never the identity, so a test can tell a converted pseudonym from the
+sender's.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
+from hub.config import load_config
+from hub.pseudonyms import IdentifierType, Keyring, KeySource, Pseudonymiser, parse_identifier
+from hub.pseudonyms.identifiers import cf_check_character
+from hub.pseudonyms.service import add_client
 from hub.registry import BatchCounts, EntityRow, Registry, SourceRecordChange
+from hub.workspace import init_workspace
 
 TEST_DOUBLE_KEY = b"test-double-conversion-key-not-a-real-key"
 
@@ -46,9 +61,39 @@ class InProcessTestConverter:
         return [double_convert(to_domain, p) for p in pseudonyms]
 
 
+@functools.cache
+def key_district() -> tuple[Path, str]:
+    """A district workspace whose keyring holds the test domains' keys (the one the real
+    pseudonymisation service serves), and the token of its client ``hub-a`` (domain DOM_A,
+    allowed to convert to DOM_B). Made once per test process, removed at exit."""
+    ws = Path(tempfile.mkdtemp(prefix="raccordo-exchange-keys-"))
+    atexit.register(shutil.rmtree, ws, True)
+    init_workspace(ws, district="DOM_A", district_name="Distretto A", extra="")
+    token = add_client(
+        ws / "keys" / "pseudonymiser-clients.json",
+        {"id": "hub-a", "domain": "DOM_A", "convert_to": ("DOM_B",)},
+    )
+    return ws, token
+
+
+@functools.cache
+def _pseudonymiser(domain: str) -> Pseudonymiser:
+    cfg = load_config(key_district()[0] / "raccordo.toml")
+    ring = Keyring.open(cfg.keyring_path, KeySource.from_env(cfg.keyring_key_file))
+    return Pseudonymiser(ring, domain)
+
+
+def synthetic_cf(i: int) -> str:
+    """A valid, fictitious codice fiscale for person ``i`` (distinct for every i < 26⁶)."""
+    letters = "".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(i // 26**k) % 26] for k in range(6))
+    first15 = f"{letters}{40 + i % 60:02d}{'ABCDEHLMPRST'[i % 12]}{1 + i % 28:02d}H501"
+    return first15 + cf_check_character(first15)
+
+
 def pseudonym(i: int, domain: str = "DOM_A") -> str:
-    mac = hashlib.sha256(f"{domain}|person|{i}".encode()).digest()
-    return "1." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    """The v2 pseudonym (registry text form) of synthetic person ``i`` in ``domain``."""
+    ident = parse_identifier(synthetic_cf(i), IdentifierType.CF)
+    return _pseudonymiser(domain).pseudonym(ident)
 
 
 def seed(registry: Registry, n: int, *, org: str = "ORG1", start: int = 0) -> None:

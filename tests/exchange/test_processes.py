@@ -2,9 +2,10 @@
 
 District A (SQLite registry) sends with ``raccordo exchange send`` (a process per run);
 district B (PostgreSQL registry) receives with ``raccordo exchange serve`` (a process);
-the pseudonymisation service is the TEST DOUBLE of ``POST /v1/convert`` (a process). Each
-party has its own exchange home, keys and database. Every scenario ends with the leak scan
-of everything every process wrote.
+the pseudonymisation service is the real ``raccordo pseudonymiser serve`` (a process) over
+the keys of the test district (``tests.exchange.support.key_district``): only it holds a
+pseudonymisation key. Each party has its own exchange home, keys and database. Every
+scenario ends with the leak scan of everything every process wrote.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from hub.exchange import package as pk
 from hub.exchange.home import Home, init_home
+from hub.pseudonyms.pseudonymiser import TOKEN_ENV
 from hub.registry import Registry
 from hub.registry import tables as t
 from tests.exchange.conftest import (
@@ -35,7 +37,7 @@ from tests.exchange.conftest import (
     sign_both,
     write_convenzione,
 )
-from tests.exchange.support import cancel, double_convert, pseudonym, seed
+from tests.exchange.support import cancel, key_district, pseudonym, seed
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.postgres import PostgresServer
 
@@ -76,7 +78,8 @@ class World:
     url_b: str
     port_b: int
     port_service: int
-    counter: Path
+    #: Audit entries of the (per-process) service written before this test.
+    audit_before: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start_b(self) -> None:
@@ -90,20 +93,24 @@ class World:
         _wait(f"http://127.0.0.1:{self.port_b}/v1/status", proc)
 
     def start_service(self) -> None:
+        ws, _ = key_district()
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "tests.exchange.fake_pseudonym_service",
-                str(self.port_service),
-                str(self.counter),
+                *[sys.executable, "-m", "hub", "pseudonymiser", "serve"],
+                *["-c", str(ws / "raccordo.toml"), "--port", str(self.port_service)],
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=(self.tmp / "service.log").open("ab"),
         )
         self.procs["service"] = proc
-        _wait(f"http://127.0.0.1:{self.port_service}/docs", proc)
+        _wait(f"http://127.0.0.1:{self.port_service}/v1/session", proc, timeout=180)
+
+    def conversions(self) -> list[dict[str, object]]:
+        """The service's audit log (one entry per conversion) since this test began."""
+        audit = key_district()[0] / "logs" / "pseudonymiser" / "audit.jsonl"
+        lines = audit.read_text().splitlines() if audit.exists() else []
+        return [json.loads(x) for x in lines[self.audit_before :]]
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -127,7 +134,8 @@ class World:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
+            # A's hub is a client of the service allowed to convert to B's domain.
+            env={**os.environ, "COLUMNS": "200", TOKEN_ENV: key_district()[1]},
         )
 
     def raccordo(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -137,7 +145,7 @@ class World:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "COLUMNS": "200"},
+            env={**os.environ, "COLUMNS": "200", TOKEN_ENV: key_district()[1]},
         )
 
     def count_b(self, table: str = "case_episode") -> int:
@@ -156,7 +164,8 @@ class World:
         )
 
     def leak_scan(self) -> None:
-        assert_no_leaks(scan_paths([self.tmp]) + scan_database(self.url_b))
+        service_logs = key_district()[0] / "logs"
+        assert_no_leaks(scan_paths([self.tmp, service_logs]) + scan_database(self.url_b))
 
 
 @pytest.fixture
@@ -185,7 +194,8 @@ def world(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[World]:
     seed(reg, 40)
     reg.close()
     Registry.open(url_b).close()
-    w = World(tmp_path, a, b, url_a, url_b, port_b, port_service, tmp_path / "conversions.txt")
+    w = World(tmp_path, a, b, url_a, url_b, port_b, port_service)
+    w.audit_before = len(w.conversions())
     w.start_service()
     w.start_b()
     yield w
@@ -208,9 +218,15 @@ def test_happy_path_records_arrive_converted_and_both_logs_verify(world: World) 
         columns = conn.execute(sa.select(t.subjects.c.residence_comune_istat)).scalars().all()
     reg.close()
     # B links with its own people: pseudonyms of B's domain, never A's.
-    assert subjects == {double_convert("DOM_B", pseudonym(i)) for i in range(40)}
+    assert subjects == {pseudonym(i, "DOM_B") for i in range(40)}
+    assert not subjects & {pseudonym(i) for i in range(40)}
     assert columns == [None] * 40  # a field the convenzione does not let flow stays empty
-    assert world.counter.read_text().split() == [CONV, "DOM_A->DOM_B", "40"]
+    (conversion,) = [c for c in world.conversions() if c["convenzione"] == CONV]
+    assert (conversion["from_domain"], conversion["to_domain"], conversion["count"]) == (
+        "DOM_A",
+        "DOM_B",
+        40,
+    )
     (receipt,) = _receipts(world.a)
     assert receipt["status"] == "accepted" and receipt["log_head"]["log"] == "DISTRETTO_B"
     assert [e["kind"] for e in world.a.log.entries()] == ["converted", "sent", "receipt"]
@@ -386,7 +402,7 @@ def test_an_erasure_at_the_source_reaches_the_recipient_and_is_acknowledged(worl
     with reg.engine.connect() as conn:
         left = set(conn.execute(sa.select(t.case_episodes.c.subject)).scalars())
     reg.close()
-    assert not left & {double_convert("DOM_B", pseudonym(i)) for i in range(3)}
+    assert not left & {pseudonym(i, "DOM_B") for i in range(3)}
     (tomb_receipt,) = [r for r in _receipts(world.a) if r["counts"].get("deleted")]  # type: ignore[union-attr]
     assert tomb_receipt["status"] == "accepted"  # acknowledged, signed by B
     st = world.raccordo("erasure", "status", "--home", str(world.a.path), "--json")

@@ -180,7 +180,6 @@ def setup(
     request: pytest.FixtureRequest,
 ) -> Iterator[Setup]:
     """The hub's registry on SQLite or PostgreSQL; the direct sync's on the same kind."""
-    monkeypatch.setattr(service_server, "PORTS", range(18750, 18800))
     direct_url = f"sqlite:///{tmp_path}/direct.sqlite"
     if not registry_url.startswith("sqlite"):
         server = request.getfixturevalue("postgres_server")

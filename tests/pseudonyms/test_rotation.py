@@ -118,13 +118,6 @@ def test_rotation_resumes_after_sigkill_and_equals_a_fresh_sync(
 _TABLES = {"subject": "subjects", "case_episode": "case_episodes", "intervention": "interventions"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="today's pipeline hashes each source record's pseudonymised content "
-    "(hub/pipeline.py _record_hash), so after a rotation a re-read rewrites every record "
-    "(same rows, no duplicates) instead of finding it unchanged; the engine's v2 storage must "
-    "hash rotation-stable values, e.g. through Pseudonymiser.key_hash (report of branch pseudo)",
-)
 def test_after_rotation_a_reread_finds_every_record_unchanged(
     make_workspace: WorkspaceFactory,
 ) -> None:
