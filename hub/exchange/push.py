@@ -40,6 +40,7 @@ with a reason and nothing of it is loaded. No route answers with registry rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
@@ -85,7 +86,7 @@ from hub.pipeline import (
 from hub.pseudonyms import Pseudonymiser, open_pseudonymiser
 from hub.pseudonyms.pseudonymiser import parse_pseudonym_text
 from hub.pseudonyms.stage import INVALID_MARKER, Prepared
-from hub.registry import BatchCounts, RunSummary, storage_error
+from hub.registry import BatchCounts, RunSummary, SyncRefused, storage_error
 
 FORMAT = "raccordo-push/1"
 RECEIPT_FORMAT = "raccordo-push-receipt/1"
@@ -479,6 +480,10 @@ class PushReceiver:
         self.inbox.mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._contexts: dict[int, RunContext] = {}
+        #: connector → the registry's sync lock, held from ``open`` to ``finish`` (a direct
+        #: ``raccordo sync`` of the same connector is refused meanwhile, as between two
+        #: direct syncs).
+        self._locks: dict[str, contextlib.ExitStack] = {}
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -588,6 +593,9 @@ class PushReceiver:
         stream = streams[stream_name]
         mapping = load_connector_mapping(self.config, name, connector, stream_name)
         check_mapping_sources(self.config, name, stream, mapping)
+        self._lock_connector(name)
+        for stale in [r for r, c in self._contexts.items() if c.connector == name]:
+            del self._contexts[stale]  # superseded: one sync of a connector at a time
         ctx = self.pipeline.start_run(
             name,
             settings.type,
@@ -601,6 +609,23 @@ class PushReceiver:
         state = self.registry.get_state(name, stream_name)
         state.pop(MESSAGE_MARK, None)
         return {"run": ctx.run_id, "state": state}
+
+    def _lock_connector(self, name: str) -> None:
+        """Take the sync lock of ``name`` (a worker opening a new run after losing the last
+        one gets it again: the same process holds it)."""
+        if name in self._locks:
+            return
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(self.registry.sync_lock(name))
+        except SyncRefused as e:
+            raise Refusal(f"{e.message}: try again when that sync has finished") from None
+        self._locks[name] = stack
+
+    def _unlock_connector(self, name: str) -> None:
+        stack = self._locks.pop(name, None)
+        if stack is not None:
+            stack.close()
 
     def _context(self, run_id: int, entry: WorkerEntry) -> RunContext:
         """The open run ``run_id`` (rebuilt from the registry after a hub restart)."""
@@ -616,6 +641,7 @@ class PushReceiver:
             )
         ctx = self._contexts.get(run_id)
         if ctx is None:
+            self._lock_connector(summary.connector)  # the hub restarted during the run
             connector = build_connector(self.config, summary.connector)
             stream = {s.name: s for s in connector.streams()}[str(summary.stream)]
             mapping = load_connector_mapping(self.config, summary.connector, connector, stream.name)
@@ -714,13 +740,15 @@ class PushReceiver:
 
     def _finish(self, content: dict[str, Any], entry: WorkerEntry) -> dict[str, Any]:
         run_id = int(content["run"])
-        self._context(run_id, entry)
+        ctx = self._context(run_id, entry)
         status = "succeeded" if content["status"] == "succeeded" else "failed"
         error = content.get("error")
         summary = self.registry.finish_run(
             run_id, status=status, error=None if error is None else str(error)[:1000]
         )
         self._contexts.pop(run_id, None)
+        if not any(c.connector == ctx.connector for c in self._contexts.values()):
+            self._unlock_connector(ctx.connector)
         tables = None
         if status == "succeeded" and content.get("refresh"):
             # What `raccordo sync` does after a direct sync: the observatory's tables.

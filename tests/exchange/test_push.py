@@ -40,6 +40,7 @@ from hub.exchange.push import (
 from hub.pipeline import PseudonymisedBatch
 from hub.pseudonyms.service import add_client
 from hub.pseudonyms.stage import Prepared
+from hub.registry import Registry, SyncRefused
 from hub.registry import tables as t
 from tests.e2e.conftest import SYNTHETIC, registry_dump
 from tests.pseudonyms import server as service_server
@@ -385,6 +386,23 @@ def test_worker_killed_midway_the_next_sync_resumes_from_the_hubs_cursor(
     # The killed run read part, the next the rest: every record read once, none twice.
     assert [r[2] for r in runs] == ["interrupted", "succeeded"]
     assert tuple(sum(r[i] for r in runs) for i in range(3, 9)) == d_run[3:]
+
+
+def test_a_push_run_holds_the_connectors_sync_lock_on_the_hub(setup: Setup) -> None:
+    hub = setup.start_hub()
+    registry = Registry.open(setup.hub_registry)
+    try:
+        client = PushClient(setup.hub_url, open_worker_home(setup.worker / "push"), wait=5)
+        run = int(client.send("open", {"connector": "syn", "stream": "cases"})["run"])
+        # A direct sync of the same connector meanwhile is refused, as between two direct syncs.
+        with pytest.raises(SyncRefused), registry.sync_lock("syn"):
+            pass
+        client.send("finish", {"run": run, "status": "succeeded"})
+        with registry.sync_lock("syn"):
+            pass
+    finally:
+        registry.close()
+        _stop(hub)
 
 
 def _batch(
