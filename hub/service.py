@@ -19,6 +19,7 @@ from types import TracebackType
 
 from hub.config import Config, load_config
 from hub.connector import CheckResult
+from hub.errors import ConfigError
 from hub.pipeline import Pipeline, ProgressCallback, build_connector, open_keyring
 from hub.pseudonyms import Pseudonymiser
 from hub.registry import Registry, RunSummary
@@ -56,6 +57,15 @@ class Hub:
         the environment variable ``[hub] pseudonymiser_token_env``.
         """
         cfg = config if isinstance(config, Config) else load_config(config)
+        if cfg.hub.push_url:
+            # A worker in push mode has no registry: opening one would quietly create an
+            # empty local database instead of reaching the district's.
+            raise ConfigError(
+                "this configuration is a consortium worker in push mode: it has no registry",
+                where=f"{cfg.path} [hub] push_url",
+                hint="runs, quarantine and indicators are on the district hub; "
+                "here only `raccordo sync` (which pushes) applies",
+            )
         keyring = open_keyring(cfg)
         registry = Registry.open(cfg.registry_url)
         try:
@@ -127,6 +137,7 @@ def push_sync(
     progress: ProgressCallback | None = None,
     full_refresh: bool = False,
     refresh: bool = True,
+    pseudonymiser_token: str | None = None,
 ) -> list[RunSummary]:
     """A consortium worker's sync in push mode (``[hub] push_url``, ``raccordo sync --push``).
 
@@ -138,7 +149,14 @@ def push_sync(
     from hub.exchange.push import push_sync as run_push
 
     cfg = config if isinstance(config, Config) else load_config(config)
-    return run_push(cfg, name, progress=progress, full_refresh=full_refresh, refresh=refresh)
+    return run_push(
+        cfg,
+        name,
+        progress=progress,
+        full_refresh=full_refresh,
+        refresh=refresh,
+        pseudonymiser_token=pseudonymiser_token,
+    )
 
 
 def serve_push(

@@ -1015,6 +1015,7 @@ def push_sync(
     pseudonymiser: Pseudonymiser | None = None,
     wait: float = 300.0,
     refresh: bool = True,
+    pseudonymiser_token: str | None = None,
 ) -> list[RunSummary]:
     """Sync connector ``name`` in push mode: one run per stream, loaded by the hub (which
     then refreshes the observatory's tables, unless ``refresh`` is false)."""
@@ -1027,7 +1028,7 @@ def push_sync(
         )
     home = open_worker_home(config.resolve(config.hub.push_home))
     client = PushClient(target, home, wait=wait)
-    pseudo = pseudonymiser or open_pseudonymiser(config, None)
+    pseudo = pseudonymiser or open_pseudonymiser(config, None, token=pseudonymiser_token)
     connector = build_connector(config, name)
     summaries = []
     for stream in connector.streams():

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from connectors.synthetic import SyntheticConfig, SyntheticConnector
 from hub.config import REGISTRY_URL_ENV, load_config
 from hub.connector import RawRecord
-from hub.errors import RaccordoError
+from hub.errors import ConfigError, RaccordoError
 from hub.exchange import crypto
 from hub.exchange.home import init_home
 from hub.exchange.push import (
@@ -42,6 +42,7 @@ from hub.pseudonyms.service import add_client
 from hub.pseudonyms.stage import Prepared
 from hub.registry import Registry, SyncRefused
 from hub.registry import tables as t
+from hub.service import Hub
 from tests.e2e.conftest import SYNTHETIC, registry_dump
 from tests.pseudonyms import server as service_server
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
@@ -310,6 +311,10 @@ def test_push_sync_equals_direct_sync_and_the_worker_holds_nothing(
         )
         + scan_database(setup.hub_registry, names=names, values=cfs)
     )
+    # Nothing on the worker can open a registry by mistake (an empty local one).
+    with pytest.raises(ConfigError, match="consortium worker in push mode"):
+        Hub.open(setup.worker / "raccordo.toml")
+    assert not list(setup.worker.rglob("*.sqlite*"))
     # Each batch moved on only on its receipt, signed by the hub, kept by the worker.
     receipts = list(iter_receipts(open_worker_home(setup.worker / "push")))
     assert len(receipts) >= COUNT // 250 + 4  # batches cut at the checkpoints; open, finish
