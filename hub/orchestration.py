@@ -185,6 +185,23 @@ def sync(
             hint="set enabled = true to sync it",
         )
     streams = [s.name for s in build_connector(config, name).streams()]
+    if config.hub.push_url:
+        # A consortium's worker in push mode: no registry here; the district hub loads,
+        # keeps the cursor and refreshes (docs/exchange.md, "Push mode").
+        from hub.service import push_sync
+
+        pushed = push_sync(config, name, pseudonymiser_token=pseudonymiser_token)
+        return {
+            "connector": name,
+            "org": settings.org,
+            "runs": [
+                run_summary(s, streams[i] if i < len(streams) else None)
+                for i, s in enumerate(pushed)
+            ],
+            "cursor": {},
+            "pushed_to": config.hub.push_url,
+            "refused_units": 0,
+        }
     with Hub.open(config, pseudonymiser_token=pseudonymiser_token) as hub:
         summaries = hub.sync(name)
         cursor = {s: cursor_shape(hub.registry.get_state(name, s)) for s in streams}

@@ -284,11 +284,18 @@ def test_push_sync_equals_direct_sync_and_the_worker_holds_nothing(
         w = setup.worker_sync()
         out2, err2 = w.communicate(timeout=600)
         assert w.returncode == 0, err2.decode()
+        # What an Airflow sync task on the worker calls pushes too (and reads nothing new).
+        from hub import orchestration
+
+        task = orchestration.sync(
+            setup.worker / "raccordo.toml", "syn", pseudonymiser_token=setup.worker_token
+        )
+        assert [r["read"] for r in task["runs"]] == [0] and task["cursor"] == {}
     finally:
         _stop(hub)
     assert _comparable(setup.hub_registry) == _comparable(direct_url)
     (d_run,) = _runs(direct_url)
-    first, second = _runs(setup.hub_registry)
+    first, second, by_task = _runs(setup.hub_registry)
     assert first == d_run
     # As after a direct `raccordo sync`, the hub refreshed the observatory's tables.
     engine = sa.create_engine(setup.hub_registry)
@@ -296,7 +303,7 @@ def test_push_sync_equals_direct_sync_and_the_worker_holds_nothing(
         assert conn.execute(sa.select(sa.func.count()).select_from(t.obs_tables)).scalar_one() > 0
     engine.dispose()
     # The second sync resumed from the cursor the hub holds: nothing read again.
-    assert second == ("syn", "cases", "succeeded", 0, 0, 0, 0, 0, 0)
+    assert second == by_task == ("syn", "cases", "succeeded", 0, 0, 0, 0, 0, 0)
     assert "read 0 = loaded 0" in out2.decode()
 
     # The worker: no registry, no URL of one, no key; nothing it wrote holds a clear value.
