@@ -189,3 +189,63 @@ def jws_verify(token: str, public_key_b64: str) -> dict[str, Any]:
 def digest_header(body: bytes) -> str:
     """``Digest: SHA-256=<base64>`` (RFC 3230), as ModI's integrity pattern signs it."""
     return "SHA-256=" + base64.b64encode(sha256(body)).decode()
+
+
+# -- ModI-shaped messages (packages between hubs, pushes from workers) ---------------------
+def header(headers: Any, name: str) -> str | None:
+    """A header's value, its name compared without case (HTTP headers as a plain mapping)."""
+    for k, v in headers.items():
+        if str(k).lower() == name.lower():
+            return str(v)
+    return None
+
+
+def modi_headers(
+    key: ed25519.Ed25519PrivateKey,
+    *,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    issued: int,
+    expires: int,
+    body: bytes,
+    content_type: str,
+    claims: dict[str, Any],
+) -> dict[str, str]:
+    """``Digest``, ``Agid-JWT-Signature`` (a JWS over the body digest, AgID ModI integrity
+    pattern) and ``Content-Type`` for a sealed ``body``; ``claims`` are added to the JWS."""
+    digest = digest_header(body)
+    jws = jws_sign(
+        key,
+        {"typ": "JWT", "kid": sender},
+        {
+            "iss": sender,
+            "sub": sender,
+            "aud": recipient,
+            "iat": issued,
+            "nbf": issued,
+            "exp": expires,
+            "jti": message_id,
+            **claims,
+            "signed_headers": [{"digest": digest}, {"content-type": content_type}],
+        },
+    )
+    return {"Digest": digest, "Agid-JWT-Signature": jws, "Content-Type": content_type}
+
+
+def modi_claims(headers: Any, body: bytes, *, what: str, resend: str) -> dict[str, Any] | str:
+    """The (not yet verified) JWS claims of a ModI-shaped message whose body matches its
+    ``Digest``; or the reason, for people, why it is refused before anything else."""
+    if header(headers, "Digest") != digest_header(body):
+        return (
+            f"the body does not match its Digest header: the {what} was altered in transit "
+            f"or truncated; {resend}"
+        )
+    token = header(headers, "Agid-JWT-Signature")
+    if not token:
+        return "the Agid-JWT-Signature header is missing"
+    try:
+        _, claims = jws_unverified(token)
+    except CryptoFailure as e:
+        return f"the Agid-JWT-Signature header is not valid: {e}"
+    return claims

@@ -230,23 +230,17 @@ def build(
     signature = crypto.sign(home.signing_key, PACKAGE_CONTEXT, crypto.canonical(manifest))
     plaintext = crypto.canonical({"manifest": manifest, "signature": signature}) + b"\n" + payload
     body = crypto.seal(plaintext, recipient_party.encryption_key, _info(recipient))
-    digest = crypto.digest_header(body)
-    jws = crypto.jws_sign(
+    headers = crypto.modi_headers(
         home.signing_key,
-        {"typ": "JWT", "kid": home.party},
-        {
-            "iss": home.party,
-            "sub": home.party,
-            "aud": recipient,
-            "iat": int(now.timestamp()),
-            "nbf": int(now.timestamp()),
-            "exp": int((now + VALIDITY).timestamp()),
-            "jti": pid,
-            "convenzione": conv.id,
-            "signed_headers": [{"digest": digest}, {"content-type": CONTENT_TYPE}],
-        },
+        sender=home.party,
+        recipient=recipient,
+        message_id=pid,
+        issued=int(now.timestamp()),
+        expires=int((now + VALIDITY).timestamp()),
+        body=body,
+        content_type=CONTENT_TYPE,
+        claims={"convenzione": conv.id},
     )
-    headers = {"Digest": digest, "Agid-JWT-Signature": jws, "Content-Type": CONTENT_TYPE}
     return Package(pid, manifest, body, headers)
 
 
@@ -267,11 +261,7 @@ class Opened:
     reasons: list[str] = field(default_factory=list)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for k, v in headers.items():
-        if k.lower() == name.lower():
-            return v
-    return None
+_header = crypto.header
 
 
 def peek(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -320,21 +310,11 @@ def _open(
     body: bytes,
     now: dt.datetime,
 ) -> None:
-    digest = _header(headers, "Digest")
-    if digest != crypto.digest_header(body):
-        out.reasons.append(
-            "the body does not match its Digest header: the package was altered in transit "
-            "or truncated; the sender should send it again"
-        )
-        return
-    token = _header(headers, "Agid-JWT-Signature")
-    if not token:
-        out.reasons.append("the Agid-JWT-Signature header is missing")
-        return
-    try:
-        _, claims = crypto.jws_unverified(token)
-    except crypto.CryptoFailure as e:
-        out.reasons.append(f"the Agid-JWT-Signature header is not valid: {e}")
+    claims = crypto.modi_claims(
+        headers, body, what="package", resend="the sender should send it again"
+    )
+    if isinstance(claims, str):
+        out.reasons.append(claims)
         return
     sender, conv_id, pid = str(claims.get("iss")), str(claims.get("convenzione")), claims.get("jti")
     out.sender, out.package_id = sender, str(pid) if pid else None
@@ -348,7 +328,9 @@ def _open(
         return
     out.convenzione = cf
     try:
-        claims = crypto.jws_verify(token, party.signing_key)
+        claims = crypto.jws_verify(
+            crypto.header(headers, "Agid-JWT-Signature") or "", party.signing_key
+        )
     except crypto.CryptoFailure:
         out.reasons.append(f"the Agid-JWT-Signature is not signed by {sender}'s key")
         return
@@ -358,7 +340,7 @@ def _open(
             "(wrong recipient)"
         )
         return
-    if {"digest": digest} not in claims.get("signed_headers", []):
+    if {"digest": crypto.header(headers, "Digest")} not in claims.get("signed_headers", []):
         out.reasons.append("the JWS does not sign this body's Digest")
         return
     ts = now.timestamp()

@@ -255,31 +255,21 @@ def seal_message(
     signature = crypto.sign(key, MESSAGE_CONTEXT, crypto.canonical(manifest))
     plaintext = crypto.canonical({"manifest": manifest, "signature": signature}) + b"\n" + payload
     body = crypto.seal(plaintext, hub_encryption_key, _info(hub))
-    digest = crypto.digest_header(body)
-    jws = crypto.jws_sign(
+    headers = crypto.modi_headers(
         key,
-        {"typ": "JWT", "kid": worker},
-        {
-            "iss": worker,
-            "sub": worker,
-            "aud": hub,
-            "iat": int(now.timestamp()),
-            "nbf": int(now.timestamp()),
-            "exp": int((now + VALIDITY).timestamp()),
-            "jti": mid,
-            "kind": kind,
-            "signed_headers": [{"digest": digest}, {"content-type": CONTENT_TYPE}],
-        },
+        sender=worker,
+        recipient=hub,
+        message_id=mid,
+        issued=int(now.timestamp()),
+        expires=int((now + VALIDITY).timestamp()),
+        body=body,
+        content_type=CONTENT_TYPE,
+        claims={"kind": kind},
     )
-    headers = {"Digest": digest, "Agid-JWT-Signature": jws, "Content-Type": CONTENT_TYPE}
     return Message(mid, kind, body, headers)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for k, v in headers.items():
-        if k.lower() == name.lower():
-            return v
-    return None
+_header = crypto.header
 
 
 @dataclass
@@ -343,21 +333,9 @@ def _open(
     body: bytes,
     now: dt.datetime,
 ) -> None:
-    digest = _header(headers, "Digest")
-    if digest != crypto.digest_header(body):
-        out.reasons.append(
-            "the body does not match its Digest header: the message was altered in transit "
-            "or truncated; the worker sends it again"
-        )
-        return
-    token = _header(headers, "Agid-JWT-Signature")
-    if not token:
-        out.reasons.append("the Agid-JWT-Signature header is missing")
-        return
-    try:
-        _, claims = crypto.jws_unverified(token)
-    except crypto.CryptoFailure as e:
-        out.reasons.append(f"the Agid-JWT-Signature header is not valid: {e}")
+    claims = crypto.modi_claims(headers, body, what="message", resend="the worker sends it again")
+    if isinstance(claims, str):
+        out.reasons.append(claims)
         return
     worker = str(claims.get("iss"))
     entry = workers.get(worker)
@@ -368,14 +346,16 @@ def _open(
         )
         return
     try:
-        claims = crypto.jws_verify(token, entry.signing_key)
+        claims = crypto.jws_verify(
+            crypto.header(headers, "Agid-JWT-Signature") or "", entry.signing_key
+        )
     except crypto.CryptoFailure:
         out.reasons.append(f"the Agid-JWT-Signature is not signed by {worker}'s key")
         return
     if claims.get("aud") != home.party:
         out.reasons.append(f"the message is addressed to {claims.get('aud')}, not {home.party}")
         return
-    if {"digest": digest} not in claims.get("signed_headers", []):
+    if {"digest": crypto.header(headers, "Digest")} not in claims.get("signed_headers", []):
         out.reasons.append("the JWS does not sign this body's Digest")
         return
     ts = now.timestamp()
