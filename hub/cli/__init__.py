@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hub.cli.connectors_list import list_connectors
@@ -29,6 +28,7 @@ from hub.cli.keys import app as keys_app
 from hub.cli.log import app as log_app
 from hub.cli.mappings import app as mappings_app
 from hub.cli.options import ConfigOpt
+from hub.cli.progress import run_progress
 from hub.cli.pseudonymiser import app as pseudonymiser_app
 from hub.cli.push import app as push_app
 from hub.cli.warnings import app as warnings_app
@@ -143,7 +143,7 @@ def sync(
     ] = False,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
-    from hub.pipeline import RunProgress, iter_connectors
+    from hub.pipeline import iter_connectors
     from hub.service import Hub
 
     cfg = _config(config)
@@ -174,26 +174,7 @@ def sync(
         err_console.print("No enabled connectors in the configuration: nothing to sync.")
         raise typer.Exit(0)
     for name in targets:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=quiet,
-        ) as bar:
-            task = bar.add_task(f"{name}: starting", total=None)
-
-            def show(p: RunProgress, task: TaskID = task, bar: Progress = bar) -> None:
-                bar.update(
-                    task,
-                    description=(
-                        f"{p.connector}/{p.stream}: read {p.read:,} · loaded {p.loaded:,} · "
-                        f"unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"
-                        + (f" · duplicates {p.duplicates:,}" if p.duplicates else "")
-                    ),
-                )
-
+        with run_progress(err_console, f"{name}: starting", quiet=quiet) as show:
             try:
                 summaries = hub.sync(name, progress=show, full_refresh=full_refresh)
             except RaccordoError as e:

@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from hub.cli.convenzioni import HomeOpt, people_errors
 from hub.cli.options import ConfigOpt
+from hub.cli.progress import run_progress
 from hub.config import Config
 from hub.errors import RaccordoError
 from hub.registry import RunSummary
@@ -76,30 +76,11 @@ def sync_pushing(
 ) -> bool:
     """``raccordo sync`` in push mode: each connector's runs loaded by the hub; True if all
     succeeded."""
-    from hub.pipeline import RunProgress
     from hub.service import push_sync
 
     ok = True
     for name in targets:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=quiet,
-        ) as bar:
-            task = bar.add_task(f"{name}: pushing", total=None)
-
-            def show(p: RunProgress, task: TaskID = task, bar: Progress = bar) -> None:
-                bar.update(
-                    task,
-                    description=(
-                        f"{p.connector}/{p.stream} → hub: read {p.read:,} · loaded "
-                        f"{p.loaded:,} · unchanged {p.unchanged:,} · quarantined {p.quarantined:,}"
-                    ),
-                )
-
+        with run_progress(err_console, f"{name}: pushing", quiet=quiet, target=" → hub") as show:
             try:
                 summaries = push_sync(
                     cfg, name, progress=show, full_refresh=full_refresh, refresh=refresh
