@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from hub.registry import tables as t
 from hub.service import Hub
 from tests.e2e.conftest import SYNTHETIC, registry_dump
 from tests.pseudonyms import server as service_server
+from tests.pseudonyms.server import free_port  # kernel-chosen: the two xdist workers never race
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.workspace import make_workspace, sync
 
@@ -52,7 +52,6 @@ pytestmark = pytest.mark.slow
 
 COUNT = 3_000
 BATCH = 100
-PORTS = range(18700, 18800)
 TOKEN_ENV = "RACCORDO_PSEUDONYMISER_TOKEN"
 
 OTHER = """
@@ -68,17 +67,6 @@ mapping = "synthetic.toml"
 count = 50
 seed = 3
 """
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18700-18799")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
