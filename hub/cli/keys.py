@@ -95,6 +95,7 @@ def rotate(batch: BatchOpt = 10_000, config: ConfigOpt = None) -> None:
 def _rotate(batch: int, config: Path | None, *, keyring_only: bool) -> None:
     from hub.config import load_config
     from hub.pseudonyms.rotation import (
+        TODAY_BINARY_TABLES,
         TODAY_JSON_COLUMNS,
         RotationProgress,
         keyring_converter,
@@ -153,6 +154,7 @@ def _rotate(batch: int, config: Path | None, *, keyring_only: bool) -> None:
         start=done,
         on_batch=mark,
         json_columns=TODAY_JSON_COLUMNS,
+        binary_tables=TODAY_BINARY_TABLES,
     )
     registry.close()
     progress.clear()
@@ -181,6 +183,7 @@ def retire(
     """Destroy the key of an old epoch, once no pseudonym of the registry uses it."""
     from hub.config import load_config
     from hub.pseudonyms.rotation import (
+        TODAY_BINARY_TABLES,
         TODAY_JSON_COLUMNS,
         epochs_in_use,
         json_mentions_epoch,
@@ -193,7 +196,7 @@ def retire(
     if epoch == ring.current_epoch or epoch not in ring.epochs:
         ring.retire(epoch)  # refuses, saying why
     registry = Registry.open(cfg.registry_url)
-    used = epochs_in_use(registry.engine, today_registry_columns())
+    used = epochs_in_use(registry.engine, today_registry_columns(), TODAY_BINARY_TABLES)
     in_json = json_mentions_epoch(registry.engine, TODAY_JSON_COLUMNS, epoch)
     registry.close()
     if epoch in used or in_json:

@@ -25,13 +25,16 @@ import sqlalchemy as sa
 
 from hub.exchange import crypto
 from hub.exchange.bulk import no_gc_pauses
+from hub.exchange.convenzioni import PSEUDONYM_COLUMNS
 from hub.exchange.package import Row
+from hub.pseudonyms.pseudonymiser import is_v2_text
 from hub.registry import (
     BatchCounts,
     EntityRow,
     QuarantineEntry,
     Registry,
     SourceRecordChange,
+    h16,
 )
 from hub.registry import tables as t
 
@@ -67,19 +70,7 @@ def row_key_hash(table: str, key: str) -> str:
 Converter = Callable[[str, Any], Any]
 
 #: Columns the registry fills itself (provenance, keys): never taken from a package.
-_REGISTRY_SET = frozenset(
-    {
-        "org",
-        "key_hash",
-        "source_key_hash",
-        "content_hash",
-        "connector",
-        "run_id",
-        "mapping",
-        "mapping_version",
-        "updated_at",
-    }
-)
+_REGISTRY_SET = frozenset({"org", "key_hash", "source_record", "run_id"})
 
 
 def _as_date(name: str, v: Any) -> dt.date:
@@ -108,6 +99,14 @@ def _as_number(name: str, v: Any) -> decimal.Decimal:
         raise ValueError(f"{name} is not a number") from None
 
 
+def _as_pseudonym(name: str, v: Any) -> str:
+    # A person travels as a text pseudonym of the recipient's domain (the registry keeps
+    # it once, in ``pseudonyms``, and the row its id).
+    if not isinstance(v, str) or not is_v2_text(v):
+        raise ValueError(f"{name} is not a pseudonym")
+    return v
+
+
 def _as_text(length: int | None) -> Converter:
     def convert(name: str, v: Any) -> str:
         s = str(v)
@@ -130,7 +129,9 @@ def _plan(kind: str) -> tuple[dict[str, tuple[Converter, bool]], frozenset[str]]
             continue
         typ = col.type
         conv: Converter
-        if isinstance(typ, sa.Date):
+        if col.name in PSEUDONYM_COLUMNS:
+            conv = _as_pseudonym
+        elif isinstance(typ, sa.Date):
             conv = _as_date
         elif isinstance(typ, sa.Boolean):
             conv = _as_bool
@@ -212,12 +213,6 @@ def _load_records(
         changes: dict[str, SourceRecordChange] = {}
         unchanged: list[str] = []
         quarantine: list[QuarantineEntry] = []
-        provenance = {
-            "connector": connector,
-            "run_id": run_id,
-            "mapping": convenzione,
-            "mapping_version": convenzione_digest[:12],
-        }
         for r, skh in zip(rows, keys, strict=True):
             counts.received += 1
             where = f"package {package_id}, table {r.table}"
@@ -245,7 +240,7 @@ def _load_records(
                     )
                 )
                 continue
-            content = crypto.sha256_hex(crypto.canonical({"t": r.table, "v": r.values}))
+            content = h16(crypto.canonical({"t": r.table, "v": r.values}))
             if existing.get(skh) == content and skh not in changes:
                 counts.unchanged += 1
                 unchanged.append(skh)
@@ -254,7 +249,7 @@ def _load_records(
                 skh,
                 content,
                 "upsert",
-                (EntityRow(r.table, skh, content, {**values, **provenance}),),
+                (EntityRow(r.table, skh, values),),
                 replaces=skh in existing or skh in changes,
             )
             counts.loaded += 1
@@ -296,17 +291,7 @@ def purge_expired(
     ago than the convenzione's retention: one run of deletions, counted like any other."""
     now = now or dt.datetime.now(dt.UTC)
     connector = _connector(sender)
-    sr = t.source_records
-    with registry.engine.connect() as conn:
-        stale = list(
-            conn.execute(
-                sa.select(sr.c.source_key_hash).where(
-                    sr.c.connector == connector,
-                    sr.c.stream == convenzione,
-                    sr.c.updated_at < now - retention,
-                )
-            ).scalars()
-        )
+    stale = registry.source_records_unchanged_since(connector, convenzione, now - retention)
     if not stale:
         return 0
     run_id = registry.start_run(
@@ -316,16 +301,12 @@ def purge_expired(
         mapping=convenzione,
         mapping_version=convenzione_digest[:12],
     )
-    registry.commit_batch(
-        run_id=run_id,
+    registry.remove_source_records(
+        run_id,
+        stale,
         connector=connector,
         stream=convenzione,
-        org=sender,
-        changes=[SourceRecordChange(k, "retention", "delete", ()) for k in stale],
-        quarantine=[],
-        counts=BatchCounts(read=len(stale), loaded=len(stale), deleted=len(stale)),
         state={"retention_purge": now.isoformat()},
-        retention=retention,
     )
     registry.finish_run(run_id, status="succeeded")
     return len(stale)

@@ -35,6 +35,7 @@ from hub.exchange.package import Package, Row, build, verify_receipt
 from hub.exchange.receive import append_jsonl, write_json_atomic
 from hub.observatory.disclosure import Ledger
 from hub.observatory.table import Period
+from hub.pseudonyms.pseudonymiser import pseudonym_text
 from hub.registry import Registry
 from hub.registry import tables as t
 
@@ -167,21 +168,44 @@ def _current_rows(
 ) -> Iterator[tuple[str, str, dict[str, Any], str]]:
     """(table, row key, allowed values, content digest) of every row that may flow now."""
     conv_id = cf.convenzione.id
+    sr, st = t.source_records, t.streams
     with registry.engine.connect() as conn:
         for table_name, fields_set in sorted(_allowed(cf, sender, recipient).items()):
             tab = t.RECORD_TABLES[table_name]
             fields = sorted(fields_set)
+            # Person columns hold ids of ``pseudonyms``: read each as (epoch, value).
+            source = tab.join(sr, sr.c.id == tab.c.source_record).join(
+                st, st.c.id == sr.c.stream_id
+            )
+            columns: list[Any] = []
+            for f in fields:
+                if f in PSEUDONYM_COLUMNS:
+                    ps = t.pseudonyms.alias(f"ps_{f}")
+                    source = source.outerjoin(ps, ps.c.id == tab.c[f])
+                    columns += [ps.c.epoch, ps.c.value]
+                else:
+                    columns.append(tab.c[f])
             q = (
-                sa.select(tab.c.key_hash, *(tab.c[f] for f in fields))
-                .where(~tab.c.connector.startswith("x."))
+                sa.select(tab.c.key_hash, *columns)
+                .select_from(source)
+                .where(~st.c.connector.startswith("x."))
                 .order_by(tab.c.id)
             )
             for rec in conn.execute(q):
-                key = crypto.sha256_hex(f"{conv_id}|{table_name}|{rec[0]}".encode())
-                values = dict(zip(fields, rec[1:], strict=True))
+                key = crypto.sha256_hex(f"{conv_id}|{table_name}|{bytes(rec[0]).hex()}".encode())
+                values: dict[str, Any] = {}
+                i = 1
+                for f in fields:
+                    if f in PSEUDONYM_COLUMNS:
+                        epoch, raw = rec[i], rec[i + 1]
+                        values[f] = None if raw is None else pseudonym_text(epoch, bytes(raw))
+                        i += 2
+                    else:
+                        values[f] = rec[i]
+                        i += 1
                 # Compared only with digests this hub computed the same way (the
                 # acknowledged index): any stable encoding will do; repr is the fast one.
-                digest = crypto.sha256_hex(repr(rec[1:]).encode())
+                digest = crypto.sha256_hex(repr(tuple(values.values())).encode())
                 yield table_name, key, values, digest
 
 

@@ -67,7 +67,7 @@ from hub.pseudonyms.stage import (
     PseudonymiseStage,
     identifier_type_named,
 )
-from hub.registry import BatchCounts, LoadTransaction, Registry, RunSummary, storage_error
+from hub.registry import BatchCounts, LoadTransaction, Registry, RunSummary, h16, storage_error
 from hub.schema.comuni import load_comuni
 
 __all__ = [
@@ -458,7 +458,7 @@ def pseudonymised_batches(
 
 def _without_duplicates(
     prepared: list[Prepared],
-    existing: dict[str, tuple[str, int, str | None]],
+    existing: dict[str, tuple[bytes, int, bytes | None]],
     run_id: int,
     counts: BatchCounts,
 ) -> list[Prepared]:
@@ -474,7 +474,7 @@ def _without_duplicates(
             key = (p.source_key_hash, p.unit_hash)
             before = existing.get(p.source_key_hash)
             if key in seen or (
-                before is not None and before[1] == run_id and before[2] == p.unit_hash
+                before is not None and before[1] == run_id and before[2] == h16(p.unit_hash)
             ):
                 counts.duplicates += 1
                 continue

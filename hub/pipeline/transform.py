@@ -10,7 +10,6 @@ outputs is kept.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -64,7 +63,7 @@ class Transform:
         ctx: RunContext,
         org: str,
         prepared: Sequence[Prepared],
-        existing: Mapping[str, str],
+        existing: Mapping[str, bytes],
         counts: BatchCounts,
         *,
         loaded_before: Collection[str],
@@ -73,7 +72,6 @@ class Transform:
         ``loaded_before``: the source keys loaded before (their old rows may go)."""
         out = Transformed(counts)
         mapping = ctx.mapping
-        provenance = ctx.provenance
         changes = out.changes
         # Identifier fields hold pseudonyms: the record hash takes their stable tokens.
         pseudonymous = frozenset(
@@ -84,7 +82,9 @@ class Transform:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
                 counts.quarantined += 1
                 continue
-            record_hash = _record_hash(mapping.version, p.op, p.data, p.identity, pseudonymous)
+            record_hash = self.pseudonymiser.record_hash(
+                _record_payload(mapping.version, p.op, p.data, p.identity, pseudonymous)
+            )
             if (
                 p.op == "upsert"
                 and existing.get(p.source_key_hash) == record_hash
@@ -109,7 +109,7 @@ class Transform:
                 out.quarantine.append(quarantine_entry(p, Rejection(pr.field, pr.rule, pr.message)))
                 counts.quarantined += 1
                 continue
-            entities, problem = self._validate(org, p, result.outputs, provenance)
+            entities, problem = self._validate(org, p, result.outputs)
             if problem:
                 out.quarantine.append(quarantine_entry(p, problem))
                 counts.quarantined += 1
@@ -135,7 +135,7 @@ class Transform:
         return out
 
     def _validate(
-        self, org: str, p: Prepared, outputs: Any, provenance: dict[str, Any]
+        self, org: str, p: Prepared, outputs: Any
     ) -> tuple[list[EntityRow], Rejection | None]:
         entities: list[EntityRow] = []
         seen: dict[str, int] = {}
@@ -162,9 +162,7 @@ class Transform:
                 n = seen.get(out.model, 0)
                 seen[out.model] = n + 1
                 key_hash = self.pseudonymiser.key_hash(out.model, p.source_key_hash, str(n))
-            # Field order is the model's, fixed: no need to sort.
-            content = hashlib.sha256(repr(tuple(row.items())).encode()).hexdigest()
-            entities.append(EntityRow(out.model, key_hash, content, {**row, **provenance}))
+            entities.append(EntityRow(out.model, key_hash, row))
         return entities, None
 
 
@@ -211,20 +209,20 @@ def _column_value(v: Any) -> Any:
     return v
 
 
-def _record_hash(
+def _record_payload(
     mapping_version: str,
     op: str,
     data: Mapping[str, Any],
     identity: tuple[str | None, ...],
     pseudonymous: frozenset[str],
-) -> str:
-    """What decides *unchanged*: the mapping version, the operation, the record's values —
-    with its identifiers as their rotation-stable keyed tokens (``Prepared.identity``)
-    instead of their pseudonyms, so a key rotation does not make every record "changed".
+) -> bytes:
+    """What decides *unchanged* (hashed with the record key: the one keyed record hash):
+    the mapping version, the operation, the record's values — with its identifiers as
+    their rotation-stable keyed tokens (``Prepared.identity``) instead of their pseudonyms,
+    so a key rotation does not make every record "changed".
 
     repr of sorted items is deterministic for the value types records hold (str, int,
     bool, None, date, Decimal) and much cheaper than JSON.
     """
     items = [kv for kv in sorted(data.items()) if kv[0] not in pseudonymous]
-    payload = repr((mapping_version, op, items, identity))
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return repr((mapping_version, op, items, identity)).encode()

@@ -110,6 +110,8 @@ class Pseudonymiser:
         self._rkey = record_key
         self._stable_factor = stable_factor
         self._cache: dict[tuple[str, str, str], bytes] = {}
+        #: Pseudonym text → its epoch-independent token (one group multiplication each).
+        self._stable_cache: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(domain={self.domain!r}, epoch={self.epoch})"
@@ -157,9 +159,22 @@ class Pseudonymiser:
         msg = "\x1f".join(self._stable(p) for p in parts).encode()
         return "k1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256))
 
+    def record_hash(self, payload: bytes) -> bytes:
+        """The keyed record hash (16 bytes, BLAKE2b keyed with the record key) of a record's
+        canonical content: what the registry compares to tell "unchanged"."""
+        return hashlib.blake2b(payload, key=self._rkey[:64], digest_size=16).digest()
+
     def _stable(self, part: str) -> str:
         if not part.startswith(TEXT_PREFIX):
             return part
+        token = self._stable_cache.get(part)
+        if token is None:
+            token = self._stable_cache[part] = self._compute_stable(part)
+            if len(self._stable_cache) > CACHE_SIZE:
+                self._stable_cache.clear()
+        return token
+
+    def _compute_stable(self, part: str) -> str:
         try:
             epoch, raw = parse_pseudonym_text(part)
         except ValueError:

@@ -49,6 +49,9 @@ def today_registry_columns() -> list[Column]:
 
 #: Columns of today's registry holding JSON documents with pseudonyms among their values.
 TODAY_JSON_COLUMNS: list[Column] = [("quarantine", "payload")]
+#: Tables of today's registry holding binary pseudonyms as ``(id, epoch, value)`` rows
+#: (storage v2: every person of the record tables is a row of ``pseudonyms``).
+TODAY_BINARY_TABLES: list[str] = ["pseudonyms"]
 
 
 def keyring_converter(keyring: Keyring, domain: str, to_epoch: int) -> EpochConverter:
@@ -107,6 +110,7 @@ def rotate_columns(
     start: dict[str, int] | None = None,
     on_batch: Callable[[str, int], None] | None = None,
     json_columns: Sequence[Column] = (),
+    binary_tables: Sequence[str] = (),
 ) -> RotationReport:
     """Convert every pseudonym in ``columns`` to ``to_epoch``.
 
@@ -114,10 +118,17 @@ def rotate_columns(
     id already done (from :class:`RotationProgress`), and ``on_batch(column, last_id)`` is
     called after each commit so the caller can record it. ``json_columns`` hold JSON
     documents: every string value in them that is a v2 pseudonym is converted.
+    ``binary_tables`` hold ``(id, epoch, value)`` rows: each ``value`` is converted and its
+    ``epoch`` set.
     """
     report = RotationReport()
     md = sa.MetaData()
     insp = sa.inspect(engine)
+    for table_name in binary_tables:
+        if insp.has_table(table_name):
+            _rotate_binary(
+                engine, md, table_name, convert, to_epoch, batch, start or {}, on_batch, report
+            )
     for table_name, column_name in json_columns:
         if insp.has_table(table_name):
             _rotate_json(
@@ -173,6 +184,58 @@ def rotate_columns(
             if on_batch is not None:
                 on_batch(label, last)
     return report
+
+
+def _rotate_binary(
+    engine: sa.Engine,
+    md: sa.MetaData,
+    table_name: str,
+    convert: EpochConverter,
+    to_epoch: int,
+    batch: int,
+    start: dict[str, int],
+    on_batch: Callable[[str, int], None] | None,
+    report: RotationReport,
+) -> None:
+    table = sa.Table(table_name, md, autoload_with=engine)
+    ident, epoch_col, value_col = table.c.id, table.c.epoch, table.c.value
+    label = f"{table_name}.value"
+    last = start.get(label, 0)
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(ident, epoch_col, value_col)
+                .where(ident > last)
+                .order_by(ident)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return
+            by_epoch: dict[int, list[tuple[int, bytes]]] = {}
+            for rid, epoch, raw in rows:
+                if epoch == to_epoch:
+                    report.already += 1
+                else:
+                    by_epoch.setdefault(int(epoch), []).append((int(rid), bytes(raw)))
+            updates = []
+            for epoch, items in by_epoch.items():
+                new = convert(epoch, [raw for _, raw in items])
+                updates += [
+                    {"_id": rid, "_v": n, "_e": to_epoch}
+                    for (rid, _), n in zip(items, new, strict=True)
+                ]
+            if updates:
+                conn.execute(
+                    table.update()
+                    .where(ident == sa.bindparam("_id"))
+                    .values({"value": sa.bindparam("_v"), "epoch": sa.bindparam("_e")}),
+                    updates,
+                )
+            report.converted += len(updates)
+            last = rows[-1][0]
+        report.batches += 1
+        if on_batch is not None:
+            on_batch(label, last)
 
 
 def _rotate_json(
@@ -265,11 +328,19 @@ def _parse(text: str, label: str) -> tuple[int, bytes]:
         raise MixedPseudonyms(label) from None
 
 
-def epochs_in_use(engine: sa.Engine, columns: Sequence[Column]) -> set[int]:
-    """The epochs that pseudonyms of ``columns`` carry (read from their text prefix)."""
+def epochs_in_use(
+    engine: sa.Engine, columns: Sequence[Column], binary_tables: Sequence[str] = ()
+) -> set[int]:
+    """The epochs that pseudonyms of ``columns`` carry (read from their text prefix), and
+    those of the rows of ``binary_tables``."""
     md = sa.MetaData()
     found: set[int] = set()
+    insp = sa.inspect(engine)
     with engine.connect() as conn:
+        for table_name in binary_tables:
+            if insp.has_table(table_name):
+                epoch = sa.Table(table_name, md, autoload_with=engine).c.epoch
+                found.update(int(e) for e in conn.execute(sa.select(epoch).distinct()).scalars())
         for table_name, column_name in columns:
             col = sa.Table(table_name, md, autoload_with=engine).c[column_name]
             prefix = sa.func.substr(col, 1, 12)

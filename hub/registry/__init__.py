@@ -40,6 +40,7 @@ __all__ = [
     "RunSummary",
     "SourceRecordChange",
     "SyncRefused",
+    "h16",
     "storage_error",
     "tables",
 ]
@@ -51,13 +52,26 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def h16(value: str | bytes) -> bytes:
+    """The 16 bytes the registry stores for a keyed hash given as text (BLAKE2b-128 of it;
+    16-byte values are kept as they are). Keys and record hashes are stored this way."""
+    if isinstance(value, bytes) and len(value) == 16:
+        return value
+    data = value.encode() if isinstance(value, str) else value
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
 @dataclass(frozen=True)
 class EntityRow:
-    """A validated common-schema record ready for its table."""
+    """A validated common-schema record ready for its table.
+
+    ``key_hash``: the row's identity (a keyed hash, text); ``values``: the model's fields,
+    with ``subject`` / ``household`` as text pseudonyms (the registry stores them once, in
+    ``pseudonyms``, and keeps their integer ids in the row).
+    """
 
     kind: str
     key_hash: str
-    content_hash: str
     values: Mapping[str, Any]
 
 
@@ -66,7 +80,8 @@ class SourceRecordChange:
     """A source record that is new, changed or cancelled, with what it now produces."""
 
     source_key_hash: str
-    record_hash: str
+    #: The keyed record hash (16 bytes), or any text that stands for the content (hashed).
+    record_hash: bytes | str
     op: Literal["upsert", "delete"]
     entities: tuple[EntityRow, ...] = ()
     unit_hash: str | None = None
@@ -177,6 +192,12 @@ class RunSummary:
 # them, so many source records share a subject row: stale clean-up and
 # cancellations never delete subjects.
 _OWNED_TABLES = tuple(k for k in t.RECORD_TABLES if k != "subject")
+#: Per record table, the columns a model fills (what "the row is unchanged" compares).
+_REGISTRY_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "run_id"})
+_DATA_COLUMNS = {
+    kind: tuple(c.name for c in table.columns if c.name not in _REGISTRY_COLUMNS)
+    for kind, table in t.RECORD_TABLES.items()
+}
 
 
 class Registry:
@@ -428,8 +449,9 @@ class Registry:
         keys: Sequence[str],
         *,
         tx: LoadTransaction | None = None,
-    ) -> dict[str, str]:
-        """``source_key_hash → record_hash`` for the keys already loaded.
+    ) -> dict[str, bytes]:
+        """``source_key_hash → record hash`` (16 bytes, :func:`h16`) for the keys already
+        loaded.
 
         With ``tx``, read inside that transaction: it sees the batches written in
         it and not yet committed.
@@ -441,7 +463,7 @@ class Registry:
 
     def _existing_record_hashes(
         self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
-    ) -> dict[str, str]:
+    ) -> dict[str, bytes]:
         return {k: v[0] for k, v in self._loaded_records(conn, connector, stream, keys).items()}
 
     def loaded_records(
@@ -451,8 +473,9 @@ class Registry:
         keys: Sequence[str],
         *,
         tx: LoadTransaction | None = None,
-    ) -> dict[str, tuple[str, int, str | None]]:
-        """``source_key_hash → (record_hash, last run that read it, unit hash)``."""
+    ) -> dict[str, tuple[bytes, int, bytes | None]]:
+        """``source_key_hash → (record hash, last run that read it, unit)``; the record
+        hash and the unit as the registry stores them (16 bytes, :func:`h16`)."""
         if tx is not None:
             return self._loaded_records(tx.conn, connector, stream, keys)
         with self.engine.connect() as conn:
@@ -460,19 +483,38 @@ class Registry:
 
     def _loaded_records(
         self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
-    ) -> dict[str, tuple[str, int, str | None]]:
-        out: dict[str, tuple[str, int, str | None]] = {}
+    ) -> dict[str, tuple[bytes, int, bytes | None]]:
+        out: dict[str, tuple[bytes, int, bytes | None]] = {}
+        stream_id = self._stream_id(conn, connector, stream, create=False)
+        if stream_id is None:
+            return out
+        by_key = {h16(k): k for k in keys}
         sr = t.source_records
-        for chunk in _chunks(list(set(keys)), 900):
-            q = sa.select(
-                sr.c.source_key_hash, sr.c.record_hash, sr.c.run_id, sr.c.unit_hash
-            ).where(
-                sr.c.connector == connector,
-                sr.c.stream == stream,
-                sr.c.source_key_hash.in_(chunk),
+        for chunk in _chunks(list(by_key), 900):
+            q = sa.select(sr.c.key, sr.c.record_hash, sr.c.run_id, sr.c.unit).where(
+                sr.c.stream_id == stream_id, sr.c.key.in_(chunk)
             )
-            out.update({str(k): (str(h), int(r), u) for k, h, r, u in conn.execute(q)})
+            out.update(
+                {
+                    by_key[bytes(k)]: (bytes(h), int(r), u and bytes(u))
+                    for k, h, r, u in conn.execute(q)
+                }
+            )
         return out
+
+    def _stream_id(
+        self, conn: sa.Connection, connector: str, stream: str, *, create: bool = True
+    ) -> int | None:
+        """The id of ``connector``'s ``stream`` in ``streams`` (added on first use)."""
+        st = t.streams
+        where = (st.c.connector == connector, st.c.stream == stream)
+        found = conn.execute(sa.select(st.c.id).where(*where)).scalar_one_or_none()
+        if found is not None or not create:
+            return found
+        res = conn.execute(st.insert().values(connector=connector, stream=stream))
+        pk = res.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
 
     def commit_batch(
         self,
@@ -505,22 +547,19 @@ class Registry:
 
         def write(conn: sa.Connection) -> None:
             now = utcnow()
-            self._apply_changes(conn, connector, stream, org, run_id, changes, now)
+            stream_id = self._stream_id(conn, connector, stream)
+            assert stream_id is not None
+            persons = tx.person_ids if tx is not None else {}
+            self._apply_changes(conn, stream_id, org, run_id, changes, persons)
             sr = t.source_records
-            for chunk in _chunks(list(unchanged), 900):
+            for chunk in _chunks([h16(k) for k in unchanged], 900):
                 conn.execute(
                     sr.update()
-                    .where(
-                        sr.c.connector == connector,
-                        sr.c.stream == stream,
-                        sr.c.source_key_hash.in_(chunk),
-                    )
+                    .where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
                     .values(run_id=run_id)
                 )
             for unit_hash in completed_units:
-                counts.removed += self._remove_unseen(
-                    conn, connector, stream, org, run_id, unit_hash
-                )
+                counts.removed += self._remove_unseen(conn, stream_id, run_id, unit_hash)
             # A source record has at most one quarantine entry, its latest refusal: a
             # record read again (a crash and re-run, a new mapping version) replaces
             # its entry, and one loaded now has none.
@@ -605,127 +644,242 @@ class Registry:
             tx.write(write)
 
     def _remove_unseen(
-        self,
-        conn: sa.Connection,
-        connector: str,
-        stream: str,
-        org: str,
-        run_id: int,
-        unit_hash: str,
+        self, conn: sa.Connection, stream_id: int, run_id: int, unit_hash: str
     ) -> int:
         sr = t.source_records
-        gone = [
-            k
-            for (k,) in conn.execute(
-                sa.select(sr.c.source_key_hash).where(
-                    sr.c.connector == connector,
-                    sr.c.stream == stream,
-                    sr.c.unit_hash == unit_hash,
+        gone = list(
+            conn.execute(
+                sa.select(sr.c.id).where(
+                    sr.c.stream_id == stream_id,
+                    sr.c.unit == h16(unit_hash),
                     sr.c.run_id != run_id,
                 )
-            )
-        ]
-        for chunk in _chunks(gone, 900):
+            ).scalars()
+        )
+        self._drop_source_records(conn, gone)
+        return len(gone)
+
+    def _drop_source_records(self, conn: sa.Connection, ids: Sequence[int]) -> None:
+        """Delete source records and every row they own (set-based, by id)."""
+        sr = t.source_records
+        for chunk in _chunks(list(ids), 900):
             for kind in _OWNED_TABLES:
                 table = t.RECORD_TABLES[kind]
-                conn.execute(
-                    table.delete().where(table.c.org == org, table.c.source_key_hash.in_(chunk))
-                )
+                conn.execute(table.delete().where(table.c.source_record.in_(chunk)))
+            conn.execute(sr.delete().where(sr.c.id.in_(chunk)))
+
+    def source_records_unchanged_since(
+        self, connector: str, stream: str, before: dt.datetime
+    ) -> list[int]:
+        """Ids of ``connector``'s ``stream`` source records none of whose rows was written
+        by a run started at or after ``before`` (retention of received data)."""
+        sr, r = t.source_records, t.runs
+        with self.engine.connect() as conn:
+            stream_id = self._stream_id(conn, connector, stream, create=False)
+            if stream_id is None:
+                return []
+            ids = set(conn.execute(sa.select(sr.c.id).where(sr.c.stream_id == stream_id)).scalars())
+            first_recent = conn.execute(
+                sa.select(sa.func.min(r.c.id)).where(r.c.started_at >= before)
+            ).scalar_one_or_none()
+            if first_recent is not None:
+                for table in t.RECORD_TABLES.values():
+                    for chunk in _chunks(sorted(ids), 900):
+                        ids -= set(
+                            conn.execute(
+                                sa.select(table.c.source_record).where(
+                                    table.c.source_record.in_(chunk),
+                                    table.c.run_id >= first_recent,
+                                )
+                            ).scalars()
+                        )
+            return sorted(ids)
+
+    def remove_source_records(
+        self,
+        run_id: int,
+        ids: Sequence[int],
+        *,
+        connector: str,
+        stream: str,
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Delete source records (by id) and what they produced, as run ``run_id``: counted
+        as read, loaded and deleted; ``state`` becomes the stream's cursor if given."""
+        n = len(ids)
+        r = t.runs.c
+        with self.engine.begin() as conn:
+            self._drop_source_records(conn, ids)
             conn.execute(
-                sr.delete().where(
-                    sr.c.connector == connector,
-                    sr.c.stream == stream,
-                    sr.c.source_key_hash.in_(chunk),
+                t.runs.update()
+                .where(r.id == run_id)
+                .values(
+                    read=r.read + n,
+                    loaded=r.loaded + n,
+                    deleted=r.deleted + n,
+                    batches=r.batches + 1,
                 )
             )
-        return len(gone)
+            if state is not None:
+                self._upsert(
+                    conn,
+                    t.connector_state,
+                    [
+                        {
+                            "connector": connector,
+                            "stream": stream,
+                            "state": json.dumps(state, sort_keys=True),
+                            "run_id": run_id,
+                            "updated_at": utcnow(),
+                        }
+                    ],
+                    ["connector", "stream"],
+                )
+
+    def person_ids(
+        self, conn: sa.Connection, texts: Iterable[str], cache: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """The ``pseudonyms`` id of each text pseudonym (``v2.<epoch>.<b64>``), added when new.
+
+        ``cache`` (a load transaction's) remembers ids between batches of one transaction.
+        """
+        cache = {} if cache is None else cache
+        todo = {x for x in texts if x not in cache}
+        if todo:
+            from hub.pseudonyms.pseudonymiser import parse_pseudonym_text
+
+            raw: dict[bytes, str] = {}
+            rows = []
+            for text in todo:
+                try:
+                    epoch, value = parse_pseudonym_text(text)
+                except ValueError:
+                    raise RaccordoError(
+                        "a value given as a pseudonym is not a v2 pseudonym",
+                        where="subject/household",
+                        hint="identifier fields must go through the pseudonymise stage",
+                    ) from None
+                raw[value] = text
+                rows.append({"epoch": epoch, "value": value})
+            ps = t.pseudonyms
+            self._insert_ignore(conn, ps, rows, ["value"])
+            for chunk in _chunks(list(raw), 900):
+                for pid, value in conn.execute(
+                    sa.select(ps.c.id, ps.c.value).where(ps.c.value.in_(chunk))
+                ):
+                    cache[raw[bytes(value)]] = int(pid)
+        return cache
 
     def _apply_changes(
         self,
         conn: sa.Connection,
-        connector: str,
-        stream: str,
+        stream_id: int,
         org: str,
         run_id: int,
         changes: Sequence[SourceRecordChange],
-        now: dt.datetime,
+        persons: dict[str, int],
     ) -> None:
+        """Write a batch's changed source records and what they now produce, set-based.
+
+        1. ``source_records``: one upsert; then their ids in one select per 900 keys.
+        2. Rows a changed record produced before and no longer produces: deleted by id.
+        3. Rows: one upsert per table, keyed ``(org, key_hash)``, that leaves a row whose
+           values are the same untouched (``DO UPDATE ... WHERE`` a value differs).
+        4. Cancelled records: their rows and their ``source_records`` row deleted.
+        """
         if not changes:
             return
-        # The same timestamp for every row: on SQLite bind it once, as the driver's
-        # own datetime adapter would (``isoformat(" ")``), instead of once per row.
-        stamp: Any = now.isoformat(" ") if self.dialect == "sqlite" else now
-        # What each source record produced before, in the tables it owns.
-        # Only records loaded before can leave stale rows behind (new ones cannot).
-        touched = [c.source_key_hash for c in changes if c.replaces or c.op == "delete"]
-        produced_now: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        rows_by_kind: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for c in changes:
-            for e in c.entities:
-                if touched:
-                    produced_now[c.source_key_hash].add((e.kind, e.key_hash))
-                prev = rows_by_kind[e.kind].get(e.key_hash)
-                # A row several source records share (a subject) keeps the first record
-                # that gave it its current content: the result is then the same
-                # whatever the batch boundaries (a resumed run equals an uninterrupted one).
-                if prev is not None and prev["content_hash"] == e.content_hash:
-                    continue
-                rows_by_kind[e.kind][e.key_hash] = {
-                    **e.values,
-                    "org": org,
-                    "key_hash": e.key_hash,
-                    "source_key_hash": c.source_key_hash,
-                    "content_hash": e.content_hash,
-                    "updated_at": stamp,
-                }
-        for kind in _OWNED_TABLES:
-            table = t.RECORD_TABLES[kind]
-            stale: list[int] = []
-            for chunk in _chunks(touched, 900):
-                q = sa.select(table.c.id, table.c.key_hash, table.c.source_key_hash).where(
-                    table.c.org == org, table.c.source_key_hash.in_(chunk)
-                )
-                for rid, key_hash, skh in conn.execute(q):
-                    if (kind, key_hash) not in produced_now.get(skh, set()):
-                        stale.append(rid)
-            for chunk_ids in _chunks(stale, 900):
-                conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
-        for kind, rows in rows_by_kind.items():
-            # One statement per table and no look-up of the current content hashes:
-            # the upsert itself leaves a row whose content is unchanged untouched.
-            self._upsert(
-                conn,
-                t.RECORD_TABLES[kind],
-                list(rows.values()),
-                ["org", "key_hash"],
-                unless_same="content_hash",
-            )
         sr = t.source_records
-        deletes = [c.source_key_hash for c in changes if c.op == "delete"]
-        for chunk in _chunks(deletes, 900):
-            conn.execute(
-                sr.delete().where(
-                    sr.c.connector == connector,
-                    sr.c.stream == stream,
-                    sr.c.source_key_hash.in_(chunk),
-                )
-            )
+        keys = {c.source_key_hash: h16(c.source_key_hash) for c in changes}
+        deletes = [keys[c.source_key_hash] for c in changes if c.op == "delete"]
         upserts = [
             {
-                "connector": connector,
-                "stream": stream,
+                "stream_id": stream_id,
                 "org": org,
-                "source_key_hash": c.source_key_hash,
-                "record_hash": c.record_hash,
-                "unit_hash": c.unit_hash,
+                "key": keys[c.source_key_hash],
+                "record_hash": h16(c.record_hash),
+                "unit": None if c.unit_hash is None else h16(c.unit_hash),
                 "run_id": run_id,
-                "updated_at": stamp,
             }
             for c in changes
             if c.op == "upsert"
         ]
         if upserts:
-            self._upsert(conn, sr, upserts, ["connector", "stream", "source_key_hash"])
+            self._upsert(conn, sr, upserts, ["stream_id", "key"])
+        ids: dict[bytes, int] = {}
+        for chunk in _chunks(list(set(keys.values())), 900):
+            q = sa.select(sr.c.key, sr.c.id).where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
+            ids.update({bytes(k): int(i) for k, i in conn.execute(q)})
+
+        # Person ids for every pseudonym the rows name.
+        texts = {
+            v
+            for c in changes
+            for e in c.entities
+            for name in ("subject", "household")
+            if isinstance(v := e.values.get(name), str)
+        }
+        if texts:
+            self.person_ids(conn, texts, persons)
+
+        # Only records loaded before can leave stale rows behind (new ones cannot).
+        touched = {
+            ids[keys[c.source_key_hash]]: c
+            for c in changes
+            if (c.replaces or c.op == "delete") and keys[c.source_key_hash] in ids
+        }
+        produced_now: dict[int, set[tuple[str, bytes]]] = defaultdict(set)
+        rows_by_kind: dict[str, dict[bytes, dict[str, Any]]] = defaultdict(dict)
+        values_by_kind: dict[str, dict[bytes, Mapping[str, Any]]] = defaultdict(dict)
+        for c in changes:
+            if c.op != "upsert":
+                continue
+            sid = ids[keys[c.source_key_hash]]
+            for e in c.entities:
+                kh = h16(e.key_hash)
+                if touched:
+                    produced_now[sid].add((e.kind, kh))
+                prev = values_by_kind[e.kind].get(kh)
+                # A row several source records share (a subject) keeps the first record
+                # that gave it its current values: the result is then the same whatever
+                # the batch boundaries (a resumed run equals an uninterrupted one).
+                if prev is not None and prev == e.values:
+                    continue
+                values_by_kind[e.kind][kh] = e.values
+                row = dict(e.values)
+                for name in ("subject", "household"):
+                    v = row.get(name)
+                    if isinstance(v, str):
+                        row[name] = persons[v]
+                row.update(org=org, key_hash=kh, source_record=sid, run_id=run_id)
+                rows_by_kind[e.kind][kh] = row
+        if touched:
+            for kind in _OWNED_TABLES:
+                table = t.RECORD_TABLES[kind]
+                stale: list[int] = []
+                for chunk in _chunks(list(touched), 900):
+                    q = sa.select(table.c.id, table.c.key_hash, table.c.source_record).where(
+                        table.c.source_record.in_(chunk)
+                    )
+                    for found in conn.execute(q).all():
+                        rid, key, owner = (int(found[0]), bytes(found[1]), int(found[2]))
+                        if (kind, key) not in produced_now.get(owner, set()):
+                            stale.append(rid)
+                for chunk_ids in _chunks(stale, 900):
+                    conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
+        for kind, rows in rows_by_kind.items():
+            table = t.RECORD_TABLES[kind]
+            # One statement per table and no look-up of the current rows: the upsert
+            # itself leaves a row whose values are unchanged untouched.
+            self._upsert(
+                conn,
+                table,
+                list(rows.values()),
+                ["org", "key_hash"],
+                unless_same=_DATA_COLUMNS[kind],
+            )
+        if deletes:
+            self._drop_source_records(conn, [ids[k] for k in deletes if k in ids])
 
     def _upsert(
         self,
@@ -734,18 +888,21 @@ class Registry:
         rows: list[dict[str, Any]],
         conflict: list[str],
         *,
-        unless_same: str | None = None,
+        unless_same: tuple[str, ...] = (),
+        do_nothing: bool = False,
     ) -> None:
         """``INSERT ... ON CONFLICT DO UPDATE`` of many rows (SQLite and PostgreSQL).
 
         Rows go to the driver's ``executemany`` through each column type's own bind
         processor (the same conversions SQLAlchemy applies), without building a
         statement object per call: this is the hot path of every sync. With
-        ``unless_same`` (a column name), an existing row whose value in that column
-        equals the new one is left as it is (``DO UPDATE ... WHERE``).
+        ``unless_same`` (column names), an existing row whose values in those columns
+        equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs).
         """
         names = tuple(c for c in rows[0] if c != "id")
-        sql, processors = self._upsert_sql(table, names, tuple(conflict), unless_same)
+        sql, processors = self._upsert_sql(
+            table, names, tuple(conflict), unless_same, do_nothing=do_nothing
+        )
         if self._named_params:
             params: list[Any] = [
                 {n: (p(r[n]) if p else r[n]) for n, p in zip(names, processors, strict=True)}
@@ -763,6 +920,13 @@ class Registry:
                     params[j] = tuple(values)
         conn.exec_driver_sql(sql, params)
 
+    def _insert_ignore(
+        self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str]
+    ) -> None:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of many rows."""
+        if rows:
+            self._upsert(conn, table, rows, conflict, do_nothing=True)
+
     @property
     def _named_params(self) -> bool:
         return self.engine.dialect.paramstyle in ("pyformat", "named")
@@ -772,9 +936,10 @@ class Registry:
         table: sa.Table,
         names: tuple[str, ...],
         conflict: tuple[str, ...],
-        unless_same: str | None = None,
+        unless_same: tuple[str, ...] = (),
+        do_nothing: bool = False,
     ) -> tuple[str, list[Any]]:
-        key = (table.name, names, conflict, unless_same)
+        key = (table.name, names, conflict, unless_same, do_nothing)
         cached = self._sql_cache.get(key)
         if cached is not None:
             return cached
@@ -789,15 +954,19 @@ class Registry:
             marks = [f":{n}" for n in names]
         else:  # format
             marks = ["%s"] * len(names)
-        updates = [n for n in names if n not in conflict]
+        updates = [] if do_nothing else [n for n in names if n not in conflict]
         action = (
             "DO UPDATE SET " + ", ".join(f"{q(n)} = excluded.{q(n)}" for n in updates)
             if updates
             else "DO NOTHING"
         )
-        if updates and unless_same is not None:
-            col = q(unless_same)
-            action += f" WHERE {q(table.name)}.{col} <> excluded.{col}"
+        if updates and unless_same:
+            # NULL-safe "differs": IS NOT on SQLite, IS DISTINCT FROM on PostgreSQL.
+            differs = "IS NOT" if dialect.name == "sqlite" else "IS DISTINCT FROM"
+            tn = q(table.name)
+            action += " WHERE " + " OR ".join(
+                f"{tn}.{q(c)} {differs} excluded.{q(c)}" for c in unless_same
+            )
         # Only names from our own table metadata, quoted by the dialect: no user input.
         sql = (
             f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
@@ -957,6 +1126,9 @@ class LoadTransaction:
         self._since = time.monotonic()
         #: Transactions committed (for tests and progress reports).
         self.commits = 0
+        #: Text pseudonym → ``pseudonyms`` id, for the batches of this transaction (an id
+        #: added in it is valid only once it commits; a rollback closes it).
+        self.person_ids: dict[str, int] = {}
 
     @property
     def conn(self) -> sa.Connection:
@@ -999,6 +1171,7 @@ class LoadTransaction:
             return
         self._tx.rollback()
         self._tx = None
+        self.person_ids.clear()
         self._release()
 
     def close(self) -> None:

@@ -1,10 +1,26 @@
 """Registry tables (SQLAlchemy Core). Alembic migrations in ``migrations/``
 must produce exactly this metadata (a test compares them).
 
-Record tables share a block of columns: the organisation that supplied the
-row, a keyed hash identifying it (``key_hash``), the keyed hash of the source
-record that produced it, a content hash (to tell "unchanged" from "updated")
-and provenance. No table has a column for a clear identifier.
+Storage v2 (issue 11, migration ``0005_storage``): what the registry keeps per record
+is small and fixed-width.
+
+* **People are integers.** A pseudonym is stored once, in :data:`pseudonyms`
+  (epoch + the 32-byte group element); record tables hold its integer id in
+  ``subject`` / ``household``. Key rotation rewrites that one table.
+* **Keys are 16 bytes.** ``key_hash`` (a row's identity) and the source-record keys
+  are the first 16 bytes of keyed hashes, stored binary (:func:`hub.registry.h16`).
+* **Provenance by reference.** A record row names the source record that produced it
+  (``source_record`` → :data:`source_records` ``id``) and the run that last wrote it;
+  connector, mapping and time are on that run, not copied into every row.
+* **One record hash.** Whether a source record changed is decided by its keyed
+  record hash in :data:`source_records`; rows carry no content hash (an upsert leaves
+  a row whose values are the same untouched).
+
+Indexes, each for a query or a uniqueness rule (docs/architecture.md lists them):
+``(org, key_hash)`` unique in every record table (the upsert's conflict target);
+``source_record`` in the tables a source record owns (replacing or removing what a
+changed, cancelled or vanished record produced); ``subjects.subject`` (a person's rows:
+erasure, conversion for exchange). No table has a column for a clear identifier.
 """
 
 from __future__ import annotations
@@ -21,75 +37,84 @@ metadata = sa.MetaData(
     }
 )
 
+#: Text pseudonyms (``v2.<epoch>.<base64url>``): only the web intake keeps them.
 PSEUDONYM = sa.String(80)
 HASH = sa.String(100)
 CODE = sa.String(40)
+#: 16 bytes of a keyed hash (:func:`hub.registry.h16`).
+KEY = sa.LargeBinary(16)
+#: A person (or household): the id of its row in :data:`pseudonyms`.
+PERSON = sa.Integer()
+
+#: Every pseudonym the registry holds, once. ``value`` is the 32-byte ristretto255 element
+#: ``k[domain, epoch] · H(identifier)``; its text form is ``v2.<epoch>.<base64url(value)>``.
+pseudonyms = sa.Table(
+    "pseudonyms",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("epoch", sa.SmallInteger, nullable=False),
+    sa.Column("value", sa.LargeBinary(32), nullable=False),
+    sa.UniqueConstraint("value"),
+)
 
 
 def _record_columns() -> list[sa.Column[object]]:
     return [
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("org", CODE, nullable=False),
-        sa.Column("key_hash", HASH, nullable=False),
-        sa.Column("source_key_hash", HASH, nullable=False),
-        sa.Column("content_hash", sa.String(64), nullable=False),
-        sa.Column("connector", CODE, nullable=False),
+        sa.Column("key_hash", KEY, nullable=False),
+        # The source record that produced the row (source_records.id).
+        sa.Column("source_record", sa.Integer, nullable=False),
+        # The run that last wrote the row (runs.id: connector, mapping, time).
         sa.Column("run_id", sa.Integer, nullable=False),
-        sa.Column("mapping", sa.String(80), nullable=False),
-        sa.Column("mapping_version", sa.String(40), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     ]
 
 
-def _record_table(
-    name: str, *columns: sa.Column[object], extra_indexes: tuple[str, ...] = ()
-) -> sa.Table:
-    t = sa.Table(
+def _record_table(name: str, *columns: sa.schema.SchemaItem, owned: bool = True) -> sa.Table:
+    return sa.Table(
         name,
         metadata,
         *_record_columns(),
         *columns,
         sa.UniqueConstraint("org", "key_hash"),
-        sa.Index(None, "org", "source_key_hash"),
+        *((sa.Index(None, "source_record"),) if owned else ()),
     )
-    for col in extra_indexes:
-        sa.Index(None, t.c[col])
-    return t
 
 
 subjects = _record_table(
     "subjects",
-    sa.Column("subject", PSEUDONYM, nullable=False),
-    sa.Column("household", PSEUDONYM),
+    sa.Column("subject", PERSON, nullable=False),
+    sa.Column("household", PERSON),
     sa.Column("birth_year", sa.SmallInteger),
     sa.Column("sex", sa.String(1)),
     sa.Column("residence_comune_istat", sa.String(6)),
     sa.Column("citizenship", sa.String(3)),
-    extra_indexes=("subject",),
+    sa.Index(None, "subject"),
+    # A subject row is keyed by the person, shared by every record that names them: no
+    # source record owns it (cancellations and clean-up never delete subjects).
+    owned=False,
 )
 
 assessments = _record_table(
     "assessments",
-    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("subject", PERSON, nullable=False),
     sa.Column("assessed_on", sa.Date, nullable=False),
     sa.Column("valid_until", sa.Date),
     sa.Column("disability", sa.Boolean),
     sa.Column("non_self_sufficient", sa.Boolean),
-    extra_indexes=("subject",),
 )
 
 case_episodes = _record_table(
     "case_episodes",
-    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("subject", PERSON, nullable=False),
     sa.Column("area", sa.String(10), nullable=False),
     sa.Column("opened_on", sa.Date, nullable=False),
     sa.Column("closed_on", sa.Date),
-    extra_indexes=("subject",),
 )
 
 interventions = _record_table(
     "interventions",
-    sa.Column("subject", PSEUDONYM, nullable=False),
+    sa.Column("subject", PERSON, nullable=False),
     sa.Column("service_code", sa.String(20), nullable=False),
     sa.Column("area", sa.String(10), nullable=False),
     sa.Column("started_on", sa.Date, nullable=False),
@@ -97,12 +122,11 @@ interventions = _record_table(
     sa.Column("amount", sa.Numeric(14, 2)),
     sa.Column("amount_co_paid", sa.Numeric(14, 2)),
     sa.Column("comune_istat", sa.String(6)),
-    extra_indexes=("subject",),
 )
 
 need_signals = _record_table(
     "need_signals",
-    sa.Column("subject", PSEUDONYM),
+    sa.Column("subject", PERSON),
     # Closed-list codes joined by "|" (portable across SQLite and PostgreSQL).
     sa.Column("needs", sa.String(200), nullable=False),
     sa.Column("services_given", sa.String(300), nullable=False),
@@ -111,7 +135,6 @@ need_signals = _record_table(
     sa.Column("referred_by_social_services", sa.Boolean, nullable=False),
     sa.Column("birth_year", sa.SmallInteger),
     sa.Column("sex", sa.String(1)),
-    extra_indexes=("subject",),
 )
 
 #: Record tables by model kind (see :data:`hub.schema.MODELS`).
@@ -141,6 +164,16 @@ districts = sa.Table(
     sa.Column("pseudonym_domain", CODE, nullable=False),
 )
 
+#: The connector streams that ever loaded records: source records name theirs by id.
+streams = sa.Table(
+    "streams",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connector", CODE, nullable=False),
+    sa.Column("stream", sa.String(60), nullable=False),
+    sa.UniqueConstraint("connector", "stream"),
+)
+
 #: One row per source record ever loaded: lets a re-run tell "unchanged"
 #: without mapping again, and lets a changed or cancelled record replace
 #: what it produced before.
@@ -148,18 +181,20 @@ source_records = sa.Table(
     "source_records",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("connector", CODE, nullable=False),
-    sa.Column("stream", sa.String(60), nullable=False),
+    sa.Column("stream_id", sa.Integer, nullable=False),
     sa.Column("org", CODE, nullable=False),
-    sa.Column("source_key_hash", HASH, nullable=False),
-    sa.Column("record_hash", sa.String(64), nullable=False),
-    # Keyed hash of the unit (file, flow) the record last came in, if any.
-    sa.Column("unit_hash", HASH),
-    # The last run that read this record (loaded or unchanged).
+    # 16 bytes of the keyed hash of the record's source key.
+    sa.Column("key", KEY, nullable=False),
+    # 16 bytes of the keyed record hash: mapping version, operation, values (identifiers
+    # as rotation-stable tokens). Equal: the record is unchanged.
+    sa.Column("record_hash", KEY, nullable=False),
+    # 16 bytes of the keyed hash of the unit (file, flow) it last came in, if any.
+    sa.Column("unit", KEY),
+    # The last run that read this record (loaded or unchanged): runs.started_at dates it.
     sa.Column("run_id", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("connector", "stream", "source_key_hash"),
-    sa.Index(None, "connector", "stream", "unit_hash"),
+    sa.UniqueConstraint("stream_id", "key"),
+    # What a re-read unit no longer holds (removed): by unit, then by run.
+    sa.Index(None, "stream_id", "unit"),
 )
 
 runs = sa.Table(
@@ -342,18 +377,22 @@ obs_refresh = sa.Table(
 )
 
 
-#: Every column that holds a pseudonym (``f"v2.{epoch}." + base64url(32 bytes)``), as
-#: ``(table, column)``. Key rotation (re-pseudonymising a registry for a new epoch) rewrites
-#: exactly these, plus the ``payload`` JSON of ``quarantine`` rows (identifier fields hold
-#: pseudonyms there too; quarantine rows expire, so rotation may also purge them). Keyed
-#: hashes of source-record keys (``key_hash``, ``source_key_hash``, ``unit_hash``) are not
+#: Columns holding *text* pseudonyms (``f"v2.{epoch}." + base64url(32 bytes)``), as
+#: ``(table, column)``: only the web intake keeps them (each entry is read into the registry
+#: by the ``ets_form`` connector). The registry's own pseudonyms are the rows of
+#: :data:`pseudonyms` (``PSEUDONYM_TABLE``). Key rotation rewrites both, plus the ``payload``
+#: JSON of ``quarantine`` rows (identifier fields hold text pseudonyms there; quarantine rows
+#: expire, so rotation may also purge them). Keyed hashes of source-record keys are not
 #: pseudonyms: they are recomputed by re-reading the sources.
-PSEUDONYM_COLUMNS: tuple[tuple[str, str], ...] = (
+PSEUDONYM_COLUMNS: tuple[tuple[str, str], ...] = (("ets_entries", "subject"),)
+#: The table of the registry's pseudonyms (``epoch``, binary ``value``).
+PSEUDONYM_TABLE = "pseudonyms"
+#: Record-table columns holding person ids (rows of :data:`pseudonyms`).
+PERSON_COLUMNS: tuple[tuple[str, str], ...] = (
     ("subjects", "subject"),
     ("subjects", "household"),
     ("assessments", "subject"),
     ("case_episodes", "subject"),
     ("interventions", "subject"),
     ("need_signals", "subject"),
-    ("ets_entries", "subject"),
 )
