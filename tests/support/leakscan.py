@@ -26,6 +26,14 @@ not contiguous in the raw bytes); file names; every column of every table of a S
 PostgreSQL database (all columns, not only text ones: a provisional CF stored as a number is
 still a leak).
 
+Binary values (storage v2 keeps 16-byte keys and 32-byte pseudonym elements as raw bytes):
+a cell holding bytes that are not valid UTF-8 is random binary, not text, and is checked
+for codice fiscale and STP/ENI shapes and the fed values, not for names (three random
+letters between two non-letters occur by chance in every few megabytes of random bytes).
+In the raw bytes of a file, a name counts where it stands in text: at least four printable
+characters on one side of it (a name in a log line, a CSV cell, a freed page of text
+cells); a name inside random binary bytes has none.
+
 Findings carry a masked excerpt (first three characters + ``***``), and the places they name
 (paths, tables) are masked the same way: a leak report must not leak.
 """
@@ -139,8 +147,14 @@ class _Matcher:
             else None
         )
 
-    def find(self, text: str) -> list[tuple[int, str, str]]:
-        """(position, kind, matched text) of every finding, in text order, one per span."""
+    def find(
+        self, text: str, *, names: bool = True, binary: bool = False
+    ) -> list[tuple[int, str, str]]:
+        """(position, kind, matched text) of every finding, in text order, one per span.
+
+        ``names=False``: no name matching (a binary value); ``binary``: the text is raw bytes
+        that may mix text and binary: a name counts only in text (see the module's doc).
+        """
         found: dict[tuple[int, int], tuple[str, str]] = {}
 
         def add(start: int, end: int, kind: str) -> None:
@@ -157,11 +171,13 @@ class _Matcher:
         if self.other_values:
             for m in self.other_values.finditer(text):
                 add(m.start(), m.end(), KIND_VALUE)
-        if self.names:
-            self._find_names(text, add)
-        if self.multi_names:
-            for m in self.multi_names.finditer(text):
-                add(m.start(), m.end(), KIND_NAME)
+        if names:
+            add_name = _in_text(text, add) if binary else add
+            if self.names:
+                self._find_names(text, add_name)
+            if self.multi_names:
+                for m in self.multi_names.finditer(text):
+                    add_name(m.start(), m.end(), KIND_NAME)
         return [(start, kind, value) for (start, _), (kind, value) in sorted(found.items())]
 
     def _find_names(self, text: str, add: Callable[[int, int, str], None]) -> None:
@@ -185,6 +201,27 @@ class _Matcher:
         return "".join([*out, text[last:]])
 
 
+def _printable(chars: str) -> bool:
+    return all(" " <= c <= "~" or c in "\t\n\r" or (c > "\x9f" and c.isprintable()) for c in chars)
+
+
+def _in_text(text: str, add: Callable[[int, int, str], None]) -> Callable[[int, int, str], None]:
+    """``add`` for the matches with text on one side: four printable characters, or the
+    start or end of ``text``."""
+
+    def add_if_text(start: int, end: int, kind: str) -> None:
+        left, right = text[max(0, start - 4) : start], text[end : end + 4]
+        if (
+            start == 0
+            or end == len(text)
+            or (len(left) == 4 and _printable(left))
+            or (len(right) == 4 and _printable(right))
+        ):
+            add(start, end, kind)
+
+    return add_if_text
+
+
 def _shape(value: str) -> str:
     """Regex for the letter/digit pattern of a value: RSSMRA80A01H501U -> [A-Za-z]{6}[0-9]{2}…"""
     classes = ["[0-9]" if c.isdigit() else "[A-Za-z]" for c in value]
@@ -193,6 +230,14 @@ def _shape(value: str) -> str:
 
 def _leaks(m: _Matcher, text: str, where: str, unit: str = "char") -> list[Leak]:
     return [Leak(f"{where} @ {unit} {pos}", kind, mask(v)) for pos, kind, v in m.find(text)]
+
+
+def _is_utf8(value: bytes | bytearray | memoryview) -> bool:
+    try:
+        bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _cell_text(value: object) -> str:
@@ -218,6 +263,11 @@ def _rows_leaks(
         owners: list[tuple[str, str]] = []
         for rowid, cells in chunk:
             for column, cell in zip(columns, cells, strict=True):
+                if isinstance(cell, bytes | bytearray | memoryview) and not _is_utf8(cell):
+                    # Random binary (a key, a pseudonym element): shapes and values only.
+                    for _, kind, value in m.find(bytes(cell).decode("latin-1"), names=False):
+                        leaks.append(Leak(f"{table}.{column}, {rowid}", kind, mask(value)))
+                    cell = None
                 texts.append("" if cell is None else _cell_text(cell))
                 owners.append((column, rowid))
         starts = list(itertools.accumulate((len(t) + 1 for t in texts[:-1]), initial=0))
@@ -252,7 +302,7 @@ def _scan_bytes(
             leaks = _scan_bytes(m, head, f"{where} (gunzipped, damaged)") if head else []
             return leaks + _scan_bytes(m, raw, f"{where} (raw)", gunzip=False)
     text = raw.decode("utf-8", "surrogateescape")  # round-trips: offsets map back to bytes
-    found = m.find(text)
+    found = m.find(text, binary=True)
     leaks = [
         Leak(f"{where} @ byte {offset}", kind, mask(v))
         for offset, (_, kind, v) in zip(_byte_offsets(text, found), found, strict=True)

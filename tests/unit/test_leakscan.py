@@ -216,3 +216,36 @@ def test_scanning_the_wrong_place_fails(tmp_path: Path) -> None:
     sqlite3.connect(tmp_path / "empty.sqlite").close()
     with pytest.raises(ValueError, match="no tables"):
         scan_database(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+
+
+def test_binary_keys_and_pseudonyms_are_not_read_as_names_but_text_in_them_is(
+    tmp_path: Path,
+) -> None:
+    """Storage v2 keeps keys and pseudonym elements as random bytes: a short name found by
+    chance among them is no leak; a name or CF stored as bytes that are text still is."""
+    rng = random.Random(7)
+    name = "Lia"
+    noise = b"".join(
+        bytes(rng.getrandbits(8) for _ in range(13)) + b"\xff" + name.encode() + b"\xfe"
+        for _ in range(300)
+    )  # never valid UTF-8, "Lia" between non-letters 300 times
+    db = tmp_path / "registry.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("create table pseudonyms (id integer primary key, value blob)")
+    conn.executemany(
+        "insert into pseudonyms (value) values (?)",
+        [(noise[i : i + 32],) for i in range(0, len(noise), 32)],
+    )
+    conn.commit()
+    assert scan_paths([tmp_path], names=[name]) == []
+    assert scan_database(f"sqlite:///{db}", names=[name]) == []
+    # Bytes that are text are text: found in the cell and in the raw file.
+    conn.execute("insert into pseudonyms (value) values (?)", (f"utente {name} ok".encode(),))
+    conn.execute(
+        "insert into pseudonyms (value) values (?)", (b"\xff\x00" + CF.encode() + b"\x00",)
+    )
+    conn.commit()
+    conn.close()
+    found = scan_database(f"sqlite:///{db}", names=[name])
+    assert sorted(kinds(found)) == [KIND_CF, KIND_NAME]
+    assert KIND_NAME in kinds(scan_paths([tmp_path], names=[name]))
