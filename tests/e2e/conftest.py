@@ -73,14 +73,38 @@ def make_workspace(
 
 
 def registry_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
-    """Every record table's rows, without surrogate ids, run ids and timestamps."""
+    """Every record table's rows, without surrogate ids, run ids and timestamps.
+
+    Storage v2 keys rows by integers (persons, source records, streams) assigned in the
+    order rows arrive; the dump shows what they stand for instead: a person as its
+    pseudonym's bytes, a source record as its key, a stream as (connector, stream).
+    """
     skip = {"id", "run_id", "updated_at"}
     engine = sa.create_engine(url)
     out: dict[str, list[tuple[object, ...]]] = {}
     with engine.connect() as conn:
+        person = dict(conn.execute(sa.select(t.pseudonyms.c.id, t.pseudonyms.c.value)).all())
+        source = dict(conn.execute(sa.select(t.source_records.c.id, t.source_records.c.key)).all())
+        stream = {
+            i: (c, s)
+            for i, c, s in conn.execute(
+                sa.select(t.streams.c.id, t.streams.c.connector, t.streams.c.stream)
+            )
+        }
+        natural = {"subject": person, "household": person, "source_record": source}
+        natural["stream_id"] = stream
         for name, table in [*t.RECORD_TABLES.items(), ("source_records", t.source_records)]:
             cols = [c for c in table.c if c.name not in skip]
             rows = conn.execute(sa.select(*cols)).all()
-            out[name] = sorted((tuple(r) for r in rows), key=repr)
+            out[name] = sorted(
+                (
+                    tuple(
+                        natural[c.name].get(v) if c.name in natural and v is not None else v
+                        for c, v in zip(cols, r, strict=True)
+                    )
+                    for r in rows
+                ),
+                key=repr,
+            )
     engine.dispose()
     return out

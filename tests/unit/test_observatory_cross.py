@@ -15,6 +15,7 @@ from hub.observatory.indicators import release_tables
 from hub.observatory.table import ALL, Period
 from hub.registry import Registry
 from hub.registry import tables as t
+from tests.support.rows import person, record
 
 D = dt.date
 Y22 = Period.year(2022)
@@ -22,19 +23,10 @@ _ids = itertools.count()
 
 
 def _ce(conn: sa.Connection, org: str, subject: str, opened: D, closed: D | None = None) -> None:
-    n = next(_ids)
     conn.execute(
         t.case_episodes.insert().values(
-            org=org,
-            key_hash=f"k{n}",
-            source_key_hash=f"s{n}",
-            content_hash="c",
-            connector="cartella" if org == "B" else f"x.{org}",
-            run_id=1,
-            mapping="m",
-            mapping_version="1",
-            updated_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-            subject=subject,
+            **record(conn, org, connector="cartella" if org == "B" else f"x.{org}"),
+            subject=person(conn, subject),
             area="FAM",
             opened_on=opened,
             closed_on=closed,

@@ -22,25 +22,15 @@ from hub.observatory.indicators import (
 from hub.observatory.table import ALL, Period
 from hub.registry import Registry
 from hub.registry import tables as t
+from tests.support.rows import person, record
 
 D = dt.date
 Y22 = Period.year(2022)
 _ids = itertools.count()
 
 
-def _common(org: str) -> dict[str, object]:
-    n = next(_ids)
-    return {
-        "org": org,
-        "key_hash": f"k{n}",
-        "source_key_hash": f"s{n}",
-        "content_hash": "c",
-        "connector": "test",
-        "run_id": 1,
-        "mapping": "m",
-        "mapping_version": "1",
-        "updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    }
+def _common(conn: sa.Connection, org: str) -> dict[str, object]:
+    return record(conn, org)
 
 
 def _iv(
@@ -55,8 +45,8 @@ def _iv(
 ) -> None:
     conn.execute(
         t.interventions.insert().values(
-            **_common(org),
-            subject=subject,
+            **_common(conn, org),
+            subject=person(conn, subject),
             service_code=code,
             area=area,
             started_on=start,
@@ -77,8 +67,8 @@ def _ns(
 ) -> None:
     conn.execute(
         t.need_signals.insert().values(
-            **_common(org),
-            subject=subject,
+            **_common(conn, org),
+            subject=person(conn, subject),
             needs=needs,
             services_given=services,
             comune_istat=comune,
@@ -117,7 +107,11 @@ def registry(registry_url: str) -> Registry:
         # A case episode for p4 at B in 2022 (public services, no intervention)
         conn.execute(
             t.case_episodes.insert().values(
-                **_common("B"), subject="p4", area="POV", opened_on=D(2020, 1, 1), closed_on=None
+                **_common(conn, "B"),
+                subject=person(conn, "p4"),
+                area="POV",
+                opened_on=D(2020, 1, 1),
+                closed_on=None,
             )
         )
         # Third Sector: p2 (also public), p5 (ETS only, two contacts, both ETS), anonymous
@@ -257,7 +251,11 @@ def test_period_that_is_not_a_year(registry: Registry) -> None:
 
 def test_prese_in_carico_table(registry: Registry) -> None:
     with registry.engine.begin() as conn:
-        conn.execute(t.subjects.insert().values(**_common("B"), subject="p4", birth_year=1950))
+        conn.execute(
+            t.subjects.insert().values(
+                **_common(conn, "B"), subject=person(conn, "p4"), birth_year=1950
+            )
+        )
     tb = prese_in_carico_table(registry.engine, 2022)
     assert tb.rows == ("B",)
     assert tb.value("B", "anziani") == 1 and tb.value("B") == 1 and tb.total == 1

@@ -23,46 +23,39 @@ from hub.observatory.prese_in_carico import prese_in_carico
 from hub.observatory.table import ALL, Period
 from hub.registry import Registry
 from hub.registry import tables as t
+from tests.support.rows import person, record
 
 D = dt.date
 Y22 = Period.year(2022)
 _ids = itertools.count()
 
 
-def _common(org: str, connector: str) -> dict[str, object]:
-    n = next(_ids)
-    return {
-        "org": org,
-        "key_hash": f"k{n}",
-        "source_key_hash": f"s{n}",
-        "content_hash": "c",
-        "connector": connector,
-        "run_id": 1,
-        "mapping": "m",
-        "mapping_version": "1",
-        "updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    }
+def _common(conn: sa.Connection, org: str, connector: str) -> dict[str, object]:
+    return record(conn, org, connector=connector)
 
 
 def _person(conn: sa.Connection, org: str, connector: str, subject: str, year: int) -> None:
     """A person in charge in 2022 with one intervention, one assessment, one need signal."""
     conn.execute(
         t.subjects.insert().values(
-            **_common(org, connector),
-            subject=subject,
+            **_common(conn, org, connector),
+            subject=person(conn, subject),
             birth_year=year,
             residence_comune_istat="003106",
         )
     )
     conn.execute(
         t.case_episodes.insert().values(
-            **_common(org, connector), subject=subject, area="FAM", opened_on=D(2022, 2, 1)
+            **_common(conn, org, connector),
+            subject=person(conn, subject),
+            area="FAM",
+            opened_on=D(2022, 2, 1),
         )
     )
     conn.execute(
         t.interventions.insert().values(
-            **_common(org, connector),
-            subject=subject,
+            **_common(conn, org, connector),
+            subject=person(conn, subject),
             service_code="A1.01",
             area="FAM",
             started_on=D(2022, 3, 1),
@@ -70,7 +63,10 @@ def _person(conn: sa.Connection, org: str, connector: str, subject: str, year: i
     )
     conn.execute(
         t.assessments.insert().values(
-            **_common(org, connector), subject=subject, assessed_on=D(2022, 1, 5), disability=True
+            **_common(conn, org, connector),
+            subject=person(conn, subject),
+            assessed_on=D(2022, 1, 5),
+            disability=True,
         )
     )
 
@@ -97,8 +93,8 @@ def registry(registry_url: str) -> Registry:
             _person(conn, "ZZ", "x.ZZ", subject, 1950)
         conn.execute(
             t.need_signals.insert().values(
-                **_common("ZZ", "x.ZZ"),
-                subject="rx11",
+                **_common(conn, "ZZ", "x.ZZ"),
+                subject=person(conn, "rx11"),
                 needs="food",
                 services_given="",
                 comune_istat="003106",
@@ -108,8 +104,8 @@ def registry(registry_url: str) -> Registry:
         )
         conn.execute(
             t.case_episodes.insert().values(
-                **_common("ZZ", "x.ZZ"), subject="rx12", area="FAM", opened_on=D(2015, 1, 1),
-                closed_on=D(2015, 6, 1),
+                **_common(conn, "ZZ", "x.ZZ"), subject=person(conn, "rx12"), area="FAM",
+                opened_on=D(2015, 1, 1), closed_on=D(2015, 6, 1),
             )
         )  # fmt: skip
     return reg

@@ -17,25 +17,15 @@ import hub.observatory.prese_in_carico as pic_module
 from hub.observatory.aggregates import refresh, refresh_after_sync, touched_slices
 from hub.registry import Registry
 from hub.registry import tables as t
+from tests.support.rows import person, record
 
 D = dt.date
 _ids = itertools.count()
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
-def _common(org: str, run_id: int = 1) -> dict[str, object]:
-    n = next(_ids)
-    return {
-        "org": org,
-        "key_hash": f"k{n}",
-        "source_key_hash": f"s{n}",
-        "content_hash": "c",
-        "connector": f"c.{org}",
-        "run_id": run_id,
-        "mapping": "m",
-        "mapping_version": "1",
-        "updated_at": NOW,
-    }
+def _common(conn: sa.Connection, org: str, run_id: int | None = None) -> dict[str, object]:
+    return record(conn, org, connector=f"c.{org}", run_id=run_id)
 
 
 def _run(conn: sa.Connection, org: str) -> int:
@@ -54,8 +44,8 @@ def _iv(conn: sa.Connection, org: str, subject: str, start: D, end: D | None) ->
         conn.execute(
             t.interventions.insert()
             .values(
-                **_common(org), subject=subject, service_code="A1.01", area="FAM",
-                started_on=start, ended_on=end, amount=Decimal("10"),
+                **_common(conn, org), subject=person(conn, subject), service_code="A1.01",
+                area="FAM", started_on=start, ended_on=end, amount=Decimal("10"),
             )
             .returning(t.interventions.c.id)
         ).scalar_one()
@@ -66,7 +56,13 @@ def _ce(conn: sa.Connection, org: str, subject: str, opened: D, closed: D | None
     return int(
         conn.execute(
             t.case_episodes.insert()
-            .values(**_common(org), subject=subject, area="FAM", opened_on=opened, closed_on=closed)
+            .values(
+                **_common(conn, org),
+                subject=person(conn, subject),
+                area="FAM",
+                opened_on=opened,
+                closed_on=closed,
+            )
             .returning(t.case_episodes.c.id)
         ).scalar_one()
     )
@@ -92,14 +88,16 @@ def registry(registry_url: str) -> Registry:
                 for i in range(6):
                     s = f"{org}{y}{i}"
                     conn.execute(
-                        t.subjects.insert().values(**_common(org), subject=s, birth_year=1950 + i)
+                        t.subjects.insert().values(
+                            **_common(conn, org), subject=person(conn, s), birth_year=1950 + i
+                        )
                     )
                     _ce(conn, org, s, D(y, 2, 1), D(y, 11, 30))
                     _iv(conn, org, s, D(y, 3, 1), D(y, 4, 1))
             conn.execute(
                 t.need_signals.insert().values(
-                    **_common("E1"), subject=f"A{y}0", needs="food", services_given="",
-                    comune_istat="003106", on=D(y, 5, 1), referred_by_social_services=False,
+                    **_common(conn, "E1"), subject=person(conn, f"A{y}0"), needs="food",
+                    services_given="", comune_istat="003106", on=D(y, 5, 1), referred_by_social_services=False,
                 )
             )  # fmt: skip
     return reg
@@ -190,15 +188,19 @@ def test_a_third_sector_sync_and_a_new_year(registry: Registry) -> None:
         run = _run(conn, "E1")
         conn.execute(
             t.need_signals.insert().values(
-                **_common("E1", run), subject=None, needs="work", services_given="",
+                **_common(conn, "E1", run), subject=None, needs="work", services_given="",
                 comune_istat="003106", on=D(2023, 9, 1), referred_by_social_services=False,
             )
         )  # fmt: skip
         run_b = _run(conn, "B")
-        c = _common("B", run_b)
+        c = _common(conn, "B", run_b)
         conn.execute(
             t.case_episodes.insert().values(
-                **c, subject="B-new", area="FAM", opened_on=D(2025, 1, 1), closed_on=None
+                **c,
+                subject=person(conn, "B-new"),
+                area="FAM",
+                opened_on=D(2025, 1, 1),
+                closed_on=None,
             )
         )
     touched = touched_slices(engine)

@@ -15,24 +15,14 @@ from hub.observatory.prese_in_carico import (
 )
 from hub.registry import Registry
 from hub.registry import tables as t
+from tests.support.rows import person, record
 
 D = dt.date
 _ids = itertools.count()
 
 
-def _common(org: str) -> dict[str, object]:
-    n = next(_ids)
-    return {
-        "org": org,
-        "key_hash": f"k{n}",
-        "source_key_hash": f"s{n}",
-        "content_hash": "c",
-        "connector": "test",
-        "run_id": 1,
-        "mapping": "m",
-        "mapping_version": "1",
-        "updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    }
+def _common(conn: sa.Connection, org: str) -> dict[str, object]:
+    return record(conn, org)
 
 
 def _person(
@@ -46,20 +36,27 @@ def _person(
 ) -> None:  # type: ignore[assignment]
     conn.execute(
         t.subjects.insert().values(
-            **_common(org), subject=subject, birth_year=birth_year, household=household
+            **_common(conn, org),
+            subject=person(conn, subject),
+            birth_year=birth_year,
+            household=person(conn, household),
         )
     )
     for opened, closed in episodes:
         conn.execute(
             t.case_episodes.insert().values(
-                **_common(org), subject=subject, area="FAM", opened_on=opened, closed_on=closed
+                **_common(conn, org),
+                subject=person(conn, subject),
+                area="FAM",
+                opened_on=opened,
+                closed_on=closed,
             )
         )
     for on, dis, nss in assessments:
         conn.execute(
             t.assessments.insert().values(
-                **_common(org),
-                subject=subject,
+                **_common(conn, org),
+                subject=person(conn, subject),
                 assessed_on=on,
                 disability=dis,
                 non_self_sufficient=nss,
