@@ -13,6 +13,8 @@ import itertools
 
 import sqlalchemy as sa
 
+from hub.pseudonyms import group
+from hub.pseudonyms.pseudonymiser import pseudonym_text
 from hub.registry import tables as t
 
 _ids = itertools.count(1)
@@ -67,11 +69,21 @@ def record(
     }
 
 
+def element(name: str) -> bytes:
+    """A real group element (32 bytes) standing for the test's person ``name``."""
+    return group.hash_to_group(group.H2G_PREFIX + f"test person|{name}".encode())
+
+
+def pseudonym(name: str, epoch: int = 1) -> str:
+    """The text pseudonym (``v2.<epoch>.<b64>``) standing for the test's person ``name``."""
+    return pseudonym_text(epoch, element(name))
+
+
 def person(conn: sa.Connection, name: str | None) -> int | None:
     """The ``pseudonyms`` id standing for the test's person ``name`` (None stays None)."""
     if name is None:
         return None
-    value = hashlib.sha256(f"test person {name}".encode()).digest()
+    value = element(name)
     ps = t.pseudonyms
     found = conn.execute(sa.select(ps.c.id).where(ps.c.value == value)).scalar_one_or_none()
     if found is not None:

@@ -13,16 +13,15 @@ import pytest
 import sqlalchemy as sa
 
 from hub.registry import BatchCounts, EntityRow, LoadTransaction, Registry, SourceRecordChange
+from tests.support.rows import pseudonym
 from tests.unit.test_registry import _row
 
-PSEUDONYM = "1.abcdefghijklmnop"
+PSEUDONYM = pseudonym("p")
 
 
 def _episode(n: int, opened: dt.date | None) -> EntityRow:
     # The same case-episode row as the registry tests; a None date breaks NOT NULL.
-    return EntityRow(
-        "case_episode", f"k.ep{n:04d}aaaaaaaaaaaaaaaa", f"h{n}", _row(PSEUDONYM, opened)
-    )
+    return EntityRow("case_episode", f"k.ep{n:04d}aaaaaaaaaaaaaaaa", _row(PSEUDONYM, opened))
 
 
 def _write(reg: Registry, tx: LoadTransaction, run: int, n: int, *, broken: bool = False) -> None:

@@ -97,7 +97,8 @@ def registry(registry_url: str) -> Registry:
             conn.execute(
                 t.need_signals.insert().values(
                     **_common(conn, "E1"), subject=person(conn, f"A{y}0"), needs="food",
-                    services_given="", comune_istat="003106", on=D(y, 5, 1), referred_by_social_services=False,
+                    services_given="", comune_istat="003106", on=D(y, 5, 1),
+                    referred_by_social_services=False,
                 )
             )  # fmt: skip
     return reg

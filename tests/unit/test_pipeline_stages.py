@@ -112,14 +112,18 @@ def test_a_source_without_cursors_is_loaded_in_bounded_batches() -> None:
 
 
 def test_the_pseudonym_columns_are_listed_for_key_rotation() -> None:
+    """Every column naming a person holds either a text pseudonym (rotated in place) or the
+    id of a row of ``pseudonyms`` (rotated there, once per person)."""
     from hub.registry import Registry
     from hub.registry import tables as t
 
-    listed = set(Registry.pseudonym_columns())
+    text, persons = set(Registry.pseudonym_columns()), set(t.PERSON_COLUMNS)
     holding = {
         (table.name, c.name)
         for table in t.metadata.tables.values()
         for c in table.c
         if c.name in ("subject", "household")
     }
-    assert listed == holding
+    assert text | persons == holding and not text & persons
+    assert all(t.metadata.tables[tb].c[c].type is t.PSEUDONYM for tb, c in text)
+    assert all(t.metadata.tables[tb].c[c].type is t.PERSON for tb, c in persons)

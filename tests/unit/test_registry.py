@@ -17,10 +17,12 @@ from hub.registry import (
     QuarantineEntry,
     Registry,
     SourceRecordChange,
+    h16,
     tables,
 )
 from hub.registry.migrate import alembic_config
 from hub.registry.tables import metadata
+from tests.support.rows import pseudonym
 
 
 def test_migrations_produce_exactly_the_tables_the_code_uses(registry_url: str) -> None:
@@ -50,16 +52,7 @@ def test_unsupported_or_broken_url_is_a_config_error(tmp_path: object) -> None:
 
 
 def _row(subject: str, opened: dt.date | None) -> dict[str, object]:
-    return {
-        "subject": subject,
-        "area": "FAM",
-        "opened_on": opened,
-        "closed_on": None,
-        "connector": "c",
-        "run_id": 1,
-        "mapping": "m",
-        "mapping_version": "1",
-    }
+    return {"subject": subject, "area": "FAM", "opened_on": opened, "closed_on": None}
 
 
 def test_batch_state_and_records_commit_together_and_changed_records_replace(
@@ -69,9 +62,9 @@ def test_batch_state_and_records_commit_together_and_changed_records_replace(
     run = reg.start_run(
         connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
     )
-    p = "1.abcdefghijklmnop"
-    ep1 = EntityRow("case_episode", "k.ep1aaaaaaaaaaaaaaaa", "h1", _row(p, dt.date(2020, 1, 1)))
-    ep2 = EntityRow("case_episode", "k.ep2aaaaaaaaaaaaaaaa", "h2", _row(p, dt.date(2021, 1, 1)))
+    p = pseudonym("p")
+    ep1 = EntityRow("case_episode", "k.ep1aaaaaaaaaaaaaaaa", _row(p, dt.date(2020, 1, 1)))
+    ep2 = EntityRow("case_episode", "k.ep2aaaaaaaaaaaaaaaa", _row(p, dt.date(2021, 1, 1)))
     reg.commit_batch(
         run_id=run,
         connector="c",
@@ -136,8 +129,7 @@ def test_a_failed_batch_leaves_neither_records_nor_state(registry_url: str) -> N
     bad = EntityRow(
         "case_episode",
         "k.ep1aaaaaaaaaaaaaaaa",
-        "h1",
-        {**_row("1.abcdefghijklmnop", dt.date(2020, 1, 1)), "area": None},
+        {**_row(pseudonym("p"), dt.date(2020, 1, 1)), "area": None},
     )
     with pytest.raises(sa.exc.IntegrityError):
         reg.commit_batch(
@@ -180,18 +172,17 @@ def test_quarantine_entries_expire(registry_url: str) -> None:
 
 
 def test_an_upsert_leaves_a_row_with_the_same_content_untouched(registry_url: str) -> None:
-    """Unchanged content keeps the row as first written (provenance included); new content
-    replaces it. The check is in the upsert itself (no look-up before it)."""
+    """Unchanged values keep the row as first written (its run and source record); new
+    values replace it. The check is in the upsert itself (no look-up before it)."""
     reg = Registry.open(registry_url)
-    p = "1.abcdefghijklmnop"
+    p = pseudonym("p")
     key = "k.ep1aaaaaaaaaaaaaaaa"
     runs = []
-    for n, content in enumerate(("h1", "h1", "h2"), start=1):
+    for n, day in enumerate((1, 1, 3), start=1):
         run = reg.start_run(
             connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
         )
         runs.append(run)
-        values = {**_row(p, dt.date(2020, 1, n)), "run_id": run}
         reg.commit_batch(
             run_id=run,
             connector="c",
@@ -202,7 +193,7 @@ def test_an_upsert_leaves_a_row_with_the_same_content_untouched(registry_url: st
                     f"k.src{n}aaaaaaaaaaaaaaa",
                     f"r{n}",
                     "upsert",
-                    (EntityRow("case_episode", key, content, values),),
+                    (EntityRow("case_episode", key, _row(p, dt.date(2020, 1, day))),),
                     replaces=False,
                 )
             ],
@@ -213,13 +204,19 @@ def test_an_upsert_leaves_a_row_with_the_same_content_untouched(registry_url: st
         )
         reg.finish_run(run, status="succeeded")
         table = tables.RECORD_TABLES["case_episode"]
+        sr = tables.source_records
         with reg.engine.connect() as conn:
-            row = conn.execute(sa.select(table).where(table.c.key_hash == key)).mappings().one()
-        if n == 2:  # same content hash: still the row of the first run
-            assert (row["run_id"], row["source_key_hash"]) == (runs[0], "k.src1aaaaaaaaaaaaaaa")
+            row = (
+                conn.execute(sa.select(table).where(table.c.key_hash == h16(key))).mappings().one()
+            )
+            owner = conn.execute(
+                sa.select(sr.c.key).where(sr.c.id == row["source_record"])
+            ).scalar_one()
+        if n == 2:  # same values: still the row of the first run and record
+            assert (row["run_id"], owner) == (runs[0], h16("k.src1aaaaaaaaaaaaaaa"))
             assert row["opened_on"] == dt.date(2020, 1, 1)
-        if n == 3:  # new content hash: replaced
-            assert (row["run_id"], row["content_hash"]) == (runs[2], "h2")
+        if n == 3:  # new values: replaced
+            assert (row["run_id"], owner) == (runs[2], h16("k.src3aaaaaaaaaaaaaaa"))
             assert row["opened_on"] == dt.date(2020, 1, 3)
     assert reg.count("case_episode") == 1
     reg.close()
