@@ -368,6 +368,8 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
         from hub.registry import Registry
 
         Registry.open(f"sqlite:///{path}").close()
+        with sqlite3.connect(path) as setup:
+            setup.execute("insert into streams (id, connector, stream) values (1, 'bench', 'r')")
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -403,28 +405,44 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
     def content(values: tuple[object, ...]) -> str:
         return hashlib.sha256(repr(values).encode()).hexdigest()
 
-    stamp = "2026-01-01 00:00:00.000000+00:00"
-    prov = ("bench", 1, "bench", "1", stamp)
     layouts = {k: [columns.index(c) for c in cols] for k, cols in REGISTRY_ROWS[kind].items()}
+    person_at = {
+        k: [i for i, c in enumerate(cols) if c in ("subject", "household")]
+        for k, cols in REGISTRY_ROWS[kind].items()
+    }
     statements = {}
     for k, cols in REGISTRY_ROWS[kind].items():
-        names = [
-            "org", "key_hash", "source_key_hash", "content_hash", "connector", "run_id",
-            "mapping", "mapping_version", "updated_at", *cols,
-        ]  # fmt: skip
+        names = ["org", "key_hash", "source_record", "run_id", *cols]
+        data = ", ".join(f"{n} IS NOT excluded.{n}" for n in cols)
         table = {"case_episode": "case_episodes"}.get(k, k + "s")
         statements[k] = (
             f"insert into {table} ({', '.join(names)}) values ({', '.join('?' * len(names))}) "
             "on conflict (org, key_hash) do update set "
             + ", ".join(f"{n} = excluded.{n}" for n in names[2:])
-            + " where content_hash <> excluded.content_hash"
+            + f" where {data.replace(', ', ' OR ')}"
         )
+    # Storage v2: persons are ids of ``pseudonyms``; source records have integer ids (a fresh
+    # registry: numbered here, as the upsert would); keys and hashes are 16 bytes.
     sr_sql = (
-        "insert into source_records (connector, stream, org, source_key_hash, record_hash, "
-        "unit_hash, run_id, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?) on conflict "
-        "(connector, stream, source_key_hash) do update set record_hash = "
-        "excluded.record_hash, run_id = excluded.run_id, updated_at = excluded.updated_at"
+        "insert into source_records (id, stream_id, org, key, record_hash, unit, run_id) "
+        "values (?, ?, ?, ?, ?, ?, ?) on conflict (stream_id, key) do update set "
+        "record_hash = excluded.record_hash, run_id = excluded.run_id"
     )
+    persons: dict[str, int] = {}
+    new_persons: list[tuple[int, int, bytes]] = []
+
+    def person(text: str | None) -> int | None:
+        if text is None:
+            return None
+        pid = persons.get(text)
+        if pid is None:
+            pid = persons[text] = len(persons) + 1
+            new_persons.append((pid, 1, base64.urlsafe_b64decode(text.split(".")[2] + "=")))
+        return pid
+
+    def k16(*parts: str) -> bytes:
+        return hashlib.blake2b(keyed(*parts).encode(), digest_size=16).digest()
+
     plain = f"insert into r values ({', '.join('?' * len(columns))})"
     upsert = (
         f"insert into r values ({', '.join('?' * (len(columns) + 2))}) on conflict "
@@ -445,11 +463,15 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
         elif mode == "idempotent":
             db.executemany(upsert, batch)
         else:
+            db.executemany(
+                "insert into pseudonyms (id, epoch, value) values (?, ?, ?)", new_persons
+            )
+            new_persons.clear()
+            db.executemany(sr_sql, sources)
+            sources.clear()
             for k, rows in by_kind.items():
                 db.executemany(statements[k], list(rows.values()))
                 rows.clear()
-            db.executemany(sr_sql, sources)
-            sources.clear()
         batch.clear()
         if commit:
             db.commit()
@@ -461,15 +483,19 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
             batch.append((*values, keyed("bench", source_key), content(values)))
         else:
             skh = keyed("bench", "records", source_key)
+            sid = n + 1
             for k, idx in layouts.items():
-                row = tuple(values[i] for i in idx)
+                row = [values[i] for i in idx]
                 if k == "case_episode" and row[2] is None:
                     continue  # no presa in carico on this record
                 if k == "assessment" and row[1] is None:
                     continue
-                kh = keyed(k, skh, "0") if k == "intervention" else keyed(k, *map(str, row[:2]))
-                by_kind[k][kh] = ("CISS", kh, skh, content(row), *prov, *row)
-            sources.append(("bench", "records", "CISS", skh, content(values), None, 1, stamp))
+                kh = k16(k, skh, "0") if k == "intervention" else k16(k, *map(str, row[:2]))
+                for i in person_at[k]:
+                    row[i] = person(row[i])
+                by_kind[k][kh] = ("CISS", kh, sid, 1, *row)
+            record_hash = hashlib.blake2b(repr(values).encode(), key=key, digest_size=16).digest()
+            sources.append((sid, 1, "CISS", k16(skh), record_hash, None, 1))
         n += 1
         if n % 1000 == 0:
             flush(n % commit_every == 0)

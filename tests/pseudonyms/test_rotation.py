@@ -15,12 +15,15 @@ import sqlalchemy as sa
 
 from hub.config import load_config
 from hub.pseudonyms import Keyring, KeySource
+from hub.pseudonyms.pseudonymiser import pseudonym_text
 from hub.pseudonyms.rotation import (
+    TODAY_BINARY_TABLES,
     MixedPseudonyms,
     epochs_in_use,
     refuse_mixed_schemes,
     today_registry_columns,
 )
+from hub.registry.tables import PERSON_COLUMNS
 from tests.e2e.conftest import WorkspaceFactory
 from tests.support.workspace import sync
 
@@ -28,6 +31,8 @@ RACCORDO = [sys.executable, "-m", "hub"]
 
 
 def _pseudonyms(url: str) -> dict[str, list[str]]:
+    """Every pseudonym of the registry as text, per column that names a person (a person
+    column's ids resolved through ``pseudonyms``)."""
     engine = sa.create_engine(url)
     insp = sa.inspect(engine)
     out: dict[str, list[str]] = {}
@@ -36,6 +41,13 @@ def _pseudonyms(url: str) -> dict[str, list[str]]:
             if insp.has_table(table):
                 rows = conn.execute(sa.text(f"SELECT {column} FROM {table}"))
                 out[f"{table}.{column}"] = sorted(str(r[0]) for r in rows if r[0] is not None)
+        for table, column in PERSON_COLUMNS:
+            rows = conn.execute(
+                sa.text(
+                    f"SELECT p.epoch, p.value FROM {table} JOIN pseudonyms p ON p.id = {column}"
+                )
+            )
+            out[f"{table}.{column}"] = sorted(pseudonym_text(e, bytes(v)) for e, v in rows)
     engine.dispose()
     return out
 
@@ -68,14 +80,15 @@ def test_rotation_resumes_after_sigkill_and_equals_a_fresh_sync(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         done = json.loads(progress.read_text() or "{}").get("done") if progress.is_file() else {}
-        if "subjects.subject" in done:
+        if "pseudonyms.value" in done:
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the rotation ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     engine = sa.create_engine(url)
-    assert epochs_in_use(engine, today_registry_columns()) == {1, 2}  # really half done
+    in_use = epochs_in_use(engine, today_registry_columns(), TODAY_BINARY_TABLES)
+    assert in_use == {1, 2}  # really half done
     engine.dispose()
 
     resumed = _raccordo(ws, "keys", "rotate")
@@ -144,16 +157,24 @@ def test_retire_refuses_an_epoch_still_in_use(make_workspace: WorkspaceFactory) 
 def test_v1_pseudonyms_are_refused_with_how_to_rebuild(make_workspace: WorkspaceFactory) -> None:
     ws = make_workspace(50)
     _, reg = sync(ws, "syn")
-    with reg.engine.begin() as conn:  # one row as Raccordo before v2 wrote it
+    # The registry's record tables hold person ids since storage v2 (migration 0005 rebuilt
+    # them); text pseudonyms remain in the web intake: one entry as Raccordo before v2 wrote it.
+    with reg.engine.begin() as conn:
         conn.execute(
-            sa.text("UPDATE subjects SET subject = :p WHERE id = (SELECT MIN(id) FROM subjects)"),
+            sa.text(
+                "INSERT INTO ets_entries (entry_uuid, org, seq, subject, identifier_kind, needs, "
+                'services_given, comune_istat, "on", referred_by_social_services, deleted, '
+                "created_at, updated_at) VALUES ('00000000-0000-0000-0000-000000000001', 'E1', "
+                "1, :p, 'cf', 'food', '', '003106', '2024-01-01', false, false, "
+                "'2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+            ),
             {"p": "1.Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm8"},
         )
     with pytest.raises(MixedPseudonyms) as e:
         refuse_mixed_schemes(reg.engine, where="registry")
     reg.close()
     assert "cannot be converted to v2 without the identifiers" in str(e.value)
-    assert "raccordo sync" in str(e.value) and "subjects" in str(e.value)
+    assert "raccordo sync" in str(e.value) and "ets_entries" in str(e.value)
     res = _raccordo(ws, "sync")
     assert res.returncode == 5 and "v1 pseudonyms" in res.stderr and "Traceback" not in res.stderr
 
