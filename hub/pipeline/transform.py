@@ -10,6 +10,7 @@ outputs is kept.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -82,8 +83,9 @@ class Transform:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
                 counts.quarantined += 1
                 continue
-            record_hash = self.pseudonymiser.record_hash(
-                _record_payload(mapping.version, p.op, p.data, p.identity, pseudonymous)
+            record_hash = record_hash_of(
+                p.source_key_hash,
+                _record_payload(mapping.version, p.op, p.data, p.identity, pseudonymous),
             )
             if (
                 p.op == "upsert"
@@ -207,6 +209,15 @@ def _column_value(v: Any) -> Any:
     if isinstance(v, tuple):
         return "|".join(str(x.value if isinstance(x, Enum) else x) for x in v)
     return v
+
+
+def record_hash_of(source_key_hash: str, payload: bytes) -> bytes:
+    """The one keyed record hash (16 bytes): BLAKE2b of the record's canonical content, keyed
+    with the record's own keyed source-key hash. Nobody without the record key can compute
+    it, and it is the same wherever the record is transformed (a direct sync, or the hub of a
+    worker in push mode, whose service clients hold different record keys)."""
+    key = source_key_hash.encode()[:64]
+    return hashlib.blake2b(payload, key=key, digest_size=16).digest()
 
 
 def _record_payload(

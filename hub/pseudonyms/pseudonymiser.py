@@ -159,11 +159,6 @@ class Pseudonymiser:
         msg = "\x1f".join(self._stable(p) for p in parts).encode()
         return "k1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256))
 
-    def record_hash(self, payload: bytes) -> bytes:
-        """The keyed record hash (16 bytes, BLAKE2b keyed with the record key) of a record's
-        canonical content: what the registry compares to tell "unchanged"."""
-        return hashlib.blake2b(payload, key=self._rkey[:64], digest_size=16).digest()
-
     def _stable(self, part: str) -> str:
         if not part.startswith(TEXT_PREFIX):
             return part

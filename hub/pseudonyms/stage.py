@@ -56,8 +56,6 @@ class BatchPseudonymiser(Protocol):
 
     def key_hash(self, *parts: str) -> str: ...
 
-    def record_hash(self, payload: bytes) -> bytes: ...
-
 
 def identifier_type_named(word: str) -> IdentifierType:
     """``IdentifierType`` from a source's word for it; ValueError if unknown."""

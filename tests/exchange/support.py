@@ -101,16 +101,13 @@ def seed(registry: Registry, n: int, *, org: str = "ORG1", start: int = 0) -> No
     run = registry.start_run(
         connector="synthetic", connector_type="synthetic", org=org, mapping="m", mapping_version="1"
     )
-    prov = {"connector": "synthetic", "run_id": run, "mapping": "m", "mapping_version": "1"}
     changes = []
     for i in range(start, start + n):
         p = pseudonym(i)
         subject = EntityRow(
             "subject",
             f"ks{i:08d}",
-            f"hs{i}",
             {
-                **prov,
                 "subject": p,
                 "household": None,
                 "birth_year": 1940 + i % 60,
@@ -122,9 +119,7 @@ def seed(registry: Registry, n: int, *, org: str = "ORG1", start: int = 0) -> No
         episode = EntityRow(
             "case_episode",
             f"ke{i:08d}",
-            f"he{i}",
             {
-                **prov,
                 "subject": p,
                 "area": "ANZIANI",
                 "opened_on": dt.date(2024, 1, 1) + dt.timedelta(days=i % 300),
