@@ -34,6 +34,7 @@ from hub.exchange.log import check_consistency
 from hub.exchange.package import Package, Row, build, verify_receipt
 from hub.exchange.receive import append_jsonl, write_json_atomic
 from hub.observatory.disclosure import Ledger
+from hub.observatory.rows import own
 from hub.observatory.table import Period
 from hub.pseudonyms.pseudonymiser import pseudonym_text
 from hub.registry import Registry
@@ -168,15 +169,12 @@ def _current_rows(
 ) -> Iterator[tuple[str, str, dict[str, Any], str]]:
     """(table, row key, allowed values, content digest) of every row that may flow now."""
     conv_id = cf.convenzione.id
-    sr, st = t.source_records, t.streams
     with registry.engine.connect() as conn:
         for table_name, fields_set in sorted(_allowed(cf, sender, recipient).items()):
             tab = t.RECORD_TABLES[table_name]
             fields = sorted(fields_set)
             # Person columns hold ids of ``pseudonyms``: read each as (epoch, value).
-            source = tab.join(sr, sr.c.id == tab.c.source_record).join(
-                st, st.c.id == sr.c.stream_id
-            )
+            source: sa.FromClause = tab
             columns: list[Any] = []
             for f in fields:
                 if f in PSEUDONYM_COLUMNS:
@@ -188,7 +186,7 @@ def _current_rows(
             q = (
                 sa.select(tab.c.key_hash, *columns)
                 .select_from(source)
-                .where(~st.c.connector.startswith("x."))
+                .where(own(tab))
                 .order_by(tab.c.id)
             )
             for rec in conn.execute(q):

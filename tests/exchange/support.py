@@ -15,7 +15,6 @@ sender's.
 from __future__ import annotations
 
 import atexit
-import base64
 import datetime as dt
 import functools
 import hashlib
@@ -26,8 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hub.config import load_config
-from hub.pseudonyms import IdentifierType, Keyring, KeySource, Pseudonymiser, parse_identifier
+from hub.pseudonyms import (
+    IdentifierType,
+    Keyring,
+    KeySource,
+    Pseudonymiser,
+    group,
+    parse_identifier,
+)
 from hub.pseudonyms.identifiers import cf_check_character
+from hub.pseudonyms.pseudonymiser import pseudonym_text
 from hub.pseudonyms.service import add_client
 from hub.registry import BatchCounts, EntityRow, Registry, SourceRecordChange
 from hub.workspace import init_workspace
@@ -36,8 +43,9 @@ TEST_DOUBLE_KEY = b"test-double-conversion-key-not-a-real-key"
 
 
 def double_convert(to_domain: str, pseudonym: str) -> str:
+    """A valid v2 pseudonym of another domain standing for ``pseudonym`` (keyed, fake)."""
     mac = hmac.digest(TEST_DOUBLE_KEY, f"{to_domain}|{pseudonym}".encode(), hashlib.sha256)
-    return "2." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    return pseudonym_text(1, group.hash_to_group(group.H2G_PREFIX + mac))
 
 
 class InProcessTestConverter:

@@ -18,6 +18,7 @@ from hub.registry import Registry
 from hub.registry import tables as t
 from tests.exchange.conftest import TODAY, Parties, share, sign_both, write_convenzione
 from tests.exchange.support import InProcessTestConverter, double_convert, pseudonym, seed
+from tests.support.rows import pseudonyms_of
 
 CONV = "conv-A-B-2026"
 PERIOD = (dt.date(2026, 1, 1), dt.date(2026, 6, 30))
@@ -180,7 +181,7 @@ def test_receive_loads_once_and_a_replay_gets_the_same_receipt(
     assert reg.count("case_episode") == 3
     with reg.engine.connect() as conn:
         orgs = conn.execute(sa.select(t.case_episodes.c.org).distinct()).scalars().all()
-        subjects = set(conn.execute(sa.select(t.case_episodes.c.subject)).scalars())
+        subjects = set(pseudonyms_of(conn, t.case_episodes))
     assert orgs == ["DISTRETTO_A"]
     assert subjects == {double_convert("DOM_B", pseudonym(i)) for i in range(3)}
     kinds = [e["kind"] for e in parties.b.log.entries()]
@@ -200,16 +201,24 @@ def test_bad_values_are_quarantined_and_counted_tombstones_delete(
 ) -> None:
     reg = Registry.open(f"sqlite:///{tmp_path}/b.sqlite")
     receiver = Receiver(parties.b, reg)
-    bad = {"subject": "2.y", "area": "ANZIANI", "opened_on": "not a date", "closed_on": None}
-    rows = [*_rows(2), pk.Row("case_episode", "bad", bad)]
+    someone = double_convert("DOM_B", pseudonym(9))
+    bad = {"subject": someone, "area": "ANZIANI", "opened_on": "not a date", "closed_on": None}
+    # A person travels as a v2 pseudonym of the recipient's domain, nothing else.
+    not_pseudonym = {"subject": "2.y", "area": "ANZIANI", "opened_on": "2025-01-01"}
+    rows = [
+        *_rows(2),
+        pk.Row("case_episode", "bad", bad),
+        pk.Row("case_episode", "bad2", {**not_pseudonym, "closed_on": None}),
+    ]
     status, receipt = receiver.handle(*_headers_body(_build(parties, rows)))
     assert status == 200
     c = receipt["counts"]
-    assert (c["received"], c["loaded"], c["quarantined"]) == (3, 2, 1)
-    (q,) = reg.quarantine_entries()
-    assert q["rule"] == "exchange.row"
+    assert (c["received"], c["loaded"], c["quarantined"]) == (4, 2, 2)
+    q2, q = reg.quarantine_entries()
+    assert q["rule"] == q2["rule"] == "exchange.row"
     assert q["reason"] == "opened_on is not a date (YYYY-MM-DD)"
     assert "not a date" not in q["payload"]  # the value itself is never kept
+    assert q2["reason"] == "subject is not a pseudonym" and "2.y" not in q2["payload"]
     tomb = [pk.Row("case_episode", "key0", {}, "delete")]
     status, receipt = receiver.handle(*_headers_body(_build(parties, tomb)))
     assert status == 200 and receipt["counts"]["deleted"] == 1

@@ -40,6 +40,8 @@ from tests.exchange.conftest import (
 from tests.exchange.support import cancel, key_district, pseudonym, seed
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
 from tests.support.postgres import PostgresServer
+from tests.support.rows import pseudonym as rows_pseudonym
+from tests.support.rows import pseudonyms_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -214,7 +216,7 @@ def test_happy_path_records_arrive_converted_and_both_logs_verify(world: World) 
     assert world.count_b("case_episode") == 40 and world.count_b("subject") == 40
     reg = Registry.open(world.url_b, migrate=False)
     with reg.engine.connect() as conn:
-        subjects = set(conn.execute(sa.select(t.case_episodes.c.subject)).scalars())
+        subjects = set(pseudonyms_of(conn, t.case_episodes))
         columns = conn.execute(sa.select(t.subjects.c.residence_comune_istat)).scalars().all()
     reg.close()
     # B links with its own people: pseudonyms of B's domain, never A's.
@@ -273,7 +275,12 @@ def test_altered_in_transit_is_refused_and_the_genuine_package_still_arrives(wor
         pk.Row(
             "case_episode",
             "k1",
-            {"subject": "2.abc", "area": "ANZIANI", "opened_on": "2025-01-01", "closed_on": None},
+            {
+                "subject": rows_pseudonym("abc"),
+                "area": "ANZIANI",
+                "opened_on": "2025-01-01",
+                "closed_on": None,
+            },
         )
     ]
     p = pk.build(world.a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY))
@@ -400,7 +407,7 @@ def test_an_erasure_at_the_source_reaches_the_recipient_and_is_acknowledged(worl
     assert world.count_b("case_episode") == 37 and world.count_b("subject") == 40
     reg = Registry.open(world.url_b, migrate=False)
     with reg.engine.connect() as conn:
-        left = set(conn.execute(sa.select(t.case_episodes.c.subject)).scalars())
+        left = set(pseudonyms_of(conn, t.case_episodes))
     reg.close()
     assert not left & {pseudonym(i, "DOM_B") for i in range(3)}
     (tomb_receipt,) = [r for r in _receipts(world.a) if r["counts"].get("deleted")]  # type: ignore[union-attr]

@@ -92,3 +92,12 @@ def person(conn: sa.Connection, name: str | None) -> int | None:
     pk = res.inserted_primary_key
     assert pk is not None
     return int(pk[0])
+
+
+def pseudonyms_of(conn: sa.Connection, table: sa.Table, column: str = "subject") -> list[str]:
+    """The text pseudonyms of the persons a record table's ``column`` names, one per row."""
+    ps = t.pseudonyms
+    rows = conn.execute(
+        sa.select(ps.c.epoch, ps.c.value).select_from(table.join(ps, ps.c.id == table.c[column]))
+    )
+    return [pseudonym_text(int(e), bytes(v)) for e, v in rows]
