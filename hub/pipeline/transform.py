@@ -29,6 +29,7 @@ from hub.registry import (
     QuarantineEntry,
     SourceRecordChange,
     WarningEntry,
+    h16,
 )
 from hub.schema import model_for
 
@@ -56,8 +57,8 @@ class Transform:
         self.district = district
         self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
 
-    def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> str:
-        return self.pseudonymiser.key_hash(model, *key)
+    def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
+        return h16(self.pseudonymiser.key_hash(model, *key))
 
     def __call__(
         self,
@@ -163,7 +164,11 @@ class Transform:
             else:
                 n = seen.get(out.model, 0)
                 seen[out.model] = n + 1
-                key_hash = self.pseudonymiser.key_hash(out.model, p.source_key_hash, str(n))
+                # The n-th output of this model of the record: keyed by the record's own
+                # keyed source-key hash (no second HMAC needed).
+                key_hash = hashlib.blake2b(
+                    f"{out.model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
+                ).digest()
             entities.append(EntityRow(out.model, key_hash, row))
         return entities, None
 

@@ -65,13 +65,14 @@ def h16(value: str | bytes) -> bytes:
 class EntityRow:
     """A validated common-schema record ready for its table.
 
-    ``key_hash``: the row's identity (a keyed hash, text); ``values``: the model's fields,
+    ``key_hash``: the row's identity (a keyed hash: text, or its 16 bytes as the registry
+    stores them, :func:`h16`); ``values``: the model's fields,
     with ``subject`` / ``household`` as text pseudonyms (the registry stores them once, in
     ``pseudonyms``, and keeps their integer ids in the row).
     """
 
     kind: str
-    key_hash: str
+    key_hash: str | bytes
     values: Mapping[str, Any]
 
 
@@ -489,10 +490,12 @@ class Registry:
         if stream_id is None:
             return out
         by_key = {h16(k): k for k in keys}
-        sr = t.source_records
+        sr, un = t.source_records, t.units
         for chunk in _chunks(list(by_key), 900):
-            q = sa.select(sr.c.key, sr.c.record_hash, sr.c.run_id, sr.c.unit).where(
-                sr.c.stream_id == stream_id, sr.c.key.in_(chunk)
+            q = (
+                sa.select(sr.c.key, sr.c.record_hash, sr.c.run_id, un.c.key)
+                .select_from(sr.outerjoin(un, un.c.id == sr.c.unit))
+                .where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
             )
             out.update(
                 {
@@ -501,6 +504,30 @@ class Registry:
                 }
             )
         return out
+
+    def _unit_ids(
+        self,
+        conn: sa.Connection,
+        stream_id: int,
+        unit_hashes: Iterable[str],
+        *,
+        create: bool = True,
+    ) -> dict[str, int]:
+        """``units`` ids of a stream's units (keyed hashes of their names), added when new."""
+        keys = {h16(u): u for u in unit_hashes}
+        if not keys:
+            return {}
+        un = t.units
+        if create:
+            self._insert_ignore(
+                conn, un, [{"stream_id": stream_id, "key": k} for k in keys], ["stream_id", "key"]
+            )
+        found = conn.execute(
+            sa.select(un.c.key, un.c.id).where(
+                un.c.stream_id == stream_id, un.c.key.in_(list(keys))
+            )
+        )
+        return {keys[bytes(k)]: int(i) for k, i in found}
 
     def _stream_id(
         self, conn: sa.Connection, connector: str, stream: str, *, create: bool = True
@@ -647,12 +674,13 @@ class Registry:
         self, conn: sa.Connection, stream_id: int, run_id: int, unit_hash: str
     ) -> int:
         sr = t.source_records
+        unit = self._unit_ids(conn, stream_id, [unit_hash], create=False).get(unit_hash)
+        if unit is None:
+            return 0
         gone = list(
             conn.execute(
                 sa.select(sr.c.id).where(
-                    sr.c.stream_id == stream_id,
-                    sr.c.unit == h16(unit_hash),
-                    sr.c.run_id != run_id,
+                    sr.c.stream_id == stream_id, sr.c.unit == unit, sr.c.run_id != run_id
                 )
             ).scalars()
         )
@@ -792,13 +820,14 @@ class Registry:
         sr = t.source_records
         keys = {c.source_key_hash: h16(c.source_key_hash) for c in changes}
         deletes = [keys[c.source_key_hash] for c in changes if c.op == "delete"]
+        units = self._unit_ids(conn, stream_id, {c.unit_hash for c in changes if c.unit_hash})
         upserts = [
             {
                 "stream_id": stream_id,
                 "org": org,
                 "key": keys[c.source_key_hash],
                 "record_hash": h16(c.record_hash),
-                "unit": None if c.unit_hash is None else h16(c.unit_hash),
+                "unit": None if c.unit_hash is None else units[c.unit_hash],
                 "run_id": run_id,
             }
             for c in changes
@@ -973,7 +1002,13 @@ class Registry:
             f"VALUES ({', '.join(marks)}) "
             f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
         )
-        processors = [table.c[n].type.bind_processor(dialect) for n in names]
+        # sqlite3 takes bytes as they are: LargeBinary's wrapping of each value is skipped.
+        processors = [
+            None
+            if dialect.name == "sqlite" and isinstance(table.c[n].type, sa.LargeBinary)
+            else table.c[n].type.bind_processor(dialect)
+            for n in names
+        ]
         self._sql_cache[key] = (sql, processors)
         return sql, processors
 

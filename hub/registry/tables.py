@@ -174,6 +174,17 @@ streams = sa.Table(
     sa.UniqueConstraint("connector", "stream"),
 )
 
+#: The units (files, flows) records came in, per stream: source records name theirs by id.
+units = sa.Table(
+    "units",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.Integer, nullable=False),
+    # 16 bytes of the keyed hash of the unit's name.
+    sa.Column("key", KEY, nullable=False),
+    sa.UniqueConstraint("stream_id", "key"),
+)
+
 #: One row per source record ever loaded: lets a re-run tell "unchanged"
 #: without mapping again, and lets a changed or cancelled record replace
 #: what it produced before.
@@ -188,8 +199,8 @@ source_records = sa.Table(
     # 16 bytes of the keyed record hash: mapping version, operation, values (identifiers
     # as rotation-stable tokens). Equal: the record is unchanged.
     sa.Column("record_hash", KEY, nullable=False),
-    # 16 bytes of the keyed hash of the unit (file, flow) it last came in, if any.
-    sa.Column("unit", KEY),
+    # The unit (file, flow) it last came in, if any (units.id).
+    sa.Column("unit", sa.Integer),
     # The last run that read this record (loaded or unchanged): runs.started_at dates it.
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.UniqueConstraint("stream_id", "key"),

@@ -66,13 +66,21 @@ def upgrade() -> None:
         sa.UniqueConstraint("connector", "stream", name=op.f("uq_streams_connector_stream")),
     )
     op.create_table(
+        "units",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("stream_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.LargeBinary(length=16), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_units")),
+        sa.UniqueConstraint("stream_id", "key", name=op.f("uq_units_stream_id_key")),
+    )
+    op.create_table(
         "source_records",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("stream_id", sa.Integer(), nullable=False),
         sa.Column("org", sa.String(length=40), nullable=False),
         sa.Column("key", sa.LargeBinary(length=16), nullable=False),
         sa.Column("record_hash", sa.LargeBinary(length=16), nullable=False),
-        sa.Column("unit", sa.LargeBinary(length=16), nullable=True),
+        sa.Column("unit", sa.Integer(), nullable=True),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_source_records")),
         sa.UniqueConstraint("stream_id", "key", name=op.f("uq_source_records_stream_id_key")),
