@@ -29,6 +29,7 @@ from hub.registry import tables as t
 from tests.airflow.conftest import AirflowFactory
 from tests.e2e.conftest import registry_dump
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
+from tests.support.rows import pseudonyms_of
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -98,9 +99,10 @@ def runs(url: str) -> list[tuple[Any, ...]]:
 
 
 def subjects(url: str) -> set[str]:
+    """The registry's subjects, as their text pseudonyms."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        found = set(conn.execute(sa.select(t.subjects.c.subject)).scalars())
+        found = set(pseudonyms_of(conn, t.subjects))
     engine.dispose()
     return found
 

@@ -332,7 +332,7 @@ def _same_registry(url: str, reference: str) -> None:
     assert all(want[k] for k in ("subject", "case_episode", "intervention", "source_records"))
     assert subjects(url) == subjects(reference)
     assert got == want
-    keys = [(r[0], r[1], r[3]) for r in got["source_records"]]
+    keys = [(r[0], r[2]) for r in got["source_records"]]  # (connector, stream), key
     assert len(keys) == len(set(keys))  # no source record twice
 
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from hub.config import Config
 from hub.pipeline import Pipeline, open_keyring
+from hub.pseudonyms.pseudonymiser import pseudonym_text
 from hub.registry import Registry
 from hub.registry import tables as t
 from hub.web.app import create_app
@@ -347,12 +348,18 @@ def test_entries_reach_the_registry_through_the_ets_form_connector(
     (run,) = pipeline.sync("intake")
     assert (run.read, run.loaded, run.quarantined) == (3, 3, 0)
     with reg.engine.connect() as conn:
-        signals = conn.execute(
-            sa.select(t.need_signals.c.org, t.need_signals.c.needs, t.need_signals.c.subject)
-        ).all()
+        ns, ps = t.need_signals, t.pseudonyms
+        signals = [
+            (org, needs, None if raw is None else pseudonym_text(epoch, bytes(raw)))
+            for org, needs, epoch, raw in conn.execute(
+                sa.select(ns.c.org, ns.c.needs, ps.c.epoch, ps.c.value).select_from(
+                    ns.outerjoin(ps, ps.c.id == ns.c.subject)
+                )
+            )
+        ]
         subjects = dict(conn.execute(sa.select(t.ets_entries.c.id, t.ets_entries.c.subject)).all())
-    assert sorted(s.org for s in signals) == ["ETS-A", "ETS-A", "ETS-B"]
-    assert {s.subject for s in signals} == set(subjects.values())
+    assert sorted(s[0] for s in signals) == ["ETS-A", "ETS-A", "ETS-B"]
+    assert {s[2] for s in signals} == set(subjects.values())
     # Deleting an entry removes its need signal at the next sync; nothing is read twice.
     first = min(subjects)
     page = a.get(f"/schede/{first}")
