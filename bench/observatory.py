@@ -69,22 +69,19 @@ FIRST, LAST = 2019, 2024
 BATCH = 50_000
 
 
-def pseudonym(i: int) -> str:
-    # The shape of a real pseudonym (epoch, '.', 43 base64url characters); random content.
-    return f"1.{i:012d}" + "x" * 31
+def pseudonym(i: int) -> int:
+    # Storage v2: a person is an integer (the id of its row in ``pseudonyms``; the queries
+    # never read the pseudonym itself, so those rows are not written here).
+    return i + 1
 
 
 def _common(org: str, i: int, now: dt.datetime) -> dict[str, Any]:
+    del now  # rows name their run (run 1), which carries the time
     return {
         "org": org,
-        "key_hash": f"k1.{i}",
-        "source_key_hash": f"k1.s{i}",
-        "content_hash": "0" * 64,
-        "connector": "bench",
+        "key_hash": i.to_bytes(16, "big"),
+        "source_record": i + 1,
         "run_id": 1,
-        "mapping": "bench",
-        "mapping_version": "1",
-        "updated_at": now,
     }
 
 
@@ -115,7 +112,7 @@ def build(engine: sa.Engine, n: int, seed: int = 7) -> dict[str, float]:
             yield {
                 **_common(home[i], i, now),
                 "subject": pseudonym(i),
-                "household": f"1.h{i // 3:09d}",
+                "household": 10_000_000 + i // 3,
                 "birth_year": rng.randint(1925, 2022),
                 "sex": rng.choice("FM"),
                 "residence_comune_istat": rng.choice(COMUNI),
@@ -313,7 +310,7 @@ def touch(engine: sa.Engine, share: float, spread: bool, seed: int = 11) -> int:
             conn.execute(
                 iv.update()
                 .where(iv.c.id.in_(chosen[k : k + 900]))
-                .values(amount=iv.c.amount + 1, run_id=run_id, content_hash="1" * 64)
+                .values(amount=iv.c.amount + 1, run_id=run_id)
             )
     print(f"  sync touching {want:,} of {total:,} records ({want / total:.1%})", flush=True)
     return want

@@ -112,6 +112,9 @@ class Pipeline:
         )
         refuse_mixed_schemes(registry.engine, where=config.registry_url)
         self.reference_year = dt.date.today().year
+        #: Per run, per unit not yet completed: the source keys read in it so far (to count
+        #: a record repeated in a later batch of the same unit, even one quarantined).
+        self._seen: dict[int, dict[str, set[str]]] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         try:
             self._register_organisations()
@@ -332,6 +335,8 @@ class Pipeline:
             # Interrupted (Ctrl-C): keep the whole batches written so far.
             tx.close()
             raise
+        finally:
+            self._seen.pop(run_id, None)
         return self.registry.finish_run(run_id, status="succeeded")
 
     def _mark_failed(self, run_id: int, error: str) -> None:
@@ -382,7 +387,10 @@ class Pipeline:
         existing = self.registry.loaded_records(
             ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
         )
-        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts)
+        seen = self._seen.setdefault(ctx.run_id, {})
+        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, seen)
+        for unit in unit_hashes:  # a completed unit cannot repeat a record any more
+            seen.pop(unit, None)
         result = self.transform(
             ctx,
             org,
@@ -461,24 +469,27 @@ def _without_duplicates(
     existing: dict[str, tuple[bytes, int, bytes | None]],
     run_id: int,
     counts: BatchCounts,
+    seen: dict[str, set[str]] | None = None,
 ) -> list[Prepared]:
     """Drop records already read earlier in the same unit of this run (counted).
 
-    Records of no unit (a database cursor, a change feed) are never duplicates: a
-    later one updates an earlier one.
+    ``seen`` (per unit: the source keys read in it by this run, kept between batches until
+    the unit completes) finds a repeat whose first copy was quarantined, which the registry
+    does not hold. Records of no unit (a database cursor, a change feed) are never
+    duplicates: a later one updates an earlier one.
     """
-    seen: set[tuple[str, str]] = set()
+    seen = {} if seen is None else seen
     kept: list[Prepared] = []
     for p in prepared:
         if p.unit_hash is not None:
-            key = (p.source_key_hash, p.unit_hash)
+            in_unit = seen.setdefault(p.unit_hash, set())
             before = existing.get(p.source_key_hash)
-            if key in seen or (
+            if p.source_key_hash in in_unit or (
                 before is not None and before[1] == run_id and before[2] == h16(p.unit_hash)
             ):
                 counts.duplicates += 1
                 continue
-            seen.add(key)
+            in_unit.add(p.source_key_hash)
         kept.append(p)
     return kept
 

@@ -140,7 +140,12 @@ def test_a_new_mapping_version_maps_every_record_again_and_full_refresh_on_reque
     assert refused.returncode == 2 and "--full-refresh NAME" in refused.stderr
 
 
-def test_the_same_record_twice_in_one_file_is_counted_as_a_duplicate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size", [10_000, 1], ids=["one batch", "a batch per record"])
+def test_the_same_record_twice_in_one_file_is_counted_as_a_duplicate(
+    tmp_path: Path, batch_size: int
+) -> None:
+    """Also when the repeat comes in a later batch than its first copy, and the first copy
+    was quarantined (the registry holds nothing of it)."""
     (tmp_path / "in").mkdir()
     target = tmp_path / "in" / "export.csv"
     lines = (CSV_FIXTURES / "cartella-esempio.csv").read_bytes().split(b"\r\n")
@@ -151,6 +156,7 @@ def test_the_same_record_twice_in_one_file_is_counted_as_a_duplicate(tmp_path: P
         tmp_path / "ws",
         CSV_CONFIG.format(path="../in/export.csv", encoding="cp1252"),
         registry_url=f"sqlite:///{tmp_path}/r.sqlite",
+        batch_size=batch_size,
     )
     res = _raccordo(ws, "sync", "--quiet", "--no-refresh")
     assert res.returncode == 0, res.stderr
