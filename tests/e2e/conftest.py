@@ -77,7 +77,8 @@ def registry_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
 
     Storage v2 keys rows by integers (persons, source records, streams) assigned in the
     order rows arrive; the dump shows what they stand for instead: a person as its
-    pseudonym's bytes, a source record as its key, a stream as (connector, stream).
+    pseudonym's bytes, a source record and a unit as their keys, a stream as
+    (connector, stream).
     """
     skip = {"id", "run_id", "updated_at"}
     engine = sa.create_engine(url)
@@ -91,8 +92,9 @@ def registry_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
                 sa.select(t.streams.c.id, t.streams.c.connector, t.streams.c.stream)
             )
         }
+        unit = dict(conn.execute(sa.select(t.units.c.id, t.units.c.key)).all())
         natural = {"subject": person, "household": person, "source_record": source}
-        natural["stream_id"] = stream
+        natural |= {"stream_id": stream, "unit": unit}
         for name, table in [*t.RECORD_TABLES.items(), ("source_records", t.source_records)]:
             cols = [c for c in table.c if c.name not in skip]
             rows = conn.execute(sa.select(*cols)).all()
