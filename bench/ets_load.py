@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--resend", type=float, default=0.1, help="share of entries sent twice")
     ap.add_argument("--workers", type=int, default=1, help="worker processes of raccordo serve")
+    ap.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        help="profile the server with py-spy (pip install py-spy) into FILE (raw stacks)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,8 +59,13 @@ def main() -> None:
         token = accounts.create_token(engine, "ETS-A", "bench")
         port = free_port()
         log = (cfg.base_dir / "server.log").open("w")
+        prefix = []
+        if args.py_spy:
+            spy = str(Path(sys.executable).parent / "py-spy")
+            prefix = [spy, "record", "--format", "raw", "--rate", "250", "-o", args.py_spy, "--"]
         server = subprocess.Popen(
             [
+                *prefix,
                 str(Path(sys.executable).parent / "raccordo"),
                 "serve",
                 "--config",
@@ -118,8 +129,11 @@ def main() -> None:
             wall = time.perf_counter() - t0
             server_cpu = process_tree_cpu(server.pid) - cpu0
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            if args.py_spy:
+                server.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            else:
+                server.terminate()
+            server.wait(timeout=60)
         with engine.connect() as conn:
             stored = conn.execute(sa.select(t.ets_entries.c.entry_uuid)).scalars().all()
         sent_ids = {b["entry_id"] for b in bodies}

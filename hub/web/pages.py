@@ -62,6 +62,12 @@ def web_state(request: Request) -> WebState:
     return state
 
 
+async def _state(request: Request) -> WebState:
+    """``web_state`` as a dependency: ``async`` (it waits on nothing), so FastAPI does not
+    hand it to a thread on every request."""
+    return web_state(request)
+
+
 def session_of(request: Request) -> Session:
     """The browser's server-side session (a new anonymous one if it has none)."""
     cached: Session | None = getattr(request.state, "session", None)
@@ -166,4 +172,4 @@ def require(*roles: str) -> Callable[[Request], User]:
 EtsUser = Annotated[User, Depends(require("ets"))]
 AdminUser = Annotated[User, Depends(require("admin"))]
 AnalystUser = Annotated[User, Depends(require("analyst", "admin"))]
-State = Annotated[WebState, Depends(web_state)]
+State = Annotated[WebState, Depends(_state)]
