@@ -102,6 +102,26 @@ def test_each_chart_table_downloads_through_disclosure_control(demo: Config) -> 
     assert "Comune sconosciuto" in c.get("/cruscotto?anno=2022&comune=Atlantide").text
 
 
+def test_siuss_codes_are_shown_with_their_names_in_charts_and_downloads(demo: Config) -> None:
+    c = _client(demo, "analista")
+    page = c.get("/cruscotto?anno=2022").text
+    section = page.split('id="t-interventi_service_numero"', 1)[1].split("</section>", 1)[0]
+    assert "A1.09 · Telesoccorso e teleassistenza" in section
+    labels = [
+        " ".join(re.findall(r"<tspan[^>]*>([^<]*)</tspan>", t))
+        for t in re.findall(r'<text font-size="11"[^>]*>(.*?)</text>', section)
+    ]
+    assert labels and len(set(labels)) == len(labels)  # no two bars read alike
+    assert all(re.match(r"[A-Z]\d\.\d\d\b", label) for label in labels), labels
+    r = c.get("/cruscotto/tabella/interventi_service_numero.csv?anno=2022")
+    rows = [line.split(";")[0] for line in r.text.lstrip("\ufeff").splitlines()]
+    assert rows[0] == "Prestazione SIUSS (area di utenza)"
+    assert any(
+        x.startswith("A2.16 · Interventi di supporto per reperimento alloggi (") for x in rows
+    )
+    assert any(re.fullmatch(r"A1\.02 \(.+\)", x) for x in rows)  # no name known: code alone
+
+
 def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
     c = _client(demo, "caritas")
     assert c.get("/cruscotto").status_code == 403
