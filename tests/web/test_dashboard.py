@@ -122,6 +122,44 @@ def test_siuss_codes_are_shown_with_their_names_in_charts_and_downloads(demo: Co
     assert any(re.fullmatch(r"A1\.02 \(.+\)", x) for x in rows)  # no name known: code alone
 
 
+def test_report_tables_default_to_their_own_complete_year(demo: Config, tmp_path: Path) -> None:
+    """CISS Borgomanero's data stop in December 2022 while other consortia's go on into
+    2023: its report shows 2022 (not a 2023 of zero prese in carico beside the
+    interventions still running), 2023 asked for says why its tables are empty, and an
+    ETS's report leaves out the public services' tables, saying so."""
+    from hub.observatory.comuni import load_comuni
+    from hub.observatory.disclosure import Ledger
+    from hub.observatory.indicators import latest_year
+    from hub.observatory.report import build_report
+
+    engine = Registry.open(demo.registry_url).engine
+    assert latest_year(engine) == 2023
+
+    def report(**kw: object) -> tuple[dict[str, int], str]:
+        r = build_report(
+            engine,
+            tmp_path,
+            comuni=load_comuni(),
+            k=5,
+            ledger=Ledger(),
+            district_name="Distretto",
+            **kw,  # type: ignore[arg-type]
+        )
+        return r.years, r.html.read_text(encoding="utf-8")
+
+    years, html = report(year=None, org="CISS-BORGO")
+    assert set(years.values()) == {2022} and "prese_in_carico" in years
+    assert 'class="note empty"' not in html
+    assert "3.374" in html  # the seed table's prese in carico
+    _, html_2023 = report(year=2023, org="CISS-BORGO")
+    prese = html_2023.split("<h2>Prese in carico", 1)[1].split("</section>", 1)[0]
+    assert "Nessun dato per il 2023 in questa tabella" in prese
+    assert "l&#39;ultimo anno con dati è il 2022" in prese
+    years, html = report(year=None, org="ETS-CARITAS")
+    assert years and all(tid.startswith("ets_") for tid in years)
+    assert "Non sono riportate le tabelle di prese in carico e interventi" in html
+
+
 def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
     c = _client(demo, "caritas")
     assert c.get("/cruscotto").status_code == 403

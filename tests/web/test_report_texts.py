@@ -63,3 +63,76 @@ def test_map_legend_classes_are_sensible() -> None:
     assert legend[0] == "0" and legend[-1] == "nessun dato"
     assert all(t.startswith("oltre ") for t in legend[1:-1])
     assert "7,75" in legend[-2]
+
+
+def _table(table_id: str, measure: str, year: int, value: int) -> object:
+    from hub.observatory.table import GridBuilder
+
+    g = GridBuilder(["r"], ["CISS"], {("r", "CISS"): value})
+    g.sums()
+    return g.table(
+        id=table_id,
+        title=f"{table_id} ({year})",
+        unit="persone",
+        measure=measure,
+        row_headings=["r"],
+        col_headings=["CISS"],
+        scope=f"D|{year}",
+        row_dim="area",
+        row_label="Area",
+        col_dim="org",
+        col_label="Ente",
+        pattern=f"{measure}|D|{year}|*",
+        fixed=(),
+    )
+
+
+def test_each_table_defaults_to_its_own_latest_complete_year() -> None:
+    """Prese in carico complete up to 2022, interventions up to 2023: each table is shown
+    for its own year; a table empty in its year falls back to the last year with data
+    and says so; one with no data at all says why, in Italian."""
+    from hub.observatory.report import choose_years
+
+    data = {
+        ("prese_in_carico", 2022): 40,
+        ("interventi_area_numero", 2023): 72,
+        ("interventi_area_importi", 2021): 900,  # amounts stopped after 2021
+    }
+    measures = {
+        "prese_in_carico": "prese_in_carico",
+        "interventi_area_numero": "interventi.n",
+        "interventi_area_importi": "interventi.euro",
+        "interventi_area_persone": "interventi.persone",
+    }
+
+    def tables_of(y: int) -> list:  # type: ignore[type-arg]
+        return [_table(tid, m, y, data.get((tid, y), 0)) for tid, m in measures.items()]
+
+    complete = {"case_episodes": 2022, "interventions": 2023, "need_signals": None}
+    choices = choose_years(
+        tables_of, complete, year=None, fallback=2023, nothing_sent="l'ente non ha trasmesso dati"
+    )
+    got = {c.table.id: (c.year, c.note) for c in choices}
+    assert got["prese_in_carico"] == (2022, "")
+    assert got["interventi_area_numero"] == (2023, "")
+    year, note = got["interventi_area_importi"]
+    assert year == 2021 and note.startswith("Per il 2023 questa tabella non ha dati")
+    assert "È riportato il 2021, l'ultimo anno con dati." in note
+    year, note = got["interventi_area_persone"]
+    assert year == 2023 and note == (
+        "Nessun dato per il 2023 in questa tabella: l'ente non ha trasmesso dati per l'anno "
+        "né per i 5 anni precedenti."
+    )
+    # A year asked for is the year of every table; an empty one says where data are.
+    asked = {
+        c.table.id: (c.year, c.note)
+        for c in choose_years(
+            tables_of,
+            complete,
+            year=2023,
+            fallback=2023,
+            nothing_sent="l'ente non ha trasmesso dati",
+        )
+    }
+    assert {y for y, _ in asked.values()} == {2023}
+    assert asked["prese_in_carico"][1].endswith("l'ultimo anno con dati è il 2022.")
