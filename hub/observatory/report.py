@@ -33,10 +33,13 @@ from hub.observatory.disclosure import (
 )
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import AREA_HEADINGS, latest_year, release_tables
+from hub.observatory.notes import NOTES_IT, italian_note
 from hub.observatory.rows import own
 from hub.observatory.table import Period, Table, column_of, row_of
 from hub.registry import tables as t
 from hub.schema.siuss import prestazione_label
+
+__all__ = ["NOTES_IT", "build_report", "italian_note", "with_comune_names", "with_service_names"]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -105,34 +108,6 @@ def _bars(pt: ProtectedTable) -> str:
     labels = list(pt.spec.row_headings)
     values: list[int | None] = [v if isinstance(v, int) else None for v in pt.row_totals]
     return svg_bars(labels, values, title=pt.spec.title)
-
-
-#: The indicators' notes (English, for the open-data metadata) as the Italian report says them.
-NOTES_IT = {
-    "Whole amount of each intervention in the period, rounded to the euro per cell.": (
-        "Importo intero di ogni intervento del periodo, arrotondato all'euro in ogni cella."
-    ),
-    "A contact citing several codes counts under each; totals count contacts with at least "
-    "one code.": (
-        "Un contatto che cita più codici è contato sotto ciascuno; i totali contano i contatti "
-        "con almeno un codice."
-    ),
-    "Organisations, not people: not subject to disclosure control.": (
-        "Organizzazioni, non persone: non soggette al controllo della riservatezza."
-    ),
-    "Row totals are utenti (a person changing group counts in each group, once in the total); "
-    "column and grand totals are the district's distinct people.": (
-        "I totali di riga contano gli utenti (una persona che cambia gruppo è contata in ogni "
-        "gruppo, una volta sola nel totale); i totali di colonna e il totale generale contano "
-        "le persone distinte del distretto."
-    ),
-}
-
-
-def italian_note(note: str) -> str:
-    """The Italian note of a table; an untranslated note is left out rather than shown in
-    English (tests/unit check that every note the indicators use is here)."""
-    return NOTES_IT.get(note, "")
 
 
 def is_empty(tb: Table | ProtectedTable) -> bool:

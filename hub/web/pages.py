@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from hub.observatory.charts import it_number
-from hub.observatory.report import italian_note
+from hub.observatory.notes import italian_note
 from hub.web import accounts
 from hub.web.accounts import User
 from hub.web.i18n import gettext, ngettext, translations

@@ -160,6 +160,34 @@ def test_report_tables_default_to_their_own_complete_year(demo: Config, tmp_path
     assert "Non sono riportate le tabelle di prese in carico e interventi" in html
 
 
+def test_open_data_metadata_speak_italian(demo: Config, tmp_path: Path) -> None:
+    """No English note in any file of the open data (district and one organisation)."""
+    import json
+
+    from hub.observatory.notes import NOTES_IT
+    from hub.observatory.opendata import export_opendata
+    from hub.observatory.table import Period
+
+    engine = Registry.open(demo.registry_url).engine
+    for org in (None, "CISS-BORGO", "ETS-CARITAS"):
+        out = tmp_path / (org or "distretto")
+        export_opendata(engine, out, Period.year(2022), org=org)
+        for path in out.iterdir():
+            text = path.read_text(encoding="utf-8")
+            for english in NOTES_IT:
+                assert english not in text, (path.name, english)
+            for word in ("Row totals", "Whole amount", "counts under each", " org = "):
+                assert word not in text, (path.name, word)
+        notes = [
+            json.loads(p.read_text(encoding="utf-8"))["notes"]
+            for p in out.glob("*.json")
+            if p.name != "indice.json"
+        ]
+        assert set(notes) <= {"", *NOTES_IT.values()} and set(notes) - {""}
+    readme = (tmp_path / "distretto" / "LEGGIMI.md").read_text(encoding="utf-8")
+    assert "## Campi dei file JSON" in readme and "I totali di riga contano gli utenti" in readme
+
+
 def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
     c = _client(demo, "caritas")
     assert c.get("/cruscotto").status_code == 403
