@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -46,6 +47,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--resend", type=float, default=0.1, help="share of entries sent twice")
     ap.add_argument("--workers", type=int, default=1, help="worker processes of raccordo serve")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="open loop: submissions per second in all (0: each client sends as soon as its "
+        "last submission is answered); latency then counts from each submission's due time",
+    )
     ap.add_argument(
         "--py-spy",
         metavar="FILE",
@@ -117,16 +125,23 @@ def main() -> None:
             adapter = requests.adapters.HTTPAdapter(pool_maxsize=args.concurrency)
             session.mount("http://", adapter)
 
-            def send(body: dict[str, object]) -> tuple[float, int]:
-                t0 = time.perf_counter()
+            def send(item: tuple[int, dict[str, object]]) -> tuple[float, int]:
+                i, body = item
+                due = time.perf_counter()
+                if args.rate:
+                    due = start + i / args.rate
+                    time.sleep(max(0.0, due - time.perf_counter()))
                 r = session.post(f"{base}/api/v1/entries", json=body, headers=headers, timeout=60)
-                return (time.perf_counter() - t0) * 1000, r.status_code
+                return (time.perf_counter() - due) * 1000, r.status_code
 
+            if args.rate:  # the re-sent entries come back later, not at the end
+                sends = [sends[i] for i in random.Random(1).sample(range(len(sends)), len(sends))]
+            start = time.perf_counter() + 0.2  # the first submission's due time
             cpu0 = process_tree_cpu(server.pid)
             client0 = time.process_time()
             t0 = time.perf_counter()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                results = list(pool.map(send, sends))
+                results = list(pool.map(send, enumerate(sends)))
             wall = time.perf_counter() - t0
             server_cpu = process_tree_cpu(server.pid) - cpu0
             client_cpu = time.process_time() - client0
@@ -151,7 +166,9 @@ def main() -> None:
 
         print(
             f"entries: {args.entries} unique + {len(sends) - len(bodies)} re-sent, "
-            f"concurrency {args.concurrency}, workers {args.workers}, wall {wall:.2f} s "
+            f"concurrency {args.concurrency}, "
+            f"{f'open loop at {args.rate:g}/s' if args.rate else 'closed loop'}, "
+            f"workers {args.workers}, wall {wall:.2f} s "
             f"({len(sends) / wall:.0f} req/s)"
         )
         print(f"status codes: {dict(sorted(codes.items()))}")
@@ -174,12 +191,14 @@ def main() -> None:
         # server and load generator share the machine's cores.
         per_request = (server_cpu + client_cpu) / len(sends)
         cores = os.cpu_count() or 1
-        print(
-            f"bound on this machine: {cores} cores / {per_request * 1000:.2f} ms CPU per request "
-            f"(server + load generator) = {cores / per_request:.0f} req/s at most, so a mean "
-            f"latency of at least {args.concurrency * per_request / cores * 1000:.0f} ms for "
-            f"{args.concurrency} clients"
-        )
+        if not args.rate:
+            print(
+                f"bound on this machine: {cores} cores / {per_request * 1000:.2f} ms CPU per "
+                f"request (server + load generator) = {cores / per_request:.0f} req/s at most, "
+                f"so a mean latency of at least "
+                f"{args.concurrency * per_request / cores * 1000:.0f} ms for "
+                f"{args.concurrency} clients"
+            )
         log.close()
         cfs = [str(b["identifier"]) for b in bodies]
         leaks = scan_paths([cfg.base_dir], values=cfs) + scan_database(cfg.registry_url, values=cfs)
