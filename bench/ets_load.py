@@ -6,6 +6,13 @@ clients (each entry once, plus a share re-sent as a client retry would), and
 prints lost / duplicated counts and latency percentiles.
 
     .venv/bin/python bench/ets_load.py [--entries 200] [--concurrency 200] [--resend 0.1]
+        [--workers 1] [--rate 0] [--py-spy FILE]
+
+By default each client sends its next entry as soon as the last is answered (closed
+loop: the server is saturated); ``--rate R`` makes submissions due at R per second in
+all (open loop), latency counted from each one's due time. Beside the latency it prints
+the CPU time per submission of the server and of the load generator (both on this
+machine), and what that CPU allows at most. ``--py-spy FILE`` profiles the server.
 
 A benchmark, not a test: it prints figures; the goal (0 lost, 0 duplicated,
 p95 <= 100 ms on the project machine) is read by a person.
@@ -195,9 +202,8 @@ def main() -> None:
             print(
                 f"bound on this machine: {cores} cores / {per_request * 1000:.2f} ms CPU per "
                 f"request (server + load generator) = {cores / per_request:.0f} req/s at most, "
-                f"so a mean latency of at least "
-                f"{args.concurrency * per_request / cores * 1000:.0f} ms for "
-                f"{args.concurrency} clients"
+                f"so once all {args.concurrency} clients are sending (entries >> concurrency) "
+                f"a mean latency of at least {args.concurrency * per_request / cores * 1000:.0f} ms"
             )
         log.close()
         cfs = [str(b["identifier"]) for b in bodies]
