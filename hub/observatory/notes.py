@@ -1,4 +1,5 @@
-"""The observatory's words in Italian: table notes and the names of table dimensions.
+"""The observatory's words in Italian: table notes, the names of table dimensions, and
+SIUSS prestazioni under their names.
 
 The indicators describe their tables in English (``Table.notes``, beside the code), as
 the rest of the code does; whatever leaves the hub — reports, open data, the dashboard
@@ -10,6 +11,11 @@ written in ``hub/observatory`` has one).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+
+from hub.observatory.indicators import AREA_HEADINGS
+from hub.observatory.table import Table
+from hub.schema.siuss import prestazione_label
 
 #: Each note of the indicators, and its Italian text.
 NOTES_IT = {
@@ -86,3 +92,19 @@ def italian_note(note: str) -> str:
 
 def dimension_name(dim: str) -> str:
     return DIMENSIONS_IT.get(dim, dim)
+
+
+def with_service_names(tb: Table) -> Table:
+    """Show SIUSS prestazioni as ``"A1.09 · Telesoccorso e teleassistenza (Anziani)"``:
+    code first, then its name from the catalogue (:mod:`hub.schema.siuss`), the area of
+    utenza last. Keys keep ``AREA/CODE``, so disclosure control is unchanged."""
+    if tb.row_dim != "area_code":
+        return tb
+    headings = []
+    for key in tb.rows:
+        area, _, code = key.partition("/")
+        if not code:  # a total row or a row that is not an area/code pair
+            headings.append(AREA_HEADINGS.get(key, key))
+            continue
+        headings.append(f"{prestazione_label(code)} ({AREA_HEADINGS.get(area, area)})")
+    return replace(tb, row_headings=tuple(headings), row_label="Prestazione SIUSS (area di utenza)")

@@ -33,7 +33,7 @@ from hub.observatory.disclosure import (
     protect_release,
 )
 from hub.observatory.indicators import release_tables
-from hub.observatory.notes import dimension_name, italian_note
+from hub.observatory.notes import dimension_name, italian_note, with_service_names
 from hub.observatory.table import ALL, Period
 
 #: How a suppressed value is written in CSV and JSON files.
@@ -70,7 +70,9 @@ def export_opendata(
     k: int = 5,
     ledger: Ledger | None = None,
 ) -> ExportResult:
-    tables = [tb for tb in release_tables(engine, period, org=org) if tb.sensitive]
+    tables = [
+        with_service_names(tb) for tb in release_tables(engine, period, org=org) if tb.sensitive
+    ]
     ledger = ledger if ledger is not None else Ledger()
     release = protect_release(tables, k, ledger)
     out.mkdir(parents=True, exist_ok=True)

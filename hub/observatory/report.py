@@ -32,12 +32,11 @@ from hub.observatory.disclosure import (
     protect_release,
 )
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
-from hub.observatory.indicators import AREA_HEADINGS, latest_year, release_tables
-from hub.observatory.notes import NOTES_IT, italian_note
+from hub.observatory.indicators import latest_year, release_tables
+from hub.observatory.notes import NOTES_IT, italian_note, with_service_names
 from hub.observatory.rows import own
 from hub.observatory.table import Period, Table, column_of, row_of
 from hub.registry import tables as t
-from hub.schema.siuss import prestazione_label
 
 __all__ = ["NOTES_IT", "build_report", "italian_note", "with_comune_names", "with_service_names"]
 
@@ -72,24 +71,6 @@ def with_comune_names(tb: Table, comuni: dict[str, Comune]) -> Table:
     if tb.col_dim == "comune":
         tb = replace(tb, col_headings=names(tb.cols, tb.col_headings))
     return tb
-
-
-def with_service_names(tb: Table) -> Table:
-    """Show SIUSS prestazioni as ``"A1.09 · Telesoccorso e teleassistenza (Anziani)"``:
-    code first, then its name from the catalogue (:mod:`hub.schema.siuss`), the area of
-    utenza last. Keys keep ``AREA/CODE``, so disclosure control is unchanged."""
-    from dataclasses import replace
-
-    if tb.row_dim != "area_code":
-        return tb
-    headings = []
-    for key in tb.rows:
-        area, _, code = key.partition("/")
-        if not code:  # a total row or a row that is not an area/code pair
-            headings.append(AREA_HEADINGS.get(key, key))
-            continue
-        headings.append(f"{prestazione_label(code)} ({AREA_HEADINGS.get(area, area)})")
-    return replace(tb, row_headings=tuple(headings), row_label="Prestazione SIUSS (area di utenza)")
 
 
 def comune_tables(district: list[Table], comune: str) -> list[Table]:

@@ -184,6 +184,8 @@ def test_open_data_metadata_speak_italian(demo: Config, tmp_path: Path) -> None:
             if p.name != "indice.json"
         ]
         assert set(notes) <= {"", *NOTES_IT.values()} and set(notes) - {""}
+    services = (tmp_path / "distretto" / "interventi_service_numero.csv").read_text("utf-8")
+    assert "A1.09 · Telesoccorso e teleassistenza (" in services  # SIUSS names here too
     readme = (tmp_path / "distretto" / "LEGGIMI.md").read_text(encoding="utf-8")
     assert "## Campi dei file JSON" in readme and "I totali di riga contano gli utenti" in readme
 
