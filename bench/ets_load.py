@@ -21,6 +21,7 @@ p95 <= 100 ms on the project machine) is read by a person.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import random
@@ -93,6 +94,7 @@ def main() -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ},
+            start_new_session=True,  # its own process group, stopped whole at the end
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -158,6 +160,8 @@ def main() -> None:
             else:
                 server.terminate()
             server.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):  # what py-spy may leave behind
+                os.killpg(server.pid, signal.SIGTERM)
         with engine.connect() as conn:
             stored = conn.execute(sa.select(t.ets_entries.c.entry_uuid)).scalars().all()
         sent_ids = {b["entry_id"] for b in bodies}
