@@ -10,6 +10,7 @@ connector uses as its cursor.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import enum
 import queue
@@ -444,7 +445,7 @@ class IntakeWriter:
                 p = prepare(
                     s.entry, org=s.org, pseudonymiser=self.pseudonymiser, comuni=self.comuni
                 )
-            except IntakeProblem as problem:
+            except Exception as problem:  # this sender's alone, not the whole batch's
                 fut.set_exception(problem)
                 continue
             ready.append((s, p, fut))
@@ -475,7 +476,10 @@ class IntakeWriter:
             except InvalidIdentifier:
                 continue  # prepare() tells the sender
         if len(idents) > 1:
-            self.pseudonymiser.pseudonymise_many(idents)
+            # A failure here (a remote service down) is met again, entry by entry, in
+            # prepare(): each sender gets its own error and the others are stored.
+            with contextlib.suppress(Exception):
+                self.pseudonymiser.pseudonymise_many(idents)
 
 
 def delete(engine: sa.Engine, entry_id: int, *, org: str, retries: int = 20) -> bool:

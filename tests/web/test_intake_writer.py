@@ -172,3 +172,44 @@ def test_the_writer_prepares_entries_and_reports_each_problem_to_its_sender(
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.ets_entries.c.id, t.ets_entries.c.tag)).all()
     assert [(r.id, r.tag) for r in rows] == [(stored.id, stored.tag)]
+
+
+def test_one_entry_failing_unexpectedly_fails_alone(web_config: Config) -> None:
+    """A pseudonymisation fault on one identifier (a remote service refusing a call, say)
+    fails that submission only: the others of the same batch are stored."""
+    from hub.pseudonyms import IdentifierType
+    from tests.web.conftest import CF_1, CF_2
+
+    class Faulty(Pseudonymiser):
+        def pseudonymise_many(self, identifiers):  # type: ignore[no-untyped-def]
+            if any(i.type is IdentifierType.CF and i.value == CF_2 for i in identifiers):
+                raise RuntimeError("service refused the call")
+            return super().pseudonymise_many(identifiers)
+
+    engine = Registry.open(web_config.registry_url).engine
+    ps = Faulty(open_keyring(web_config), web_config.pseudonym_domain)
+    writer = intake.IntakeWriter(engine, pseudonymiser=ps, comuni=load_comuni())
+
+    def entry(identifier: str) -> intake.Submission:
+        return intake.Submission(
+            intake.EntryInput(
+                identifier_kind=intake.IdentifierKind.CF,
+                identifier=identifier,
+                comune_istat="003106",
+                needs=["food"],
+                on=dt.date(2026, 1, 1),
+            ),
+            "ETS-A",
+        )
+
+    from concurrent.futures import Future
+
+    # One batch of three, as the writer thread would take them from its queue.
+    batch: list[tuple[intake.Submission, Future[intake.Stored]]] = [
+        (entry(cf), Future()) for cf in (CF_1, CF_2, CF_1)
+    ]
+    writer._write(batch)
+    first, failed, again = (f.exception(timeout=1) or f.result() for _, f in batch)
+    assert isinstance(failed, RuntimeError)
+    assert isinstance(first, intake.Stored) and isinstance(again, intake.Stored)
+    assert first.created and again.created and first.tag == again.tag
