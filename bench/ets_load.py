@@ -6,6 +6,13 @@ clients (each entry once, plus a share re-sent as a client retry would), and
 prints lost / duplicated counts and latency percentiles.
 
     .venv/bin/python bench/ets_load.py [--entries 200] [--concurrency 200] [--resend 0.1]
+        [--workers 1] [--rate 0] [--py-spy FILE]
+
+By default each client sends its next entry as soon as the last is answered (closed
+loop: the server is saturated); ``--rate R`` makes submissions due at R per second in
+all (open loop), latency counted from each one's due time. Beside the latency it prints
+the CPU time per submission of the server and of the load generator (both on this
+machine), and what that CPU allows at most. ``--py-spy FILE`` profiles the server.
 
 A benchmark, not a test: it prints figures; the goal (0 lost, 0 duplicated,
 p95 <= 100 ms on the project machine) is read by a person.
@@ -14,8 +21,11 @@ p95 <= 100 ms on the project machine) is read by a person.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +55,18 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--resend", type=float, default=0.1, help="share of entries sent twice")
     ap.add_argument("--workers", type=int, default=1, help="worker processes of raccordo serve")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="open loop: submissions per second in all (0: each client sends as soon as its "
+        "last submission is answered); latency then counts from each submission's due time",
+    )
+    ap.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        help="profile the server with py-spy (pip install py-spy) into FILE (raw stacks)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,8 +75,13 @@ def main() -> None:
         token = accounts.create_token(engine, "ETS-A", "bench")
         port = free_port()
         log = (cfg.base_dir / "server.log").open("w")
+        prefix = []
+        if args.py_spy:
+            spy = str(Path(sys.executable).parent / "py-spy")
+            prefix = [spy, "record", "--format", "raw", "--rate", "250", "-o", args.py_spy, "--"]
         server = subprocess.Popen(
             [
+                *prefix,
                 str(Path(sys.executable).parent / "raccordo"),
                 "serve",
                 "--config",
@@ -67,6 +94,7 @@ def main() -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ},
+            start_new_session=True,  # its own process group, stopped whole at the end
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -106,20 +134,34 @@ def main() -> None:
             adapter = requests.adapters.HTTPAdapter(pool_maxsize=args.concurrency)
             session.mount("http://", adapter)
 
-            def send(body: dict[str, object]) -> tuple[float, int]:
-                t0 = time.perf_counter()
+            def send(item: tuple[int, dict[str, object]]) -> tuple[float, int]:
+                i, body = item
+                due = time.perf_counter()
+                if args.rate:
+                    due = start + i / args.rate
+                    time.sleep(max(0.0, due - time.perf_counter()))
                 r = session.post(f"{base}/api/v1/entries", json=body, headers=headers, timeout=60)
-                return (time.perf_counter() - t0) * 1000, r.status_code
+                return (time.perf_counter() - due) * 1000, r.status_code
 
+            if args.rate:  # the re-sent entries come back later, not at the end
+                sends = [sends[i] for i in random.Random(1).sample(range(len(sends)), len(sends))]
+            start = time.perf_counter() + 0.2  # the first submission's due time
             cpu0 = process_tree_cpu(server.pid)
+            client0 = time.process_time()
             t0 = time.perf_counter()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                results = list(pool.map(send, sends))
+                results = list(pool.map(send, enumerate(sends)))
             wall = time.perf_counter() - t0
             server_cpu = process_tree_cpu(server.pid) - cpu0
+            client_cpu = time.process_time() - client0
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            if args.py_spy:
+                server.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            else:
+                server.terminate()
+            server.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):  # what py-spy may leave behind
+                os.killpg(server.pid, signal.SIGTERM)
         with engine.connect() as conn:
             stored = conn.execute(sa.select(t.ets_entries.c.entry_uuid)).scalars().all()
         sent_ids = {b["entry_id"] for b in bodies}
@@ -135,7 +177,9 @@ def main() -> None:
 
         print(
             f"entries: {args.entries} unique + {len(sends) - len(bodies)} re-sent, "
-            f"concurrency {args.concurrency}, workers {args.workers}, wall {wall:.2f} s "
+            f"concurrency {args.concurrency}, "
+            f"{f'open loop at {args.rate:g}/s' if args.rate else 'closed loop'}, "
+            f"workers {args.workers}, wall {wall:.2f} s "
             f"({len(sends) / wall:.0f} req/s)"
         )
         print(f"status codes: {dict(sorted(codes.items()))}")
@@ -143,12 +187,28 @@ def main() -> None:
             f"server CPU (all worker processes): {server_cpu * 1000 / len(sends):.2f} ms "
             "per submission (goal <= 1 ms)"
         )
+        print(
+            f"load generator CPU (this process): {client_cpu * 1000 / len(sends):.2f} ms "
+            "per submission"
+        )
         print(f"lost: {lost}   duplicated: {duplicated}   stored: {len(stored)}")
         print(
             f"latency ms: p50 {pct(50):.1f}  p95 {pct(95):.1f}  p99 {pct(99):.1f}  "
             f"max {lat[-1]:.1f}  mean {statistics.mean(lat):.1f}"
         )
         print(f"goal p95 <= 100 ms: {'met' if pct(95) <= 100 else 'NOT met'}")
+        # Closed loop: each client sends its next entry when the last is answered, so the
+        # mean latency is concurrency / throughput (Little's law) whatever the server does;
+        # server and load generator share the machine's cores.
+        per_request = (server_cpu + client_cpu) / len(sends)
+        cores = os.cpu_count() or 1
+        if not args.rate:
+            print(
+                f"bound on this machine: {cores} cores / {per_request * 1000:.2f} ms CPU per "
+                f"request (server + load generator) = {cores / per_request:.0f} req/s at most, "
+                f"so once all {args.concurrency} clients are sending (entries >> concurrency) "
+                f"a mean latency of at least {args.concurrency * per_request / cores * 1000:.0f} ms"
+            )
         log.close()
         cfs = [str(b["identifier"]) for b in bodies]
         leaks = scan_paths([cfg.base_dir], values=cfs) + scan_database(cfg.registry_url, values=cfs)

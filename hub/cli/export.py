@@ -91,7 +91,8 @@ def report(
     ] = None,
     org: Annotated[str | None, typer.Option(help="Code of an organisation.")] = None,
     year: Annotated[
-        int | None, typer.Option(help="Calendar year (default: the latest year with data).")
+        int | None,
+        typer.Option(help="Calendar year (default: each table's latest complete year)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: reports/).")] = None,
     config: ConfigOpt = None,
@@ -123,10 +124,11 @@ def report(
     _check_org(cfg, org)
     registry = Registry.open(cfg.registry_url)
     try:
+        _year(registry.engine, year)  # an empty registry is refused
         result = build_report(
             registry.engine,
             out or cfg.base_dir / "reports",
-            year=_year(registry.engine, year),
+            year=year,  # None: each table its own latest complete year
             comuni=comuni,
             k=cfg.observatory.k,
             ledger=Ledger.load(cfg.ledger_path),

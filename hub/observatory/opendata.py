@@ -33,6 +33,7 @@ from hub.observatory.disclosure import (
     protect_release,
 )
 from hub.observatory.indicators import release_tables
+from hub.observatory.notes import dimension_name, italian_note, with_service_names
 from hub.observatory.table import ALL, Period
 
 #: How a suppressed value is written in CSV and JSON files.
@@ -69,7 +70,9 @@ def export_opendata(
     k: int = 5,
     ledger: Ledger | None = None,
 ) -> ExportResult:
-    tables = [tb for tb in release_tables(engine, period, org=org) if tb.sensitive]
+    tables = [
+        with_service_names(tb) for tb in release_tables(engine, period, org=org) if tb.sensitive
+    ]
     ledger = ledger if ledger is not None else Ledger()
     release = protect_release(tables, k, ledger)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +153,7 @@ def _write_json(path: Path, pt: ProtectedTable) -> Path:
         },
         # Published identities beyond the table's own totals (total key = sum of part keys).
         "relations": [{"total": tot, "parts": list(parts)} for tot, parts in tb.relations],
-        "notes": tb.notes,
+        "notes": italian_note(tb.notes),
     }
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
@@ -183,6 +186,24 @@ codice del bisogno o del servizio, codice dell'ente; `totale` nell'ultima riga |
 misura); intestazione leggibile, codice nel file JSON |
 | `Totale` | totale della riga |
 
+## Campi dei file JSON
+
+I nomi dei campi sono codici (in inglese, come nel resto del formato); i valori testuali sono in
+italiano.
+
+| campo | significato |
+|---|---|
+| `id`, `title`, `unit` | identificativo della tabella, titolo, unità di misura |
+| `scope`, `measure` | distretto e periodo; la grandezza contata |
+| `additive` | `true` se i totali sono somme delle celle |
+| `k`, `suppressed_marker` | soglia del controllo della divulgazione; simbolo del valore soppresso |
+| `row_dim`, `row_label`, `rows` | dimensione delle righe, sua intestazione, codici e intestazioni |
+| `col_dim`, `col_label`, `cols` | lo stesso per le colonne |
+| `cells`, `row_totals`, `col_totals`, `total` | valori, totali di riga e di colonna, totale |
+| `keys` | chiave di ogni valore, la stessa in ogni tabella e rilascio che lo pubblica |
+| `relations` | altre identità pubblicate: il valore di `total` è la somma di quelli di `parts` |
+| `notes` | nota sulla tabella |
+
 ## Tabelle
 
 | file | titolo | unità | i totali sono somme? | note |
@@ -207,7 +228,7 @@ def _write_dictionary(
     district = tables[0].spec.scope.split("|")[0] if tables else ""
     rows = "\n".join(
         f"| `{p.spec.id}.csv` | {p.spec.title} | {p.spec.unit} | "
-        f"{'sì' if p.spec.additive else 'no'} | {p.spec.notes} |"
+        f"{'sì' if p.spec.additive else 'no'} | {italian_note(p.spec.notes)} |"
         for p in tables
     )
     text = DICTIONARY_INTRO.format(
@@ -229,10 +250,16 @@ def _write_dictionary(
         for p in tables:
             tb = p.spec
             name = f"{tb.id}.csv"
-            w.writerow([name, "codice", f"codice della riga ({tb.row_dim}); 'totale' = totale"])
+            w.writerow(
+                [
+                    name,
+                    "codice",
+                    f"codice della riga ({dimension_name(tb.row_dim)}); 'totale' = totale",
+                ]
+            )
             w.writerow([name, tb.row_label or "voce", "descrizione della riga"])
             for c, h in zip(tb.cols, tb.col_headings, strict=True):
-                w.writerow([name, h, f"{tb.unit}, {tb.col_dim} = {c}"])
+                w.writerow([name, h, f"{tb.unit}, {dimension_name(tb.col_dim)} = {c}"])
             w.writerow([name, "Totale", f"{tb.unit}, totale della riga"])
         w.writerow(["*", MARKER, f"valore soppresso (controllo della divulgazione, k = {k})"])
         w.writerow(["*", "(vuoto)", "dato mancante o non applicabile"])

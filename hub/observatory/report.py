@@ -15,7 +15,8 @@ import datetime as dt
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,8 +32,13 @@ from hub.observatory.disclosure import (
     protect_release,
 )
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
-from hub.observatory.indicators import release_tables
+from hub.observatory.indicators import latest_year, release_tables
+from hub.observatory.notes import NOTES_IT, italian_note, with_service_names
+from hub.observatory.rows import own
 from hub.observatory.table import Period, Table, column_of, row_of
+from hub.registry import tables as t
+
+__all__ = ["NOTES_IT", "build_report", "italian_note", "with_comune_names", "with_service_names"]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -47,6 +53,8 @@ class ReportResult:
     pdf_problem: str = ""
     #: The same protected tables as JSON (the open-data format), with an ``indice.json``.
     data: Path | None = None
+    #: The year each table is shown for (one year unless each table has its own).
+    years: dict[str, int] = field(default_factory=dict)
 
 
 def with_comune_names(tb: Table, comuni: dict[str, Comune]) -> Table:
@@ -83,73 +91,139 @@ def _bars(pt: ProtectedTable) -> str:
     return svg_bars(labels, values, title=pt.spec.title)
 
 
-#: The indicators' notes (English, for the open-data metadata) as the Italian report says them.
-NOTES_IT = {
-    "Whole amount of each intervention in the period, rounded to the euro per cell.": (
-        "Importo intero di ogni intervento del periodo, arrotondato all'euro in ogni cella."
-    ),
-    "A contact citing several codes counts under each; totals count contacts with at least "
-    "one code.": (
-        "Un contatto che cita più codici è contato sotto ciascuno; i totali contano i contatti "
-        "con almeno un codice."
-    ),
-    "Organisations, not people: not subject to disclosure control.": (
-        "Organizzazioni, non persone: non soggette al controllo della riservatezza."
-    ),
-    "Row totals are utenti (a person changing group counts in each group, once in the total); "
-    "column and grand totals are the district's distinct people.": (
-        "I totali di riga contano gli utenti (una persona che cambia gruppo è contata in ogni "
-        "gruppo, una volta sola nel totale); i totali di colonna e il totale generale contano "
-        "le persone distinte del distretto."
-    ),
-}
-
-
-def italian_note(note: str) -> str:
-    """The Italian note of a table; an untranslated note is left out rather than shown in
-    English (tests/unit check that every note the indicators use is here)."""
-    return NOTES_IT.get(note, "")
-
-
 def is_empty(tb: Table | ProtectedTable) -> bool:
     spec = tb.spec if isinstance(tb, ProtectedTable) else tb
     return not any(v for row in spec.cells for v in row) and not spec.total
 
 
-def latest_years_with_data(
-    engine: sa.Engine, ids: set[str], year: int, *, org: str | None, back: int = 6
-) -> dict[str, int]:
-    """For each table id, the latest year before ``year`` in which it has data."""
-    found: dict[str, int] = {}
-    for y in range(year - 1, year - 1 - back, -1):
-        if ids <= set(found):
-            break
-        for tb in release_tables(engine, Period.year(y), org=org):
-            if tb.id in ids and tb.id not in found and not is_empty(tb):
-                found[tb.id] = y
-    return found
+#: The records each table counts, by the start of its measure: a table's default year is
+#: the latest year in which all of them are complete.
+TABLE_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("prese_in_carico", ("case_episodes",)),
+    ("interventi.", ("interventions",)),
+    ("ets.", ("need_signals",)),
+    ("persone.multiente", ("case_episodes", "interventions")),
+)
+ALL_SOURCES = ("case_episodes", "interventions", "need_signals")
+SOURCE_NAMES = {
+    "case_episodes": "prese in carico",
+    "interventions": "interventi",
+    "need_signals": "schede del Terzo Settore",
+}
+#: Years a table looks back for data before it is said to have none.
+LOOK_BACK = 5
 
 
-def empty_notes(
-    engine: sa.Engine, tables: list[ProtectedTable], year: int, *, org: str | None
-) -> dict[str, str]:
-    """Why a table is empty, in words, and where to look instead."""
-    empty = {pt.spec.id for pt in tables if is_empty(pt)}
-    if not empty:
-        return {}
-    latest = latest_years_with_data(engine, empty, year, org=org)
-    out: dict[str, str] = {}
-    for tid in empty:
-        text = (
-            f"Nessun dato per il {year} in questa tabella: "
-            "l'ente non ha ancora trasmesso dati per l'anno"
-        )
-        if tid in latest:
-            text += f"; l'ultimo anno con dati è il {latest[tid]}."
-        else:
-            text += " né per i cinque anni precedenti."
-        out[tid] = text
+def sources_of(tb: Table | ProtectedTable) -> tuple[str, ...]:
+    spec = tb.spec if isinstance(tb, ProtectedTable) else tb
+    for prefix, sources in TABLE_SOURCES:
+        if spec.measure.startswith(prefix):
+            return sources
+    return ALL_SOURCES
+
+
+def complete_years(engine: sa.Engine, *, org: str | None = None) -> dict[str, int | None]:
+    """For each kind of record, the latest complete year of the organisation (of the
+    district without ``org``): the year of its latest record, or the year before when
+    the records of that year stop before December (a year still being loaded)."""
+    dated = {
+        "case_episodes": (t.case_episodes, t.case_episodes.c.opened_on),
+        "interventions": (t.interventions, t.interventions.c.started_on),
+        "need_signals": (t.need_signals, t.need_signals.c.on),
+    }
+    out: dict[str, int | None] = {}
+    with engine.connect() as conn:
+        for name, (table, column) in dated.items():
+            q = sa.select(sa.func.max(column)).where(own(table))
+            if org is not None:
+                q = q.where(table.c.org == org)
+            last = conn.execute(q).scalar()
+            if isinstance(last, str):
+                last = dt.date.fromisoformat(last[:10])
+            out[name] = None if last is None else (last.year if last.month == 12 else last.year - 1)
     return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The year a report shows one table for, and why, when it is not the obvious one."""
+
+    table: Table
+    year: int
+    note: str = ""
+
+
+def choose_years(
+    tables_of: Callable[[int], list[Table]],
+    complete: dict[str, int | None],
+    *,
+    year: int | None,
+    fallback: int,
+    nothing_sent: str,
+) -> list[Choice]:
+    """Each table of a report with the year it is shown for.
+
+    With ``year`` every table is of that year; without it, each table is of the latest
+    year in which the records it counts are complete and it has data (at most
+    ``LOOK_BACK`` years back). A table with no data says why, in Italian.
+    """
+    cache: dict[int, dict[str, Table]] = {}
+
+    def at(y: int) -> dict[str, Table]:
+        if y not in cache:
+            cache[y] = {tb.id: tb for tb in tables_of(y)}
+        return cache[y]
+
+    def start_of(tb: Table) -> int:
+        if year is not None:
+            return year
+        found = [y for s in sources_of(tb) if (y := complete.get(s)) is not None]
+        return min(found) if len(found) == len(sources_of(tb)) else fallback
+
+    reference = (
+        year
+        if year is not None
+        else max((y for y in complete.values() if y is not None), default=fallback)
+    )
+    out: list[Choice] = []
+    for tid, tb in at(reference).items():
+        start = start_of(tb)
+        first = at(start).get(tid, tb)
+        if not is_empty(first):
+            out.append(Choice(first, start))
+            continue
+        earlier = next(
+            (
+                (y, at(y)[tid])
+                for y in range(start - 1, start - 1 - LOOK_BACK, -1)
+                if tid in at(y) and not is_empty(at(y)[tid])
+            ),
+            None,
+        )
+        if year is None and earlier is not None:
+            y, older = earlier
+            out.append(
+                Choice(
+                    older,
+                    y,
+                    f"Per il {start} questa tabella non ha dati: {nothing_sent} "
+                    f"per l'anno. È riportato il {y}, l'ultimo anno con dati.",
+                )
+            )
+            continue
+        text = f"Nessun dato per il {start} in questa tabella: {nothing_sent} per l'anno"
+        text += (
+            f"; l'ultimo anno con dati è il {earlier[0]}."
+            if earlier is not None
+            else f" né per i {LOOK_BACK} anni precedenti."
+        )
+        out.append(Choice(first, start, text))
+    return out
+
+
+def _italian_list(items: list[str]) -> str:
+    """``"a"``, ``"a e b"``, ``"a, b e c"``."""
+    return " e ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
 
 
 def cell(v: Value, k: int) -> str:
@@ -164,7 +238,7 @@ def build_report(
     engine: sa.Engine,
     out_dir: Path,
     *,
-    year: int,
+    year: int | None,
     comuni: dict[str, Comune],
     k: int,
     ledger: Ledger,
@@ -173,27 +247,67 @@ def build_report(
     comune: str | None = None,
     org_name: str | None = None,
 ) -> ReportResult:
+    """The report of one organisation or one comune.
+
+    ``year=None`` (the default of ``raccordo export report``) shows each table for its
+    own latest complete year (:func:`choose_years`): a consortium whose prese in carico
+    stop a year before its interventions gets each table where it has data, and a
+    table without any says why.
+    """
     if (org is None) == (comune is None):
         raise ValueError("a report is for one comune or one organisation")
-    period = Period.year(year)
+    complete = complete_years(engine, org=org)
+    #: Kinds of records the organisation never sent while it sent others (an ETS has no
+    #: prese in carico): their tables are left out, and the report says so. One that
+    #: sent nothing yet gets every table, each saying it has no data.
+    never = {s for s, y in complete.items() if y is None}
+    if org is None or len(never) == len(complete):
+        never = set()
     if org is not None:
-        tables = [tb for tb in release_tables(engine, period, org=org) if tb.sensitive]
         subject = org_name or org
         slug = f"org-{org}"
+        nothing_sent = "l'ente non ha trasmesso dati"
+
+        def tables_of(y: int) -> list[Table]:
+            return [
+                tb
+                for tb in release_tables(engine, Period.year(y), org=org)
+                if tb.sensitive and not set(sources_of(tb)) <= never
+            ]
+
     else:
         assert comune is not None
-        district = [tb for tb in release_tables(engine, period) if tb.sensitive]
-        tables = comune_tables(district, comune)
         subject = comuni[comune].name if comune in comuni else comune
         slug = f"comune-{comune}"
-    tables = [with_comune_names(tb, comuni) for tb in tables]
+        nothing_sent = "nessun ente del distretto ha trasmesso dati sul comune"
+
+        def tables_of(y: int) -> list[Table]:
+            district = [tb for tb in release_tables(engine, Period.year(y)) if tb.sensitive]
+            return comune_tables(district, comune)
+
+    fallback = year or max((y for y in complete.values() if y is not None), default=None)
+    if fallback is None:
+        fallback = latest_year(engine) or dt.date.today().year
+    choices = choose_years(
+        tables_of, complete, year=year, fallback=fallback, nothing_sent=nothing_sent
+    )
+    years = sorted({c.year for c in choices}) or [fallback]
+    shown_year = year if year is not None else years[-1]
+    tables = [with_service_names(with_comune_names(c.table, comuni)) for c in choices]
     release = protect_release(tables, k, ledger)
     map_svg = ""
     if comune is not None and release.tables:
         # The comune's contacts per 1,000 residents beside the other comuni, from the same
         # protected district table (suppressed comuni are hatched, not coloured).
+        map_year = next(
+            (c.year for c in choices if c.table.id == "ets_contatti_comune_mese"), shown_year
+        )
         contacts = next(
-            (tb for tb in release_tables(engine, period) if tb.id == "ets_contatti_comune_mese"),
+            (
+                tb
+                for tb in release_tables(engine, Period.year(map_year))
+                if tb.id == "ets_contatti_comune_mese"
+            ),
             None,
         )
         if contacts is not None:
@@ -206,32 +320,42 @@ def build_report(
                 shapes(comuni),
                 rates_per_1000(counts, {c: v.population for c, v in comuni.items()}),
                 {c: v.name for c, v in comuni.items()},
-                title=f"Contatti del Terzo Settore ogni 1.000 residenti, {year}",
+                title=f"Contatti del Terzo Settore ogni 1.000 residenti, {map_year}",
                 unit="ogni 1.000 residenti",
                 missing_label=f"nessun dato o meno di {k}",
                 highlight=comune,
             )
+    years_label = str(years[0]) if len(years) == 1 else f"{years[0]}–{years[-1]}"
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape())
     env.globals["cell"] = cell
     env.globals["note"] = italian_note
     html = env.get_template("report.html").render(
         subject=subject,
         kind="org" if org else "comune",
-        year=year,
+        year=years_label,
+        per_table=year is None and len(years) > 1,
         district_name=district_name,
         tables=release.tables,
         charts={pt.spec.id: _bars(pt) for pt in release.tables},
         map_svg=map_svg,
-        empty=empty_notes(engine, release.tables, year, org=org),
+        empty={c.table.id: c.note for c in choices if c.note},
+        left_out=_italian_list([SOURCE_NAMES[s] for s in ALL_SOURCES if s in never]),
         k=k,
         created=dt.date.today().strftime("%d/%m/%Y"),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    html_path = out_dir / f"restituzione-{slug}-{year}.html"
+    html_path = out_dir / f"restituzione-{slug}-{shown_year}.html"
     html_path.write_text(html, encoding="utf-8")
-    data_dir = out_dir / f"restituzione-{slug}-{year}"
-    _write_data(data_dir, release.tables, k=k, year=year, org=org, comune=comune)
-    ledger.record(release, f"report {slug} {year}")
+    data_dir = out_dir / f"restituzione-{slug}-{shown_year}"
+    _write_data(
+        data_dir,
+        release.tables,
+        k=k,
+        years={c.table.id: c.year for c in choices},
+        org=org,
+        comune=comune,
+    )
+    ledger.record(release, f"report {slug} {years_label}")
     pdf_path, problem = print_pdf(html_path)
     return ReportResult(
         html_path,
@@ -240,6 +364,7 @@ def build_report(
         sum(len(p.suppressed) for p in release.tables),
         problem,
         data_dir,
+        {c.table.id: c.year for c in choices},
     )
 
 
@@ -248,7 +373,7 @@ def _write_data(
     tables: list[ProtectedTable],
     *,
     k: int,
-    year: int,
+    years: dict[str, int],
     org: str | None,
     comune: str | None,
 ) -> None:
@@ -260,15 +385,19 @@ def _write_data(
     folder.mkdir(parents=True, exist_ok=True)
     for pt in tables:
         _write_json(folder / f"{pt.spec.id}.json", pt)
+    first, last = min(years.values(), default=0), max(years.values(), default=0)
     index = {
         "district": tables[0].spec.scope.split("|")[0] if tables else "",
-        "period": {"start": f"{year}-01-01", "end": f"{year}-12-31"},
+        "period": {"start": f"{first}-01-01", "end": f"{last}-12-31"},
         "org": org,
         "comune": comune,
         "k": k,
         "suppressed_marker": MARKER,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "tables": [{"id": pt.spec.id, "title": pt.spec.title} for pt in tables],
+        "tables": [
+            {"id": pt.spec.id, "title": pt.spec.title, "year": years.get(pt.spec.id)}
+            for pt in tables
+        ],
     }
     (folder / "indice.json").write_text(
         json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"

@@ -250,7 +250,7 @@ def create_organisation(
 
 
 # -- API tokens -------------------------------------------------------------------
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
     # A random 256-bit secret, not a personal identifier: a plain SHA-256 is enough.
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -262,7 +262,7 @@ def create_token(engine: sa.Engine, org: str, label: str) -> str:
         conn.execute(
             t.api_tokens.insert().values(
                 org=org,
-                token_hash=_token_hash(token),
+                token_hash=token_hash(token),
                 label=label.strip()[:80] or "token",
                 revoked=False,
                 created_at=_now(),
@@ -275,7 +275,7 @@ def token_org(engine: sa.Engine, token: str) -> str | None:
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(t.api_tokens.c.org).where(
-                t.api_tokens.c.token_hash == _token_hash(token),
+                t.api_tokens.c.token_hash == token_hash(token),
                 t.api_tokens.c.revoked.is_(False),
             )
         ).first()

@@ -75,7 +75,8 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
     app.state.templates = make_templates(state)
     app.state.uploads = upload_executor
     errors.install(app)
-    for module in (auth, entries, upload, tokens, admin, dashboard, api):
+    # The API first: routes are matched in order, and its submissions are the busiest.
+    for module in (api, auth, entries, upload, tokens, admin, dashboard):
         app.include_router(module.router)
     app.include_router(api.docs_router)
     if STATIC.exists():

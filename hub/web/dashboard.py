@@ -17,7 +17,7 @@ from hub.observatory.charts import svg_bars
 from hub.observatory.comuni import Comune
 from hub.observatory.geo import rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import latest_year, release_tables
-from hub.observatory.report import with_comune_names
+from hub.observatory.report import with_comune_names, with_service_names
 from hub.observatory.rows import own
 from hub.observatory.table import Period, Table
 from hub.registry import tables as t
@@ -117,6 +117,12 @@ def with_form_labels(tb: Table) -> Table:
     return tb
 
 
+def labelled(tb: Table, comuni: dict[str, Comune]) -> Table:
+    """A table as the dashboard shows and downloads it: comuni by name, SIUSS codes with
+    their names, needs and services under the entry form's labels."""
+    return with_form_labels(with_service_names(with_comune_names(tb, comuni)))
+
+
 def default_year(engine: sa.Engine) -> int | None:
     """The latest complete year: the latest year with data, unless its data stop before
     December (a year still in progress, or not yet fully loaded): then the year before."""
@@ -151,10 +157,7 @@ def build(
     d = Dashboard(year=year, years=years, org=org, orgs=orgs, comune=comune)
     if year is None:
         return d
-    d.tables = [
-        with_form_labels(with_comune_names(tb, comuni))
-        for tb in release_tables(engine, Period.year(year), org=org)
-    ]
+    d.tables = [labelled(tb, comuni) for tb in release_tables(engine, Period.year(year), org=org)]
     for tb in d.tables:
         d.charts[tb.id] = svg_bars(list(tb.row_headings), list(tb.row_totals), title=tb.title)
     names = {c: v.name for c, v in comuni.items()}

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from hub.observatory.charts import it_number
-from hub.observatory.report import italian_note
+from hub.observatory.notes import italian_note
 from hub.web import accounts
 from hub.web.accounts import User
 from hub.web.i18n import gettext, ngettext, translations
@@ -60,6 +60,12 @@ def make_templates(state: WebState) -> Jinja2Templates:
 def web_state(request: Request) -> WebState:
     state: WebState = request.app.state.web
     return state
+
+
+async def _state(request: Request) -> WebState:
+    """``web_state`` as a dependency: ``async`` (it waits on nothing), so FastAPI does not
+    hand it to a thread on every request."""
+    return web_state(request)
 
 
 def session_of(request: Request) -> Session:
@@ -166,4 +172,4 @@ def require(*roles: str) -> Callable[[Request], User]:
 EtsUser = Annotated[User, Depends(require("ets"))]
 AdminUser = Annotated[User, Depends(require("admin"))]
 AnalystUser = Annotated[User, Depends(require("analyst", "admin"))]
-State = Annotated[WebState, Depends(web_state)]
+State = Annotated[WebState, Depends(_state)]

@@ -27,6 +27,8 @@ class WebState:
     limiter: LoginLimiter
     writer: intake.IntakeWriter
     trusted_proxies: list[Network] = field(default_factory=list)
+    #: Organisation of each API token hash seen (see ``routers.api.api_sender``).
+    token_orgs: dict[str, str] = field(default_factory=dict)
     #: Password hashing (argon2id, 64 MiB, CPU-bound) runs in threads, a few at a
     #: time, so a burst of logins cannot take every core from the other requests.
     hashing: threading.BoundedSemaphore = field(
@@ -38,13 +40,15 @@ def build_state(config: Config, registry: Registry | None = None) -> WebState:
     web = config.settings.web
     registry = registry or Registry.open(config.registry_url)
     store = StateStore(config.resolve(web.state_file))
+    pseudonymiser = open_pseudonymiser(config, open_keyring(config))
+    comuni = load_comuni(config.resolve(web.comuni_file) if web.comuni_file else None)
     return WebState(
         config=config,
         engine=registry.engine,
-        pseudonymiser=open_pseudonymiser(config, open_keyring(config)),
-        comuni=load_comuni(config.resolve(web.comuni_file) if web.comuni_file else None),
+        pseudonymiser=pseudonymiser,
+        comuni=comuni,
         store=store,
         limiter=LoginLimiter(store, web.login_attempts, web.login_window_minutes * 60),
-        writer=intake.IntakeWriter(registry.engine),
+        writer=intake.IntakeWriter(registry.engine, pseudonymiser=pseudonymiser, comuni=comuni),
         trusted_proxies=parse_networks(web.trusted_proxies),
     )

@@ -102,6 +102,94 @@ def test_each_chart_table_downloads_through_disclosure_control(demo: Config) -> 
     assert "Comune sconosciuto" in c.get("/cruscotto?anno=2022&comune=Atlantide").text
 
 
+def test_siuss_codes_are_shown_with_their_names_in_charts_and_downloads(demo: Config) -> None:
+    c = _client(demo, "analista")
+    page = c.get("/cruscotto?anno=2022").text
+    section = page.split('id="t-interventi_service_numero"', 1)[1].split("</section>", 1)[0]
+    assert "A1.09 · Telesoccorso e teleassistenza" in section
+    labels = [
+        " ".join(re.findall(r"<tspan[^>]*>([^<]*)</tspan>", t))
+        for t in re.findall(r'<text font-size="11"[^>]*>(.*?)</text>', section)
+    ]
+    assert labels and len(set(labels)) == len(labels)  # no two bars read alike
+    assert all(re.match(r"[A-Z]\d\.\d\d\b", label) for label in labels), labels
+    r = c.get("/cruscotto/tabella/interventi_service_numero.csv?anno=2022")
+    rows = [line.split(";")[0] for line in r.text.lstrip("\ufeff").splitlines()]
+    assert rows[0] == "Prestazione SIUSS (area di utenza)"
+    assert any(
+        x.startswith("A2.16 · Interventi di supporto per reperimento alloggi (") for x in rows
+    )
+    assert any(re.fullmatch(r"A1\.02 \(.+\)", x) for x in rows)  # no name known: code alone
+
+
+def test_report_tables_default_to_their_own_complete_year(demo: Config, tmp_path: Path) -> None:
+    """CISS Borgomanero's data stop in December 2022 while other consortia's go on into
+    2023: its report shows 2022 (not a 2023 of zero prese in carico beside the
+    interventions still running), 2023 asked for says why its tables are empty, and an
+    ETS's report leaves out the public services' tables, saying so."""
+    from hub.observatory.comuni import load_comuni
+    from hub.observatory.disclosure import Ledger
+    from hub.observatory.indicators import latest_year
+    from hub.observatory.report import build_report
+
+    engine = Registry.open(demo.registry_url).engine
+    assert latest_year(engine) == 2023
+
+    def report(**kw: object) -> tuple[dict[str, int], str]:
+        r = build_report(
+            engine,
+            tmp_path,
+            comuni=load_comuni(),
+            k=5,
+            ledger=Ledger(),
+            district_name="Distretto",
+            **kw,  # type: ignore[arg-type]
+        )
+        return r.years, r.html.read_text(encoding="utf-8")
+
+    years, html = report(year=None, org="CISS-BORGO")
+    assert set(years.values()) == {2022} and "prese_in_carico" in years
+    assert 'class="note empty"' not in html
+    assert "3.374" in html  # the seed table's prese in carico
+    _, html_2023 = report(year=2023, org="CISS-BORGO")
+    prese = html_2023.split("<h2>Prese in carico", 1)[1].split("</section>", 1)[0]
+    assert "Nessun dato per il 2023 in questa tabella" in prese
+    assert "l&#39;ultimo anno con dati è il 2022" in prese
+    years, html = report(year=None, org="ETS-CARITAS")
+    assert years and all(tid.startswith("ets_") for tid in years)
+    assert "Non sono riportate le tabelle di prese in carico e interventi" in html
+
+
+def test_open_data_metadata_speak_italian(demo: Config, tmp_path: Path) -> None:
+    """No English note in any file of the open data (district and one organisation)."""
+    import json
+
+    from hub.observatory.notes import NOTES_IT
+    from hub.observatory.opendata import export_opendata
+    from hub.observatory.table import Period
+
+    engine = Registry.open(demo.registry_url).engine
+    for org in (None, "CISS-BORGO", "ETS-CARITAS"):
+        out = tmp_path / (org or "distretto")
+        export_opendata(engine, out, Period.year(2022), org=org)
+        for path in out.iterdir():
+            text = path.read_text(encoding="utf-8")
+            for english in NOTES_IT:
+                assert english not in text, (path.name, english)
+            for word in ("Row totals", "Whole amount", "counts under each", " org = "):
+                assert word not in text, (path.name, word)
+        notes = [
+            json.loads(p.read_text(encoding="utf-8"))["notes"]
+            for p in out.glob("*.json")
+            if p.name != "indice.json"
+        ]
+        assert set(notes) <= {"", *NOTES_IT.values()} and set(notes) - {""}
+    services = (tmp_path / "distretto" / "interventi_service_numero.csv").read_text("utf-8")
+    assert "A1.09 · Telesoccorso e teleassistenza (" in services  # SIUSS names here too
+    readme = (tmp_path / "distretto" / "LEGGIMI.md").read_text(encoding="utf-8")
+    assert "## Campi dei file JSON" in readme and "I totali di riga contano gli utenti" in readme
+
+
 def test_ets_operators_never_reach_the_dashboard(demo: Config) -> None:
     c = _client(demo, "caritas")
     assert c.get("/cruscotto").status_code == 403

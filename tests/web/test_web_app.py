@@ -278,6 +278,25 @@ def test_api_entries_with_an_organisation_token(login: Login, web_config: Config
     assert op.get("/api/v1/entries", headers=headers).json() == []
 
 
+def test_a_revoked_token_stops_submissions_at_once(login: Login, web_config: Config) -> None:
+    """The submission route remembers which organisation a token belongs to (no query
+    per request): the revocation must still refuse the very next submission."""
+    op = login("op-a")
+    headers = {"Authorization": f"Bearer {_token(op)}"}
+    body = {"identifier_kind": "none", "comune_istat": COMUNE, "needs": ["food"]}
+    body |= {"birth_year": 1970, "sex": "F"}
+    assert op.post("/api/v1/entries", json=body, headers=headers).status_code == 201
+    page = op.get("/token")
+    (token_id,) = re.findall(r'action="/token/(\d+)/revoca"', page.text)
+    revoked = op.post(f"/token/{token_id}/revoca", data={"csrf_token": csrf_of(page.text)})
+    assert revoked.status_code == 200, revoked.text
+    r = op.post("/api/v1/entries", json=body, headers=headers)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert op.get("/api/v1/entries", headers=headers).status_code == 401
+    with _engine(web_config).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.ets_entries)).scalar() == 1
+
+
 def upload_and_wait(client: TestClient, content: bytes, timeout: float = 90) -> str:
     """Upload a CSV file and wait for its background job; the job page's final text."""
     page = client.get("/caricamento")

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from hub.observatory.comuni import parse_comune
 from hub.observatory.disclosure import protect_release
 from hub.observatory.indicators import latest_year, release_tables
-from hub.observatory.report import cell, with_comune_names
+from hub.observatory.report import cell
 from hub.observatory.restituzione import locked_ledger
 from hub.observatory.table import Period
 from hub.web import accounts, dashboard
@@ -72,7 +72,7 @@ def table_csv(
     if year is None:
         raise HTTPException(404, gettext("No data yet."))
     tables = {
-        tb.id: dashboard.with_form_labels(with_comune_names(tb, state.comuni))
+        tb.id: dashboard.labelled(tb, state.comuni)
         for tb in release_tables(state.engine, Period.year(year), org=chosen)
     }
     if table_id not in tables:
