@@ -50,6 +50,8 @@ class HubSettings(BaseModel):
     push_url: str | None = None
     #: The worker's push folder (its signing key, the hub's public keys): see docs/exchange.md.
     push_home: str = "push"
+    #: This hub's exchange home (``raccordo exchange init``), shown in the web's exchange pages.
+    exchange_home: str | None = None
     mappings_dir: str = "mappings"
     #: Records mapped and written together (held in memory at once).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000

@@ -59,10 +59,39 @@ class HomeSettings(BaseModel):
 
 @dataclass
 class Home:
+    """One party's home. Its private keys are read on first use, so a read-only view
+    (the web's exchange pages: ``open_home(path, keys=False)``) never touches them."""
+
     path: Path
     settings: HomeSettings
-    signing_key: ed25519.Ed25519PrivateKey
-    kem_key: crypto.KemKey
+    _signing_key: ed25519.Ed25519PrivateKey | None = None
+    _kem_key: crypto.KemKey | None = None
+
+    @property
+    def signing_key(self) -> ed25519.Ed25519PrivateKey:
+        if self._signing_key is None:
+            self._load_keys()
+        assert self._signing_key is not None
+        return self._signing_key
+
+    @property
+    def kem_key(self) -> crypto.KemKey:
+        if self._kem_key is None:
+            self._load_keys()
+        assert self._kem_key is not None
+        return self._kem_key
+
+    def _load_keys(self) -> None:
+        keys = self.path / "keys"
+        try:
+            self._signing_key = crypto.signing_key_from_bytes((keys / "signing.key").read_bytes())
+            self._kem_key = crypto.KemKey.from_bytes((keys / "hpke.key").read_bytes())
+        except (OSError, crypto.CryptoFailure) as e:
+            raise ExchangeError(
+                f"cannot read the exchange keys: {e}",
+                where=str(keys),
+                hint="the keys are created by `raccordo exchange init`",
+            ) from None
 
     @property
     def party(self) -> str:
@@ -130,7 +159,8 @@ def write_secret(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def open_home(path: Path) -> Home:
+def open_home(path: Path, *, keys: bool = True) -> Home:
+    """The home in ``path``; ``keys=False`` leaves its private keys unread (read-only views)."""
     cfg = path / "exchange.toml"
     try:
         data = tomllib.loads(cfg.read_text())
@@ -150,13 +180,7 @@ def open_home(path: Path) -> Home:
             where=str(cfg),
             errors=[f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()],
         ) from None
-    try:
-        signing = crypto.signing_key_from_bytes((path / "keys" / "signing.key").read_bytes())
-        kem = crypto.KemKey.from_bytes((path / "keys" / "hpke.key").read_bytes())
-    except (OSError, crypto.CryptoFailure) as e:
-        raise ExchangeError(
-            f"cannot read the exchange keys: {e}",
-            where=str(path / "keys"),
-            hint="the keys are created by `raccordo exchange init`",
-        ) from None
-    return Home(path=path, settings=settings, signing_key=signing, kem_key=kem)
+    home = Home(path=path, settings=settings)
+    if keys:
+        home._load_keys()
+    return home

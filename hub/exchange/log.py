@@ -121,7 +121,7 @@ class FlowLog:
         return json.loads(heads[-1]) if heads else None
 
     def entries(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in _lines(self.entries_path)]
+        return read_entries(self.folder)
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         return [e for e in self.entries() if all(e.get(k) == v for k, v in match.items())]
@@ -161,6 +161,11 @@ def check_consistency(
         )
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def read_entries(folder: Path) -> list[dict[str, Any]]:
+    """The entries of the log in ``folder``, read only (no key needed)."""
+    return [json.loads(line) for line in _lines(folder / "entries.jsonl")]
 
 
 def _lines(path: Path) -> Iterator[bytes]:
