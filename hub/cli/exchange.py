@@ -121,6 +121,8 @@ def send(
         console.print(f"Nothing new for {to} under {convenzione}.")
         return
     for d in results:
+        if d.status == "held":
+            continue  # said below, as the refusal it is
         counts = ", ".join(f"{k} {v:,}" for k, v in d.counts.items() if k != "run_id")
         console.print(
             f"package {d.package} → {d.recipient}: {d.status}"
@@ -144,6 +146,12 @@ def send(
         )
     if last.status == "refused":
         raise PackageRefused(f"{to} refused package {last.package}", errors=[last.detail])
+    if last.status == "held":
+        raise PackageRefused(
+            f"nothing new sent to {to} under {convenzione}: too soon for its frequency",
+            hint="run it again when the next period starts (erasures were sent at once)",
+            errors=[last.detail],
+        )
 
 
 @app.command()

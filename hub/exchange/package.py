@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hub.exchange import crypto
+from hub.exchange import crypto, frequency
 from hub.exchange.aggregates import disclosure_problems
 from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import ConvenzioneFile, Directory, PackageShape, refusals
@@ -157,10 +157,15 @@ def build(
     aggregates: Mapping[str, Mapping[str, Any]] | None = None,
     period: tuple[dt.date, dt.date],
     package_id: str | None = None,
+    flow: str | None = None,
     now: dt.datetime | None = None,
 ) -> Package:
-    """Build, check against the convenzione (refused here before anything leaves), sign, seal."""
-    now = now or dt.datetime.now(dt.UTC)
+    """Build, check against the convenzione (refused here before anything leaves), sign, seal.
+
+    ``flow``: the id of the first package of the sending run this one continues (None:
+    it starts a flow of its own), for the convenzione's frequency (:mod:`.frequency`).
+    """
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     conv = cf.convenzione
     kind: Literal["records", "aggregates"] = "aggregates" if aggregates is not None else "records"
     if kind == "records":
@@ -189,6 +194,19 @@ def build(
         period_end=period[1],
     )
     reasons = refusals(cf, shape, now.date())
+    flow = flow or pid
+    if not reasons and not frequency.erasure_only(kind, tables):
+        why = frequency.refusal(
+            cf,
+            sender=home.party,
+            recipient=recipient,
+            kind=kind,
+            package=pid,
+            flow=flow,
+            created_at=now,
+            past=frequency.sent(home.path, conv.id, recipient, kind),
+        )
+        reasons += [why] if why else []
     if aggregates is not None:
         reasons += _disclosure(cf, home.party, recipient, aggregates)
     if reasons:
@@ -210,6 +228,7 @@ def build(
         "format": FORMAT,
         "id": pid,
         "created_at": now.isoformat(timespec="seconds"),
+        "flow": flow,
         "sender": home.party,
         "recipient": recipient,
         "convenzione": conv.id,
@@ -433,6 +452,21 @@ def _open(
         period_end=dt.date.fromisoformat(period["end"]),
     )
     out.reasons += refusals(cf, shape, now.date())
+    created = dt.datetime.fromisoformat(str(manifest["created_at"]))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    if not out.reasons and not frequency.erasure_only(str(kind), manifest["tables"]):
+        why = frequency.refusal(
+            cf,
+            sender=sender,
+            recipient=home.party,
+            kind=str(kind),
+            package=str(out.package_id),
+            flow=str(manifest.get("flow") or out.package_id),
+            created_at=created,
+            past=frequency.received(home.log.entries(), conv_id, sender, str(kind)),
+        )
+        out.reasons += [why] if why else []
 
 
 def _disclosure(

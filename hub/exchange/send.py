@@ -23,7 +23,7 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from hub.exchange import crypto
+from hub.exchange import crypto, frequency
 from hub.exchange.aggregates import protected_tables
 from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import PSEUDONYM_COLUMNS, ConvenzioneFile
@@ -49,6 +49,8 @@ class Extract:
     cursor: dict[str, Any]
     #: Distinct pseudonyms converted (for the log).
     converted: int = 0
+    #: New or changed rows left out (``erasures_only``: the frequency holds them back).
+    held: int = 0
 
 
 def _acked_path(home: Home, conv_id: str, recipient: str) -> Path:
@@ -81,9 +83,12 @@ def extract_records(
     converter: Converter | None,
     *,
     limit: int = 100_000,
+    erasures_only: bool = False,
 ) -> Extract:
     with no_gc_pauses():
-        return _extract_records(registry, cf, home, recipient, converter, limit=limit)
+        return _extract_records(
+            registry, cf, home, recipient, converter, limit=limit, erasures_only=erasures_only
+        )
 
 
 def _extract_records(
@@ -94,6 +99,7 @@ def _extract_records(
     converter: Converter | None,
     *,
     limit: int,
+    erasures_only: bool = False,
 ) -> Extract:
     """What the recipient does not hold yet: new and changed rows, and a tombstone for each
     row it holds that is gone here (cancelled at the source, erased, out of retention).
@@ -108,9 +114,15 @@ def _extract_records(
     seen: set[str] = set()
     rows: list[Row] = []
     delta: dict[str, list[str] | None] = {}
+    held = 0
     for table_name, key, values, digest in _current_rows(registry, cf, home.party, recipient):
         seen.add(key)
-        if acked.get(key) == [table_name, digest] or len(rows) >= limit:
+        if acked.get(key) == [table_name, digest]:
+            continue
+        if erasures_only:
+            held += 1
+            continue
+        if len(rows) >= limit:
             continue
         rows.append(Row(table_name, key, values))
         delta[key] = [table_name, digest]
@@ -150,7 +162,7 @@ def _extract_records(
                 v = vals.get(c)
                 if v:
                     vals[c] = mapping[v]
-    return Extract(rows, dict(delta), converted)
+    return Extract(rows, dict(delta), converted, held)
 
 
 def _allowed(cf: ConvenzioneFile, sender: str, recipient: str) -> dict[str, set[str]]:
@@ -210,7 +222,7 @@ def erasure_status(
 class Delivery:
     package: str
     recipient: str
-    status: str  # accepted, refused, pending, expired
+    status: str  # accepted, refused, pending, expired; held (frequency: nothing built)
     detail: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     #: The recipient's log is not consistent with the heads it signed before.
@@ -416,18 +428,46 @@ def send_records(
             return results
     cf = home.convenzioni.get(conv_id)
     today = dt.date.today()
+    # Sooner than the convenzione's frequency allows: only erasures go, the rest waits.
+    held = frequency.refusal(
+        cf,
+        sender=home.party,
+        recipient=recipient,
+        kind="records",
+        package="(new)",
+        flow="(new)",
+        created_at=dt.datetime.now(dt.UTC),
+        past=frequency.sent(home.path, conv_id, recipient, "records"),
+    )
+    flow: str | None = None
     while True:
-        ex = extract_records(registry, cf, home, recipient, converter, limit=batch)
+        ex = extract_records(
+            registry, cf, home, recipient, converter, limit=batch, erasures_only=bool(held)
+        )
         if not ex.rows:
-            return results
+            break
         if ex.converted:
             home.log.append("converted", convenzione=conv_id, peer=recipient, rows=ex.converted)
-        pkg = build(home, cf, recipient=recipient, rows=ex.rows, period=period or (today, today))
+        pkg = build(
+            home,
+            cf,
+            recipient=recipient,
+            rows=ex.rows,
+            period=period or (today, today),
+            flow=flow,
+        )
+        flow = flow or pkg.id
         outbox.put(pkg, ex.cursor)
         d = outbox.deliver(pkg.id)
         results.append(d)
         if d.status != "accepted":
             return results
+    if held and ex.held:
+        home.log.append(
+            "refused", direction="out", convenzione=conv_id, peer=recipient, reason=held
+        )
+        results.append(Delivery("", recipient, "held", f"{ex.held:,} rows wait: {held}"))
+    return results
 
 
 def send_rows(

@@ -18,7 +18,8 @@ RECORD_FLOW: dict[str, Any] = {
     "from": "DISTRETTO_A",
     "to": "DISTRETTO_B",
     "kind": "records",
-    "frequency": "monthly",
+    # The scenarios send several times a day; tests/exchange/test_frequency.py checks limits.
+    "frequency": "on_demand",
     "tables": {
         "subject": ["subject", "birth_year", "sex"],
         "case_episode": ["subject", "area", "opened_on", "closed_on"],
@@ -28,7 +29,7 @@ AGGREGATE_FLOW: dict[str, Any] = {
     "from": "DISTRETTO_B",
     "to": "DISTRETTO_A",
     "kind": "aggregates",
-    "frequency": "yearly",
+    "frequency": "on_demand",
     "indicators": {"prese_in_carico": {"k": 5}},
 }
 

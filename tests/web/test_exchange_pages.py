@@ -97,7 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
         a,
         b,
         endpoint_b=f"http://127.0.0.1:{port}",
-        flows=[RECORD_FLOW, BACK_FLOW],
+        flows=[{**RECORD_FLOW, "frequency": "monthly"}, BACK_FLOW],
     )
     sign_both(conv, a, b)
     share(conv, a, b)
@@ -120,7 +120,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     cancel(reg_a, [0, 1], org="CISS")  # gone at A, still held at B
     cf = a.convenzioni.get(CONV)
     rows = [pk.Row("case_episode", "waiting", {"subject": double_convert("DOM_B", "x")})]
-    pending = pk.build(a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY))
+    # Monthly: a second package this month only as part of the same flow (sending run).
+    pending = pk.build(
+        a, cf, recipient="DISTRETTO_B", rows=rows, period=(TODAY, TODAY), flow=d.package
+    )
     Outbox(a).put(pending, None)  # B is down now: it waits for its receipt
     with pytest.raises(PackageRefused):
         bad = [pk.Row("subject", "k", {"subject": "2.x", "citizenship": "ITA"})]
