@@ -47,8 +47,26 @@ def init(
         pseudonym_service=pseudonym_service,
         port=port,
     )
-    console.print(f"Created the exchange home of {h.party} in {h.path}.")
+    console.print(
+        f"Created the exchange home of {h.party} in {h.path}; its private keys are encrypted "
+        "with the passphrase in RACCORDO_EXCHANGE_PASSPHRASE (keep it: every command that "
+        "signs or receives needs it)."
+    )
     console.print("Give the other party your public keys: `raccordo exchange keys --home ...`.")
+
+
+@app.command("encrypt-keys")
+@people_errors
+def encrypt_keys_command(home: HomeOpt) -> None:
+    """Encrypt the private keys of a home made before keys were encrypted at rest, with the
+    passphrase in RACCORDO_EXCHANGE_PASSPHRASE."""
+    from hub.exchange.home import encrypt_keys
+
+    done = encrypt_keys(home)
+    if done:
+        console.print(f"Encrypted {', '.join(done)} in {home / 'keys'}.")
+    else:
+        console.print(f"The keys in {home / 'keys'} were already encrypted.")
 
 
 @app.command()
@@ -184,6 +202,12 @@ def status(
         )
         return
     console.print(f"[bold]{h.party}[/bold]; log: {head['size'] if head else 0} entries")
+    if not h.keys_encrypted:
+        err_console.print(
+            "[red]warning:[/red] this home's private keys are not encrypted: run "
+            "`raccordo exchange encrypt-keys --home ...` with RACCORDO_EXCHANGE_PASSPHRASE set",
+            highlight=False,
+        )
     for k, v in sorted(out.items()):
         console.print(f"out {k}: " + ", ".join(f"{s} {n}" for s, n in sorted(v.items())))
     for k, v in sorted(inbound.items()):

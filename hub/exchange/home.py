@@ -3,8 +3,9 @@
 One hub (or one consortium worker in push mode) has one home::
 
     exchange.toml          party code, registry, pseudonymisation service, listen address, TLS
-    keys/signing.key       Ed25519 private key (32 bytes, mode 0600)
-    keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519, 96 bytes, mode 0600)
+    keys/signing.key       Ed25519 private key, encrypted with the home's passphrase
+    keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519), encrypted likewise
+                           (:mod:`hub.exchange.keyfile`; ``RACCORDO_EXCHANGE_PASSPHRASE``)
     convenzioni/*.toml     the agreements (+ .sig, .revoked)
     log/                   the flow log (:mod:`hub.exchange.log`)
     outbox/                packages built, each pending until its receipt, then accepted/refused
@@ -22,7 +23,6 @@ keys (those live only in the pseudonymisation service).
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.exchange import crypto
+from hub.exchange import crypto, keyfile
 from hub.exchange.convenzioni import Directory
 from hub.exchange.errors import ExchangeError
 from hub.exchange.log import FlowLog
@@ -83,15 +83,27 @@ class Home:
 
     def _load_keys(self) -> None:
         keys = self.path / "keys"
+        passphrase = keyfile.passphrase_from_env()
         try:
-            self._signing_key = crypto.signing_key_from_bytes((keys / "signing.key").read_bytes())
-            self._kem_key = crypto.KemKey.from_bytes((keys / "hpke.key").read_bytes())
+            self._signing_key = crypto.signing_key_from_bytes(
+                keyfile.read(keys / "signing.key", "signing", passphrase)
+            )
+            self._kem_key = crypto.KemKey.from_bytes(
+                keyfile.read(keys / "hpke.key", "hpke", passphrase)
+            )
         except (OSError, crypto.CryptoFailure) as e:
             raise ExchangeError(
                 f"cannot read the exchange keys: {e}",
                 where=str(keys),
                 hint="the keys are created by `raccordo exchange init`",
             ) from None
+
+    @property
+    def keys_encrypted(self) -> bool:
+        """False for a home whose keys were written before they were encrypted."""
+        return all(
+            keyfile.is_encrypted(self.path / "keys" / name) for name in ("signing.key", "hpke.key")
+        )
 
     @property
     def party(self) -> str:
@@ -134,6 +146,7 @@ def init_home(
             where=str(keys),
             hint="use it as it is, or pick another folder",
         )
+    passphrase = keyfile.new_passphrase(path)
     settings = HomeSettings(
         party=party,
         pseudonym_domain=pseudonym_domain,
@@ -144,19 +157,36 @@ def init_home(
     keys.mkdir(parents=True, exist_ok=True)
     for sub in ("convenzioni", "log", "outbox", "inbox", "received"):
         (path / sub).mkdir(exist_ok=True)
-    write_secret(keys / "signing.key", crypto.private_bytes(crypto.new_signing_key()))
-    write_secret(keys / "hpke.key", crypto.KemKey.generate().to_bytes())
+    signing, kem = crypto.new_signing_key(), crypto.KemKey.generate()
+    write_secret(
+        keys / "signing.key",
+        keyfile.encrypted(crypto.private_bytes(signing), passphrase, "signing"),
+    )
+    write_secret(keys / "hpke.key", keyfile.encrypted(kem.to_bytes(), passphrase, "hpke"))
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.model_dump().items()]
     (path / "exchange.toml").write_text("\n".join(lines) + "\n")
     return open_home(path)
 
 
-def write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+write_secret = keyfile.write_new
+
+
+def encrypt_keys(path: Path) -> list[str]:
+    """Encrypt the keys of a home written before keys were encrypted (the passphrase from
+    ``RACCORDO_EXCHANGE_PASSPHRASE``); the names of the files rewritten."""
+    home = open_home(path)  # reads them as they are: raw, or already encrypted
+    passphrase = keyfile.new_passphrase(path)
+    done = []
+    for name, purpose, raw in (
+        ("signing.key", "signing", crypto.private_bytes(home.signing_key)),
+        ("hpke.key", "hpke", home.kem_key.to_bytes()),
+    ):
+        file = path / "keys" / name
+        if not keyfile.is_encrypted(file):
+            keyfile.replace(file, keyfile.encrypted(raw, passphrase, purpose))
+            done.append(name)
+    open_home(path)  # they open with the passphrase
+    return done
 
 
 def open_home(path: Path, *, keys: bool = True) -> Home:

@@ -10,9 +10,23 @@ from typing import Any
 import pytest
 
 from hub.exchange import convenzioni as cv
+from hub.exchange import keyfile
 from hub.exchange.home import Home, init_home
+from hub.exchange.keyfile import PASSPHRASE_ENV
 
 TODAY = dt.date.today()
+#: The passphrase the test homes' keys are encrypted with (docs/exchange.md, "Keys at rest").
+PASSPHRASE = "passphrase of the test homes"
+
+
+@pytest.fixture(autouse=True)
+def exchange_passphrase(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every process a test starts inherits it, as a hub's service would. Keys written
+    here take a cheap scrypt (the cost is in each file's header, read from there)."""
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setattr(keyfile, "SCRYPT_N", 2**10)
+    return PASSPHRASE
+
 
 RECORD_FLOW: dict[str, Any] = {
     "from": "DISTRETTO_A",

@@ -26,17 +26,25 @@ from fastapi.testclient import TestClient
 
 from hub.config import Config, load_config
 from hub.exchange import convenzioni as cv
-from hub.exchange import overview
+from hub.exchange import keyfile, overview
 from hub.exchange import package as pk
 from hub.exchange.errors import PackageRefused
 from hub.exchange.home import Home, init_home, open_home
+from hub.exchange.keyfile import PASSPHRASE_ENV
 from hub.exchange.receive import Receiver
 from hub.exchange.send import Outbox, send_records
 from hub.exchange.server import create_app as exchange_app
 from hub.registry import Registry
 from hub.web import accounts
 from hub.web.app import create_app
-from tests.exchange.conftest import RECORD_FLOW, TODAY, share, sign_both, write_convenzione
+from tests.exchange.conftest import (
+    PASSPHRASE,
+    RECORD_FLOW,
+    TODAY,
+    share,
+    sign_both,
+    write_convenzione,
+)
 from tests.exchange.support import InProcessTestConverter, cancel, double_convert, pseudonym, seed
 from tests.support.web import PASSWORD, free_port, live_server, web_workspace
 from tests.web.conftest import csrf_of
@@ -78,8 +86,16 @@ def _with_exchange_home(cfg: Config, home: Path) -> Config:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    tmp = Path(tmp_path_factory.mktemp("exchange-pages"))
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with pytest.MonkeyPatch.context() as m:
+        # Setting up signs and seals (the home's keys); the web itself never needs them.
+        m.setenv(PASSPHRASE_ENV, PASSPHRASE)
+        m.setattr(keyfile, "SCRYPT_N", 2**10)
+        made = _make_site(Path(tmp_path_factory.mktemp("exchange-pages")))
+    yield made
+
+
+def _make_site(tmp: Path) -> Site:
     cfg = web_workspace(tmp / "ws")
     reg_a = Registry.open(cfg.registry_url)
     accounts.create_user(reg_a.engine, "analista-ciss", PASSWORD, "analyst", "CISS")
