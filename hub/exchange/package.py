@@ -50,7 +50,13 @@ RECEIPT_CONTEXT = "raccordo/receipt/v1"
 #: A package bigger than this is refused before it is read (bounded input, §8.4).
 MAX_BODY = 512 * 1024 * 1024
 #: How far apart two hubs' clocks may be.
-CLOCK_SKEW = dt.timedelta(minutes=5)
+#: What a recipient says when a package fails the checks every sealed message gets.
+MESSAGES = crypto.ModiMessages(
+    wrong_recipient="the package is addressed to {aud}, not to {me} (wrong recipient)",
+    future="the package is dated in the future: check both hubs' clocks",
+    expired="the package's signature has expired: the sender must build it again",
+    not_sealed="the package is not encrypted for {me} (wrong recipient) or is damaged",
+)
 #: How long a package's JWS stays valid for a first delivery (a replay of a
 #: package already answered is answered at any time).
 VALIDITY = dt.timedelta(days=7)
@@ -346,44 +352,22 @@ def _open(
         )
         return
     out.convenzione = cf
-    try:
-        claims = crypto.jws_verify(
-            crypto.header(headers, "Agid-JWT-Signature") or "", party.signing_key
-        )
-    except crypto.CryptoFailure:
-        out.reasons.append(f"the Agid-JWT-Signature is not signed by {sender}'s key")
+    verified = crypto.modi_verify(
+        headers,
+        body,
+        sender=sender,
+        sender_key=party.signing_key,
+        me=home.party,
+        kem_key=home.kem_key,
+        info=_info(home.party),
+        context=PACKAGE_CONTEXT,
+        now=now.timestamp(),
+        messages=MESSAGES,
+    )
+    if isinstance(verified, str):
+        out.reasons.append(verified)
         return
-    if claims.get("aud") != home.party:
-        out.reasons.append(
-            f"the package is addressed to {claims.get('aud')}, not to {home.party} "
-            "(wrong recipient)"
-        )
-        return
-    if {"digest": crypto.header(headers, "Digest")} not in claims.get("signed_headers", []):
-        out.reasons.append("the JWS does not sign this body's Digest")
-        return
-    ts = now.timestamp()
-    if int(claims.get("nbf", 0)) > ts + CLOCK_SKEW.total_seconds():
-        out.reasons.append("the package is dated in the future: check both hubs' clocks")
-        return
-    if int(claims.get("exp", 0)) < ts - CLOCK_SKEW.total_seconds():
-        out.reasons.append("the package's signature has expired: the sender must build it again")
-        return
-    try:
-        plaintext = crypto.open_sealed(body, home.kem_key, _info(home.party))
-    except crypto.CryptoFailure:
-        out.reasons.append(
-            f"the package is not encrypted for {home.party} (wrong recipient) or is damaged"
-        )
-        return
-    head, _, payload = plaintext.partition(b"\n")
-    try:
-        signed = json.loads(head)
-        manifest, signature = signed["manifest"], signed["signature"]
-        crypto.verify(party.signing_key, PACKAGE_CONTEXT, crypto.canonical(manifest), signature)
-    except (ValueError, KeyError, TypeError, crypto.CryptoFailure):
-        out.reasons.append(f"the manifest is not signed by {sender}")
-        return
+    manifest, payload = verified.manifest, verified.payload
     out.manifest = manifest
     for name, expected, got in (
         ("id", out.package_id, manifest.get("id")),

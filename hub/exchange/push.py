@@ -96,7 +96,10 @@ RECEIPT_CONTEXT = "raccordo/push-receipt/v1"
 WORKERS_FILE = "push_workers.json"
 #: A message bigger than this is refused before it is read (bounded input, §8.4).
 MAX_BODY = 256 * 1024 * 1024
-CLOCK_SKEW = dt.timedelta(minutes=5)
+#: What the hub says when a message fails the checks every sealed message gets.
+MESSAGES = crypto.ModiMessages(
+    expired="the message's signature has expired: the worker must sync again"
+)
 VALIDITY = dt.timedelta(days=2)
 KINDS = ("open", "batch", "finish")
 #: Kept beside a pushed stream's cursor: the batch message the cursor came with (a batch
@@ -345,39 +348,22 @@ def _open(
             "register it with `raccordo push add-worker`"
         )
         return
-    try:
-        claims = crypto.jws_verify(
-            crypto.header(headers, "Agid-JWT-Signature") or "", entry.signing_key
-        )
-    except crypto.CryptoFailure:
-        out.reasons.append(f"the Agid-JWT-Signature is not signed by {worker}'s key")
+    verified = crypto.modi_verify(
+        headers,
+        body,
+        sender=worker,
+        sender_key=entry.signing_key,
+        me=home.party,
+        kem_key=home.kem_key,
+        info=_info(home.party),
+        context=MESSAGE_CONTEXT,
+        now=now.timestamp(),
+        messages=MESSAGES,
+    )
+    if isinstance(verified, str):
+        out.reasons.append(verified)
         return
-    if claims.get("aud") != home.party:
-        out.reasons.append(f"the message is addressed to {claims.get('aud')}, not {home.party}")
-        return
-    if {"digest": crypto.header(headers, "Digest")} not in claims.get("signed_headers", []):
-        out.reasons.append("the JWS does not sign this body's Digest")
-        return
-    ts = now.timestamp()
-    if int(claims.get("nbf", 0)) > ts + CLOCK_SKEW.total_seconds():
-        out.reasons.append("the message is dated in the future: check both clocks")
-        return
-    if int(claims.get("exp", 0)) < ts - CLOCK_SKEW.total_seconds():
-        out.reasons.append("the message's signature has expired: the worker must sync again")
-        return
-    try:
-        plaintext = crypto.open_sealed(body, home.kem_key, _info(home.party))
-    except crypto.CryptoFailure:
-        out.reasons.append(f"the message is not encrypted for {home.party} or is damaged")
-        return
-    head, _, payload = plaintext.partition(b"\n")
-    try:
-        signed = json.loads(head)
-        manifest, signature = signed["manifest"], signed["signature"]
-        crypto.verify(entry.signing_key, MESSAGE_CONTEXT, crypto.canonical(manifest), signature)
-    except (ValueError, KeyError, TypeError, crypto.CryptoFailure):
-        out.reasons.append(f"the manifest is not signed by {worker}")
-        return
+    claims, manifest, payload = verified.claims, verified.manifest, verified.payload
     for name, expected, got in (
         ("id", claims.get("jti"), manifest.get("id")),
         ("worker", worker, manifest.get("worker")),

@@ -19,7 +19,7 @@ from hub.exchange.receive import Receiver
 from hub.exchange.send import Outbox
 from hub.registry import Registry
 from tests.exchange.conftest import RECORD_FLOW, TODAY, share, sign_both, write_convenzione
-from tests.exchange.support import double_convert, pseudonym
+from tests.exchange.test_package import episodes
 
 CONV = "conv-A-B-2026"
 DEC_3 = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.UTC)
@@ -66,19 +66,7 @@ def _homes(tmp_path: Path, freq: str) -> tuple[Home, Home]:
 
 
 def _rows(n: int = 2, start: int = 0) -> list[pk.Row]:
-    return [
-        pk.Row(
-            "case_episode",
-            f"key{i}",
-            {
-                "subject": double_convert("DOM_B", pseudonym(i)),
-                "area": "ANZIANI",
-                "opened_on": dt.date(2025, 3, 1),
-                "closed_on": None,
-            },
-        )
-        for i in range(start, start + n)
-    ]
+    return episodes(n, start)
 
 
 def _build(
