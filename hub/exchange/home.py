@@ -55,6 +55,9 @@ class HomeSettings(BaseModel):
     tls_key: str = ""
     #: CA bundle (PEM) the sender trusts for the recipients' endpoints (default: the system's).
     ca_bundle: str = ""
+    #: ``push serve``: a run's sync lock expires once its worker sent nothing for this long
+    #: (it died or gave up), so a direct sync or the worker's next run is not blocked for ever.
+    push_lock_idle_minutes: int = Field(default=30, ge=1, le=1440)
 
 
 @dataclass

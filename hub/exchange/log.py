@@ -44,6 +44,8 @@ KINDS = frozenset(
         "revoked",
         "erasure",
         "peer-inconsistent",
+        # push serve released a connector's sync lock held by a worker gone quiet
+        "lock-expired",
     }
 )
 

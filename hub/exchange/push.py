@@ -51,7 +51,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ KINDS = ("open", "batch", "finish")
 MESSAGE_MARK = "_push_batch"
 
 _log = logging.getLogger("raccordo.push")
+#: How often ``push serve`` expires idle sync locks and purges old receipts.
+HOUSEKEEPING_SECONDS = 60.0
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _CODE = r"^[A-Za-z0-9_.-]{1,40}$"
 
@@ -450,6 +452,12 @@ class PushReceiver:
         #: ``raccordo sync`` of the same connector is refused meanwhile, as between two
         #: direct syncs).
         self._locks: dict[str, contextlib.ExitStack] = {}
+        #: connector → (worker, when it last sent a message of the run holding the lock).
+        self._seen: dict[str, tuple[str, float]] = {}
+        self.lock_idle = dt.timedelta(minutes=home.settings.push_lock_idle_minutes)
+        #: run → the messages of it answered so far: their stored receipts go once the
+        #: run's ``finish`` is accepted (the worker moves on only on a receipt).
+        self._answered: dict[int, list[str]] = {}
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -503,7 +511,66 @@ class PushReceiver:
         )
         receipt = make_receipt(self.home, opened, status="accepted", result=result, log_head=head)
         write_json_atomic(self.inbox / f"{opened.message_id}.json", receipt)
+        self._keep_inbox_small(opened, result)
         return 200, receipt
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def _keep_inbox_small(self, opened: Opened, result: Mapping[str, Any]) -> None:
+        """Drop the stored receipts of a finished run's earlier messages: the worker had
+        each before it sent the next, so no replay of them can come any more (a batch
+        committed whose receipt was lost is recognised by its id beside the cursor)."""
+        run = result.get("run")
+        if not isinstance(run, int) or opened.message_id is None:
+            return
+        if opened.kind != "finish":
+            self._answered.setdefault(run, []).append(opened.message_id)
+            return
+        for message_id in self._answered.pop(run, []):
+            (self.inbox / f"{message_id}.json").unlink(missing_ok=True)
+
+    def purge_inbox(self, now: float | None = None) -> int:
+        """Remove stored receipts older than a message's validity (a replay of one would be
+        refused as expired anyway): those of runs that ended without ``finish`` and the
+        ``finish`` receipts. How many were removed."""
+        cutoff = (time.time() if now is None else now) - (VALIDITY * 2).total_seconds()
+        removed = 0
+        with self._lock:
+            for p in self.inbox.glob("*.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        removed += 1
+        return removed
+
+    def expire_idle_locks(self, now: float | None = None) -> list[str]:
+        """Release the sync lock of every connector whose worker sent nothing for
+        ``lock_idle`` (it died or gave up): its open run is marked interrupted, and the
+        next sync, direct or pushed, resumes from the last batch the hub acknowledged.
+        The messages saying so (also logged and in the run's error)."""
+        now = time.monotonic() if now is None else now
+        said = []
+        with self._lock:
+            for name in list(self._locks):
+                worker, last = self._seen.get(name, ("?", now))
+                if now - last <= self.lock_idle.total_seconds():
+                    continue
+                runs = sorted(r for r, c in self._contexts.items() if c.connector == name)
+                minutes = round(self.lock_idle.total_seconds() / 60)
+                message = (
+                    f"the sync lock of connector {name!r} expired: worker {worker} sent "
+                    f"nothing for {minutes} minutes (it stopped or gave up); "
+                    + (f"run {', '.join(map(str, runs))} marked interrupted; " if runs else "")
+                    + "the next sync resumes from the last batch the hub acknowledged"
+                )
+                for run in runs:
+                    self.registry.finish_run(run, status="interrupted", error=message)
+                    del self._contexts[run]
+                    self._answered.pop(run, None)
+                self._unlock_connector(name)
+                self.home.log.append("lock-expired", peer=worker, reason=message)
+                _log.warning("%s", message)
+                said.append(message)
+        return said
 
     def _refuse(self, opened: Opened) -> tuple[int, dict[str, Any]]:
         reason = "; ".join(opened.reasons)[:1000]
@@ -560,6 +627,7 @@ class PushReceiver:
         mapping = load_connector_mapping(self.config, name, connector, stream_name)
         check_mapping_sources(self.config, name, stream, mapping)
         self._lock_connector(name)
+        self._seen[name] = (self._worker_code(entry), time.monotonic())
         for stale in [r for r, c in self._contexts.items() if c.connector == name]:
             del self._contexts[stale]  # superseded: one sync of a connector at a time
         ctx = self.pipeline.start_run(
@@ -589,6 +657,7 @@ class PushReceiver:
         self._locks[name] = stack
 
     def _unlock_connector(self, name: str) -> None:
+        self._seen.pop(name, None)
         stack = self._locks.pop(name, None)
         if stack is not None:
             stack.close()
@@ -622,7 +691,13 @@ class PushReceiver:
                 retention=dt.timedelta(days=self.config.hub.quarantine_retention_days),
             )
             self._contexts[run_id] = ctx
+        self._seen[ctx.connector] = (self._worker_code(entry), time.monotonic())
         return ctx
+
+    def _worker_code(self, entry: WorkerEntry) -> str:
+        return next(
+            (code for code, e in read_workers(self.home).items() if e == entry), "(unknown)"
+        )
 
     def _part(
         self, part: Mapping[str, Any], ctx: RunContext, entry: WorkerEntry
@@ -764,9 +839,36 @@ def _not_pseudonymised(
 
 
 def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:
-    """The hub's push endpoint: ``POST /v1/push`` (a sealed message → a signed receipt)."""
+    """The hub's push endpoint: ``POST /v1/push`` (a sealed message → a signed receipt).
+
+    While it runs, a thread expires the sync locks of workers gone quiet and purges the
+    stored receipts nobody can need any more, once a minute."""
     receiver = PushReceiver(home, pipeline)
-    app = FastAPI(title=f"Raccordo push — {home.party}", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+
+        def housekeeping() -> None:
+            while not stop.wait(HOUSEKEEPING_SECONDS):
+                try:
+                    receiver.expire_idle_locks()
+                    receiver.purge_inbox()
+                except Exception as e:  # e.g. the registry is down: next minute
+                    _log.error("push housekeeping failed: %s", type(e).__name__)
+
+        thread = threading.Thread(target=housekeeping, name="push-housekeeping", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+    app = FastAPI(
+        title=f"Raccordo push — {home.party}", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+    app.state.receiver = receiver
 
     @app.post("/v1/push")
     async def push(request: Request) -> JSONResponse:
