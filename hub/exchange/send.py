@@ -233,6 +233,9 @@ class Outbox:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.folder = home.folder("outbox")
+        #: Cursors of the packages this outbox put, kept in memory so that delivering one
+        #: does not read back what was just written (100,000 entries: ~0.7 CPU s of JSON).
+        self._cursors: dict[str, dict[str, Any] | None] = {}
 
     def put(self, package: Package, cursor: dict[str, Any] | None) -> Path:
         d = self.folder / package.id
@@ -240,6 +243,7 @@ class Outbox:
         (d / "body").write_bytes(package.body)
         if cursor is not None:
             write_json_atomic(d / "cursor.json", cursor, compact=True)
+        self._cursors[package.id] = cursor
         write_json_atomic(
             d / "meta.json",
             {
@@ -268,6 +272,8 @@ class Outbox:
 
     def cursor(self, package_id: str) -> dict[str, Any] | None:
         """What the recipient holds once this package is acknowledged (None: no cursor)."""
+        if package_id in self._cursors:
+            return self._cursors[package_id]
         p = self.folder / package_id / "cursor.json"
         return dict(json.loads(p.read_text())) if p.exists() else None
 
@@ -362,6 +368,7 @@ class Outbox:
         meta["state"] = status
         meta["receipt_at"] = receipt["at"]
         self._save(package_id, meta)
+        self._cursors.pop(package_id, None)
         return Delivery(
             pkg.id,
             recipient,
