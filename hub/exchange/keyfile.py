@@ -13,8 +13,11 @@ signing key's file put in place of the HPKE key's, does not open. The passphrase
 comes from ``RACCORDO_EXCHANGE_PASSPHRASE`` (the keyring's is
 ``RACCORDO_KEYRING_PASSPHRASE``); it is never written anywhere.
 
-Files written before this format (the raw key bytes, mode 0600) are still read;
-``raccordo exchange encrypt-keys`` rewrites them encrypted.
+A push worker's key (``push add-worker``) is encrypted the same way with the passphrase
+in ``RACCORDO_PUSH_WORKER_PASSPHRASE`` on the hub, which the worker holds as its
+``RACCORDO_EXCHANGE_PASSPHRASE``. Files written before this format (the raw key bytes,
+mode 0600) are still read; ``raccordo exchange encrypt-keys`` and
+``raccordo push encrypt-key`` rewrite them encrypted.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from hub.exchange.errors import ExchangeError
 from hub.pseudonyms.keyring import SCRYPT_N, SCRYPT_P, SCRYPT_R
 
 PASSPHRASE_ENV = "RACCORDO_EXCHANGE_PASSPHRASE"  # noqa: S105 - a variable name
+#: ``push add-worker`` (on the hub): the passphrase the new worker's key is encrypted with,
+#: which the worker then holds in its own ``RACCORDO_EXCHANGE_PASSPHRASE``.
+WORKER_PASSPHRASE_ENV = "RACCORDO_PUSH_WORKER_PASSPHRASE"  # noqa: S105 - a variable name
 FORMAT = "raccordo-exchange-key/1"
 MIN_PASSPHRASE = 12
 
@@ -52,19 +58,25 @@ def passphrase_from_env() -> str | None:
     return os.environ.get(PASSPHRASE_ENV) or None
 
 
-def new_passphrase(where: Path) -> str:
-    """The passphrase to lock new keys with (from the environment), or why there is none."""
-    passphrase = passphrase_from_env()
+def new_passphrase(where: Path, env: str = PASSPHRASE_ENV) -> str:
+    """The passphrase to lock new keys with (from ``env``), or why there is none."""
+    passphrase = os.environ.get(env) or None
     if passphrase is None:
+        hint = (
+            f"set {env} (at least {MIN_PASSPHRASE} characters) and keep it where the hub's "
+            "other secrets are; every command that signs or receives needs it"
+        )
+        if env == WORKER_PASSPHRASE_ENV:
+            hint = (
+                f"set {env} (at least {MIN_PASSPHRASE} characters) to the worker's own "
+                f"passphrase: give it to the worker, which sets it as {PASSPHRASE_ENV}"
+            )
         raise ExchangeError(
-            "no passphrase to encrypt the exchange keys with",
-            where=str(where),
-            hint=f"set {PASSPHRASE_ENV} (at least {MIN_PASSPHRASE} characters) and keep it "
-            "where the hub's other secrets are; every command that signs or receives needs it",
+            "no passphrase to encrypt the exchange keys with", where=str(where), hint=hint
         )
     if len(passphrase) < MIN_PASSPHRASE:
         raise ExchangeError(
-            f"{PASSPHRASE_ENV} is too short to protect the exchange keys",
+            f"{env} is too short to protect the exchange keys",
             where=str(where),
             hint=f"use at least {MIN_PASSPHRASE} characters",
         )

@@ -68,7 +68,7 @@ from starlette.concurrency import run_in_threadpool
 from hub.config import Config
 from hub.connector import FieldRole, SourceError
 from hub.errors import RaccordoError, RunFailed, SourceUnavailable
-from hub.exchange import crypto
+from hub.exchange import crypto, keyfile
 from hub.exchange.errors import ExchangeError, PackageRefused, PeerUnavailable
 from hub.exchange.home import Home, write_secret
 from hub.exchange.receive import write_json_atomic
@@ -943,7 +943,9 @@ def open_worker_home(path: Path) -> WorkerHome:
     cfg = path / "push.toml"
     try:
         settings = WorkerSettings.model_validate(tomllib.loads(cfg.read_text()))
-        key = crypto.signing_key_from_bytes((path / "keys" / "signing.key").read_bytes())
+        key = crypto.signing_key_from_bytes(
+            keyfile.read(path / "keys" / "signing.key", "signing", keyfile.passphrase_from_env())
+        )
     except FileNotFoundError as e:
         raise ExchangeError(
             f"the worker's push folder is incomplete ({Path(str(e.filename)).name} is missing)",
@@ -973,9 +975,13 @@ def add_worker(home: Home, worker: str, orgs: list[str], out: Path) -> WorkerHom
         )
     if (out / "keys" / "signing.key").exists():
         raise ExchangeError("this folder already holds a worker key", where=str(out))
+    passphrase = keyfile.new_passphrase(out, keyfile.WORKER_PASSPHRASE_ENV)
     (out / "keys").mkdir(parents=True, exist_ok=True)
     key = crypto.new_signing_key()
-    write_secret(out / "keys" / "signing.key", crypto.private_bytes(key))
+    write_secret(
+        out / "keys" / "signing.key",
+        keyfile.encrypted(crypto.private_bytes(key), passphrase, "signing"),
+    )
     pub = home.public_keys()
     settings = WorkerSettings(
         worker=worker,
@@ -989,6 +995,21 @@ def add_worker(home: Home, worker: str, orgs: list[str], out: Path) -> WorkerHom
     all_workers[worker] = WorkerEntry(signing_key=crypto.public_b64(key), orgs=orgs).model_dump()
     write_json_atomic(home.path / WORKERS_FILE, all_workers)
     return WorkerHome(out, settings, key)
+
+
+def encrypt_worker_key(path: Path) -> bool:
+    """Encrypt a worker's key written before keys were encrypted (the passphrase from
+    ``RACCORDO_EXCHANGE_PASSPHRASE``, on the worker); False if it already was."""
+    worker = open_worker_home(path)
+    file = path / "keys" / "signing.key"
+    if keyfile.is_encrypted(file):
+        return False
+    passphrase = keyfile.new_passphrase(path)
+    keyfile.replace(
+        file, keyfile.encrypted(crypto.private_bytes(worker.signing_key), passphrase, "signing")
+    )
+    open_worker_home(path)  # it opens with the passphrase
+    return True
 
 
 # -- the worker's side -----------------------------------------------------------------------

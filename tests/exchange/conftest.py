@@ -24,6 +24,8 @@ def exchange_passphrase(monkeypatch: pytest.MonkeyPatch) -> str:
     """Every process a test starts inherits it, as a hub's service would. Keys written
     here take a cheap scrypt (the cost is in each file's header, read from there)."""
     monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    # Push workers made here get the same one (on a real hub: the worker's own).
+    monkeypatch.setenv(keyfile.WORKER_PASSPHRASE_ENV, PASSPHRASE)
     monkeypatch.setattr(keyfile, "SCRYPT_N", 2**10)
     return PASSPHRASE
 

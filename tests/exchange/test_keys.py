@@ -14,7 +14,8 @@ from hub.cli import app
 from hub.exchange import crypto
 from hub.exchange.errors import ExchangeError
 from hub.exchange.home import init_home, open_home
-from hub.exchange.keyfile import PASSPHRASE_ENV
+from hub.exchange.keyfile import PASSPHRASE_ENV, WORKER_PASSPHRASE_ENV
+from hub.exchange.push import add_worker, open_worker_home
 from tests.exchange.conftest import PASSPHRASE
 
 runner = CliRunner()
@@ -120,3 +121,35 @@ def test_raw_keys_of_before_still_open_and_one_command_encrypts_them(
     monkeypatch.delenv(PASSPHRASE_ENV)
     with pytest.raises(ExchangeError, match="no passphrase was given"):
         open_home(path)
+
+
+def test_a_push_workers_key_is_encrypted_with_the_workers_own_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = open_home(_home(tmp_path))
+    out = tmp_path / "worker-push"
+    monkeypatch.delenv(WORKER_PASSPHRASE_ENV)
+    with pytest.raises(ExchangeError) as e:
+        add_worker(hub, "syn-worker", ["SYN"], out)
+    assert WORKER_PASSPHRASE_ENV in (e.value.hint or "") and PASSPHRASE_ENV in (e.value.hint or "")
+    monkeypatch.setenv(WORKER_PASSPHRASE_ENV, "the worker's own passphrase")
+    made = add_worker(hub, "syn-worker", ["SYN"], out)
+    file = out / "keys" / "signing.key"
+    raw = crypto.private_bytes(made.signing_key)
+    assert json.loads(file.read_bytes())["purpose"] == "signing" and raw not in file.read_bytes()
+    # On the worker: its own passphrase opens it, the hub's does not.
+    with pytest.raises(ExchangeError, match="wrong passphrase"):
+        open_worker_home(out)
+    monkeypatch.setenv(PASSPHRASE_ENV, "the worker's own passphrase")
+    assert crypto.private_bytes(open_worker_home(out).signing_key) == raw
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    with pytest.raises(ExchangeError, match="no passphrase was given"):
+        open_worker_home(out)
+    # A folder of before (a raw key) still opens, and one command encrypts it.
+    file.write_bytes(raw)
+    assert crypto.private_bytes(open_worker_home(out).signing_key) == raw
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    res = runner.invoke(app, ["push", "encrypt-key", str(out)])
+    assert res.exit_code == 0 and "Encrypted" in res.output, res.output
+    assert crypto.private_bytes(open_worker_home(out).signing_key) == raw
+    assert "already encrypted" in runner.invoke(app, ["push", "encrypt-key", str(out)]).output
