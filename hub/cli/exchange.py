@@ -182,7 +182,7 @@ def status(
     from hub.exchange.home import open_home
     from hub.exchange.send import Outbox
 
-    h = open_home(home)
+    h = open_home(home, keys=False)  # reads only
     out: dict[str, dict[str, int]] = {}
     for _, meta in Outbox(h).entries():
         m = meta["manifest"]
@@ -315,7 +315,7 @@ def erasure_status_command(
     from hub.exchange.send import erasure_status
     from hub.registry import Registry
 
-    h = open_home(home)
+    h = open_home(home, keys=False)  # reads only
     if not h.settings.registry_url:
         console.print("This home has no registry: it sends nothing to erase.")
         return

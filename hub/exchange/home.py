@@ -118,7 +118,7 @@ class Home:
 
     @property
     def log(self) -> FlowLog:
-        return FlowLog(self.path / "log", self.party, self.signing_key)
+        return FlowLog(self.path / "log", self.party, lambda: self.signing_key)
 
     def folder(self, name: str) -> Path:
         p = self.path / name

@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +62,14 @@ def verify_head(head: Mapping[str, Any], public_key_b64: str) -> None:
 class FlowLog:
     """One party's log. Thread- and process-safe appends (a file lock)."""
 
-    def __init__(self, folder: Path, party: str, key: ed25519.Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        party: str,
+        key: ed25519.Ed25519PrivateKey | Callable[[], ed25519.Ed25519PrivateKey],
+    ) -> None:
+        """``key`` signs the heads; a callable is asked for it only when one is signed (so
+        reading a log needs no private key)."""
         self.folder = folder
         self.party = party
         self._key = key
@@ -114,7 +121,8 @@ class FlowLog:
             "leaf": leaf.hex(),
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        head["signature"] = crypto.sign(self._key, HEAD_CONTEXT, head_message(head))
+        key = self._key if isinstance(self._key, ed25519.Ed25519PrivateKey) else self._key()
+        head["signature"] = crypto.sign(key, HEAD_CONTEXT, head_message(head))
         return head
 
     def head(self) -> dict[str, Any] | None:

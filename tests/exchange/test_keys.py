@@ -61,6 +61,9 @@ def test_a_missing_or_wrong_passphrase_is_said_plainly(
         open_home(path)
     # Read-only views need no passphrase at all.
     assert open_home(path, keys=False).party == "DISTRETTO_A"
+    for args in (["exchange", "status"], ["convenzioni", "list"], ["erasure", "status"]):
+        res = runner.invoke(app, [*args, "--home", str(path)])
+        assert res.exit_code == 0, (args, res.output)
     res = runner.invoke(app, ["exchange", "keys", "--home", str(path)])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "wrong passphrase" in " ".join(res.output.split())
