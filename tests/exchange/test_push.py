@@ -8,7 +8,6 @@ registry the hub fills equals the one a direct sync of the same data fills.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -16,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +23,6 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-import uvicorn
 
 from connectors.synthetic import SyntheticConfig, SyntheticConnector
 from hub.config import REGISTRY_URL_ENV, load_config
@@ -48,6 +45,7 @@ from hub.registry import Registry, SyncRefused
 from hub.registry import tables as t
 from hub.service import Hub
 from tests.e2e.conftest import SYNTHETIC, registry_dump
+from tests.exchange.support import app_in_thread
 from tests.pseudonyms import server as service_server
 from tests.pseudonyms.server import free_port  # kernel-chosen: the two xdist workers never race
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
@@ -488,24 +486,6 @@ def test_a_worker_cannot_push_rows_of_another_organisation(setup: Setup) -> None
     assert set(orgs) <= {"SYN"}
 
 
-@contextlib.contextmanager
-def _push_app_in_thread(app: object, port: int) -> Iterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")  # type: ignore[arg-type]
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "push app did not start"
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_a_dead_workers_sync_lock_expires_and_answered_receipts_are_purged(
     setup: Setup,
 ) -> None:
@@ -517,7 +497,7 @@ def test_a_dead_workers_sync_lock_expires_and_answered_receipts_are_purged(
         receiver = app.state.receiver
         inbox = setup.hub / "exchange" / "inbox" / "push"
         registry = hub.registry
-        with _push_app_in_thread(app, setup.port):
+        with app_in_thread(app, setup.port):
             worker = open_worker_home(setup.worker / "push")
             client = PushClient(setup.hub_url, worker, wait=5)
             run = int(client.send("open", {"connector": "syn", "stream": "cases"})["run"])

@@ -10,18 +10,14 @@ The pages read all this without the home's private keys (moved away before servi
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from hub.config import Config, load_config
@@ -29,7 +25,7 @@ from hub.exchange import convenzioni as cv
 from hub.exchange import keyfile, overview
 from hub.exchange import package as pk
 from hub.exchange.errors import PackageRefused
-from hub.exchange.home import Home, init_home, open_home
+from hub.exchange.home import init_home, open_home
 from hub.exchange.keyfile import PASSPHRASE_ENV
 from hub.exchange.receive import Receiver
 from hub.exchange.send import Outbox, send_records
@@ -45,31 +41,20 @@ from tests.exchange.conftest import (
     sign_both,
     write_convenzione,
 )
-from tests.exchange.support import InProcessTestConverter, cancel, double_convert, pseudonym, seed
+from tests.exchange.support import (
+    InProcessTestConverter,
+    app_in_thread,
+    cancel,
+    double_convert,
+    pseudonym,
+    seed,
+)
 from tests.support.web import PASSWORD, free_port, live_server, web_workspace
 from tests.web.conftest import csrf_of
 
 CONV = "conv-A-B-2026"
 CONV_CISS = "conv-A-CISS-2026"
 BACK_FLOW = {**RECORD_FLOW, "from": "DISTRETTO_B", "to": "DISTRETTO_A"}
-
-
-@contextlib.contextmanager
-def _served(home: Home, registry: Registry, port: int) -> Iterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(exchange_app(home, registry), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "B did not start"
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass
@@ -129,7 +114,7 @@ def _make_site(tmp: Path) -> Site:
 
     seed(reg_a, 5, org="CISS")
     reg_b = Registry.open(f"sqlite:///{tmp}/b.sqlite")
-    with _served(b, reg_b, port):
+    with app_in_thread(exchange_app(b, reg_b), port):
         (d,) = send_records(a, reg_a, CONV, "DISTRETTO_B", InProcessTestConverter())
         assert d.status == "accepted", d
     reg_b.close()
