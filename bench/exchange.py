@@ -42,6 +42,8 @@ from tests.exchange.conftest import share, sign_both, write_convenzione  # noqa:
 from tests.exchange.support import key_district, seed  # noqa: E402
 
 CONV = "conv-A-B-2026"
+# The homes' keys are encrypted with it; the receiving process inherits it.
+os.environ.setdefault("RACCORDO_EXCHANGE_PASSPHRASE", "passphrase of the bench homes")
 
 
 def _cpu_seconds(pid: int | str = "self") -> float:

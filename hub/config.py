@@ -50,6 +50,8 @@ class HubSettings(BaseModel):
     push_url: str | None = None
     #: The worker's push folder (its signing key, the hub's public keys): see docs/exchange.md.
     push_home: str = "push"
+    #: This hub's exchange home (``raccordo exchange init``), shown in the web's exchange pages.
+    exchange_home: str | None = None
     mappings_dir: str = "mappings"
     #: Records mapped and written together (held in memory at once).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
@@ -153,6 +155,16 @@ class Config:
 
     @property
     def registry_url(self) -> str:
+        if self.hub.push_url:
+            # A worker in push mode has no registry: opening one would quietly create an
+            # empty local database instead of showing the district's (docs/exchange.md).
+            raise ConfigError(
+                "this configuration is a consortium worker in push mode: it has no registry",
+                where=f"{self.path} [hub] push_url",
+                hint="runs, quarantine, warnings and indicators are on the district hub: "
+                "run `raccordo runs` / `raccordo quarantine list` there (or open its web "
+                "dashboard); here only `raccordo sync` (which pushes) applies",
+            )
         url = os.environ.get(REGISTRY_URL_ENV) or self.hub.registry_url
         return resolve_sqlite_url(url, self.base_dir)
 

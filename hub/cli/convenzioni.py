@@ -106,7 +106,7 @@ def list_(
     """The convenzioni of this home with their state."""
     from hub.exchange.home import open_home
 
-    h = open_home(home)
+    h = open_home(home, keys=False)
     rows = h.convenzioni.all()
     if as_json:
         print(
@@ -154,7 +154,7 @@ def show(
     """What a convenzione lets flow, in each direction, and why it is (not) in force."""
     from hub.exchange.home import open_home
 
-    cf = open_home(home).convenzioni.get(conv_id)
+    cf = open_home(home, keys=False).convenzioni.get(conv_id)
     c = cf.convenzione
     console.print(f"[bold]{escape(c.id)}[/bold] — {escape(c.title)}")
     console.print(

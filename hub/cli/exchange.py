@@ -47,8 +47,26 @@ def init(
         pseudonym_service=pseudonym_service,
         port=port,
     )
-    console.print(f"Created the exchange home of {h.party} in {h.path}.")
+    console.print(
+        f"Created the exchange home of {h.party} in {h.path}; its private keys are encrypted "
+        "with the passphrase in RACCORDO_EXCHANGE_PASSPHRASE (keep it: every command that "
+        "signs or receives needs it)."
+    )
     console.print("Give the other party your public keys: `raccordo exchange keys --home ...`.")
+
+
+@app.command("encrypt-keys")
+@people_errors
+def encrypt_keys_command(home: HomeOpt) -> None:
+    """Encrypt the private keys of a home made before keys were encrypted at rest, with the
+    passphrase in RACCORDO_EXCHANGE_PASSPHRASE."""
+    from hub.exchange.home import encrypt_keys
+
+    done = encrypt_keys(home)
+    if done:
+        console.print(f"Encrypted {', '.join(done)} in {home / 'keys'}.")
+    else:
+        console.print(f"The keys in {home / 'keys'} were already encrypted.")
 
 
 @app.command()
@@ -121,6 +139,8 @@ def send(
         console.print(f"Nothing new for {to} under {convenzione}.")
         return
     for d in results:
+        if d.status == "held":
+            continue  # said below, as the refusal it is
         counts = ", ".join(f"{k} {v:,}" for k, v in d.counts.items() if k != "run_id")
         console.print(
             f"package {d.package} → {d.recipient}: {d.status}"
@@ -144,6 +164,12 @@ def send(
         )
     if last.status == "refused":
         raise PackageRefused(f"{to} refused package {last.package}", errors=[last.detail])
+    if last.status == "held":
+        raise PackageRefused(
+            f"nothing new sent to {to} under {convenzione}: too soon for its frequency",
+            hint="run it again when the next period starts (erasures were sent at once)",
+            errors=[last.detail],
+        )
 
 
 @app.command()
@@ -156,7 +182,7 @@ def status(
     from hub.exchange.home import open_home
     from hub.exchange.send import Outbox
 
-    h = open_home(home)
+    h = open_home(home, keys=False)  # reads only
     out: dict[str, dict[str, int]] = {}
     for _, meta in Outbox(h).entries():
         m = meta["manifest"]
@@ -176,6 +202,12 @@ def status(
         )
         return
     console.print(f"[bold]{h.party}[/bold]; log: {head['size'] if head else 0} entries")
+    if not h.keys_encrypted:
+        err_console.print(
+            "[red]warning:[/red] this home's private keys are not encrypted: run "
+            "`raccordo exchange encrypt-keys --home ...` with RACCORDO_EXCHANGE_PASSPHRASE set",
+            highlight=False,
+        )
     for k, v in sorted(out.items()):
         console.print(f"out {k}: " + ", ".join(f"{s} {n}" for s, n in sorted(v.items())))
     for k, v in sorted(inbound.items()):
@@ -283,7 +315,7 @@ def erasure_status_command(
     from hub.exchange.send import erasure_status
     from hub.registry import Registry
 
-    h = open_home(home)
+    h = open_home(home, keys=False)  # reads only
     if not h.settings.registry_url:
         console.print("This home has no registry: it sends nothing to erase.")
         return

@@ -61,8 +61,25 @@ def add_worker(
     w = register(open_home(home), worker, list(org), out)
     console.print(
         f"Registered worker {w.settings.worker} for {', '.join(org)} on {w.settings.hub}. "
-        f"Copy {out} to the worker (it holds a private key) and set [hub] push_home to it."
+        f"Copy {out} to the worker (it holds its private key, encrypted with the passphrase "
+        "in RACCORDO_PUSH_WORKER_PASSPHRASE) and set [hub] push_home to it; the worker sets "
+        "that passphrase as RACCORDO_EXCHANGE_PASSPHRASE."
     )
+
+
+@app.command("encrypt-key")
+@people_errors
+def encrypt_key(
+    folder: Annotated[Path, typer.Argument(help="The worker's push folder ([hub] push_home).")],
+) -> None:
+    """On a worker: encrypt a push folder's key written before keys were encrypted, with the
+    passphrase in RACCORDO_EXCHANGE_PASSPHRASE."""
+    from hub.exchange.push import encrypt_worker_key
+
+    if encrypt_worker_key(folder):
+        console.print(f"Encrypted {folder / 'keys' / 'signing.key'}.")
+    else:
+        console.print(f"{folder / 'keys' / 'signing.key'} was already encrypted.")
 
 
 def sync_pushing(

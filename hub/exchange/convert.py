@@ -18,16 +18,21 @@ which never convert); its refusal is shown to the user as it is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import requests
 
 from hub.exchange.errors import PackageRefused, PeerUnavailable
-from hub.pseudonyms.pseudonymiser import b64url, parse_pseudonym_text, pseudonym_text, unb64url
+from hub.pseudonyms.pseudonymiser import TEXT_PREFIX
 
 #: Pseudonyms per request (bounded requests; the service may have a quota).
 CHUNK = 10_000
+#: A group element as the service and the text form write it: 32 bytes, unpadded base64url.
+_ELEMENT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
+#: The registry's text form of a pseudonym, ``v2.<epoch>.<element>``.
+_TEXT = re.compile(re.escape(TEXT_PREFIX) + r"([0-9]{1,9})\.(" + _ELEMENT.pattern + r")\Z")
 
 
 class Converter(Protocol):
@@ -69,16 +74,18 @@ class ServiceConverter:
         convenzione: str,
         pseudonyms: Sequence[str],
     ) -> list[str]:
-        parsed: list[tuple[int, bytes]] = []
+        # The text form's body is already the base64url the service takes: it is split
+        # off, not decoded and encoded again (the service checks every element itself).
+        parsed: list[tuple[int, str]] = []
         for n, text in enumerate(pseudonyms):
-            try:
-                parsed.append(parse_pseudonym_text(text))
-            except ValueError:
+            m = _TEXT.match(text)
+            if m is None:
                 raise PackageRefused(
                     f"value number {n + 1} to convert is not a v2 pseudonym",
                     where=f"domain {from_domain}",
                     hint="only person pseudonyms of the registry can be converted",
-                ) from None
+                )
+            parsed.append((int(m[1]), m[2]))
         out: list[str | None] = [None] * len(parsed)
         by_epoch: dict[int, list[int]] = {}
         for i, (epoch, _) in enumerate(parsed):
@@ -92,13 +99,19 @@ class ServiceConverter:
                         "purpose": purpose,
                         "convenzione": convenzione,
                         "from_epoch": epoch,
-                        "pseudonyms": [b64url(parsed[j][1]) for j in chunk],
+                        "pseudonyms": [parsed[j][1] for j in chunk],
                     },
                     expected=len(chunk),
                 )
-                to_epoch = int(body["epoch"])
+                prefix = f"{TEXT_PREFIX}{int(body['epoch'])}."
                 for j, value in zip(chunk, body["pseudonyms"], strict=True):
-                    out[j] = pseudonym_text(to_epoch, unb64url(str(value)))
+                    if not isinstance(value, str) or not _ELEMENT.fullmatch(value):
+                        raise PackageRefused(
+                            "the pseudonymisation service answered with a value that is not "
+                            "a pseudonym",
+                            where=self.base_url,
+                        )
+                    out[j] = prefix + value
         return [x for x in out if x is not None]
 
     def _post(self, payload: dict[str, Any], *, expected: int) -> dict[str, Any]:

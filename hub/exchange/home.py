@@ -3,8 +3,9 @@
 One hub (or one consortium worker in push mode) has one home::
 
     exchange.toml          party code, registry, pseudonymisation service, listen address, TLS
-    keys/signing.key       Ed25519 private key (32 bytes, mode 0600)
-    keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519, 96 bytes, mode 0600)
+    keys/signing.key       Ed25519 private key, encrypted with the home's passphrase
+    keys/hpke.key          HPKE private key (ML-KEM-768 seed + X25519), encrypted likewise
+                           (:mod:`hub.exchange.keyfile`; ``RACCORDO_EXCHANGE_PASSPHRASE``)
     convenzioni/*.toml     the agreements (+ .sig, .revoked)
     log/                   the flow log (:mod:`hub.exchange.log`)
     outbox/                packages built, each pending until its receipt, then accepted/refused
@@ -22,7 +23,6 @@ keys (those live only in the pseudonymisation service).
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.exchange import crypto
+from hub.exchange import crypto, keyfile
 from hub.exchange.convenzioni import Directory
 from hub.exchange.errors import ExchangeError
 from hub.exchange.log import FlowLog
@@ -55,14 +55,58 @@ class HomeSettings(BaseModel):
     tls_key: str = ""
     #: CA bundle (PEM) the sender trusts for the recipients' endpoints (default: the system's).
     ca_bundle: str = ""
+    #: ``push serve``: a run's sync lock expires once its worker sent nothing for this long
+    #: (it died or gave up), so a direct sync or the worker's next run is not blocked for ever.
+    push_lock_idle_minutes: int = Field(default=30, ge=1, le=1440)
 
 
 @dataclass
 class Home:
+    """One party's home. Its private keys are read on first use, so a read-only view
+    (the web's exchange pages: ``open_home(path, keys=False)``) never touches them."""
+
     path: Path
     settings: HomeSettings
-    signing_key: ed25519.Ed25519PrivateKey
-    kem_key: crypto.KemKey
+    _signing_key: ed25519.Ed25519PrivateKey | None = None
+    _kem_key: crypto.KemKey | None = None
+
+    @property
+    def signing_key(self) -> ed25519.Ed25519PrivateKey:
+        if self._signing_key is None:
+            self._load_keys()
+        assert self._signing_key is not None
+        return self._signing_key
+
+    @property
+    def kem_key(self) -> crypto.KemKey:
+        if self._kem_key is None:
+            self._load_keys()
+        assert self._kem_key is not None
+        return self._kem_key
+
+    def _load_keys(self) -> None:
+        keys = self.path / "keys"
+        passphrase = keyfile.passphrase_from_env()
+        try:
+            self._signing_key = crypto.signing_key_from_bytes(
+                keyfile.read(keys / "signing.key", "signing", passphrase)
+            )
+            self._kem_key = crypto.KemKey.from_bytes(
+                keyfile.read(keys / "hpke.key", "hpke", passphrase)
+            )
+        except (OSError, crypto.CryptoFailure) as e:
+            raise ExchangeError(
+                f"cannot read the exchange keys: {e}",
+                where=str(keys),
+                hint="the keys are created by `raccordo exchange init`",
+            ) from None
+
+    @property
+    def keys_encrypted(self) -> bool:
+        """False for a home whose keys were written before they were encrypted."""
+        return all(
+            keyfile.is_encrypted(self.path / "keys" / name) for name in ("signing.key", "hpke.key")
+        )
 
     @property
     def party(self) -> str:
@@ -74,7 +118,7 @@ class Home:
 
     @property
     def log(self) -> FlowLog:
-        return FlowLog(self.path / "log", self.party, self.signing_key)
+        return FlowLog(self.path / "log", self.party, lambda: self.signing_key)
 
     def folder(self, name: str) -> Path:
         p = self.path / name
@@ -105,6 +149,7 @@ def init_home(
             where=str(keys),
             hint="use it as it is, or pick another folder",
         )
+    passphrase = keyfile.new_passphrase(path)
     settings = HomeSettings(
         party=party,
         pseudonym_domain=pseudonym_domain,
@@ -115,22 +160,40 @@ def init_home(
     keys.mkdir(parents=True, exist_ok=True)
     for sub in ("convenzioni", "log", "outbox", "inbox", "received"):
         (path / sub).mkdir(exist_ok=True)
-    write_secret(keys / "signing.key", crypto.private_bytes(crypto.new_signing_key()))
-    write_secret(keys / "hpke.key", crypto.KemKey.generate().to_bytes())
+    signing, kem = crypto.new_signing_key(), crypto.KemKey.generate()
+    write_secret(
+        keys / "signing.key",
+        keyfile.encrypted(crypto.private_bytes(signing), passphrase, "signing"),
+    )
+    write_secret(keys / "hpke.key", keyfile.encrypted(kem.to_bytes(), passphrase, "hpke"))
     lines = [f"{k} = {json.dumps(v)}" for k, v in settings.model_dump().items()]
     (path / "exchange.toml").write_text("\n".join(lines) + "\n")
     return open_home(path)
 
 
-def write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+write_secret = keyfile.write_new
 
 
-def open_home(path: Path) -> Home:
+def encrypt_keys(path: Path) -> list[str]:
+    """Encrypt the keys of a home written before keys were encrypted (the passphrase from
+    ``RACCORDO_EXCHANGE_PASSPHRASE``); the names of the files rewritten."""
+    home = open_home(path)  # reads them as they are: raw, or already encrypted
+    passphrase = keyfile.new_passphrase(path)
+    done = []
+    for name, purpose, raw in (
+        ("signing.key", "signing", crypto.private_bytes(home.signing_key)),
+        ("hpke.key", "hpke", home.kem_key.to_bytes()),
+    ):
+        file = path / "keys" / name
+        if not keyfile.is_encrypted(file):
+            keyfile.replace(file, keyfile.encrypted(raw, passphrase, purpose))
+            done.append(name)
+    open_home(path)  # they open with the passphrase
+    return done
+
+
+def open_home(path: Path, *, keys: bool = True) -> Home:
+    """The home in ``path``; ``keys=False`` leaves its private keys unread (read-only views)."""
     cfg = path / "exchange.toml"
     try:
         data = tomllib.loads(cfg.read_text())
@@ -150,13 +213,7 @@ def open_home(path: Path) -> Home:
             where=str(cfg),
             errors=[f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()],
         ) from None
-    try:
-        signing = crypto.signing_key_from_bytes((path / "keys" / "signing.key").read_bytes())
-        kem = crypto.KemKey.from_bytes((path / "keys" / "hpke.key").read_bytes())
-    except (OSError, crypto.CryptoFailure) as e:
-        raise ExchangeError(
-            f"cannot read the exchange keys: {e}",
-            where=str(path / "keys"),
-            hint="the keys are created by `raccordo exchange init`",
-        ) from None
-    return Home(path=path, settings=settings, signing_key=signing, kem_key=kem)
+    home = Home(path=path, settings=settings)
+    if keys:
+        home._load_keys()
+    return home

@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,8 @@ KINDS = frozenset(
         "revoked",
         "erasure",
         "peer-inconsistent",
+        # push serve released a connector's sync lock held by a worker gone quiet
+        "lock-expired",
     }
 )
 
@@ -60,7 +62,14 @@ def verify_head(head: Mapping[str, Any], public_key_b64: str) -> None:
 class FlowLog:
     """One party's log. Thread- and process-safe appends (a file lock)."""
 
-    def __init__(self, folder: Path, party: str, key: ed25519.Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        party: str,
+        key: ed25519.Ed25519PrivateKey | Callable[[], ed25519.Ed25519PrivateKey],
+    ) -> None:
+        """``key`` signs the heads; a callable is asked for it only when one is signed (so
+        reading a log needs no private key)."""
         self.folder = folder
         self.party = party
         self._key = key
@@ -112,7 +121,8 @@ class FlowLog:
             "leaf": leaf.hex(),
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        head["signature"] = crypto.sign(self._key, HEAD_CONTEXT, head_message(head))
+        key = self._key if isinstance(self._key, ed25519.Ed25519PrivateKey) else self._key()
+        head["signature"] = crypto.sign(key, HEAD_CONTEXT, head_message(head))
         return head
 
     def head(self) -> dict[str, Any] | None:
@@ -121,7 +131,7 @@ class FlowLog:
         return json.loads(heads[-1]) if heads else None
 
     def entries(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in _lines(self.entries_path)]
+        return read_entries(self.folder)
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         return [e for e in self.entries() if all(e.get(k) == v for k, v in match.items())]
@@ -161,6 +171,11 @@ def check_consistency(
         )
     except (KeyError, TypeError, ValueError):
         return False
+
+
+def read_entries(folder: Path) -> list[dict[str, Any]]:
+    """The entries of the log in ``folder``, read only (no key needed)."""
+    return [json.loads(line) for line in _lines(folder / "entries.jsonl")]
 
 
 def _lines(path: Path) -> Iterator[bytes]:

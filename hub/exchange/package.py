@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hub.exchange import crypto
+from hub.exchange import crypto, frequency
 from hub.exchange.aggregates import disclosure_problems
 from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import ConvenzioneFile, Directory, PackageShape, refusals
@@ -50,7 +50,13 @@ RECEIPT_CONTEXT = "raccordo/receipt/v1"
 #: A package bigger than this is refused before it is read (bounded input, §8.4).
 MAX_BODY = 512 * 1024 * 1024
 #: How far apart two hubs' clocks may be.
-CLOCK_SKEW = dt.timedelta(minutes=5)
+#: What a recipient says when a package fails the checks every sealed message gets.
+MESSAGES = crypto.ModiMessages(
+    wrong_recipient="the package is addressed to {aud}, not to {me} (wrong recipient)",
+    future="the package is dated in the future: check both hubs' clocks",
+    expired="the package's signature has expired: the sender must build it again",
+    not_sealed="the package is not encrypted for {me} (wrong recipient) or is damaged",
+)
 #: How long a package's JWS stays valid for a first delivery (a replay of a
 #: package already answered is answered at any time).
 VALIDITY = dt.timedelta(days=7)
@@ -157,10 +163,15 @@ def build(
     aggregates: Mapping[str, Mapping[str, Any]] | None = None,
     period: tuple[dt.date, dt.date],
     package_id: str | None = None,
+    flow: str | None = None,
     now: dt.datetime | None = None,
 ) -> Package:
-    """Build, check against the convenzione (refused here before anything leaves), sign, seal."""
-    now = now or dt.datetime.now(dt.UTC)
+    """Build, check against the convenzione (refused here before anything leaves), sign, seal.
+
+    ``flow``: the id of the first package of the sending run this one continues (None:
+    it starts a flow of its own), for the convenzione's frequency (:mod:`.frequency`).
+    """
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     conv = cf.convenzione
     kind: Literal["records", "aggregates"] = "aggregates" if aggregates is not None else "records"
     if kind == "records":
@@ -189,6 +200,19 @@ def build(
         period_end=period[1],
     )
     reasons = refusals(cf, shape, now.date())
+    flow = flow or pid
+    if not reasons and not frequency.erasure_only(kind, tables):
+        why = frequency.refusal(
+            cf,
+            sender=home.party,
+            recipient=recipient,
+            kind=kind,
+            package=pid,
+            flow=flow,
+            created_at=now,
+            past=frequency.sent(home.path, conv.id, recipient, kind),
+        )
+        reasons += [why] if why else []
     if aggregates is not None:
         reasons += _disclosure(cf, home.party, recipient, aggregates)
     if reasons:
@@ -210,6 +234,7 @@ def build(
         "format": FORMAT,
         "id": pid,
         "created_at": now.isoformat(timespec="seconds"),
+        "flow": flow,
         "sender": home.party,
         "recipient": recipient,
         "convenzione": conv.id,
@@ -327,44 +352,22 @@ def _open(
         )
         return
     out.convenzione = cf
-    try:
-        claims = crypto.jws_verify(
-            crypto.header(headers, "Agid-JWT-Signature") or "", party.signing_key
-        )
-    except crypto.CryptoFailure:
-        out.reasons.append(f"the Agid-JWT-Signature is not signed by {sender}'s key")
+    verified = crypto.modi_verify(
+        headers,
+        body,
+        sender=sender,
+        sender_key=party.signing_key,
+        me=home.party,
+        kem_key=home.kem_key,
+        info=_info(home.party),
+        context=PACKAGE_CONTEXT,
+        now=now.timestamp(),
+        messages=MESSAGES,
+    )
+    if isinstance(verified, str):
+        out.reasons.append(verified)
         return
-    if claims.get("aud") != home.party:
-        out.reasons.append(
-            f"the package is addressed to {claims.get('aud')}, not to {home.party} "
-            "(wrong recipient)"
-        )
-        return
-    if {"digest": crypto.header(headers, "Digest")} not in claims.get("signed_headers", []):
-        out.reasons.append("the JWS does not sign this body's Digest")
-        return
-    ts = now.timestamp()
-    if int(claims.get("nbf", 0)) > ts + CLOCK_SKEW.total_seconds():
-        out.reasons.append("the package is dated in the future: check both hubs' clocks")
-        return
-    if int(claims.get("exp", 0)) < ts - CLOCK_SKEW.total_seconds():
-        out.reasons.append("the package's signature has expired: the sender must build it again")
-        return
-    try:
-        plaintext = crypto.open_sealed(body, home.kem_key, _info(home.party))
-    except crypto.CryptoFailure:
-        out.reasons.append(
-            f"the package is not encrypted for {home.party} (wrong recipient) or is damaged"
-        )
-        return
-    head, _, payload = plaintext.partition(b"\n")
-    try:
-        signed = json.loads(head)
-        manifest, signature = signed["manifest"], signed["signature"]
-        crypto.verify(party.signing_key, PACKAGE_CONTEXT, crypto.canonical(manifest), signature)
-    except (ValueError, KeyError, TypeError, crypto.CryptoFailure):
-        out.reasons.append(f"the manifest is not signed by {sender}")
-        return
+    manifest, payload = verified.manifest, verified.payload
     out.manifest = manifest
     for name, expected, got in (
         ("id", out.package_id, manifest.get("id")),
@@ -433,6 +436,21 @@ def _open(
         period_end=dt.date.fromisoformat(period["end"]),
     )
     out.reasons += refusals(cf, shape, now.date())
+    created = dt.datetime.fromisoformat(str(manifest["created_at"]))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    if not out.reasons and not frequency.erasure_only(str(kind), manifest["tables"]):
+        why = frequency.refusal(
+            cf,
+            sender=sender,
+            recipient=home.party,
+            kind=str(kind),
+            package=str(out.package_id),
+            flow=str(manifest.get("flow") or out.package_id),
+            created_at=created,
+            past=frequency.received(home.log.entries(), conv_id, sender, str(kind)),
+        )
+        out.reasons += [why] if why else []
 
 
 def _disclosure(

@@ -51,7 +51,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ from starlette.concurrency import run_in_threadpool
 from hub.config import Config
 from hub.connector import FieldRole, SourceError
 from hub.errors import RaccordoError, RunFailed, SourceUnavailable
-from hub.exchange import crypto
+from hub.exchange import crypto, keyfile
 from hub.exchange.errors import ExchangeError, PackageRefused, PeerUnavailable
 from hub.exchange.home import Home, write_secret
 from hub.exchange.receive import write_json_atomic
@@ -96,7 +96,10 @@ RECEIPT_CONTEXT = "raccordo/push-receipt/v1"
 WORKERS_FILE = "push_workers.json"
 #: A message bigger than this is refused before it is read (bounded input, §8.4).
 MAX_BODY = 256 * 1024 * 1024
-CLOCK_SKEW = dt.timedelta(minutes=5)
+#: What the hub says when a message fails the checks every sealed message gets.
+MESSAGES = crypto.ModiMessages(
+    expired="the message's signature has expired: the worker must sync again"
+)
 VALIDITY = dt.timedelta(days=2)
 KINDS = ("open", "batch", "finish")
 #: Kept beside a pushed stream's cursor: the batch message the cursor came with (a batch
@@ -104,6 +107,8 @@ KINDS = ("open", "batch", "finish")
 MESSAGE_MARK = "_push_batch"
 
 _log = logging.getLogger("raccordo.push")
+#: How often ``push serve`` expires idle sync locks and purges old receipts.
+HOUSEKEEPING_SECONDS = 60.0
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _CODE = r"^[A-Za-z0-9_.-]{1,40}$"
 
@@ -345,39 +350,22 @@ def _open(
             "register it with `raccordo push add-worker`"
         )
         return
-    try:
-        claims = crypto.jws_verify(
-            crypto.header(headers, "Agid-JWT-Signature") or "", entry.signing_key
-        )
-    except crypto.CryptoFailure:
-        out.reasons.append(f"the Agid-JWT-Signature is not signed by {worker}'s key")
+    verified = crypto.modi_verify(
+        headers,
+        body,
+        sender=worker,
+        sender_key=entry.signing_key,
+        me=home.party,
+        kem_key=home.kem_key,
+        info=_info(home.party),
+        context=MESSAGE_CONTEXT,
+        now=now.timestamp(),
+        messages=MESSAGES,
+    )
+    if isinstance(verified, str):
+        out.reasons.append(verified)
         return
-    if claims.get("aud") != home.party:
-        out.reasons.append(f"the message is addressed to {claims.get('aud')}, not {home.party}")
-        return
-    if {"digest": crypto.header(headers, "Digest")} not in claims.get("signed_headers", []):
-        out.reasons.append("the JWS does not sign this body's Digest")
-        return
-    ts = now.timestamp()
-    if int(claims.get("nbf", 0)) > ts + CLOCK_SKEW.total_seconds():
-        out.reasons.append("the message is dated in the future: check both clocks")
-        return
-    if int(claims.get("exp", 0)) < ts - CLOCK_SKEW.total_seconds():
-        out.reasons.append("the message's signature has expired: the worker must sync again")
-        return
-    try:
-        plaintext = crypto.open_sealed(body, home.kem_key, _info(home.party))
-    except crypto.CryptoFailure:
-        out.reasons.append(f"the message is not encrypted for {home.party} or is damaged")
-        return
-    head, _, payload = plaintext.partition(b"\n")
-    try:
-        signed = json.loads(head)
-        manifest, signature = signed["manifest"], signed["signature"]
-        crypto.verify(entry.signing_key, MESSAGE_CONTEXT, crypto.canonical(manifest), signature)
-    except (ValueError, KeyError, TypeError, crypto.CryptoFailure):
-        out.reasons.append(f"the manifest is not signed by {worker}")
-        return
+    claims, manifest, payload = verified.claims, verified.manifest, verified.payload
     for name, expected, got in (
         ("id", claims.get("jti"), manifest.get("id")),
         ("worker", worker, manifest.get("worker")),
@@ -464,6 +452,12 @@ class PushReceiver:
         #: ``raccordo sync`` of the same connector is refused meanwhile, as between two
         #: direct syncs).
         self._locks: dict[str, contextlib.ExitStack] = {}
+        #: connector → (worker, when it last sent a message of the run holding the lock).
+        self._seen: dict[str, tuple[str, float]] = {}
+        self.lock_idle = dt.timedelta(minutes=home.settings.push_lock_idle_minutes)
+        #: run → the messages of it answered so far: their stored receipts go once the
+        #: run's ``finish`` is accepted (the worker moves on only on a receipt).
+        self._answered: dict[int, list[str]] = {}
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -517,7 +511,66 @@ class PushReceiver:
         )
         receipt = make_receipt(self.home, opened, status="accepted", result=result, log_head=head)
         write_json_atomic(self.inbox / f"{opened.message_id}.json", receipt)
+        self._keep_inbox_small(opened, result)
         return 200, receipt
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def _keep_inbox_small(self, opened: Opened, result: Mapping[str, Any]) -> None:
+        """Drop the stored receipts of a finished run's earlier messages: the worker had
+        each before it sent the next, so no replay of them can come any more (a batch
+        committed whose receipt was lost is recognised by its id beside the cursor)."""
+        run = result.get("run")
+        if not isinstance(run, int) or opened.message_id is None:
+            return
+        if opened.kind != "finish":
+            self._answered.setdefault(run, []).append(opened.message_id)
+            return
+        for message_id in self._answered.pop(run, []):
+            (self.inbox / f"{message_id}.json").unlink(missing_ok=True)
+
+    def purge_inbox(self, now: float | None = None) -> int:
+        """Remove stored receipts older than a message's validity (a replay of one would be
+        refused as expired anyway): those of runs that ended without ``finish`` and the
+        ``finish`` receipts. How many were removed."""
+        cutoff = (time.time() if now is None else now) - (VALIDITY * 2).total_seconds()
+        removed = 0
+        with self._lock:
+            for p in self.inbox.glob("*.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                        removed += 1
+        return removed
+
+    def expire_idle_locks(self, now: float | None = None) -> list[str]:
+        """Release the sync lock of every connector whose worker sent nothing for
+        ``lock_idle`` (it died or gave up): its open run is marked interrupted, and the
+        next sync, direct or pushed, resumes from the last batch the hub acknowledged.
+        The messages saying so (also logged and in the run's error)."""
+        now = time.monotonic() if now is None else now
+        said = []
+        with self._lock:
+            for name in list(self._locks):
+                worker, last = self._seen.get(name, ("?", now))
+                if now - last <= self.lock_idle.total_seconds():
+                    continue
+                runs = sorted(r for r, c in self._contexts.items() if c.connector == name)
+                minutes = round(self.lock_idle.total_seconds() / 60)
+                message = (
+                    f"the sync lock of connector {name!r} expired: worker {worker} sent "
+                    f"nothing for {minutes} minutes (it stopped or gave up); "
+                    + (f"run {', '.join(map(str, runs))} marked interrupted; " if runs else "")
+                    + "the next sync resumes from the last batch the hub acknowledged"
+                )
+                for run in runs:
+                    self.registry.finish_run(run, status="interrupted", error=message)
+                    del self._contexts[run]
+                    self._answered.pop(run, None)
+                self._unlock_connector(name)
+                self.home.log.append("lock-expired", peer=worker, reason=message)
+                _log.warning("%s", message)
+                said.append(message)
+        return said
 
     def _refuse(self, opened: Opened) -> tuple[int, dict[str, Any]]:
         reason = "; ".join(opened.reasons)[:1000]
@@ -574,6 +627,7 @@ class PushReceiver:
         mapping = load_connector_mapping(self.config, name, connector, stream_name)
         check_mapping_sources(self.config, name, stream, mapping)
         self._lock_connector(name)
+        self._seen[name] = (self._worker_code(entry), time.monotonic())
         for stale in [r for r, c in self._contexts.items() if c.connector == name]:
             del self._contexts[stale]  # superseded: one sync of a connector at a time
         ctx = self.pipeline.start_run(
@@ -603,6 +657,7 @@ class PushReceiver:
         self._locks[name] = stack
 
     def _unlock_connector(self, name: str) -> None:
+        self._seen.pop(name, None)
         stack = self._locks.pop(name, None)
         if stack is not None:
             stack.close()
@@ -636,7 +691,13 @@ class PushReceiver:
                 retention=dt.timedelta(days=self.config.hub.quarantine_retention_days),
             )
             self._contexts[run_id] = ctx
+        self._seen[ctx.connector] = (self._worker_code(entry), time.monotonic())
         return ctx
+
+    def _worker_code(self, entry: WorkerEntry) -> str:
+        return next(
+            (code for code, e in read_workers(self.home).items() if e == entry), "(unknown)"
+        )
 
     def _part(
         self, part: Mapping[str, Any], ctx: RunContext, entry: WorkerEntry
@@ -778,9 +839,36 @@ def _not_pseudonymised(
 
 
 def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:
-    """The hub's push endpoint: ``POST /v1/push`` (a sealed message → a signed receipt)."""
+    """The hub's push endpoint: ``POST /v1/push`` (a sealed message → a signed receipt).
+
+    While it runs, a thread expires the sync locks of workers gone quiet and purges the
+    stored receipts nobody can need any more, once a minute."""
     receiver = PushReceiver(home, pipeline)
-    app = FastAPI(title=f"Raccordo push — {home.party}", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+
+        def housekeeping() -> None:
+            while not stop.wait(HOUSEKEEPING_SECONDS):
+                try:
+                    receiver.expire_idle_locks()
+                    receiver.purge_inbox()
+                except Exception as e:  # e.g. the registry is down: next minute
+                    _log.error("push housekeeping failed: %s", type(e).__name__)
+
+        thread = threading.Thread(target=housekeeping, name="push-housekeeping", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+    app = FastAPI(
+        title=f"Raccordo push — {home.party}", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+    app.state.receiver = receiver
 
     @app.post("/v1/push")
     async def push(request: Request) -> JSONResponse:
@@ -855,7 +943,9 @@ def open_worker_home(path: Path) -> WorkerHome:
     cfg = path / "push.toml"
     try:
         settings = WorkerSettings.model_validate(tomllib.loads(cfg.read_text()))
-        key = crypto.signing_key_from_bytes((path / "keys" / "signing.key").read_bytes())
+        key = crypto.signing_key_from_bytes(
+            keyfile.read(path / "keys" / "signing.key", "signing", keyfile.passphrase_from_env())
+        )
     except FileNotFoundError as e:
         raise ExchangeError(
             f"the worker's push folder is incomplete ({Path(str(e.filename)).name} is missing)",
@@ -885,9 +975,13 @@ def add_worker(home: Home, worker: str, orgs: list[str], out: Path) -> WorkerHom
         )
     if (out / "keys" / "signing.key").exists():
         raise ExchangeError("this folder already holds a worker key", where=str(out))
+    passphrase = keyfile.new_passphrase(out, keyfile.WORKER_PASSPHRASE_ENV)
     (out / "keys").mkdir(parents=True, exist_ok=True)
     key = crypto.new_signing_key()
-    write_secret(out / "keys" / "signing.key", crypto.private_bytes(key))
+    write_secret(
+        out / "keys" / "signing.key",
+        keyfile.encrypted(crypto.private_bytes(key), passphrase, "signing"),
+    )
     pub = home.public_keys()
     settings = WorkerSettings(
         worker=worker,
@@ -901,6 +995,21 @@ def add_worker(home: Home, worker: str, orgs: list[str], out: Path) -> WorkerHom
     all_workers[worker] = WorkerEntry(signing_key=crypto.public_b64(key), orgs=orgs).model_dump()
     write_json_atomic(home.path / WORKERS_FILE, all_workers)
     return WorkerHome(out, settings, key)
+
+
+def encrypt_worker_key(path: Path) -> bool:
+    """Encrypt a worker's key written before keys were encrypted (the passphrase from
+    ``RACCORDO_EXCHANGE_PASSPHRASE``, on the worker); False if it already was."""
+    worker = open_worker_home(path)
+    file = path / "keys" / "signing.key"
+    if keyfile.is_encrypted(file):
+        return False
+    passphrase = keyfile.new_passphrase(path)
+    keyfile.replace(
+        file, keyfile.encrypted(crypto.private_bytes(worker.signing_key), passphrase, "signing")
+    )
+    open_worker_home(path)  # it opens with the passphrase
+    return True
 
 
 # -- the worker's side -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hub.exchange import crypto
+from hub.exchange import crypto, frequency
 from hub.exchange.home import Home
 from hub.exchange.load import load_records
 from hub.exchange.package import Opened, make_receipt, open_package, peek
@@ -111,6 +111,10 @@ class Receiver:
             peer=opened.sender,
             digest=digest,
             kind_of_data=manifest["kind"],
+            # What the convenzione's frequency is checked against (hub.exchange.frequency).
+            flow=manifest.get("flow") or opened.package_id,
+            created_at=manifest.get("created_at"),
+            erasure_only=frequency.erasure_only(manifest["kind"], manifest["tables"]),
             rows=counts.get("received"),
             loaded=counts.get("loaded"),
             unchanged=counts.get("unchanged"),

@@ -27,7 +27,7 @@ from hub.web.labels import CSV_COLUMNS, NEED_LABELS, SERVICE_LABELS
 from hub.web.limits import BodyLimit
 from hub.web.middleware import Headers, LastResort
 from hub.web.pages import SESSION_COOKIE, STATIC, VENDOR, make_templates
-from hub.web.routers import admin, api, auth, dashboard, entries, tokens, upload
+from hub.web.routers import admin, api, auth, dashboard, entries, exchange, tokens, upload
 from hub.web.state import build_state
 
 __all__ = ["CSV_COLUMNS", "NEED_LABELS", "SERVICE_LABELS", "VENDOR", "create_app"]
@@ -76,7 +76,7 @@ def create_app(config: Config, registry: Registry | None = None) -> FastAPI:
     app.state.uploads = upload_executor
     errors.install(app)
     # The API first: routes are matched in order, and its submissions are the busiest.
-    for module in (api, auth, entries, upload, tokens, admin, dashboard):
+    for module in (api, auth, entries, upload, tokens, admin, dashboard, exchange):
         app.include_router(module.router)
     app.include_router(api.docs_router)
     if STATIC.exists():

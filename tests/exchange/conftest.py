@@ -10,15 +10,32 @@ from typing import Any
 import pytest
 
 from hub.exchange import convenzioni as cv
+from hub.exchange import keyfile
 from hub.exchange.home import Home, init_home
+from hub.exchange.keyfile import PASSPHRASE_ENV
 
 TODAY = dt.date.today()
+#: The passphrase the test homes' keys are encrypted with (docs/exchange.md, "Keys at rest").
+PASSPHRASE = "passphrase of the test homes"
+
+
+@pytest.fixture(autouse=True)
+def exchange_passphrase(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every process a test starts inherits it, as a hub's service would. Keys written
+    here take a cheap scrypt (the cost is in each file's header, read from there)."""
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    # Push workers made here get the same one (on a real hub: the worker's own).
+    monkeypatch.setenv(keyfile.WORKER_PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setattr(keyfile, "SCRYPT_N", 2**10)
+    return PASSPHRASE
+
 
 RECORD_FLOW: dict[str, Any] = {
     "from": "DISTRETTO_A",
     "to": "DISTRETTO_B",
     "kind": "records",
-    "frequency": "monthly",
+    # The scenarios send several times a day; tests/exchange/test_frequency.py checks limits.
+    "frequency": "on_demand",
     "tables": {
         "subject": ["subject", "birth_year", "sex"],
         "case_episode": ["subject", "area", "opened_on", "closed_on"],
@@ -28,7 +45,7 @@ AGGREGATE_FLOW: dict[str, Any] = {
     "from": "DISTRETTO_B",
     "to": "DISTRETTO_A",
     "kind": "aggregates",
-    "frequency": "yearly",
+    "frequency": "on_demand",
     "indicators": {"prese_in_carico": {"k": 5}},
 }
 

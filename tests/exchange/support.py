@@ -15,14 +15,20 @@ sender's.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import hmac
 import shutil
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from hub.config import load_config
 from hub.pseudonyms import (
@@ -167,3 +173,20 @@ def cancel(registry: Registry, indexes: Sequence[int], *, org: str = "ORG1") -> 
         retention=dt.timedelta(days=30),
     )
     registry.finish_run(run, status="succeeded")
+
+
+@contextlib.contextmanager
+def app_in_thread(app: Any, port: int) -> Iterator[None]:
+    """An ASGI app (an exchange or push endpoint) served by uvicorn in a thread, on loopback."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the app did not start"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -201,7 +201,7 @@ def test_cli_validate_list_show(parties: Parties, tmp_path: Path) -> None:
         app, ["convenzioni", "show", "conv-A-B-2026", "--home", str(parties.b.path)]
     )
     assert res.exit_code == 0, res.output
-    assert "flow DISTRETTO_A → DISTRETTO_B, records, monthly" in res.output
+    assert "flow DISTRETTO_A → DISTRETTO_B, records, on_demand" in res.output
     assert "prese_in_carico (k ≥ 5)" in res.output
 
 

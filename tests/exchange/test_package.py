@@ -24,7 +24,8 @@ CONV = "conv-A-B-2026"
 PERIOD = (dt.date(2026, 1, 1), dt.date(2026, 6, 30))
 
 
-def _rows(n: int = 3) -> list[pk.Row]:
+def episodes(n: int = 3, start: int = 0) -> list[pk.Row]:
+    """``n`` case episodes of people ``start``…, already in B's domain."""
     return [
         pk.Row(
             "case_episode",
@@ -32,12 +33,15 @@ def _rows(n: int = 3) -> list[pk.Row]:
             {
                 "subject": double_convert("DOM_B", pseudonym(i)),
                 "area": "ANZIANI",
-                "opened_on": dt.date(2025, 3, i + 1),
+                "opened_on": dt.date(2025, 3, i % 28 + 1),
                 "closed_on": None,
             },
         )
-        for i in range(n)
+        for i in range(start, start + n)
     ]
+
+
+_rows = episodes
 
 
 def _build(parties: Parties, rows: list[pk.Row] | None = None) -> pk.Package:

@@ -25,6 +25,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from hub.exchange import frequency
 from hub.exchange import package as pk
 from hub.exchange.home import Home, init_home
 from hub.pseudonyms.pseudonymiser import TOKEN_ENV
@@ -618,3 +619,62 @@ def test_a_large_extract_goes_in_several_packages_each_acknowledged(world: World
     assert len(lines) == 3 and "loaded 20" in lines[2]
     assert world.count_b("case_episode") == 40 and world.count_b("subject") == 40
     assert len(_receipts(world.a)) == 3
+
+
+def test_a_flow_sooner_than_the_frequency_is_held_back_but_erasures_go(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same agreement, monthly: both parties sign the new file and keep it.
+    conv = write_convenzione(
+        world.tmp / "monthly",
+        world.a,
+        world.b,
+        endpoint_b=f"http://127.0.0.1:{world.port_b}",
+        flows=[{**RECORD_FLOW, "frequency": "monthly"}],
+    )
+    sign_both(conv, world.a, world.b)
+    share(conv, world.a, world.b)
+    args = ("exchange", "send", "--home", str(world.a.path), "--convenzione", CONV)
+    first = world.raccordo(*args, "--to", "DISTRETTO_B", "--batch", "30")
+    # One flow of three packages (one sending run), each acknowledged.
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count(": accepted") == 3
+    reg = Registry.open(world.url_a)
+    seed(reg, 5, start=40)
+    cancel(reg, [0, 1])
+    reg.close()
+    res = world.send()
+    assert res.returncode == 21, res.stdout + res.stderr
+    # The erasures went at once; the new people wait for next month, and A says why.
+    assert ": accepted (received 2, loaded 2, unchanged 0, deleted 2" in res.stdout
+    said = " ".join(res.stderr.split())
+    assert "too soon for its frequency" in said
+    assert "once a calendar month: a flow already went on" in said
+    assert "rows wait" in said and "the next may go from" in said
+    assert world.count_b("case_episode") == 38 and world.count_b("subject") == 40
+    # B enforces it too, against a sender that does not keep the rule.
+    with monkeypatch.context() as m:
+        m.setattr(frequency, "refusal", lambda *a, **k: None)
+        rows = [
+            pk.Row(
+                "case_episode",
+                "lawless",
+                {"subject": pseudonym(41, "DOM_B"), "area": "ANZIANI", "opened_on": "2025-01-02"},
+            )
+        ]
+        p = pk.build(
+            world.a,
+            world.a.convenzioni.get(CONV),
+            recipient="DISTRETTO_B",
+            rows=rows,
+            period=(TODAY, TODAY),
+        )
+    r = world.post(p)
+    assert r.status_code == 422
+    (reason,) = r.json()["reasons"]
+    assert reason.startswith(
+        f"convenzione {CONV} lets records flow from DISTRETTO_A to DISTRETTO_B once a calendar "
+        "month: a flow already went on"
+    )
+    assert world.count_b("case_episode") == 38
+    world.leak_scan()

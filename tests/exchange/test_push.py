@@ -8,6 +8,7 @@ registry the hub fills equals the one a direct sync of the same data fills.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,11 +29,12 @@ from hub.config import REGISTRY_URL_ENV, load_config
 from hub.connector import RawRecord
 from hub.errors import ConfigError, RaccordoError
 from hub.exchange import crypto
-from hub.exchange.home import init_home
+from hub.exchange.home import init_home, open_home
 from hub.exchange.push import (
     PushClient,
     _batch_content,
     add_worker,
+    create_push_app,
     iter_receipts,
     open_worker_home,
 )
@@ -43,6 +45,7 @@ from hub.registry import Registry, SyncRefused
 from hub.registry import tables as t
 from hub.service import Hub
 from tests.e2e.conftest import SYNTHETIC, registry_dump
+from tests.exchange.support import app_in_thread
 from tests.pseudonyms import server as service_server
 from tests.pseudonyms.server import free_port  # kernel-chosen: the two xdist workers never race
 from tests.support.leakscan import assert_no_leaks, scan_database, scan_paths
@@ -481,3 +484,71 @@ def test_a_worker_cannot_push_rows_of_another_organisation(setup: Setup) -> None
     engine.dispose()
     assert rows == 0
     assert set(orgs) <= {"SYN"}
+
+
+def test_a_dead_workers_sync_lock_expires_and_answered_receipts_are_purged(
+    setup: Setup,
+) -> None:
+    """The worker opens a run and dies: the hub holds the connector's sync lock only until
+    the worker has been quiet for ``push_lock_idle_minutes``, then says so. The receipts a
+    finished run's worker already had are not kept."""
+    with Hub.open(setup.hub / "raccordo.toml", pseudonymiser_token=setup.hub_token) as hub:
+        app = create_push_app(open_home(setup.hub / "exchange"), hub.pipeline)
+        receiver = app.state.receiver
+        inbox = setup.hub / "exchange" / "inbox" / "push"
+        registry = hub.registry
+        with app_in_thread(app, setup.port):
+            worker = open_worker_home(setup.worker / "push")
+            client = PushClient(setup.hub_url, worker, wait=5)
+            run = int(client.send("open", {"connector": "syn", "stream": "cases"})["run"])
+            assert receiver.expire_idle_locks() == []  # it spoke a moment ago
+            with pytest.raises(SyncRefused), registry.sync_lock("syn"):
+                pass
+            (said,) = receiver.expire_idle_locks(now=time.monotonic() + 31 * 60)
+            assert said == (
+                "the sync lock of connector 'syn' expired: worker syn-worker sent nothing for "
+                f"30 minutes (it stopped or gave up); run {run} marked interrupted; the next "
+                "sync resumes from the last batch the hub acknowledged"
+            )
+            with registry.sync_lock("syn"):  # a direct sync may go now
+                pass
+            summary = registry.run(run)
+            assert (summary.status, summary.error) == ("interrupted", said)
+            (expired,) = [e for e in hub_log(setup) if e["kind"] == "lock-expired"]
+            assert expired["reason"] == said
+            # The worker coming back late is told what to do; its next sync opens a new run.
+            with pytest.raises(RaccordoError, match="is interrupted, not running: start the sync"):
+                client.send("finish", {"run": run, "status": "succeeded"})
+            before = {p.name for p in inbox.glob("*.json")}
+            run2 = int(client.send("open", {"connector": "syn", "stream": "cases"})["run"])
+            client.send("finish", {"run": run2, "status": "succeeded"})
+            new = {p.name for p in inbox.glob("*.json")} - before
+            (finish,) = [r for r in iter_receipts(worker) if r["result"].get("run") == run2][-1:]
+            assert new == {f"{finish['message']}.json"}  # the open's receipt is gone
+            assert receiver.purge_inbox() == 0
+            assert receiver.purge_inbox(now=time.time() + 5 * 86400) == len(before) + 1
+            assert not list(inbox.glob("*.json"))
+
+
+def hub_log(setup: Setup) -> list[dict[str, object]]:
+    path = setup.hub / "exchange" / "log" / "entries.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_push_worker_never_opens_a_local_registry(setup: Setup) -> None:
+    """`raccordo runs` or `raccordo quarantine list` on a worker say where to look instead
+    of creating an empty SQLite registry beside raccordo.toml."""
+    cfg = str(setup.worker / "raccordo.toml")
+    for args in (["runs"], ["quarantine", "list"], ["warnings", "list"]):
+        res = subprocess.run(
+            [sys.executable, "-m", "hub", *args, "-c", cfg],
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            timeout=60,
+        )
+        said = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode != 0, args
+        assert "consortium worker in push mode: it has no registry" in said, said
+        assert "on the district hub" in said and "Traceback" not in said
+    assert not list(setup.worker.rglob("*.sqlite*"))

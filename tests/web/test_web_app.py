@@ -53,6 +53,8 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("POST", "/admin/users/{user_id}", {"admin"}),
     ("POST", "/admin/users/{user_id}/password", {"admin"}),
     ("GET", "/cruscotto/tabella/{table_id}.csv", {"analyst", "admin"}),
+    ("GET", "/cruscotto/scambi", {"analyst", "admin"}),
+    ("GET", "/admin/convenzioni", {"admin"}),
 ]
 PUBLIC = {"/", "/login", "/logout", "/healthz", "/static"}
 ROLE_USER = {"admin": "admin", "analyst": "analista", "ets": "op-a"}
