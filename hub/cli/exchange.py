@@ -64,9 +64,9 @@ def encrypt_keys_command(home: HomeOpt) -> None:
 
     done = encrypt_keys(home)
     if done:
-        console.print(f"Encrypted {', '.join(done)} in {home / 'keys'}.")
+        console.print(f"Encrypted {', '.join(done)} in {home / 'keys'}.", soft_wrap=True)
     else:
-        console.print(f"The keys in {home / 'keys'} were already encrypted.")
+        console.print(f"The keys in {home / 'keys'} were already encrypted.", soft_wrap=True)
 
 
 @app.command()

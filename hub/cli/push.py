@@ -77,9 +77,9 @@ def encrypt_key(
     from hub.exchange.push import encrypt_worker_key
 
     if encrypt_worker_key(folder):
-        console.print(f"Encrypted {folder / 'keys' / 'signing.key'}.")
+        console.print(f"Encrypted {folder / 'keys' / 'signing.key'}.", soft_wrap=True)
     else:
-        console.print(f"{folder / 'keys' / 'signing.key'} was already encrypted.")
+        console.print(f"{folder / 'keys' / 'signing.key'} was already encrypted.", soft_wrap=True)
 
 
 def sync_pushing(
