@@ -507,9 +507,50 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
     }
 
 
+def change_one_record(kind: str, source: Path) -> None:
+    """Change one value of one record of ``source`` in place (an amount)."""
+    if kind == "csv":
+        with source.open(encoding="cp1252", newline="") as f:
+            lines = f.read().split("\r\n")
+        cells = lines[1].split(";")
+        cells[16] = "999,99" if cells[16] != "999,99" else "1,00"
+        lines[1] = ";".join(cells)
+        source.write_text("\r\n".join(lines), encoding="cp1252", newline="")
+    else:
+        raw = source.read_bytes()
+        at = raw.index(b'ImportoMensile="') + len(b'ImportoMensile="')
+        end = raw.index(b'"', at)
+        source.write_bytes(raw[:at] + b"999.99" + raw[end:])
+
+
+def run_reread(kind: str, source: Path, work: Path, change: bool) -> dict[str, float]:
+    """``raccordo sync`` again on the workspace of a full run (a new process, as a scheduled
+    sync is), with the source unchanged or with one record changed."""
+    from hub.config import load_config
+    from hub.service import Hub
+
+    if change:
+        change_one_record(kind, source)
+    hub = Hub.open(load_config(work / "raccordo.toml"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    (run,) = hub.sync("bench")
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    hub.close()
+    assert run.balanced
+    return {
+        "records": run.read,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "loaded": run.loaded,
+        "unchanged": run.unchanged,
+    }
+
+
 def child(mode: str, kind: str, source: str, work: str) -> None:
     if mode in ("raccordo", "raccordo-pg"):
         result = run_raccordo(kind, Path(source), Path(work))
+    elif mode in ("reread-same", "reread-one"):
+        result = run_reread(kind, Path(source), Path(work), change=mode == "reread-one")
     else:
         result = run_floor(kind, Path(source), Path(work), mode)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -631,6 +672,25 @@ def main() -> None:
                     f"{ratios}"
                 )
             fl, rc = results["floor"], results["raccordo"]
+            # Re-reading: the same source again, then with one record changed (goals ≤ 2% and
+            # ≤ 10% of the full sync), each a new process on the full run's workspace.
+            reread: dict[str, dict[str, float]] = {}
+            for mode, what, goal in (
+                ("reread-same", "nothing changed", "≤ 2%"),
+                ("reread-one", "one record changed", "≤ 10%"),
+            ):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", mode, kind, str(src),
+                     str(Path(tmp) / kind / "raccordo")],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                r = reread[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+                print(
+                    f"  re-read, {what}: read {r['records']:,.0f}, loaded {r['loaded']:,.0f} "
+                    f"in {r['seconds']:.1f} s ({r['cpu_seconds']:.1f} s CPU) = "
+                    f"{r['cpu_seconds'] / rc['cpu_seconds']:.1%} of the full sync by CPU, "
+                    f"{r['seconds'] / rc['seconds']:.1%} by the clock (goal {goal})"
+                )
             summary[kind] = {
                 "records": rc["records"],
                 "floor_rps": round(fl["records"] / fl["seconds"]),
@@ -639,6 +699,12 @@ def main() -> None:
                 "ratio_wall": round(fl["seconds"] / rc["seconds"], 4),
                 "peak_rss_mib": round(rc["peak_rss_mib"], 1),
                 "bytes_per_record": round(rc["bytes_per_record"]),
+                "reread_same_ratio_cpu": round(
+                    reread["reread-same"]["cpu_seconds"] / rc["cpu_seconds"], 4
+                ),
+                "reread_one_ratio_cpu": round(
+                    reread["reread-one"]["cpu_seconds"] / rc["cpu_seconds"], 4
+                ),
             }
             if "raccordo-pg" in results:
                 p_ = results["raccordo-pg"]

@@ -2,7 +2,7 @@
 
 The record tables and ``source_records`` are **rebuilt, not converted**: their rows are
 dropped and every connector's cursor is forgotten, so the next ``raccordo sync`` re-reads
-every source and writes the v2 shape (docs/operations.md, "Upgrading to storage v2").
+every source and writes the v2 shape (docs/architecture.md, "Storage v2").
 Runs, quarantine, warnings, the web intake and the exchange log are kept; the observatory's
 pre-aggregates are dropped (the next sync or ``raccordo observatory refresh`` recomputes
 them). Received exchange packages are not re-read by a sync: ask the sender to send them
