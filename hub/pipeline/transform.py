@@ -29,7 +29,6 @@ from hub.registry import (
     QuarantineEntry,
     SourceRecordChange,
     WarningEntry,
-    h16,
 )
 from hub.schema import model_for
 
@@ -58,7 +57,7 @@ class Transform:
         self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
 
     def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
-        return h16(self.pseudonymiser.key_hash(model, *key))
+        return self.pseudonymiser.key16(model, *key)
 
     def __call__(
         self,

@@ -159,6 +159,12 @@ class Pseudonymiser:
         msg = "\x1f".join(self._stable(p) for p in parts).encode()
         return "k1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256))
 
+    def key16(self, *parts: str) -> bytes:
+        """:meth:`key_hash` as the 16 bytes the registry stores (the digest's first half),
+        without its text form."""
+        msg = "\x1f".join(self._stable(p) for p in parts).encode()
+        return hmac.digest(self._rkey, msg, hashlib.sha256)[:16]
+
     def _stable(self, part: str) -> str:
         if not part.startswith(TEXT_PREFIX):
             return part

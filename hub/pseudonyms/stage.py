@@ -56,6 +56,8 @@ class BatchPseudonymiser(Protocol):
 
     def key_hash(self, *parts: str) -> str: ...
 
+    def key16(self, *parts: str) -> bytes: ...
+
 
 def identifier_type_named(word: str) -> IdentifierType:
     """``IdentifierType`` from a source's word for it; ValueError if unknown."""
