@@ -220,3 +220,49 @@ def test_an_upsert_leaves_a_row_with_the_same_content_untouched(registry_url: st
             assert row["opened_on"] == dt.date(2020, 1, 3)
     assert reg.count("case_episode") == 1
     reg.close()
+
+
+def test_a_v1_registry_is_rebuilt_by_the_storage_migration_and_the_next_sync(
+    registry_url: str,
+) -> None:
+    """0005_storage drops the v1 record rows and every cursor (the next sync re-reads the
+    sources into the v2 shape); runs and quarantine entries stay."""
+    from hub.registry.migrate import upgrade
+
+    engine = sa.create_engine(registry_url)
+    upgrade(engine, "0004_engine")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO case_episodes (org, key_hash, source_key_hash, content_hash, "
+                "connector, run_id, mapping, mapping_version, updated_at, subject, area, "
+                "opened_on) VALUES ('O', 'k1.a', 'k1.s', 'c', 'c', 1, 'm', '1', :t, "
+                "'v2.1.abc', 'FAM', '2020-01-01')"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO connector_state (connector, stream, state, run_id, updated_at) "
+                "VALUES ('c', 's', '{\"next\": 9}', 1, :t)"
+            ),
+            {"t": now},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO quarantine (run_id, connector, stream, org, kind, location, rule, "
+                "reason, payload, created_at, expires_at) VALUES (1, 'c', 's', 'O', 'record', "
+                "'f.csv:2', 'r', 'why', '{}', :t, :t)"
+            ),
+            {"t": now},
+        )
+    engine.dispose()
+    reg = Registry.open(registry_url)  # upgrades to head
+    assert reg.count("case_episode") == 0
+    assert reg.get_state("c", "s") == {}  # the next sync reads everything again
+    assert len(reg.quarantine_entries()) == 1
+    with reg.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, metadata) == []
+    reg.close()
