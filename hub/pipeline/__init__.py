@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -57,12 +58,13 @@ from hub.pipeline.extract import (
     open_keyring,
 )
 from hub.pipeline.load import load
-from hub.pipeline.transform import Transform
+from hub.pipeline.transform import Transform, record_hash_of
 from hub.pseudonyms import Keyring, Pseudonymiser, open_pseudonymiser
 from hub.pseudonyms.rotation import refuse_mixed_schemes
 from hub.pseudonyms.stage import (
     INVALID_MARKER,
     TYPE_ALIASES,
+    Fingerprint,
     Prepared,
     PseudonymiseStage,
     identifier_type_named,
@@ -356,14 +358,55 @@ class Pipeline:
         batch: Batch,
         tx: LoadTransaction,
     ) -> BatchCounts:
-        prepared = pseudonymise(records, org)
+        """One organisation's group of a batch: records whose fingerprint is the one loaded
+        are *unchanged* before anything is pseudonymised; the rest go through the stages."""
+        fingerprints = pseudonymise.fingerprints(records, org)
         units = [
             self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, u)
             for u in batch.units
         ]
-        return self.load_prepared(
-            ctx, org, prepared, errors=batch.errors, unit_hashes=units, state=batch.state, tx=tx
+        counts = BatchCounts(read=len(records), source_errors=len(batch.errors))
+        existing = self.registry.loaded_records(
+            ctx.connector, ctx.stream.name, [f.source_key_hash for f in fingerprints], tx=tx
         )
+        seen = self._seen.setdefault(ctx.run_id, {})
+        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, seen)
+        for unit in units:  # a completed unit cannot repeat a record any more
+            seen.pop(unit, None)
+        # A key twice in the batch (a change feed) is left to transform, which keeps the last.
+        repeated = Counter(f.source_key_hash for f in fingerprints)
+        version = ctx.mapping.version
+        unchanged: list[str] = []
+        todo: list[tuple[RawRecord, Fingerprint]] = []
+        by_index = dict(zip(map(id, fingerprints), records, strict=True))
+        for fp in kept:
+            record = by_index[id(fp)]
+            before = existing.get(fp.source_key_hash)
+            if (
+                not ctx.full_refresh
+                and before is not None
+                and record.op == "upsert"
+                and repeated[fp.source_key_hash] == 1
+                and before[0] == record_hash_of(version, fp.fingerprint)
+            ):
+                unchanged.append(fp.source_key_hash)
+            else:
+                todo.append((record, fp))
+        counts.unchanged += len(unchanged)
+        prepared = pseudonymise([r for r, _ in todo], org, [fp for _, fp in todo])
+        result = self.transform(
+            ctx,
+            org,
+            prepared,
+            {} if ctx.full_refresh else {k: v[0] for k, v in existing.items()},
+            counts,
+            loaded_before=existing.keys(),
+        )
+        result.unchanged += unchanged
+        load(
+            self.registry, tx, ctx, org, result, errors=batch.errors, units=units, state=batch.state
+        )
+        return counts
 
     def load_prepared(
         self,
@@ -464,14 +507,26 @@ def pseudonymised_batches(
         raise
 
 
+class _Keyed(Protocol):
+    @property
+    def source_key_hash(self) -> str: ...
+
+    @property
+    def unit_hash(self) -> str | None: ...
+
+
+_K = TypeVar("_K", bound=_Keyed)
+
+
 def _without_duplicates(
-    prepared: list[Prepared],
+    items: list[_K],
     existing: dict[str, tuple[bytes, int, bytes | None]],
     run_id: int,
     counts: BatchCounts,
     seen: dict[str, set[str]] | None = None,
-) -> list[Prepared]:
-    """Drop records already read earlier in the same unit of this run (counted).
+) -> list[_K]:
+    """Drop records (prepared, or fingerprints of raw ones) already read earlier in the
+    same unit of this run (counted).
 
     ``seen`` (per unit: the source keys read in it by this run, kept between batches until
     the unit completes) finds a repeat whose first copy was quarantined, which the registry
@@ -479,8 +534,8 @@ def _without_duplicates(
     duplicates: a later one updates an earlier one.
     """
     seen = {} if seen is None else seen
-    kept: list[Prepared] = []
-    for p in prepared:
+    kept: list[_K] = []
+    for p in items:
         if p.unit_hash is not None:
             in_unit = seen.setdefault(p.unit_hash, set())
             before = existing.get(p.source_key_hash)

@@ -19,7 +19,6 @@ from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
-from hub.connector import FieldRole
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
 from hub.quality import record_warnings
@@ -74,19 +73,12 @@ class Transform:
         out = Transformed(counts)
         mapping = ctx.mapping
         changes = out.changes
-        # Identifier fields hold pseudonyms: the record hash takes their stable tokens.
-        pseudonymous = frozenset(
-            f.name for f in ctx.stream.fields if f.role is FieldRole.IDENTIFIER
-        )
         for p in prepared:
             if p.problems:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
                 counts.quarantined += 1
                 continue
-            record_hash = record_hash_of(
-                p.source_key_hash,
-                _record_payload(mapping.version, p.op, p.data, p.identity, pseudonymous),
-            )
+            record_hash = record_hash_of(mapping.version, p.fingerprint)
             if (
                 p.op == "upsert"
                 and existing.get(p.source_key_hash) == record_hash
@@ -215,29 +207,12 @@ def _column_value(v: Any) -> Any:
     return v
 
 
-def record_hash_of(source_key_hash: str, payload: bytes) -> bytes:
-    """The one keyed record hash (16 bytes): BLAKE2b of the record's canonical content, keyed
-    with the record's own keyed source-key hash. Nobody without the record key can compute
-    it, and it is the same wherever the record is transformed (a direct sync, or the hub of a
-    worker in push mode, whose service clients hold different record keys)."""
-    key = source_key_hash.encode()[:64]
-    return hashlib.blake2b(payload, key=key, digest_size=16).digest()
-
-
-def _record_payload(
-    mapping_version: str,
-    op: str,
-    data: Mapping[str, Any],
-    identity: tuple[str | None, ...],
-    pseudonymous: frozenset[str],
-) -> bytes:
-    """What decides *unchanged* (hashed with the record key: the one keyed record hash):
-    the mapping version, the operation, the record's values — with its identifiers as
-    their rotation-stable keyed tokens (``Prepared.identity``) instead of their pseudonyms,
-    so a key rotation does not make every record "changed".
-
-    repr of sorted items is deterministic for the value types records hold (str, int,
-    bool, None, date, Decimal) and much cheaper than JSON.
-    """
-    items = [kv for kv in sorted(data.items()) if kv[0] not in pseudonymous]
-    return repr((mapping_version, op, items, identity)).encode()
+def record_hash_of(mapping_version: str, fingerprint: str) -> bytes:
+    """The one keyed record hash (16 bytes) that decides *unchanged*: the mapping version and
+    the record's fingerprint (:class:`hub.pseudonyms.stage.Fingerprint`, a keyed hash of what
+    the stream declares of the raw record). It takes the identifiers as read, not their
+    pseudonyms, so a key rotation changes no record hash; and it can be computed before
+    pseudonymisation, so unchanged records are never pseudonymised nor mapped again."""
+    return hashlib.blake2b(
+        fingerprint.encode(), key=mapping_version.encode()[:64], digest_size=16
+    ).digest()

@@ -11,6 +11,11 @@ What leaves the stage (:class:`Prepared`) holds the stream's data fields as they
 are, pseudonyms in place of identifiers (``INVALID_MARKER`` where one was refused)
 and the keyed hash of the source record key; personal and undeclared fields are
 dropped here, so nothing downstream can see them.
+
+Each record also gets a **fingerprint** (:meth:`PseudonymiseStage.fingerprints`): a keyed
+hash (HMAC with the record key) of what the stream declares of it, identifiers as read.
+It decides "unchanged" *before* anything is pseudonymised, so re-reading a file in which
+little changed costs little; it does not move when the pseudonym keys rotate.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from hub.connector import FieldRole, FieldSpec, RawRecord, Stream
 from hub.pseudonyms.identifiers import (
@@ -28,7 +33,7 @@ from hub.pseudonyms.identifiers import (
     cf_birth_year_and_sex,
     parse_identifier,
 )
-from hub.pseudonyms.pseudonymiser import pseudonym_text
+from hub.pseudonyms.pseudonymiser import b64url, pseudonym_text
 
 #: Marker stored in place of an identifier that could not be pseudonymised.
 INVALID_MARKER = "<invalid identifier removed>"
@@ -79,14 +84,23 @@ class Prepared:
     unit_hash: str | None = None
     #: Birth year and sex encoded in the record's codice fiscale, for hub.quality.
     cf_derived: tuple[int, str] | None = None
-    #: Per identifier field, a keyed token of the identifier that does not change when the
-    #: pseudonym keys rotate (None: absent). The record hash uses these instead of the
-    #: pseudonyms, so a re-read after ``raccordo keys rotate`` finds records unchanged.
-    identity: tuple[str | None, ...] = ()
+    #: The record's fingerprint (:class:`Fingerprint`): with the mapping version, what
+    #: decides "unchanged" (:func:`hub.pipeline.transform.record_hash_of`).
+    fingerprint: str = ""
+
+
+class Fingerprint(NamedTuple):
+    """What identifies a raw record and its content, computed before pseudonymisation."""
+
+    source_key_hash: str
+    unit_hash: str | None
+    #: Keyed hash (base64url of 16 bytes) of the organisation, the operation and the
+    #: declared fields as read (identifiers in clear, inside the HMAC only).
+    fingerprint: str
 
 
 #: Pseudonym and CF-derived (birth year, sex), or the reason the identifier is invalid.
-Outcome = tuple[str | None, tuple[int, str] | None, str | None] | InvalidIdentifier
+Outcome = tuple[str | None, tuple[int, str] | None] | InvalidIdentifier
 _Key = tuple[str | None, IdentifierType | None, str | None]
 
 
@@ -107,16 +121,64 @@ class PseudonymiseStage:
         self.reference_year = reference_year or dt.date.today().year
         self.data_fields = tuple(f.name for f in stream.fields if f.role is FieldRole.DATA)
         self.identifier_fields = tuple(f for f in stream.fields if f.role is FieldRole.IDENTIFIER)
+        #: The fields the fingerprint covers: every declared one but the personal ones.
+        self.declared = frozenset(
+            f.name for f in stream.fields if f.role is not FieldRole.PERSONAL
+        ) | {n for f in self.identifier_fields for n in (f.type_field, f.namespace_field) if n}
         self._outcomes: dict[_Key, Outcome] = {}
         self._units: dict[str, str] = {}
         #: Identifiers pseudonymised (distinct per batch), for tests and progress.
         self.pseudonymised = 0
 
     # -- the stage ----------------------------------------------------------------
-    def __call__(self, records: Sequence[RawRecord], org: str) -> list[Prepared]:
+    def __call__(
+        self,
+        records: Sequence[RawRecord],
+        org: str,
+        fingerprints: Sequence[Fingerprint] | None = None,
+    ) -> list[Prepared]:
+        """Pseudonymise ``records`` of ``org`` (``fingerprints``: theirs, if computed)."""
+        if fingerprints is None:
+            fingerprints = self.fingerprints(records, org)
         plans = [self._plan(r, org) for r in records]
         self._resolve({k for plan in plans for _, k, _ in plan if k is not None})
-        return [self._prepare(r, plan) for r, plan in zip(records, plans, strict=True)]
+        return [
+            self._prepare(r, plan, fp)
+            for r, plan, fp in zip(records, plans, fingerprints, strict=True)
+        ]
+
+    def fingerprints(self, records: Sequence[RawRecord], org: str) -> list[Fingerprint]:
+        """Each record's key hash, unit hash and fingerprint: keyed hashes only, nothing
+        pseudonymised (cheap: what a re-read of unchanged records costs)."""
+        stream, declared = self.stream, self.declared
+        out = []
+        for record in records:
+            raw = record.data
+            key = (
+                record.key
+                if record.key is not None
+                else "|".join(str(raw.get(k, "")) for k in stream.source_key)
+            )
+            skh = self.pseudonymiser.key_hash(self.connector, stream.name, key)
+            # repr of sorted items is deterministic for the values sources give (str, int,
+            # float, bool, None, date, Decimal) and much cheaper than JSON.
+            content = repr((org, record.op, sorted(kv for kv in raw.items() if kv[0] in declared)))
+            fingerprint = b64url(self.pseudonymiser.key16("record", skh, content))
+            out.append(Fingerprint(skh, self._unit_hash(record), fingerprint))
+        return out
+
+    def _unit_hash(self, record: RawRecord) -> str | None:
+        if record.unit is None:
+            return None
+        # Every record of a file (or flow) names the same unit: hash it once.
+        unit_hash = self._units.get(record.unit)
+        if unit_hash is None:
+            if len(self._units) >= CACHE_SIZE:
+                self._units.clear()
+            unit_hash = self._units[record.unit] = self.pseudonymiser.key_hash(
+                "unit", self.connector, self.stream.name, record.unit
+            )
+        return unit_hash
 
     # -- internals ----------------------------------------------------------------
     def _plan(self, record: RawRecord, org: str) -> list[tuple[FieldSpec, _Key | None, str | None]]:
@@ -163,7 +225,7 @@ class PseudonymiseStage:
                 self._outcomes[key] = e
                 continue
             if ident.type is IdentifierType.NONE:
-                self._outcomes[key] = (None, None, None)
+                self._outcomes[key] = (None, None)
             else:
                 valid.setdefault(ident, []).append(key)
         if not valid:
@@ -180,30 +242,20 @@ class PseudonymiseStage:
                 if ident.type is IdentifierType.CF
                 else None
             )
-            # Keyed with the record key (which never rotates): never stored by itself,
-            # only inside the record hash.
-            token = self.pseudonymiser.key_hash(
-                "identity", ident.type.value, ident.namespace or "", ident.value
-            )
-            outcome: Outcome = (pseudonym_text(epoch, digest), derived, token)
+            outcome: Outcome = (pseudonym_text(epoch, digest), derived)
             for key in valid[ident]:
                 self._outcomes[key] = outcome
 
     def _prepare(
-        self, record: RawRecord, plan: list[tuple[FieldSpec, _Key | None, str | None]]
+        self,
+        record: RawRecord,
+        plan: list[tuple[FieldSpec, _Key | None, str | None]],
+        fp: Fingerprint,
     ) -> Prepared:
         raw = record.data
-        stream = self.stream
-        key = (
-            record.key
-            if record.key is not None
-            else "|".join(str(raw.get(k, "")) for k in stream.source_key)
-        )
-        skh = self.pseudonymiser.key_hash(self.connector, stream.name, key)
         data: dict[str, Any] = {f: raw[f] for f in self.data_fields if f in raw}
         problems: list[tuple[str, str, str]] = []
         cf_derived: tuple[int, str] | None = None
-        identity: list[str | None] = []
         for spec, okey, rule in plan:
             if okey is None:
                 if rule == "unknown_type":
@@ -219,31 +271,20 @@ class PseudonymiseStage:
                 problems.append((spec.name, outcome.rule, outcome.message))
                 data[spec.name] = INVALID_MARKER
                 continue
-            pseudonym, derived, token = outcome
-            identity.append(token)
+            pseudonym, derived = outcome
             data[spec.name] = pseudonym
             if derived is not None and cf_derived is None:
                 cf_derived = derived
             if derived is not None and spec.derive_birth_year_and_sex:
                 data[f"{spec.name}__birth_year"] = derived[0]
                 data[f"{spec.name}__sex"] = derived[1]
-        unit_hash = None
-        if record.unit is not None:
-            # Every record of a file (or flow) names the same unit: hash it once.
-            unit_hash = self._units.get(record.unit)
-            if unit_hash is None:
-                if len(self._units) >= CACHE_SIZE:
-                    self._units.clear()
-                unit_hash = self._units[record.unit] = self.pseudonymiser.key_hash(
-                    "unit", self.connector, stream.name, record.unit
-                )
         return Prepared(
-            skh,
+            fp.source_key_hash,
             record.location,
             record.op,
             data,
             tuple(problems),
-            unit_hash,
+            fp.unit_hash,
             cf_derived,
-            tuple(identity),
+            fp.fingerprint,
         )

@@ -154,3 +154,29 @@ def test_no_clear_identifier_anywhere_after_a_run(make_workspace: WorkspaceFacto
     leaks += scan_paths([out], names=names, values=cfs)
     assert_no_leaks(leaks)
     assert "cf_check_char" in listing.stdout  # the quarantine explains itself
+
+
+def test_a_reread_pseudonymises_only_what_it_cannot_find_unchanged(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    """Re-reading records already loaded decides "unchanged" from their fingerprints, before
+    pseudonymisation: only the quarantined records (which the registry does not hold) are
+    pseudonymised again; the registry is the same afterwards."""
+    from tests.unit.test_pipeline_stages import Counting
+
+    ws = make_workspace(400)
+    cfg = load_config(ws / "raccordo.toml")
+    reg = Registry.open(cfg.registry_url)
+    (first,) = Pipeline(cfg, reg, open_keyring(cfg)).sync("syn")
+    before = registry_dump(cfg.registry_url)
+    reg.reset_state("syn")
+    pipeline = Pipeline(cfg, reg, open_keyring(cfg))
+    counting = Counting(pipeline.pseudonymiser)
+    pipeline.pseudonymiser = counting  # type: ignore[assignment]
+    (again,) = pipeline.sync("syn")
+    reg.close()
+    assert (again.read, again.loaded, again.unchanged) == (400, 0, 400 - first.quarantined)
+    assert again.quarantined == first.quarantined > 0 and again.balanced
+    asked = sum(len(call) for call in counting.calls)
+    assert 0 < asked <= 2 * first.quarantined  # at most two identifiers per refused record
+    assert registry_dump(cfg.registry_url) == before

@@ -39,6 +39,9 @@ class Counting:
     def key_hash(self, *parts: str) -> str:
         return self.inner.key_hash(*parts)
 
+    def key16(self, *parts: str) -> bytes:
+        return self.inner.key16(*parts)
+
 
 def test_pseudonymise_many_is_the_raw_digest_of_the_text_pseudonym(
     pseudonymiser: Pseudonymiser,
