@@ -121,10 +121,19 @@ class PseudonymiseStage:
         self.reference_year = reference_year or dt.date.today().year
         self.data_fields = tuple(f.name for f in stream.fields if f.role is FieldRole.DATA)
         self.identifier_fields = tuple(f for f in stream.fields if f.role is FieldRole.IDENTIFIER)
-        #: The fields the fingerprint covers: every declared one but the personal ones.
-        self.declared = frozenset(
-            f.name for f in stream.fields if f.role is not FieldRole.PERSONAL
-        ) | {n for f in self.identifier_fields for n in (f.type_field, f.namespace_field) if n}
+        #: The fields the fingerprint covers, in a fixed order: every declared one but the
+        #: personal ones, and the fields naming identifier types and namespaces.
+        self.declared_order = tuple(
+            sorted(
+                {f.name for f in stream.fields if f.role is not FieldRole.PERSONAL}
+                | {
+                    n
+                    for f in self.identifier_fields
+                    for n in (f.type_field, f.namespace_field)
+                    if n
+                }
+            )
+        )
         self._outcomes: dict[_Key, Outcome] = {}
         self._units: dict[str, str] = {}
         #: Identifiers pseudonymised (distinct per batch), for tests and progress.
@@ -150,7 +159,7 @@ class PseudonymiseStage:
     def fingerprints(self, records: Sequence[RawRecord], org: str) -> list[Fingerprint]:
         """Each record's key hash, unit hash and fingerprint: keyed hashes only, nothing
         pseudonymised (cheap: what a re-read of unchanged records costs)."""
-        stream, declared = self.stream, self.declared
+        stream, declared = self.stream, self.declared_order
         out = []
         for record in records:
             raw = record.data
@@ -160,9 +169,9 @@ class PseudonymiseStage:
                 else "|".join(str(raw.get(k, "")) for k in stream.source_key)
             )
             skh = self.pseudonymiser.key_hash(self.connector, stream.name, key)
-            # repr of sorted items is deterministic for the values sources give (str, int,
-            # float, bool, None, date, Decimal) and much cheaper than JSON.
-            content = repr((org, record.op, sorted(kv for kv in raw.items() if kv[0] in declared)))
+            # repr is deterministic for the values sources give (str, int, float, bool, None,
+            # date, Decimal) and much cheaper than JSON; fields in a fixed order (absent = None).
+            content = repr((org, record.op, tuple(map(raw.get, declared))))
             fingerprint = b64url(self.pseudonymiser.key16("record", skh, content))
             out.append(Fingerprint(skh, self._unit_hash(record), fingerprint))
         return out
