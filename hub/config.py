@@ -60,7 +60,7 @@ class HubSettings(BaseModel):
     commit_every: Annotated[int, Field(ge=1, le=10_000_000)] = 200_000
     commit_seconds: Annotated[float, Field(gt=0, le=3600)] = 20.0
     #: Upper bound of the SQLite page cache of a sync's load connection (MiB).
-    sqlite_cache_mib: Annotated[int, Field(ge=2, le=65_536)] = 1024
+    sqlite_cache_mib: Annotated[int, Field(ge=2, le=65_536)] = 256
     quarantine_retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -69,7 +69,15 @@ from hub.pseudonyms.stage import (
     PseudonymiseStage,
     identifier_type_named,
 )
-from hub.registry import BatchCounts, LoadTransaction, Registry, RunSummary, h16, storage_error
+from hub.registry import (
+    BatchCounts,
+    LoadTransaction,
+    QuarantineEntry,
+    Registry,
+    RunSummary,
+    h16,
+    storage_error,
+)
 from hub.schema.comuni import load_comuni
 
 __all__ = [
@@ -114,8 +122,9 @@ class Pipeline:
         )
         refuse_mixed_schemes(registry.engine, where=config.registry_url)
         self.reference_year = dt.date.today().year
-        #: Per run, per unit not yet completed: the source keys read in it so far (to count
-        #: a record repeated in a later batch of the same unit, even one quarantined).
+        #: Per run, per unit not yet completed: the source keys of its records quarantined so
+        #: far (a repeat of one in a later batch is a duplicate too, though the registry holds
+        #: nothing of it; a repeat of a loaded or unchanged one is found in the registry).
         self._seen: dict[int, dict[str, set[str]]] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         try:
@@ -369,10 +378,8 @@ class Pipeline:
         existing = self.registry.loaded_records(
             ctx.connector, ctx.stream.name, [f.source_key_hash for f in fingerprints], tx=tx
         )
-        seen = self._seen.setdefault(ctx.run_id, {})
-        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, seen)
-        for unit in units:  # a completed unit cannot repeat a record any more
-            seen.pop(unit, None)
+        refused = self._seen.setdefault(ctx.run_id, {})
+        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, refused)
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.
         repeated = Counter(f.source_key_hash for f in fingerprints)
         version = ctx.mapping.version
@@ -403,6 +410,7 @@ class Pipeline:
             loaded_before=existing.keys(),
         )
         result.unchanged += unchanged
+        _remember_refused(refused, result.quarantine, prepared, units)
         load(
             self.registry, tx, ctx, org, result, errors=batch.errors, units=units, state=batch.state
         )
@@ -430,10 +438,8 @@ class Pipeline:
         existing = self.registry.loaded_records(
             ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
         )
-        seen = self._seen.setdefault(ctx.run_id, {})
-        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, seen)
-        for unit in unit_hashes:  # a completed unit cannot repeat a record any more
-            seen.pop(unit, None)
+        refused = self._seen.setdefault(ctx.run_id, {})
+        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, refused)
         result = self.transform(
             ctx,
             org,
@@ -442,6 +448,7 @@ class Pipeline:
             counts,
             loaded_before=existing.keys(),
         )
+        _remember_refused(refused, result.quarantine, prepared, unit_hashes)
         load(
             self.registry,
             tx,
@@ -523,30 +530,51 @@ def _without_duplicates(
     existing: dict[str, tuple[bytes, int, bytes | None]],
     run_id: int,
     counts: BatchCounts,
-    seen: dict[str, set[str]] | None = None,
+    refused: dict[str, set[str]] | None = None,
 ) -> list[_K]:
     """Drop records (prepared, or fingerprints of raw ones) already read earlier in the
     same unit of this run (counted).
 
-    ``seen`` (per unit: the source keys read in it by this run, kept between batches until
-    the unit completes) finds a repeat whose first copy was quarantined, which the registry
-    does not hold. Records of no unit (a database cursor, a change feed) are never
+    An earlier copy is found in this batch, in the registry (loaded or unchanged by this run,
+    from this unit) or in ``refused`` (per unit: the keys of its records this run
+    quarantined). Records of no unit (a database cursor, a change feed) are never
     duplicates: a later one updates an earlier one.
     """
-    seen = {} if seen is None else seen
+    refused = {} if refused is None else refused
+    batch: set[tuple[str, str]] = set()
     kept: list[_K] = []
     for p in items:
-        if p.unit_hash is not None:
-            in_unit = seen.setdefault(p.unit_hash, set())
+        unit = p.unit_hash
+        if unit is not None:
+            key = (p.source_key_hash, unit)
             before = existing.get(p.source_key_hash)
-            if p.source_key_hash in in_unit or (
-                before is not None and before[1] == run_id and before[2] == h16(p.unit_hash)
+            if (
+                key in batch
+                or p.source_key_hash in refused.get(unit, ())
+                or (before is not None and before[1] == run_id and before[2] == h16(unit))
             ):
                 counts.duplicates += 1
                 continue
-            in_unit.add(p.source_key_hash)
+            batch.add(key)
         kept.append(p)
     return kept
+
+
+def _remember_refused(
+    refused: dict[str, set[str]],
+    quarantine: Sequence[QuarantineEntry],
+    prepared: Sequence[Prepared],
+    completed_units: Sequence[str],
+) -> None:
+    """Keep the keys of this batch's quarantined records per unit, and forget the units this
+    batch completed (they cannot repeat a record any more)."""
+    unit_of = {p.source_key_hash: p.unit_hash for p in prepared if p.unit_hash is not None}
+    for q in quarantine:
+        unit = unit_of.get(q.source_key_hash or "")
+        if unit is not None and q.source_key_hash is not None:
+            refused.setdefault(unit, set()).add(q.source_key_hash)
+    for unit in completed_units:
+        refused.pop(unit, None)
 
 
 def _by_org(

@@ -34,8 +34,13 @@ if TYPE_CHECKING:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 #: Text form of a v2 pseudonym: ``v2.<epoch>.<base64url of the 32 bytes>``.
 TEXT_PREFIX = "v2."
-#: Distinct identifiers remembered per pseudonymiser (32 bytes each plus the key).
+#: Distinct identifiers remembered per pseudonymiser (32 bytes each plus the key). The
+#: pipeline's stage keeps its own, larger memory of outcomes; this one serves single calls
+#: (the web intake).
 CACHE_SIZE = 200_000
+#: Pseudonyms whose epoch-independent token is remembered (a group multiplication each):
+#: the distinct people of a 1,000,000-record export.
+STABLE_CACHE_SIZE = 1_000_000
 TOKEN_ENV = "RACCORDO_PSEUDONYMISER_TOKEN"  # noqa: S105 - a variable name
 
 
@@ -171,7 +176,7 @@ class Pseudonymiser:
         token = self._stable_cache.get(part)
         if token is None:
             token = self._stable_cache[part] = self._compute_stable(part)
-            if len(self._stable_cache) > CACHE_SIZE:
+            if len(self._stable_cache) > STABLE_CACHE_SIZE:
                 self._stable_cache.clear()
         return token
 
