@@ -653,9 +653,10 @@ def main() -> None:
                     ],
                     capture_output=True,
                     text=True,
-                    check=True,
                     env=env,
                 )
+                if out.returncode != 0:
+                    raise SystemExit(f"the {mode} loop failed:\n{out.stderr[-3000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode] = r
                 rate = r["records"] / r["seconds"]
@@ -682,8 +683,10 @@ def main() -> None:
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", mode, kind, str(src),
                      str(Path(tmp) / kind / "raccordo")],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True, text=True,
                 )  # fmt: skip
+                if out.returncode != 0:
+                    raise SystemExit(f"the {mode} loop failed:\n{out.stderr[-3000:]}")
                 r = reread[mode] = json.loads(out.stdout.strip().splitlines()[-1])
                 print(
                     f"  re-read, {what}: read {r['records']:,.0f}, loaded {r['loaded']:,.0f} "
