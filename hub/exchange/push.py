@@ -566,6 +566,7 @@ class PushReceiver:
                     self.registry.finish_run(run, status="interrupted", error=message)
                     del self._contexts[run]
                     self._answered.pop(run, None)
+                    self.pipeline.forget_run(run)
                 self._unlock_connector(name)
                 self.home.log.append("lock-expired", peer=worker, reason=message)
                 _log.warning("%s", message)
@@ -788,6 +789,7 @@ class PushReceiver:
             run_id, status=status, error=None if error is None else str(error)[:1000]
         )
         self._contexts.pop(run_id, None)
+        self.pipeline.forget_run(run_id)
         if not any(c.connector == ctx.connector for c in self._contexts.values()):
             self._unlock_connector(ctx.connector)
         tables = None

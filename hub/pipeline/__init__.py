@@ -347,8 +347,13 @@ class Pipeline:
             tx.close()
             raise
         finally:
-            self._seen.pop(run_id, None)
+            self.forget_run(run_id)
         return self.registry.finish_run(run_id, status="succeeded")
+
+    def forget_run(self, run_id: int) -> None:
+        """Drop what the pipeline remembers for a run that ended (push mode: the hub calls it
+        when a worker's run finishes or its lock expires)."""
+        self._seen.pop(run_id, None)
 
     def _mark_failed(self, run_id: int, error: str) -> None:
         try:

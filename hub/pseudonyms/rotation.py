@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -144,45 +145,28 @@ def rotate_columns(
             )
     for table_name, column_name in columns:
         table = sa.Table(table_name, md, autoload_with=engine)
-        ident, col = table.c.id, table.c[column_name]
         label = f"{table_name}.{column_name}"
-        last = (start or {}).get(label, 0)
-        while True:
-            with engine.begin() as conn:
-                rows = conn.execute(
-                    sa.select(ident, col)
-                    .where(ident > last, col.is_not(None))
-                    .order_by(ident)
-                    .limit(batch)
-                ).all()
-                if not rows:
-                    break
-                by_epoch: dict[int, list[tuple[int, bytes]]] = {}
-                for rid, text in rows:
-                    epoch, raw = _parse(text, label)
-                    if epoch == to_epoch:
-                        report.already += 1
-                    else:
-                        by_epoch.setdefault(epoch, []).append((rid, raw))
-                updates = []
-                for epoch, items in by_epoch.items():
-                    new = convert(epoch, [raw for _, raw in items])
-                    updates += [
-                        {"_id": rid, "_v": pseudonym_text(to_epoch, n)}
-                        for (rid, _), n in zip(items, new, strict=True)
-                    ]
-                if updates:
-                    conn.execute(
-                        table.update()
-                        .where(ident == sa.bindparam("_id"))
-                        .values({column_name: sa.bindparam("_v")}),
-                        updates,
-                    )
-                report.converted += len(updates)
-                last = rows[-1][0]
-            report.batches += 1
-            if on_batch is not None:
-                on_batch(label, last)
+        col = table.c[column_name]
+
+        def read_text(row: Sequence[Any], label: str = label) -> tuple[int, bytes]:
+            return _parse(str(row[1]), label)
+
+        _rotate_rows(
+            engine,
+            table,
+            label,
+            (col,),
+            col.is_not(None),
+            read_text,
+            {column_name: "_v"},
+            lambda new: {"_v": pseudonym_text(to_epoch, new)},
+            convert,
+            to_epoch,
+            batch,
+            (start or {}).get(label, 0),
+            on_batch,
+            report,
+        )
     return report
 
 
@@ -198,41 +182,74 @@ def _rotate_binary(
     report: RotationReport,
 ) -> None:
     table = sa.Table(table_name, md, autoload_with=engine)
-    ident, epoch_col, value_col = table.c.id, table.c.epoch, table.c.value
     label = f"{table_name}.value"
-    last = start.get(label, 0)
+    _rotate_rows(
+        engine,
+        table,
+        label,
+        (table.c.epoch, table.c.value),
+        sa.true(),
+        lambda row: (int(row[1]), bytes(row[2])),
+        {"value": "_v", "epoch": "_e"},
+        lambda new: {"_v": new, "_e": to_epoch},
+        convert,
+        to_epoch,
+        batch,
+        start.get(label, 0),
+        on_batch,
+        report,
+    )
+
+
+def _rotate_rows(
+    engine: sa.Engine,
+    table: sa.Table,
+    label: str,
+    columns: Sequence[sa.ColumnElement[object]],
+    where: sa.ColumnElement[bool],
+    read: Callable[[Sequence[Any]], tuple[int, bytes]],
+    assign: dict[str, str],
+    write: Callable[[bytes], dict[str, object]],
+    convert: EpochConverter,
+    to_epoch: int,
+    batch: int,
+    last: int,
+    on_batch: Callable[[str, int], None] | None,
+    report: RotationReport,
+) -> None:
+    """The rows of ``table`` after id ``last``, ``batch`` at a time, each batch in its own
+    transaction: ``read`` gives a row's (epoch, element), the elements not of ``to_epoch`` are
+    converted, and ``write`` gives the bind values of ``assign`` (column -> bind name)."""
+    ident = table.c.id
     while True:
         with engine.begin() as conn:
             rows = conn.execute(
-                sa.select(ident, epoch_col, value_col)
-                .where(ident > last)
-                .order_by(ident)
-                .limit(batch)
+                sa.select(ident, *columns).where(ident > last, where).order_by(ident).limit(batch)
             ).all()
             if not rows:
                 return
             by_epoch: dict[int, list[tuple[int, bytes]]] = {}
-            for rid, epoch, raw in rows:
+            for row in rows:
+                epoch, raw = read(row)
                 if epoch == to_epoch:
                     report.already += 1
                 else:
-                    by_epoch.setdefault(int(epoch), []).append((int(rid), bytes(raw)))
+                    by_epoch.setdefault(epoch, []).append((int(row[0]), raw))
             updates = []
             for epoch, items in by_epoch.items():
                 new = convert(epoch, [raw for _, raw in items])
                 updates += [
-                    {"_id": rid, "_v": n, "_e": to_epoch}
-                    for (rid, _), n in zip(items, new, strict=True)
+                    {"_id": rid, **write(n)} for (rid, _), n in zip(items, new, strict=True)
                 ]
             if updates:
                 conn.execute(
                     table.update()
                     .where(ident == sa.bindparam("_id"))
-                    .values({"value": sa.bindparam("_v"), "epoch": sa.bindparam("_e")}),
+                    .values({c: sa.bindparam(b) for c, b in assign.items()}),
                     updates,
                 )
             report.converted += len(updates)
-            last = rows[-1][0]
+            last = int(rows[-1][0])
         report.batches += 1
         if on_batch is not None:
             on_batch(label, last)
