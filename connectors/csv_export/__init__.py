@@ -30,7 +30,7 @@ from hub.connector import (
     WorkspaceGlob,
 )
 from hub.inputs import InputError
-from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
+from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, check_rows, iter_rows, open_csv
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox
@@ -171,8 +171,13 @@ class CSVExportConnector(Connector):
                     f"the key column(s) {', '.join(missing)} are not in the header",
                     line=f.header_row if isinstance(f, SheetFile) else 1,
                 )
-            for _ in _rows(f):  # first pass: the whole file is checked before
-                pass  # anything is yielded, without keeping rows in memory
+            # First pass: the whole file is checked before anything is yielded, without
+            # keeping (or building) its rows.
+            if isinstance(f, SheetFile):
+                for _ in f.rows():
+                    pass
+            else:
+                check_rows(f)
         except InputError as e:
             where = f"{name} {_unit_word(path)} {e.line}" if e.line else name
             yield SourceError(

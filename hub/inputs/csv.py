@@ -199,6 +199,20 @@ def open_csv(
     return CSVFile(enc, delim, header, text)
 
 
+def check_rows(csv_file: CSVFile) -> None:
+    """Read the whole file as :func:`iter_rows` would, raising the same :class:`CSVInputError`
+    where the structure breaks, without building its rows (a first pass over a file before
+    anything of it is loaded)."""
+    old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        for _ in _records(_reader(csv_file.text, csv_file.delimiter)):
+            pass
+    except csv.Error as e:
+        raise CSVInputError(f"a value is too long or malformed ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+
+
 def iter_rows(csv_file: CSVFile) -> Iterator[CSVRow]:
     """Rows with a per-field size bound."""
     old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
