@@ -63,7 +63,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from hub.config import Config
 from hub.connector import FieldRole, SourceError
@@ -72,6 +71,7 @@ from hub.exchange import crypto, keyfile
 from hub.exchange.errors import ExchangeError, PackageRefused, PeerUnavailable
 from hub.exchange.home import Home, write_secret
 from hub.exchange.receive import write_json_atomic
+from hub.exchange.server import handle_sealed_post
 from hub.observatory.aggregates import refresh as refresh_tables
 from hub.pipeline import (
     Pipeline,
@@ -874,34 +874,9 @@ def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:
 
     @app.post("/v1/push")
     async def push(request: Request) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse(
-                {"error": f"a message may be at most {MAX_BODY} bytes"}, status_code=413
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return JSONResponse(
-                    {"error": f"a message may be at most {MAX_BODY} bytes"}, status_code=413
-                )
-        try:
-            status, receipt = await run_in_threadpool(
-                receiver.handle, dict(request.headers), bytes(body)
-            )
-        except Exception as e:
-            # E.g. the registry is down. Only the error's type is logged and answered (its
-            # text may quote SQL parameters). No receipt: the worker sends it again.
-            _log.error("push message not stored: %s", type(e).__name__)
-            return JSONResponse(
-                {
-                    "error": f"{home.party} could not store the message ({type(e).__name__}); "
-                    "send it again later"
-                },
-                status_code=503,
-            )
-        return JSONResponse(receipt, status_code=status)
+        return await handle_sealed_post(
+            request, receiver.handle, party=home.party, what="message", max_body=MAX_BODY
+        )
 
     @app.get("/v1/push/status")
     def status() -> dict[str, Any]:

@@ -21,6 +21,7 @@ encryption either way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -38,42 +39,52 @@ from hub.registry import Registry
 _log = logging.getLogger("raccordo.exchange")
 
 
+async def handle_sealed_post(
+    request: Request,
+    handle: Callable[[dict[str, str], bytes], tuple[int, dict[str, Any]]],
+    *,
+    party: str,
+    what: str,
+    max_body: int,
+) -> JSONResponse:
+    """A sealed message (a package, a push) posted to this hub: its body read up to
+    ``max_body`` bytes (413 beyond), ``handle(headers, body)`` run off the event loop (it
+    writes the registry), and its ``(status, receipt)`` answered.
+
+    If ``handle`` fails (e.g. the registry is down), only the error's type is logged and
+    answered (its text may quote SQL parameters, i.e. pseudonyms), with 503 and no receipt:
+    the sender keeps the message pending and sends it again.
+    """
+    too_big = JSONResponse({"error": f"a {what} may be at most {max_body} bytes"}, status_code=413)
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > max_body):
+        return too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            return too_big
+    try:
+        status, receipt = await run_in_threadpool(handle, dict(request.headers), bytes(body))
+    except Exception as e:
+        _log.error("%s not stored: %s", what, type(e).__name__)
+        return JSONResponse(
+            {"error": f"{party} could not store the {what} ({type(e).__name__}); "
+             "send it again later"},
+            status_code=503,
+        )  # fmt: skip
+    return JSONResponse(receipt, status_code=status)
+
+
 def create_app(home: Home, registry: Registry | None) -> FastAPI:
     receiver = Receiver(home, registry)
     app = FastAPI(title=f"Raccordo exchange — {home.party}", docs_url=None, redoc_url=None)
 
     @app.post("/v1/packages")
     async def receive_package(request: Request) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse(
-                {"error": f"a package may be at most {MAX_BODY} bytes"}, status_code=413
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return JSONResponse(
-                    {"error": f"a package may be at most {MAX_BODY} bytes"}, status_code=413
-                )
-        # The receiver is synchronous (registry writes): run it off the event loop.
-        try:
-            status, receipt = await run_in_threadpool(
-                receiver.handle, dict(request.headers), bytes(body)
-            )
-        except Exception as e:
-            # E.g. the registry is down. The error's text may quote SQL parameters
-            # (pseudonyms): only its type is logged and answered. No receipt: the
-            # sender keeps the package pending and sends it again.
-            _log.error("package not stored: %s", type(e).__name__)
-            return JSONResponse(
-                {
-                    "error": f"{home.party} could not store the package ({type(e).__name__}); "
-                    "send it again later"
-                },
-                status_code=503,
-            )
-        return JSONResponse(receipt, status_code=status)
+        return await handle_sealed_post(
+            request, receiver.handle, party=home.party, what="package", max_body=MAX_BODY
+        )
 
     @app.post("/v1/revocations")
     def revocation(document: dict[str, Any]) -> JSONResponse:
