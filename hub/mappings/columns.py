@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import ValidationError
+from pydantic import StringConstraints, ValidationError
 
 from hub.mappings.model import (
     BoolT,
@@ -68,6 +70,9 @@ CROSS_FIELD_RULES: dict[str, dict[str, Any]] = {
         "one_of": [("disability", "non_self_sufficient")],
     },
 }
+
+#: Distinct values remembered per field once validated (codes, dates, amounts repeat).
+CHECKED_VALUES = 20_000
 
 #: What the fast path leaves to the row path (``None``), or the outputs of one record:
 #: ``(model, key parts or None, the row's values as the model validated them)``.
@@ -496,6 +501,13 @@ class ColumnMapping:
         """Where the model refuses the value of field ``name`` (or it is missing but
         required): each *distinct* value is validated once, by the model's own validator,
         and must come back as it went in."""
+        if o.kind == "str" and (pattern := _only_pattern(model, name)) is not None:
+            # Text whose one rule is a pattern (pseudonyms, ISTAT codes): checked in columns,
+            # as there are about as many distinct values as records.
+            assert o.values is not None
+            matched = pc.fill_null(pc.match_substring_regex(o.values, pattern), True)
+            out_ = pc.invert(matched)
+            return _or(out_, pc.is_null(o.values)) if required else out_
         checked = self._checked.setdefault((model, name), {})
         strict = targets(model)[name].strict
 
@@ -508,9 +520,8 @@ class ColumnMapping:
                     hit = (type(out) is type(v) and out == v, out)
                 except ValidationError:
                     hit = (False, None)
-                if len(checked) > 200_000:
-                    checked.clear()
-                checked[key] = hit
+                if len(checked) < CHECKED_VALUES:
+                    checked[key] = hit
             return hit[0]
 
         if o.kind == "const":
@@ -534,6 +545,29 @@ class ColumnMapping:
         if required:
             out = _or(out, pc.is_null(o.values))
         return out
+
+
+@cache
+def _only_pattern(model: str, name: str) -> str | None:
+    """The pattern of a text field whose one constraint is a pattern (``None`` otherwise)."""
+    info = MODELS[model].model_fields[name]
+    ann: Any = info.annotation
+    metadata = list(info.metadata)
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        ann = args[0]
+    if get_origin(ann) is Annotated:
+        ann, *extra = get_args(ann)
+        metadata += extra
+    if ann is not str or len(metadata) != 1 or not isinstance(metadata[0], StringConstraints):
+        return None
+    c = metadata[0]
+    others = (c.strip_whitespace, c.to_upper, c.to_lower, c.strict, c.min_length, c.max_length)
+    if any(x is not None for x in others) or not isinstance(c.pattern, str):
+        return None
+    return c.pattern
 
 
 def _cross_field_refused(model: str, outs: Mapping[str, _Out], n: int) -> pa.Array:

@@ -129,6 +129,8 @@ def _records(spec: Any, n: int, seed: int) -> list[dict[str, Any]]:
         for f in fields:
             if f in ("cf", "CODICE_FISCALE", "ID_NUCLEO", "household_id"):
                 pool: list[Any] = [PSEUDONYM, "v2.1." + "C" * 43]
+                if odd and rng.random() < 0.1:  # not a pseudonym: the model refuses it
+                    pool = ["short", "<invalid identifier removed>", "v2.1." + "é" * 20]
             elif f.endswith("__birth_year"):
                 pool = [1950, 1980, 2010]
             elif f.endswith("__sex"):
