@@ -424,36 +424,33 @@ class ColumnMapping:
                 return None
             cols[name], odd = col
             uncertain = _or(uncertain, odd)
-        per_record: list[tuple[_Record, pa.Array | None, list[dict[str, Any]]]] = []
+        Entry = tuple[str, tuple[str, ...] | None, dict[str, Any]]
+        per_record: list[tuple[list[Entry], list[bool] | None]] = []
         for rec in self._records:
             active = rec.when(cols, n) if rec.when is not None else None
-            bad, rows = self._outputs(rec, cols, n)
+            bad, rows, keys = self._outputs(rec, cols, n)
             if active is not None:
                 bad = pc.and_(bad, active)
             uncertain = _or(uncertain, bad)
-            per_record.append((rec, active, rows))
+            model = rec.model
+            entries: list[Entry] = (
+                [(model, None, row) for row in rows]
+                if keys is None
+                else [(model, k, row) for k, row in zip(keys, rows, strict=True)]
+            )
+            per_record.append((entries, None if active is None else active.to_pylist()))
         refused = uncertain.to_pylist()
-        actives = [None if a is None else a.to_pylist() for _, a, _ in per_record]
-        out: list[RowOutputs] = []
-        for i in range(n):
-            if refused[i]:
-                out.append(None)
-                continue
-            outputs: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] = []
-            for (rec, _, rows), active in zip(per_record, actives, strict=True):
-                if active is not None and not active[i]:
-                    continue
-                row = rows[i]
-                key = None
-                if rec.key is not None:
-                    key = tuple(row.pop(f"\x00key{j}") for j in range(len(rec.key)))
-                outputs.append((rec.model, key, row))
-            out.append(outputs)
-        return out
+        if all(a is None for _, a in per_record):
+            columns = [entries for entries, _ in per_record]
+            return [None if r else [c[i] for c in columns] for i, r in enumerate(refused)]
+        return [
+            None if r else [e[i] for e, a in per_record if a is None or a[i]]
+            for i, r in enumerate(refused)
+        ]
 
     def _outputs(
         self, rec: _Record, cols: dict[str, _Col], n: int
-    ) -> tuple[pa.Array, list[dict[str, Any]]]:
+    ) -> tuple[pa.Array, list[dict[str, Any]], list[tuple[str, ...]] | None]:
         """The rows one record spec gives (all of them, refused or not) and where it refused:
         a step of the mapping, a value the model refuses or a cross-field rule."""
         bad = pa.array([False] * n)
@@ -475,7 +472,7 @@ class ColumnMapping:
             o_ = outs.get(name)
             if o_ is None:
                 if name not in defaults:  # required and not mapped: the row path says so
-                    return pa.array([True] * n), []
+                    return pa.array([True] * n), [{}] * n, None
                 columns.append([defaults[name]] * n)
                 continue
             bad = _or(
@@ -487,13 +484,8 @@ class ColumnMapping:
                 values = [default if v is None else v for v in values]
             columns.append(values)
         bad = _or(bad, _cross_field_refused(rec.model, outs, n))
-        key_names = [f"\x00key{j}" for j in range(len(keys))]
-        all_names = names + key_names
-        rows = [
-            dict(zip(all_names, values, strict=True))
-            for values in zip(*columns, *keys, strict=True)
-        ]
-        return bad, rows
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        return bad, rows, list(zip(*keys, strict=True)) if keys else None
 
     def _refused_values(
         self, model: str, name: str, o: _Out, n: int, *, required: bool

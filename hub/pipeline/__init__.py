@@ -35,7 +35,9 @@ record is read and mapped again, the quarantined ones included.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
 import time
 from collections import Counter, defaultdict
@@ -306,16 +308,19 @@ class Pipeline:
                 totals.quarantined += counts.quarantined
                 totals.duplicates += counts.duplicates
             tx.batch_written(len(batch.records))
+            # The young objects of the batch, collected once (see _young_collections).
+            gc.collect(1)
             if progress:
                 progress(totals)
 
         try:
             try:
-                clock = time.process_time()
-                for batch in extract:
-                    self.stage_cpu["extract"] += time.process_time() - clock
-                    flush(batch)
+                with _young_collections():
                     clock = time.process_time()
+                    for batch in extract:
+                        self.stage_cpu["extract"] += time.process_time() - clock
+                        flush(batch)
+                        clock = time.process_time()
             except SourceUnavailable:
                 # The source stopped answering: keep what was read up to the latest
                 # cursor, so the next run resumes right there.
@@ -535,6 +540,26 @@ def pseudonymised_batches(
         if covered is not None:
             yield prepare(covered)
         raise
+
+
+@contextlib.contextmanager
+def _young_collections() -> Iterator[None]:
+    """No automatic garbage collection while a run loads; ``flush`` collects the two young
+    generations after each batch instead.
+
+    A run keeps large caches (identifier outcomes, pseudonyms, key hashes: up to a million
+    entries each) and every 700 allocations the collector would look at young objects and,
+    from time to time, at all of them: a quarter of a sync's CPU time at 100,000 records.
+    What a batch leaves behind in cycles is still collected, with the batch; the long-lived
+    caches are never scanned again during the run.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _tick(cpu: defaultdict[str, float], stage: str, since: float) -> float:
