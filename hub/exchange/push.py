@@ -837,7 +837,17 @@ def _not_pseudonymised(
                         f"record at {p.location!r}: field {name!r} is not a pseudonym of the "
                         f"current epoch {epoch} (the worker must pseudonymise it)"
                     )
+                person = dict(p.person_keys).get(name)
+                if not (isinstance(person, str) and _PERSON_KEY.fullmatch(person)):
+                    return (
+                        f"record at {p.location!r}: field {name!r} comes without its person "
+                        "key (a worker older than this hub? upgrade it)"
+                    )
     return None
+
+
+#: What :meth:`hub.pseudonyms.Pseudonymiser.person_key` gives.
+_PERSON_KEY = re.compile(r"p1\.[A-Za-z0-9_-]{22}")
 
 
 def create_push_app(home: Home, pipeline: Pipeline) -> FastAPI:

@@ -209,6 +209,12 @@ class Transform:
         self, p: Prepared, model: str, key: tuple[str, ...] | None, seen: dict[str, int]
     ) -> bytes:
         if key is not None:
+            if p.person_keys:
+                # A key naming an identifier field is built from the person's key, which
+                # needs no group operation to stay the same across key rotations (a pseudonym
+                # that came already pseudonymised is made epoch-independent by key16).
+                persons = {p.data.get(name): person for name, person in p.person_keys}
+                key = tuple(persons.get(part, part) for part in key)
             return self._output_key_hash(model, key)
         n = seen.get(model, 0)
         seen[model] = n + 1

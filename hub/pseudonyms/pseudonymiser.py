@@ -172,6 +172,18 @@ class Pseudonymiser:
         msg = "\x1f".join([stable(p) if p.startswith(TEXT_PREFIX) else p for p in parts])
         return hmac.digest(self._rkey, msg.encode(), hashlib.sha256)[:16]
 
+    def person_key(self, identifier: Identifier) -> str:
+        """An epoch-independent keyed token of a person (``p1.<base64url of 16 bytes>``):
+        HMAC, with the record key, of what the pseudonym is computed from.
+
+        Equal exactly when the pseudonyms are; it does not change when the pseudonym keys
+        rotate, and it costs one HMAC (the stage computes it beside each pseudonym), so the
+        row keys built from identifiers (a subject's, an assessment's) need no group
+        operation. Kept inside key hashes; never stored as such.
+        """
+        msg = b"person\x1f" + hash_input(identifier, self.domain)
+        return "p1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256)[:16])
+
     def _stable(self, part: str) -> str:
         if not part.startswith(TEXT_PREFIX):
             return part

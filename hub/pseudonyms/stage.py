@@ -66,6 +66,8 @@ class BatchPseudonymiser(Protocol):
 
     def key16(self, *parts: str) -> bytes: ...
 
+    def person_key(self, identifier: Identifier) -> str: ...
+
 
 @lru_cache(maxsize=1024)
 def identifier_type_named(word: str) -> IdentifierType:
@@ -91,6 +93,9 @@ class Prepared:
     #: The record's fingerprint (:class:`Fingerprint`): with the mapping version, what
     #: decides "unchanged" (:func:`hub.pipeline.transform.record_hash_of`).
     fingerprint: str = ""
+    #: (identifier field, :meth:`~hub.pseudonyms.Pseudonymiser.person_key` of its value) for
+    #: each identifier pseudonymised: what row keys naming that field are built from.
+    person_keys: tuple[tuple[str, str], ...] = ()
 
 
 class Fingerprint(NamedTuple):
@@ -103,8 +108,8 @@ class Fingerprint(NamedTuple):
     fingerprint: str
 
 
-#: Pseudonym and CF-derived (birth year, sex), or the reason the identifier is invalid.
-Outcome = tuple[str | None, tuple[int, str] | None] | InvalidIdentifier
+#: Pseudonym, CF-derived (birth year, sex) and person key, or why the identifier is invalid.
+Outcome = tuple[str | None, tuple[int, str] | None, str | None] | InvalidIdentifier
 _Key = tuple[str | None, IdentifierType | None, str | None]
 
 
@@ -238,7 +243,7 @@ class PseudonymiseStage:
                 self._outcomes[key] = e
                 continue
             if ident.type is IdentifierType.NONE:
-                self._outcomes[key] = (None, None)
+                self._outcomes[key] = (None, None, None)
             else:
                 valid.setdefault(ident, []).append(key)
         if not valid:
@@ -255,7 +260,11 @@ class PseudonymiseStage:
                 if ident.type is IdentifierType.CF
                 else None
             )
-            outcome: Outcome = (pseudonym_text(epoch, digest), derived)
+            outcome: Outcome = (
+                pseudonym_text(epoch, digest),
+                derived,
+                self.pseudonymiser.person_key(ident),
+            )
             for key in valid[ident]:
                 self._outcomes[key] = outcome
 
@@ -269,6 +278,7 @@ class PseudonymiseStage:
         data: dict[str, Any] = {f: raw[f] for f in self.data_fields if f in raw}
         problems: list[tuple[str, str, str]] = []
         cf_derived: tuple[int, str] | None = None
+        person_keys: list[tuple[str, str]] = []
         for spec, okey, rule in plan:
             if okey is None:
                 if rule == "unknown_type":
@@ -284,8 +294,10 @@ class PseudonymiseStage:
                 problems.append((spec.name, outcome.rule, outcome.message))
                 data[spec.name] = INVALID_MARKER
                 continue
-            pseudonym, derived = outcome
+            pseudonym, derived, person = outcome
             data[spec.name] = pseudonym
+            if person is not None:
+                person_keys.append((spec.name, person))
             if derived is not None and cf_derived is None:
                 cf_derived = derived
             if derived is not None and spec.derive_birth_year_and_sex:
@@ -300,4 +312,5 @@ class PseudonymiseStage:
             fp.unit_hash,
             cf_derived,
             fp.fingerprint,
+            tuple(person_keys),
         )

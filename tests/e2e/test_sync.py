@@ -200,3 +200,41 @@ def test_sync_timings_says_where_the_cpu_went(make_workspace: WorkspaceFactory) 
     total = float(re.search(r"total ([0-9.]+) s", line).group(1))  # type: ignore[union-attr]
     assert total > 0
     assert abs(sum(map(float, stages.values())) - total) <= 0.1 * len(stages)
+
+
+def test_rows_keyed_the_old_way_are_replaced_after_the_person_keys_migration(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    """0006_person_keys makes the next sync map every record again: rows whose keys were
+    built the old way (simulated here by changing them) are replaced, and the registry ends
+    as a fresh sync leaves it, with no second row for anybody."""
+    import hashlib
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from hub.registry import tables as t
+    from hub.registry.migrate import alembic_config
+
+    ws = make_workspace(2_000)
+    pipeline, reg = _pipeline(ws)
+    (first,) = pipeline.sync("syn")
+    url = reg.engine.url.render_as_string(hide_password=False)
+    expected = registry_dump(url)
+    old_way = ("subject", "assessment")  # the synthetic mapping keys these by person
+    with reg.engine.begin() as conn:
+        for kind in old_way:
+            table = t.RECORD_TABLES[kind]
+            for rid, key in conn.execute(sa.select(table.c.id, table.c.key_hash)).all():
+                other = hashlib.blake2b(bytes(key), digest_size=16).digest()
+                conn.execute(table.update().where(table.c.id == rid).values(key_hash=other))
+        command.downgrade(alembic_config(conn), "0005_storage")
+    reg.close()
+
+    pipeline, reg = _pipeline(ws)  # opening the registry upgrades it: 0006 runs
+    assert reg.get_state("syn", "cases") == {}
+    (again,) = pipeline.sync("syn")
+    assert again.read == first.read and again.unchanged == 0
+    assert again.loaded == first.loaded and again.balanced
+    assert registry_dump(url) == expected
+    reg.close()

@@ -42,6 +42,9 @@ class Counting:
     def key16(self, *parts: str) -> bytes:
         return self.inner.key16(*parts)
 
+    def person_key(self, identifier: Identifier) -> str:
+        return self.inner.person_key(identifier)
+
 
 def test_pseudonymise_many_is_the_raw_digest_of_the_text_pseudonym(
     pseudonymiser: Pseudonymiser,
