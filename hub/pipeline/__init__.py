@@ -108,8 +108,9 @@ log = logging.getLogger("raccordo.pipeline")
 ProgressCallback = Callable[[RunProgress], None]
 
 #: The stages whose CPU time :attr:`Pipeline.stage_cpu` counts, in pipeline order
-#: (``fingerprint``: the keyed hashes that decide "unchanged" before pseudonymisation).
-STAGES = ("extract", "fingerprint", "pseudonymise", "transform", "load")
+#: (``fingerprint``: the keyed hashes that decide "unchanged" before pseudonymisation;
+#: ``load`` includes the commits; ``gc``: the garbage collection after each batch).
+STAGES = ("extract", "fingerprint", "pseudonymise", "transform", "load", "gc")
 
 
 class Pipeline:
@@ -307,9 +308,12 @@ class Pipeline:
                 totals.unchanged += counts.unchanged
                 totals.quarantined += counts.quarantined
                 totals.duplicates += counts.duplicates
-            tx.batch_written(len(batch.records))
+            clock = time.process_time()
+            tx.batch_written(len(batch.records))  # commits now and then: part of load
+            clock = _tick(self.stage_cpu, "load", clock)
             # The young objects of the batch, collected once (see _young_collections).
             gc.collect(1)
+            _tick(self.stage_cpu, "gc", clock)
             if progress:
                 progress(totals)
 
@@ -328,7 +332,9 @@ class Pipeline:
                 if covered is not None:
                     flush(covered)
                 raise
-            tx.close()
+            clock = time.process_time()
+            tx.close()  # the last commit
+            _tick(self.stage_cpu, "load", clock)
         except SourceUnavailable as e:
             tx.close()
             self.registry.finish_run(run_id, status="failed", error=str(e))

@@ -196,7 +196,7 @@ def test_sync_timings_says_where_the_cpu_went(make_workspace: WorkspaceFactory) 
     assert result.returncode == 0, result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("CPU by stage:")]
     stages = dict(re.findall(r"(\w+) ([0-9.]+) s", line.split("(total")[0]))
-    assert list(stages) == ["extract", "fingerprint", "pseudonymise", "transform", "load"]
+    assert list(stages) == ["extract", "fingerprint", "pseudonymise", "transform", "load", "gc"]
     total = float(re.search(r"total ([0-9.]+) s", line).group(1))  # type: ignore[union-attr]
     assert total > 0
     assert abs(sum(map(float, stages.values())) - total) <= 0.1 * len(stages)
