@@ -81,6 +81,9 @@ class Touched:
     months: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     pic: set[tuple[str, int]] = field(default_factory=set)
     xd: set[int] = field(default_factory=set)
+    #: The fingerprints of the touched organisations, computed while finding what changed
+    #: (stored again by the refresh, so it need not compute them twice).
+    fingerprints: dict[str, dict[str, int]] | None = None
 
     def slices(self) -> set[tuple[str, int]]:
         """The ``(organisation, year)`` slices touched."""
@@ -88,6 +91,10 @@ class Touched:
 
     def years(self) -> set[int]:
         return {y for _, y in self.slices()} | self.xd
+
+    def years_of(self, *tables: str) -> set[int]:
+        """The years of the touched months of ``tables``."""
+        return {m // 12 for name in tables for _, m in self.months.get(name, ())}
 
     @classmethod
     def of_slices(cls, slices: Iterable[tuple[str, int]]) -> Touched:
@@ -165,6 +172,16 @@ def refresh(
     pic_orgs: dict[int, set[str]] = defaultdict(set)
     for org, year in work.pic:
         pic_orgs[year].add(org)
+    # Which year tables each touched table feeds (all of them in a year new to the store).
+    iv_, ce_, ns_, as_ = (
+        x.name for x in (t.interventions, t.case_episodes, t.need_signals, t.assessments)
+    )
+    feeds = {
+        "iv": work.years_of(iv_),
+        "ets": work.years_of(ns_),
+        "ov": work.years_of(iv_, ce_, ns_),
+        "cov": work.years_of(iv_, ce_, ns_, as_),
+    }
     rows: list[dict[str, object]] = []
     replaced: list[tuple[int, str]] = []  # (year, kind) rows deleted before the insert
     for year in recompute:
@@ -173,30 +190,38 @@ def refresh(
             orgs = ind.organisations(conn)
             ets = ind.ets_orgs(conn)
         fresh_year = full or year in new_years
-        both = ind.interventions_both(engine, period, monthly=True)
-        for by in ("area", "service"):
-            district = both[by]
-            rows.append(_row(year, f"iv.{by}", "*", district))
-            for org in orgs:
-                if org in district[0].cols:
-                    rows.append(_row(year, f"iv.{by}", org, ind.slice_interventions(district, org)))
-        ets_share = {
-            org: ind.third_sector(engine, period, org=org, use_cache=False, monthly=True)
-            for org in sorted(ets)
-        }
-        ets_tables = ind.third_sector(
-            engine, period, use_cache=False, reuse=ets_share, monthly=True
-        )
-        rows.append(_row(year, "ets", "*", ets_tables))
-        for org in sorted(ets):
-            rows.append(_row(year, "ets", org, ets_share[org]))
-        rows.append(
-            _row(year, "ov", "*", ind.overlaps(engine, period, use_cache=False, monthly=True))
-        )
-        rows.append(
-            _row(year, "cov", "*", [ind.coverage(engine, period, use_cache=False, monthly=True)])
-        )
-        replaced += [(year, k) for k in ("iv.area", "iv.service", "ets", "ov", "cov")]
+        redo = {k for k, ys in feeds.items() if fresh_year or year in ys}
+        if "iv" in redo:
+            both = ind.interventions_both(engine, period, monthly=True)
+            for by in ("area", "service"):
+                district = both[by]
+                rows.append(_row(year, f"iv.{by}", "*", district))
+                for org in orgs:
+                    if org in district[0].cols:
+                        rows.append(
+                            _row(year, f"iv.{by}", org, ind.slice_interventions(district, org))
+                        )
+            replaced += [(year, "iv.area"), (year, "iv.service")]
+        if "ets" in redo:
+            ets_share = {
+                org: ind.third_sector(engine, period, org=org, use_cache=False, monthly=True)
+                for org in sorted(ets)
+            }
+            ets_tables = ind.third_sector(
+                engine, period, use_cache=False, reuse=ets_share, monthly=True
+            )
+            rows.append(_row(year, "ets", "*", ets_tables))
+            for org in sorted(ets):
+                rows.append(_row(year, "ets", org, ets_share[org]))
+            replaced.append((year, "ets"))
+        if "ov" in redo:
+            ov = ind.overlaps(engine, period, use_cache=False, monthly=True)
+            rows.append(_row(year, "ov", "*", ov))
+            replaced.append((year, "ov"))
+        if "cov" in redo:
+            cov = ind.coverage(engine, period, use_cache=False, monthly=True)
+            rows.append(_row(year, "cov", "*", [cov]))
+            replaced.append((year, "cov"))
         if fresh_year or year in work.xd:
             rows.append(_row(year, "xd", "*", cross_district(engine, period, use_cache=False)))
             replaced.append((year, "xd"))
@@ -234,7 +259,8 @@ def refresh(
             )
         )
         # What the next incremental refresh compares against (see touched_months).
-        _store_fingerprints(conn, None if full else _orgs_of(work))
+        touched_orgs = _orgs_of(work) | set(work.fingerprints or ())
+        _store_fingerprints(conn, None if full else touched_orgs, work.fingerprints)
         return int(conn.execute(sa.select(sa.func.count()).select_from(o)).scalar() or 0)
 
 
@@ -373,6 +399,7 @@ def touched_months(engine: sa.Engine) -> Touched | None:
             _mark(work, str(org), "subjects", first, last)
         before = _stored_fingerprint(conn, orgs)
         now = fingerprint(conn, orgs)
+        work.fingerprints = now
     for org in orgs:
         old, new = before.get(org), now[org]
         if old is None:  # no fingerprint stored: everything of it
@@ -405,8 +432,13 @@ def _stored_fingerprint(conn: sa.Connection, orgs: Iterable[str]) -> dict[str, d
     return {str(org): json.loads(content) for org, content in found}
 
 
-def _store_fingerprints(conn: sa.Connection, orgs: set[str] | None) -> None:
-    """Store the fingerprint of ``orgs`` (None: every organisation with rows)."""
+def _store_fingerprints(
+    conn: sa.Connection,
+    orgs: set[str] | None,
+    known: dict[str, dict[str, int]] | None = None,
+) -> None:
+    """Store the fingerprint of ``orgs`` (None: every organisation with rows); ``known``
+    holds fingerprints already computed since the last sync run (not computed again)."""
     if orgs is None:
         wanted: set[str] = set()
         for table in t.RECORD_TABLES.values():
@@ -422,11 +454,13 @@ def _store_fingerprints(conn: sa.Connection, orgs: set[str] | None) -> None:
             )
     if not wanted:
         return
+    prints = {o: v for o, v in (known or {}).items() if o in wanted}
+    prints.update(fingerprint(conn, wanted - set(prints)))
     conn.execute(
         t.obs_tables.insert(),
         [
             {"year": 0, "kind": _FP, "org": o, "content": json.dumps(v, sort_keys=True)}
-            for o, v in fingerprint(conn, wanted).items()
+            for o, v in sorted(prints.items())
         ],
     )
 

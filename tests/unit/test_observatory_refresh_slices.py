@@ -182,7 +182,8 @@ def test_a_sync_recomputes_only_the_slices_it_touched(
 
     spy = Spy(monkeypatch)
     refresh_after_sync(engine)
-    assert sorted(set(spy.iv)) == [2020, 2021, 2022]
+    # Interventions tables: the years whose interventions changed (2021 lost an episode only).
+    assert sorted(set(spy.iv)) == [2020, 2022]
     assert {org for _, org in spy.pic} == {"A", None}  # B's rows are reused
     # Only case episodes, subjects and assessments feed the prese in carico: the
     # interventions changed in 2020 and 2022 do not recompute them; the deleted episode
@@ -196,9 +197,8 @@ def test_a_sync_recomputes_only_the_slices_it_touched(
         ("interventions", 2022 * 12 + 5, 2022 * 12 + 6),  # the moved row's new months
         ("case_episodes", 2021 * 12 + 1, 2021 * 12 + 10),  # the deleted episode's
     }
-    # E1 not touched: its months are not recomputed (above); the Third Sector tables of the
-    # touched years are assembled from the stored months, never from the registry.
-    assert spy.ets and all(spy.ets_from_months)
+    # No need signal changed: the Third Sector tables are kept as stored.
+    assert spy.ets == []
     incremental = _store(registry)
     monkeypatch.undo()
     refresh(engine)
@@ -206,7 +206,9 @@ def test_a_sync_recomputes_only_the_slices_it_touched(
     assert touched_slices(engine) == set()  # nothing since
 
 
-def test_a_third_sector_sync_and_a_new_year(registry: Registry) -> None:
+def test_a_third_sector_sync_and_a_new_year(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = registry.engine
     refresh(engine)
     with engine.begin() as conn:
@@ -232,7 +234,15 @@ def test_a_third_sector_sync_and_a_new_year(registry: Registry) -> None:
     assert touched is not None
     assert ("E1", 2023) in touched and ("B", 2025) in touched
     assert not any(y < 2023 for _, y in touched)
+    spy = Spy(monkeypatch)
     refresh_after_sync(engine)
+    # E1's new contact: its tables and the district's, assembled from the stored months.
+    assert {2023} <= {y for y, _ in spy.ets} and all(spy.ets_from_months)
+    # B's episode opens 2025, a year new to the store: every organisation's months of it
+    # (open rows run into it); of A, nothing else.
+    assert {org for org, _, _ in spy.months} == {"A", "B", "E1"}
+    assert all(lo >= 2025 * 12 for org, _, (lo, _) in spy.months if org == "A")
+    monkeypatch.undo()
     incremental = _store(registry)
     refresh(engine)
     assert _store(registry) == incremental
