@@ -84,6 +84,8 @@ class Touched:
     #: The fingerprints of the touched organisations, computed while finding what changed
     #: (stored again by the refresh, so it need not compute them twice).
     fingerprints: dict[str, dict[str, int]] | None = None
+    #: The registry's first and last year with data, found at the same time.
+    data_span: tuple[int, int] | None = None
 
     def slices(self) -> set[tuple[str, int]]:
         """The ``(organisation, year)`` slices touched."""
@@ -133,7 +135,8 @@ def refresh(
         marker = conn.execute(
             sa.select(t.obs_refresh.c.first_year, t.obs_refresh.c.last_year)
         ).first()
-        span = data_years(conn)
+        known = touched.data_span if isinstance(touched, Touched) else None
+        span = known or data_years(conn)
         run_id = last_run_id(conn)
     full = touched is None or marker is None or marker[0] is None
     if span is None and years is None:
@@ -295,11 +298,7 @@ def _spans() -> list[tuple[sa.Table, sa.ColumnElement[Any], sa.ColumnElement[Any
     ]
 
 
-def _month(col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    return sa.cast(
-        sa.func.extract("year", col) * sa.literal_column("100") + sa.func.extract("month", col),
-        sa.Integer,
-    )
+_month = mo.month_sql
 
 
 def fingerprint(conn: sa.Connection, orgs: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -376,11 +375,11 @@ def touched_months(engine: sa.Engine) -> Touched | None:
         span = data_years(conn)
         if span is not None:
             first, last = min(first, span[0]), max(last, span[1])
+        work = Touched(data_span=span)
         orgs = {
             str(o)
             for (o,) in conn.execute(sa.select(t.runs.c.org).where(t.runs.c.id > since).distinct())
         }
-        work = Touched()
         if not orgs:
             return work
         for table, lo, hi in _spans():
