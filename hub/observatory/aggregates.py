@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.observatory import months as mo
-from hub.observatory.rows import own
+from hub.observatory.rows import own, received
 from hub.observatory.table import Period, Table, table_from_dict, table_to_dict
 from hub.registry import tables as t
 
@@ -303,29 +303,76 @@ _month = mo.month_sql
 
 def fingerprint(conn: sa.Connection, orgs: Iterable[str]) -> dict[str, dict[str, int]]:
     """For each organisation: how many rows each record table holds per span of months
-    (``"case_episodes|202101|202311"``, ``YYYYMM``; an open end is ``-``), and its subject
-    rows. A row that leaves a span (deleted, or its dates moved) lowers that span's count:
-    that is how a sync's deletions and moves are found although the rows are gone."""
+    (``"case_episodes|202101|202311"``, ``YYYYMM``; an open end is ``-``; rows received
+    from another district under ``"x|case_episodes|…"``), and its subject rows. A row that
+    leaves a span (deleted, or its dates moved) lowers that span's count: that is how a
+    sync's deletions and moves are found although the rows are gone."""
+    return _scan(conn, orgs, None)[0]
+
+
+def _scan(
+    conn: sa.Connection, orgs: Iterable[str], since: int | None
+) -> tuple[dict[str, dict[str, int]], list[tuple[str, str]]]:
+    """The fingerprints of ``orgs`` and, with ``since``, the ``(org, span key)`` of the rows
+    written by runs after it: one pass over each record table's rows of ``orgs``."""
     wanted = sorted(set(orgs))
     out: dict[str, dict[str, int]] = {o: {} for o in wanted}
+    written: list[tuple[str, str]] = []
     if not wanted:
-        return out
+        return out, written
+    is_new = (
+        (lambda tb: sa.literal(0))
+        if since is None
+        else (lambda tb: sa.case((tb.c.run_id > since, 1), else_=0))
+    )
     for table, lo, hi in _spans():
         m0 = _month(lo)
         m1 = _month(hi) if hi is not None else sa.literal(-1)
+        x = sa.case((received(table), 1), else_=0)
+        new = is_new(table)
         q = (
-            sa.select(table.c.org, m0, m1, sa.func.count())
+            sa.select(table.c.org, m0, m1, x, new, sa.func.count())
             .where(table.c.org.in_(wanted))
-            .group_by(table.c.org, m0, m1)
+            .group_by(table.c.org, m0, m1, x, new)
         )
-        for org, a, b, n in conn.execute(q):
-            out[str(org)][_span_key(table.name, a, b)] = int(n)
+        for org, a, b, rx, rn, n in conn.execute(q):
+            key = ("x|" if rx else "") + _span_key(table.name, a, b)
+            prints = out[str(org)]
+            prints[key] = prints.get(key, 0) + int(n)
+            if rn:
+                written.append((str(org), key))
     su = t.subjects
-    for org, n in conn.execute(
-        sa.select(su.c.org, sa.func.count()).where(su.c.org.in_(wanted)).group_by(su.c.org)
+    new = is_new(su)
+    for org, rn, n in conn.execute(
+        sa.select(su.c.org, new, sa.func.count())
+        .where(su.c.org.in_(wanted))
+        .group_by(su.c.org, new)
     ):
-        out[str(org)]["subjects"] = int(n)
-    return out
+        prints = out[str(org)]
+        prints["subjects"] = prints.get("subjects", 0) + int(n)
+        if rn:
+            written.append((str(org), "subjects"))
+    return out, written
+
+
+def _span_of(prints: Iterable[dict[str, int]]) -> tuple[int, int] | None:
+    """:func:`data_years` from fingerprints: the own case episodes, interventions and need
+    signals, from the first start to the last end (or start)."""
+    lo: int | None = None
+    hi: int | None = None
+    dated = (t.case_episodes.name, t.interventions.name, t.need_signals.name)
+    for fp in prints:
+        for key in fp:
+            parts = key.split("|")
+            if len(parts) != 3 or parts[0] not in dated:
+                continue
+            a = int(parts[1]) // 100
+            b = a if parts[2] == "-" else int(parts[2]) // 100
+            lo = a if lo is None else min(lo, a)
+            hi = b if hi is None else max(hi, b)
+    if lo is None or hi is None:
+        return None
+    return lo, max(hi, min(dt.date.today().year, hi + 1))
 
 
 def _span_key(table: str, a: Any, b: Any) -> str:
@@ -338,6 +385,12 @@ def _mark(work: Touched, org: str, key: str, first: int, last: int) -> None:
     lo_m, hi_m = first * 12, last * 12 + 11
     if key == "subjects":  # no dates: every year of the organisation's prese in carico
         work.pic |= {(org, y) for y in range(first, last + 1)}
+        return
+    if key.startswith("x|"):  # received rows: only the cross-district tables use them
+        table, a, b = key[2:].split("|")
+        if table == t.case_episodes.name:
+            end = last if b == "-" else int(b) // 100
+            work.xd |= set(range(max(int(a) // 100, first), min(end, last) + 1))
         return
     table, a, b = key.split("|")
     start = mo.from_yyyymm(int(a))
@@ -372,33 +425,23 @@ def touched_months(engine: sa.Engine) -> Touched | None:
         if marker is None or marker[1] is None:
             return None
         since, first, last = int(marker[0]), int(marker[1]), int(marker[2])
-        span = data_years(conn)
-        if span is not None:
-            first, last = min(first, span[0]), max(last, span[1])
-        work = Touched(data_span=span)
         orgs = {
             str(o)
             for (o,) in conn.execute(sa.select(t.runs.c.org).where(t.runs.c.id > since).distinct())
         }
         if not orgs:
-            return work
-        for table, lo, hi in _spans():
-            m1 = _month(hi) if hi is not None else sa.literal(-1)
-            q = (
-                sa.select(table.c.org, _month(lo), m1)
-                .where(table.c.org.in_(sorted(orgs)), table.c.run_id > since)
-                .distinct()
-            )
-            for org, a, b in conn.execute(q):
-                _mark(work, str(org), _span_key(table.name, a, b), first, last)
-        su = t.subjects
-        for (org,) in conn.execute(
-            sa.select(su.c.org).where(su.c.org.in_(sorted(orgs)), su.c.run_id > since).distinct()
-        ):
-            _mark(work, str(org), "subjects", first, last)
-        before = _stored_fingerprint(conn, orgs)
-        now = fingerprint(conn, orgs)
-        work.fingerprints = now
+            return Touched()
+        now, written = _scan(conn, orgs, since)
+        stored = _stored_fingerprint(conn, None)
+    before = {o: fp for o, fp in stored.items() if o in orgs}
+    # The data span without scanning the registry: the fingerprints of the organisations
+    # not touched (as stored) and of the touched ones (as now).
+    span = _span_of([*(fp for o, fp in stored.items() if o not in orgs), *now.values()])
+    if span is not None:
+        first, last = min(first, span[0]), max(last, span[1])
+    work = Touched(data_span=span, fingerprints=now)
+    for org, key in written:
+        _mark(work, org, key, first, last)
     for org in orgs:
         old, new = before.get(org), now[org]
         if old is None:  # no fingerprint stored: everything of it
@@ -421,13 +464,15 @@ def touched_slices(engine: sa.Engine) -> set[tuple[str, int]] | None:
     return None if work is None else work.slices()
 
 
-def _stored_fingerprint(conn: sa.Connection, orgs: Iterable[str]) -> dict[str, dict[str, int]]:
+def _stored_fingerprint(
+    conn: sa.Connection, orgs: Iterable[str] | None
+) -> dict[str, dict[str, int]]:
+    """The fingerprints stored at the last refresh (of ``orgs``, or of every organisation)."""
     o = t.obs_tables
-    found = conn.execute(
-        sa.select(o.c.org, o.c.content).where(
-            o.c.kind == _FP, o.c.year == 0, o.c.org.in_(sorted(set(orgs)))
-        )
-    ).all()
+    q = sa.select(o.c.org, o.c.content).where(o.c.kind == _FP, o.c.year == 0)
+    if orgs is not None:
+        q = q.where(o.c.org.in_(sorted(set(orgs))))
+    found = conn.execute(q).all()
     return {str(org): json.loads(content) for org, content in found}
 
 

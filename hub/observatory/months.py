@@ -242,7 +242,7 @@ def compute(
             own(iv), iv.c.org == org, iv.c.started_on <= end,
             sa.or_(iv.c.ended_on.is_(None), iv.c.ended_on >= start),
         )  # fmt: skip
-        items = ((f"{a}/{c}", s, b, e, m) for a, c, s, b, e, m in conn.execute(q))
+        items = ((f"{a}/{c}", s, b, e, m) for a, c, s, b, e, m in conn.execute(q).all())
         return (IV,), _interval_rows(IV, org, items, lo, hi)
     if table == t.case_episodes.name:
         ce = t.case_episodes
@@ -250,7 +250,7 @@ def compute(
             own(ce), ce.c.org == org, ce.c.opened_on <= end,
             sa.or_(ce.c.closed_on.is_(None), ce.c.closed_on >= start),
         )  # fmt: skip
-        items2 = (("", s, b, e, None) for s, b, e in conn.execute(q2))
+        items2 = (("", s, b, e, None) for s, b, e in conn.execute(q2).all())
         return (CE,), _interval_rows(CE, org, items2, lo, hi)
     if table == t.need_signals.name:
         ns = t.need_signals
@@ -375,7 +375,7 @@ def read(
     first = yyyymm(m1)
     out = Sums()
     parts: dict[tuple[str, str], list[BitMap]] = defaultdict(list)
-    for org, key, month, n, cents, carry_n, carry_cents, people in conn.execute(q):
+    for org, key, month, n, cents, carry_n, carry_cents, people in conn.execute(q).all():
         k = (str(org), str(key))
         if month == first:
             n, cents = n + carry_n, cents + carry_cents
