@@ -266,3 +266,22 @@ def test_month_arithmetic() -> None:
     )
     assert mo.whole_months(Period(D(2024, 2, 1), D(2024, 2, 28))) is None
     assert mo.runs_of([5, 1, 2, 3, 7, 8]) == [(1, 3), (5, 5), (7, 8)]
+
+
+def test_refresh_of_year_slices_still_equals_a_full_one(registry: Registry) -> None:
+    """``Hub.refresh(touched=...)`` passes ``(organisation, year)`` slices: everything of
+    those is recomputed, and the store equals a full refresh's."""
+    engine = registry.engine
+    refresh(engine)
+    with engine.begin() as conn:
+        run = run_of(conn, "c.A-again", "A")
+        ce = t.case_episodes
+        first = conn.execute(
+            sa.select(sa.func.min(ce.c.id)).where(ce.c.org == "A", own_run(ce))
+        ).scalar()
+        conn.execute(ce.update().where(ce.c.id == first).values(closed_on=None, run_id=run))
+    slices = {("A", y) for y in range(2022, 2025)}
+    refresh(engine, touched=slices)
+    incremental = _store(engine)
+    refresh(engine)
+    assert _store(engine) == incremental
