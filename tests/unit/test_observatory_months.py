@@ -184,9 +184,11 @@ def test_received_rows_are_not_in_the_bitmaps(registry: Registry) -> None:
     assert set(stored) == own
 
 
-def _store(engine: sa.Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    o, m = t.obs_tables, t.obs_months
+def _store(engine: sa.Engine) -> tuple[Any, ...]:
+    """Both stores and the years the marker says they cover."""
+    o, m, r = t.obs_tables, t.obs_months, t.obs_refresh
     with engine.connect() as conn:
+        span = tuple(conn.execute(sa.select(r.c.first_year, r.c.last_year, r.c.last_run_id)).one())
         tables = sorted(
             tuple(r) for r in conn.execute(sa.select(o.c.kind, o.c.year, o.c.org, o.c.content))
         )
@@ -199,7 +201,7 @@ def _store(engine: sa.Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ..
                 )
             )
         )  # fmt: skip
-    return tables, months
+    return span, tables, months
 
 
 def test_a_refresh_of_the_touched_months_equals_a_full_one(
@@ -207,6 +209,7 @@ def test_a_refresh_of_the_touched_months_equals_a_full_one(
 ) -> None:
     engine = registry.engine
     refresh(engine)
+    span_before = _store(engine)[0]
     with engine.begin() as conn:  # a sync of B: one change, one move, one deletion, one new
         run = run_of(conn, "c.B-second", "B")
         iv = t.interventions
@@ -230,21 +233,36 @@ def test_a_refresh_of_the_touched_months_equals_a_full_one(
                 amount=7,
             )
         )  # fmt: skip
+        # And one reaching a year the store does not hold yet (a new last year).
+        conn.execute(
+            iv.insert().values(
+                **record(conn, "B", run_id=run), subject=person(conn, "p2"),
+                service_code="A1.01", area="FAM", started_on=D(2023, 12, 1),
+                ended_on=D(span_before[1] + 1, 2, 1), amount=3,
+            )
+        )  # fmt: skip
     work = touched_months(engine)
     assert work is not None
     assert {o for found in work.months.values() for o, _ in found} == {"B"}
     assert set(work.months) == {"interventions"}
     assert not work.pic and not work.xd  # no episode, subject or assessment changed
     computed: list[tuple[str, str]] = []
+    ranges: list[tuple[str, int]] = []
     real = mo.compute
 
     def spy(conn: sa.Connection, org: str, table: str, lo: int, hi: int) -> Any:
         computed.append((org, table))
+        ranges.append((org, lo))
         return real(conn, org, table, lo, hi)
 
     monkeypatch.setattr(mo, "compute", spy)
     refresh_after_sync(engine)
-    assert set(computed) == {("B", "interventions")}
+    assert _store(engine)[0][1] == span_before[1] + 1  # the store grew by a year
+    # B's interventions; and, for the new year only, every organisation's months.
+    assert ("B", "interventions") in computed
+    assert {org for org, _ in computed} == {*ORGS, *ETS}
+    new_year = (span_before[1] + 1) * 12
+    assert all(lo >= new_year for org, lo in ranges if org != "B")
     incremental = _store(engine)
     monkeypatch.undo()
     refresh(engine)
