@@ -188,54 +188,57 @@ def refresh(
     rows: list[dict[str, object]] = []
     replaced: list[tuple[int, str]] = []  # (year, kind) rows deleted before the insert
     for year in recompute:
-        period = Period.year(year)
-        with engine.connect() as conn:
-            orgs = ind.organisations(conn)
-            ets = ind.ets_orgs(conn)
-        fresh_year = full or year in new_years
-        redo = {k for k, ys in feeds.items() if fresh_year or year in ys}
-        if "iv" in redo:
-            both = ind.interventions_both(engine, period, monthly=True)
-            for by in ("area", "service"):
-                district = both[by]
-                rows.append(_row(year, f"iv.{by}", "*", district))
-                for org in orgs:
-                    if org in district[0].cols:
-                        rows.append(
-                            _row(year, f"iv.{by}", org, ind.slice_interventions(district, org))
-                        )
-            replaced += [(year, "iv.area"), (year, "iv.service")]
-        if "ets" in redo:
-            ets_share = {
-                org: ind.third_sector(engine, period, org=org, use_cache=False, monthly=True)
-                for org in sorted(ets)
-            }
-            ets_tables = ind.third_sector(
-                engine, period, use_cache=False, reuse=ets_share, monthly=True
-            )
-            rows.append(_row(year, "ets", "*", ets_tables))
-            for org in sorted(ets):
-                rows.append(_row(year, "ets", org, ets_share[org]))
-            replaced.append((year, "ets"))
-        if "ov" in redo:
-            ov = ind.overlaps(engine, period, use_cache=False, monthly=True)
-            rows.append(_row(year, "ov", "*", ov))
-            replaced.append((year, "ov"))
-        if "cov" in redo:
-            cov = ind.coverage(engine, period, use_cache=False, monthly=True)
-            rows.append(_row(year, "cov", "*", [cov]))
-            replaced.append((year, "cov"))
-        if fresh_year or year in work.xd:
-            rows.append(_row(year, "xd", "*", cross_district(engine, period, use_cache=False)))
-            replaced.append((year, "xd"))
-        if fresh_year or year in pic_orgs:
-            keep = set() if fresh_year else set(orgs) - pic_orgs[year]
-            pic_kept = {o: tb[0] for o, tb in _stored(engine, "pic", year, keep).items()}
-            pic = ind.prese_in_carico_table(engine, year, use_cache=False, reuse=pic_kept)
-            rows.append(_row(year, "pic", "*", [pic]))
-            for org in pic.rows:
-                rows.append(_row(year, "pic", org, [ind.slice_prese_in_carico(pic, org)]))
-            replaced.append((year, "pic"))
+        # The store does not change while a year's tables are assembled: each kind is
+        # read once (interventions and overlaps both read the interventions' months).
+        with mo.memo():
+            period = Period.year(year)
+            with engine.connect() as conn:
+                orgs = ind.organisations(conn)
+                ets = ind.ets_orgs(conn)
+            fresh_year = full or year in new_years
+            redo = {k for k, ys in feeds.items() if fresh_year or year in ys}
+            if "iv" in redo:
+                both = ind.interventions_both(engine, period, monthly=True)
+                for by in ("area", "service"):
+                    district = both[by]
+                    rows.append(_row(year, f"iv.{by}", "*", district))
+                    for org in orgs:
+                        if org in district[0].cols:
+                            rows.append(
+                                _row(year, f"iv.{by}", org, ind.slice_interventions(district, org))
+                            )
+                replaced += [(year, "iv.area"), (year, "iv.service")]
+            if "ets" in redo:
+                ets_share = {
+                    org: ind.third_sector(engine, period, org=org, use_cache=False, monthly=True)
+                    for org in sorted(ets)
+                }
+                ets_tables = ind.third_sector(
+                    engine, period, use_cache=False, reuse=ets_share, monthly=True
+                )
+                rows.append(_row(year, "ets", "*", ets_tables))
+                for org in sorted(ets):
+                    rows.append(_row(year, "ets", org, ets_share[org]))
+                replaced.append((year, "ets"))
+            if "ov" in redo:
+                ov = ind.overlaps(engine, period, use_cache=False, monthly=True)
+                rows.append(_row(year, "ov", "*", ov))
+                replaced.append((year, "ov"))
+            if "cov" in redo:
+                cov = ind.coverage(engine, period, use_cache=False, monthly=True)
+                rows.append(_row(year, "cov", "*", [cov]))
+                replaced.append((year, "cov"))
+            if fresh_year or year in work.xd:
+                rows.append(_row(year, "xd", "*", cross_district(engine, period, use_cache=False)))
+                replaced.append((year, "xd"))
+            if fresh_year or year in pic_orgs:
+                keep = set() if fresh_year else set(orgs) - pic_orgs[year]
+                pic_kept = {o: tb[0] for o, tb in _stored(engine, "pic", year, keep).items()}
+                pic = ind.prese_in_carico_table(engine, year, use_cache=False, reuse=pic_kept)
+                rows.append(_row(year, "pic", "*", [pic]))
+                for org in pic.rows:
+                    rows.append(_row(year, "pic", org, [ind.slice_prese_in_carico(pic, org)]))
+                replaced.append((year, "pic"))
     with engine.begin() as conn:
         o = t.obs_tables
         if full:

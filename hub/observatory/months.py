@@ -38,6 +38,8 @@ import calendar
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -355,6 +357,22 @@ class Sums:
     people: dict[tuple[str, str], BitMap] = field(default_factory=dict)
 
 
+#: Reads kept while a refresh assembles its year tables (see :func:`memo`).
+_MEMO: ContextVar[dict[tuple[Any, ...], Sums] | None] = ContextVar("obs_months_memo", default=None)
+
+
+@contextmanager
+def memo() -> Iterator[None]:
+    """Keep what :func:`read` returns inside the block: a refresh assembling several tables
+    of the same months (interventions, then overlaps) reads each kind once. Only for a
+    block during which the store does not change."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
 def read(
     conn: sa.Connection,
     kind: str,
@@ -364,7 +382,26 @@ def read(
     orgs: Collection[str] | None = None,
     with_people: bool = True,
 ) -> Sums:
-    """Add up ``kind`` over months ``m1..m2`` (of ``orgs``, or every organisation)."""
+    """Add up ``kind`` over months ``m1..m2`` (of ``orgs``, or every organisation). The
+    result is shared inside a :func:`memo` block: do not change it."""
+    kept = _MEMO.get()
+    key = (kind, m1, m2, None if orgs is None else tuple(sorted(orgs)), with_people)
+    if kept is not None and key in kept:
+        return kept[key]
+    out = _read(conn, kind, m1, m2, orgs, with_people)
+    if kept is not None:
+        kept[key] = out
+    return out
+
+
+def _read(
+    conn: sa.Connection,
+    kind: str,
+    m1: int,
+    m2: int,
+    orgs: Collection[str] | None,
+    with_people: bool,
+) -> Sums:
     m = t.obs_months
     people_col: sa.ColumnElement[Any] = m.c.people if with_people else sa.null()
     q = sa.select(
