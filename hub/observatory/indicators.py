@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
@@ -99,12 +100,17 @@ def ets_orgs(conn: sa.Connection) -> set[str]:
 
 def split_codes(value: str | None) -> list[str]:
     """The codes of a ``needs`` / ``services_given`` cell (``"food|housing"``), deduplicated."""
+    return list(_codes(value or ""))
+
+
+@lru_cache(maxsize=8192)
+def _codes(value: str) -> tuple[str, ...]:
     out: list[str] = []
-    for part in (value or "").split(CODE_SEPARATOR):
+    for part in value.split(CODE_SEPARATOR):
         part = part.strip()
         if part and part not in out:
             out.append(part)
-    return out
+    return tuple(out)
 
 
 def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
@@ -448,15 +454,30 @@ def third_sector(
         if hit is not None:
             return hit
     span = monthly_span(engine, period, monthly, use_cache)
-    tables = _third_sector(engine, period, org, span)
-    if org is not None:
-        return tables
     with engine.connect() as conn:
         ets = sorted(ets_orgs(conn))
+        # From the months: every entity's rows in one read, split here.
+        by_org: dict[str, list[_NsRow]] | None = None
+        if span is not None:
+            by_org = defaultdict(list)
+            for o, m, key, k in mo.read_dated(conn, mo.NSK, *span, [org] if org else ets):
+                comune, needs, services = key.split(mo.SEP)
+                by_org[o].append((comune, m, needs, services, k))
+    if by_org is not None and org is not None:
+        return _third_sector(engine, period, org, span, by_org.get(org, []))
+    if by_org is not None:
+        every = [r for o in ets for r in by_org.get(o, [])]
+        tables = _third_sector(engine, period, None, span, every)
+    else:
+        tables = _third_sector(engine, period, org)
+    if org is not None:
+        return tables
     # ``reuse``: entities' tables already computed for this period (an incremental
     # refresh passes the stored ones of the entities a sync did not touch).
     shares = {
-        o: list(reuse[o]) if reuse and o in reuse else _third_sector(engine, period, o, span)
+        o: list(reuse[o])
+        if reuse and o in reuse
+        else _third_sector(engine, period, o, span, None if by_org is None else by_org.get(o, []))
         for o in ets
     }
     return [_with_shares(tb, [shares[o][i] for o in ets]) for i, tb in enumerate(tables)]
@@ -482,17 +503,28 @@ def _with_shares(district: Table, shares: list[Table]) -> Table:
     return replace(district, relations=(*district.relations, *rels), hidden=tuple(hidden.items()))
 
 
+#: A Third Sector grouping: comune, month (``YYYYMM``), needs, services, contacts.
+_NsRow = tuple[str, int, str, str, int]
+
+
 def _third_sector(
-    engine: sa.Engine, period: Period, org: str | None, span: tuple[int, int] | None = None
+    engine: sa.Engine,
+    period: Period,
+    org: str | None,
+    span: tuple[int, int] | None = None,
+    given: list[_NsRow] | None = None,
 ) -> list[Table]:
     """The tables of one entity (or of every entity, without the shares), from the
-    registry or, with ``span``, from the monthly aggregates of those months."""
+    registry or, with ``span``, from the monthly aggregates of those months (``given``:
+    their rows, already read)."""
     ns = t.need_signals
     with engine.connect() as conn:
         scope = scope_of(conn, period)
         ets = ets_orgs(conn)
-        rows: list[tuple[str, int, str, str, int]] = []
-        if span is not None:
+        rows: list[_NsRow] = []
+        if given is not None:
+            rows = given
+        elif span is not None:
             wanted = [org] if org else sorted(ets)
             for _, m, key, k in mo.read_dated(conn, mo.NSK, *span, wanted):
                 comune, needs, services = key.split(mo.SEP)
@@ -545,7 +577,7 @@ def _third_sector(
         (3, SERVICE_HEADINGS, "servizi", "Servizio dato"),
     ):
         texts = [r[2] if fno == 2 else r[3] for r in rows]
-        codes = sorted({code for text in texts for code in split_codes(text)})
+        codes = sorted({code for text in texts for code in _codes(text)})
         for dim, dim_values, dim_label in (
             ("comune", comuni, "Comune (ISTAT)"),
             ("mese", months, "Mese"),
@@ -555,14 +587,14 @@ def _third_sector(
             col_tot: dict[str, int] = defaultdict(int)
             for r, text in zip(rows, texts, strict=True):
                 col = r[0] if dim == "comune" else mlabel(r[1])
-                its = split_codes(text)
+                its = _codes(text)
                 for code in its:
                     g.cells[(code, col)] = g.cells.get((code, col), 0) + r[4]
                     row_tot[code] += r[4]
                 if its:
                     col_tot[col] += r[4]
             g.row_totals, g.col_totals = dict(row_tot), dict(col_tot)
-            g.total = sum(r[4] for r, text in zip(rows, texts, strict=True) if split_codes(text))
+            g.total = sum(r[4] for r, text in zip(rows, texts, strict=True) if _codes(text))
             out.append(
                 g.table(
                     id=f"ets_{name}_{dim}",
