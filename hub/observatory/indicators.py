@@ -576,8 +576,12 @@ def _third_sector(
         (2, NEED_HEADINGS, "bisogni", "Bisogno"),
         (3, SERVICE_HEADINGS, "servizi", "Servizio dato"),
     ):
-        texts = [r[2] if fno == 2 else r[3] for r in rows]
-        codes = sorted({code for text in texts for code in _codes(text)})
+        # Contacts per (comune, month, codes text) of this field: fewer groups than rows
+        # (a row is one needs × services combination).
+        grouped: dict[tuple[str, int, str], int] = defaultdict(int)
+        for r in rows:
+            grouped[(r[0], r[1], r[2] if fno == 2 else r[3])] += r[4]
+        codes = sorted({code for (_, _, text) in grouped for code in _codes(text)})
         for dim, dim_values, dim_label in (
             ("comune", comuni, "Comune (ISTAT)"),
             ("mese", months, "Mese"),
@@ -585,16 +589,18 @@ def _third_sector(
             g = GridBuilder(codes, list(dim_values))
             row_tot: dict[str, int] = defaultdict(int)
             col_tot: dict[str, int] = defaultdict(int)
-            for r, text in zip(rows, texts, strict=True):
-                col = r[0] if dim == "comune" else mlabel(r[1])
+            total = 0
+            for (comune, ym, text), k in grouped.items():
+                col = comune if dim == "comune" else mlabel(ym)
                 its = _codes(text)
                 for code in its:
-                    g.cells[(code, col)] = g.cells.get((code, col), 0) + r[4]
-                    row_tot[code] += r[4]
+                    g.cells[(code, col)] = g.cells.get((code, col), 0) + k
+                    row_tot[code] += k
                 if its:
-                    col_tot[col] += r[4]
+                    col_tot[col] += k
+                    total += k
             g.row_totals, g.col_totals = dict(row_tot), dict(col_tot)
-            g.total = sum(r[4] for r, text in zip(rows, texts, strict=True) if _codes(text))
+            g.total = total
             out.append(
                 g.table(
                     id=f"ets_{name}_{dim}",
