@@ -180,6 +180,7 @@ def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     (run,) = hub.sync("bench")
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    stage_cpu = {k: round(v, 2) for k, v in hub.pipeline.stage_cpu.items()}
     if url:
         with hub.registry.engine.connect() as conn:
             size = int(
@@ -196,6 +197,7 @@ def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
         "cpu_seconds": cpu,
         "loaded": run.loaded,
         "bytes_per_record": size / run.read,
+        "stage_cpu": stage_cpu,
     }
 
 
@@ -672,6 +674,11 @@ def main() -> None:
                     f"{r['cpu_seconds']:.1f} s CPU, peak RSS {r['peak_rss_mib']:.0f} MiB)"
                     f"{ratios}"
                 )
+                if r.get("stage_cpu"):
+                    print(
+                        "             CPU by stage: "
+                        + ", ".join(f"{k} {v:.1f} s" for k, v in r["stage_cpu"].items())
+                    )
             fl, rc = results["floor"], results["raccordo"]
             # Re-reading: the same source again, then with one record changed (goals ≤ 2% and
             # ≤ 10% of the full sync), each a new process on the full run's workspace.

@@ -141,6 +141,10 @@ def sync(
             "--push", help="A worker: push to the district hub (push_url in raccordo.toml)."
         ),
     ] = False,
+    timings: Annotated[
+        bool,
+        typer.Option("--timings", help="Print the CPU time each stage of the pipeline took."),
+    ] = False,
 ) -> None:
     """Read, pseudonymise, map, validate and load: one run per connector stream."""
     from hub.pipeline import iter_connectors
@@ -187,6 +191,13 @@ def sync(
         refused_units += sum(refused.values())
         for s in summaries:
             _print_run(s, warned.get(s.id, 0), refused.get(s.id, 0))
+    if timings:
+        from hub.pipeline import STAGES
+
+        cpu = hub.pipeline.stage_cpu
+        total = sum(cpu.values())
+        parts = ", ".join(f"{stage} {cpu[stage]:.1f} s" for stage in STAGES if stage in cpu)
+        err_console.print(f"CPU by stage: {parts} (total {total:.1f} s)", highlight=False)
     if refresh:
         hub.refresh_after_sync()
     hub.close()

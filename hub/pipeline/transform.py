@@ -19,6 +19,8 @@ from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
+from hub.mappings import CompiledMapping
+from hub.mappings.columns import ColumnMapping, RowOutputs
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
 from hub.quality import record_warnings
@@ -54,6 +56,18 @@ class Transform:
         #: ISTAT codes of the district's comuni, for the data-quality warnings.
         self.district = district
         self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
+        #: Each mapping's fast path (None: the mapping takes the row path).
+        self._columns: dict[int, tuple[CompiledMapping, ColumnMapping | None]] = {}
+        #: Records decided by the fast path and by the row path (for tests and profiling).
+        self.fast_records = 0
+        self.row_records = 0
+
+    def column_mapping(self, mapping: CompiledMapping) -> ColumnMapping | None:
+        """The fast path of ``mapping`` (:mod:`hub.mappings.columns`), compiled once."""
+        found = self._columns.get(id(mapping))
+        if found is None or found[0] is not mapping:
+            found = self._columns[id(mapping)] = (mapping, ColumnMapping.compile(mapping.spec))
+        return found[1]
 
     def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
         return self.pseudonymiser.key16(model, *key)
@@ -73,12 +87,16 @@ class Transform:
         out = Transformed(counts)
         mapping = ctx.mapping
         changes = out.changes
-        for p in prepared:
+        hashes = [
+            b"" if p.problems else record_hash_of(mapping.version, p.fingerprint) for p in prepared
+        ]
+        fast = self._fast_outputs(mapping, prepared, hashes, existing)
+        for i, p in enumerate(prepared):
             if p.problems:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
                 counts.quarantined += 1
                 continue
-            record_hash = record_hash_of(mapping.version, p.fingerprint)
+            record_hash = hashes[i]
             if (
                 p.op == "upsert"
                 and existing.get(p.source_key_hash) == record_hash
@@ -94,6 +112,30 @@ class Transform:
                 counts.loaded += 1
                 counts.deleted += 1
                 continue
+            outputs = fast.get(i)
+            if outputs is not None:
+                # Decided in columns: mapped and validated; only keys and warnings here.
+                self.fast_records += 1
+                entities = self._entities(p, outputs)
+                for w in record_warnings(
+                    [(model, values) for model, _, values in outputs],
+                    cf_derived=p.cf_derived,
+                    district=self.district,
+                ):
+                    out.warnings.append(
+                        WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
+                    )
+                changes[p.source_key_hash] = SourceRecordChange(
+                    p.source_key_hash,
+                    record_hash,
+                    "upsert",
+                    tuple(entities),
+                    p.unit_hash,
+                    replaces=p.source_key_hash in loaded_before or p.source_key_hash in changes,
+                )
+                counts.loaded += 1
+                continue
+            self.row_records += 1
             result = mapping.apply(p.data)
             for table, code in result.unmapped:
                 slot = counts.unmapped.setdefault(table, {})
@@ -128,6 +170,54 @@ class Transform:
             counts.loaded += 1
         return out
 
+    def _fast_outputs(
+        self,
+        mapping: CompiledMapping,
+        prepared: Sequence[Prepared],
+        hashes: Sequence[bytes],
+        existing: Mapping[str, bytes],
+    ) -> dict[int, list[tuple[str, tuple[str, ...] | None, dict[str, Any]]]]:
+        """The fast path's outputs of the records to map (by index); the others take the
+        row path (refused by a step, or left by the fast path to the row path)."""
+        columns = self.column_mapping(mapping)
+        if columns is None:
+            return {}
+        todo = [
+            i
+            for i, p in enumerate(prepared)
+            if not p.problems and p.op == "upsert" and existing.get(p.source_key_hash) != hashes[i]
+        ]
+        if not todo:
+            return {}
+        results: list[RowOutputs] | None = columns.apply([prepared[i].data for i in todo])
+        if results is None:
+            return {}
+        return {i: r for i, r in zip(todo, results, strict=True) if r is not None}
+
+    def _entities(
+        self,
+        p: Prepared,
+        outputs: Sequence[tuple[str, tuple[str, ...] | None, dict[str, Any]]],
+    ) -> list[EntityRow]:
+        seen: dict[str, int] = {}
+        return [
+            EntityRow(model, self._key_hash(p, model, key, seen), values)
+            for model, key, values in outputs
+        ]
+
+    def _key_hash(
+        self, p: Prepared, model: str, key: tuple[str, ...] | None, seen: dict[str, int]
+    ) -> bytes:
+        if key is not None:
+            return self._output_key_hash(model, key)
+        n = seen.get(model, 0)
+        seen[model] = n + 1
+        # The n-th output of this model of the record: keyed by the record's own keyed
+        # source-key hash (no second HMAC needed).
+        return hashlib.blake2b(
+            f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
+        ).digest()
+
     def _validate(
         self, org: str, p: Prepared, outputs: Any
     ) -> tuple[list[EntityRow], Rejection | None]:
@@ -150,17 +240,8 @@ class Transform:
             del row["org"]
             for name in converted:
                 row[name] = _column_value(row[name])
-            if out.key is not None:
-                key_hash = self._output_key_hash(out.model, tuple(str(k) for k in out.key))
-            else:
-                n = seen.get(out.model, 0)
-                seen[out.model] = n + 1
-                # The n-th output of this model of the record: keyed by the record's own
-                # keyed source-key hash (no second HMAC needed).
-                key_hash = hashlib.blake2b(
-                    f"{out.model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
-                ).digest()
-            entities.append(EntityRow(out.model, key_hash, row))
+            key = None if out.key is None else tuple(str(k) for k in out.key)
+            entities.append(EntityRow(out.model, self._key_hash(p, out.model, key, seen), row))
         return entities, None
 
 

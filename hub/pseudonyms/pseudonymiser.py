@@ -161,14 +161,16 @@ class Pseudonymiser:
         (:meth:`Keyring.stable_factor`), so a key hash built from pseudonyms does not change
         when the keys rotate: a sync after a rotation finds the same rows.
         """
-        msg = "\x1f".join(self._stable(p) for p in parts).encode()
-        return "k1." + b64url(hmac.digest(self._rkey, msg, hashlib.sha256))
+        stable = self._stable
+        msg = "\x1f".join([stable(p) if p.startswith(TEXT_PREFIX) else p for p in parts])
+        return "k1." + b64url(hmac.digest(self._rkey, msg.encode(), hashlib.sha256))
 
     def key16(self, *parts: str) -> bytes:
         """:meth:`key_hash` as the 16 bytes the registry stores (the digest's first half),
         without its text form."""
-        msg = "\x1f".join(self._stable(p) for p in parts).encode()
-        return hmac.digest(self._rkey, msg, hashlib.sha256)[:16]
+        stable = self._stable
+        msg = "\x1f".join([stable(p) if p.startswith(TEXT_PREFIX) else p for p in parts])
+        return hmac.digest(self._rkey, msg.encode(), hashlib.sha256)[:16]
 
     def _stable(self, part: str) -> str:
         if not part.startswith(TEXT_PREFIX):

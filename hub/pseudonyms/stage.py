@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 from hub.connector import FieldRole, FieldSpec, RawRecord, Stream
@@ -66,6 +67,7 @@ class BatchPseudonymiser(Protocol):
     def key16(self, *parts: str) -> bytes: ...
 
 
+@lru_cache(maxsize=1024)
 def identifier_type_named(word: str) -> IdentifierType:
     """``IdentifierType`` from a source's word for it; ValueError if unknown."""
     w = " ".join(word.strip().upper().replace("_", " ").split())

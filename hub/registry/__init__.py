@@ -201,11 +201,16 @@ _DATA_COLUMNS = {
 }
 
 
+#: From this many rows, a PostgreSQL write goes through a staging table loaded with COPY
+#: (:meth:`Registry._upsert_staged`); fewer go as one multi-row statement.
+COPY_MIN_ROWS = 200
+
+
 class Registry:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._sql_cache: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
+        self._sql_cache: dict[tuple[Any, ...], Any] = {}
 
     # -- opening ------------------------------------------------------------------
     @classmethod
@@ -929,6 +934,9 @@ class Registry:
         equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs).
         """
         names = tuple(c for c in rows[0] if c != "id")
+        if len(rows) >= COPY_MIN_ROWS and self._copies:
+            self._upsert_staged(conn, table, rows, names, tuple(conflict), unless_same, do_nothing)
+            return
         sql, processors = self._upsert_sql(
             table, names, tuple(conflict), unless_same, do_nothing=do_nothing
         )
@@ -957,6 +965,100 @@ class Registry:
             self._upsert(conn, table, rows, conflict, do_nothing=True)
 
     @property
+    def _copies(self) -> bool:
+        """Whether many-row writes go through a staging table loaded with COPY
+        (PostgreSQL with psycopg 3)."""
+        return self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
+
+    def _upsert_staged(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        names: tuple[str, ...],
+        conflict: tuple[str, ...],
+        unless_same: tuple[str, ...],
+        do_nothing: bool,
+    ) -> None:
+        """The same write as :meth:`_upsert`, set-based: the rows go by ``COPY`` into a
+        temporary staging table of the session, then one ``INSERT ... SELECT ... ON CONFLICT``
+        moves them into ``table``; the staging table is emptied again.
+
+        One statement cannot update a row twice, so a key given twice keeps its last row
+        (what the row-by-row statements ended with).
+        """
+        if all(c in names for c in conflict):
+            last: dict[tuple[Any, ...], dict[str, Any]] = {}
+            for r in rows:
+                last[tuple(r[c] for c in conflict)] = r
+            if len(last) < len(rows):
+                rows = list(last.values())
+        create, copy_sql, insert, empty, processors = self._staged_sql(
+            table, names, conflict, unless_same, do_nothing
+        )
+        get = operator.itemgetter(*names)
+        converting = [(i, p) for i, p in enumerate(processors) if p is not None]
+        dbapi = conn.connection.driver_connection
+        assert dbapi is not None
+        with dbapi.cursor() as cur:
+            cur.execute(create)
+            with cur.copy(copy_sql) as copy:
+                for r in rows:
+                    values = get(r) if len(names) > 1 else (get(r),)
+                    if converting:
+                        values = list(values)
+                        for i, p in converting:
+                            values[i] = p(values[i])
+                    copy.write_row(values)
+            cur.execute(insert)
+            cur.execute(empty)
+
+    def _staged_sql(
+        self,
+        table: sa.Table,
+        names: tuple[str, ...],
+        conflict: tuple[str, ...],
+        unless_same: tuple[str, ...],
+        do_nothing: bool,
+    ) -> tuple[str, str, str, str, list[Any]]:
+        key = ("staged", table.name, names, conflict, unless_same, do_nothing)
+        cached: tuple[str, str, str, str, list[Any]] | None = self._sql_cache.get(key)
+        if cached is not None:
+            return cached
+        dialect = self.engine.dialect
+        q = dialect.identifier_preparer.quote
+        # One staging table per target table and column set, private to the session.
+        digest = hashlib.blake2b("|".join(names).encode(), digest_size=4).hexdigest()
+        staging = q(f"stage_{table.name}_{digest}")
+        cols = ", ".join(q(n) for n in names)
+        tn = q(table.name)
+        updates = [] if do_nothing else [n for n in names if n not in conflict]
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{q(n)} = excluded.{q(n)}" for n in updates)
+            if updates
+            else "DO NOTHING"
+        )
+        if updates and unless_same:
+            action += " WHERE " + " OR ".join(
+                f"{tn}.{q(c)} IS DISTINCT FROM excluded.{q(c)}" for c in unless_same
+            )
+        # Only names from our own table metadata, quoted by the dialect: no user input.
+        create = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} AS "  # noqa: S608
+            f"SELECT {cols} FROM {tn} WITH NO DATA"
+        )
+        copy_sql = f"COPY {staging} ({cols}) FROM STDIN"
+        insert = (
+            f"INSERT INTO {tn} ({cols}) SELECT {cols} FROM {staging} "  # noqa: S608
+            f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
+        )
+        empty = f"TRUNCATE {staging}"
+        processors = [table.c[n].type.bind_processor(dialect) for n in names]
+        out = (create, copy_sql, insert, empty, processors)
+        self._sql_cache[key] = out
+        return out
+
+    @property
     def _named_params(self) -> bool:
         return self.engine.dialect.paramstyle in ("pyformat", "named")
 
@@ -969,7 +1071,7 @@ class Registry:
         do_nothing: bool = False,
     ) -> tuple[str, list[Any]]:
         key = (table.name, names, conflict, unless_same, do_nothing)
-        cached = self._sql_cache.get(key)
+        cached: tuple[str, list[Any]] | None = self._sql_cache.get(key)
         if cached is not None:
             return cached
         dialect = self.engine.dialect

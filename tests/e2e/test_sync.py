@@ -180,3 +180,23 @@ def test_a_reread_pseudonymises_only_what_it_cannot_find_unchanged(
     asked = sum(len(call) for call in counting.calls)
     assert 0 < asked <= 2 * first.quarantined  # at most two identifiers per refused record
     assert registry_dump(cfg.registry_url) == before
+
+
+def test_sync_timings_says_where_the_cpu_went(make_workspace: WorkspaceFactory) -> None:
+    """``raccordo sync --timings`` ends with the CPU time of each stage, which add up."""
+    import re
+
+    ws = make_workspace(3_000)
+    result = subprocess.run(
+        [*RACCORDO, "sync", "--quiet", "--timings", "--config", str(ws / "raccordo.toml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("CPU by stage:")]
+    stages = dict(re.findall(r"(\w+) ([0-9.]+) s", line.split("(total")[0]))
+    assert list(stages) == ["extract", "fingerprint", "pseudonymise", "transform", "load"]
+    total = float(re.search(r"total ([0-9.]+) s", line).group(1))  # type: ignore[union-attr]
+    assert total > 0
+    assert abs(sum(map(float, stages.values())) - total) <= 0.1 * len(stages)

@@ -222,6 +222,65 @@ def test_an_upsert_leaves_a_row_with_the_same_content_untouched(registry_url: st
     reg.close()
 
 
+def test_a_large_batch_writes_the_same_as_row_by_row(registry_url: str) -> None:
+    """A batch of many rows (on PostgreSQL: COPY into a staging table, then one
+    INSERT ... SELECT ... ON CONFLICT) inserts new rows, replaces changed ones and leaves
+    rows whose values are the same untouched, as the row-by-row statements do."""
+    from hub.registry import COPY_MIN_ROWS
+
+    reg = Registry.open(registry_url)
+    if registry_url.startswith("postgresql"):
+        assert reg._copies  # the staged path is the one under test
+    n = COPY_MIN_ROWS + 100
+    people = [pseudonym(f"p{i % 50}") for i in range(n)]
+    runs = []
+    for round_ in (1, 2):
+        run = reg.start_run(
+            connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+        )
+        runs.append(run)
+        changes = [
+            SourceRecordChange(
+                f"k.src{i:05d}aaaaaaaaaaaa",
+                f"r{i}.{round_ if i % 3 == 0 else 1}",
+                "upsert",
+                (
+                    EntityRow(
+                        "case_episode",
+                        f"k.ep{i:05d}aaaaaaaaaaaaa",
+                        # In the second round every third record changes its date.
+                        _row(people[i], dt.date(2020, 1, 1 + (round_ - 1) * (i % 3 == 0))),
+                    ),
+                ),
+                replaces=round_ == 2,
+            )
+            for i in range(n)
+        ]
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=changes,
+            quarantine=[],
+            counts=BatchCounts(read=n, loaded=n),
+            state=None,
+            retention=dt.timedelta(days=30),
+        )
+        reg.finish_run(run, status="succeeded")
+    table = tables.RECORD_TABLES["case_episode"]
+    with reg.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.run_id, table.c.opened_on)).all()
+        persons = conn.execute(sa.select(sa.func.count()).select_from(tables.pseudonyms)).scalar()
+    assert len(rows) == n and persons == 50
+    changed = sum(1 for i in range(n) if i % 3 == 0)
+    assert sorted((r[0], r[1]) for r in rows) == sorted(
+        [(runs[1], dt.date(2020, 1, 2))] * changed
+        + [(runs[0], dt.date(2020, 1, 1))] * (n - changed)
+    )
+    reg.close()
+
+
 def test_a_v1_registry_is_rebuilt_by_the_storage_migration_and_the_next_sync(
     registry_url: str,
 ) -> None:

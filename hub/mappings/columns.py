@@ -1,0 +1,627 @@
+"""The mapping compiled into column operations: the fast path of ``transform``.
+
+A batch's records become Arrow columns, one per source field the mapping reads. Each
+transform of the mapping is then a few vectorised operations over a column (strip, code
+table look-up, date parsing, numbers, booleans, conditions, keys), and each common-schema
+field is validated once per *distinct* value, by the very validator the model uses
+(:func:`hub.mappings.targets.targets`), plus the models' cross-field rules
+(:data:`CROSS_FIELD_RULES`).
+
+The fast path decides only the *ordinary* records. A record for which any step is not
+certain — a value missing where one is required, a code not in its table (even one with a
+default: it is counted), a date or number in a form other than the plain one, text outside
+printable ASCII, a value the schema refuses — is left to the row path
+(:meth:`hub.mappings.CompiledMapping.apply` and the model), which gives the exact problem,
+rule and message. So quarantine reasons are written by one code path only, and a record
+either path loads has the same rows (``tests/unit/test_mapping_columns.py`` compares the two
+paths on random records). A mapping using a transform this module does not compile
+(``split``) or a batch with values that are not text or whole numbers (a connector giving
+dates or decimals) takes the row path as a whole: :meth:`ColumnMapping.compile` or
+:meth:`ColumnMapping.apply` return ``None``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import StringConstraints, ValidationError
+
+from hub.mappings.model import (
+    BoolT,
+    CodeT,
+    ConstT,
+    DateT,
+    DecimalT,
+    FieldT,
+    FirstOfT,
+    IntT,
+    MappingFile,
+    RecordSpec,
+    When,
+)
+from hub.mappings.targets import plain, targets
+from hub.schema import MODELS
+
+#: Text the fast path decides (Python's ``str.strip`` and Arrow's trim agree on it).
+_PRINTABLE = r"^[\x20-\x7e]*$"
+_INT = r"^-?[0-9]{1,18}$"
+# The patterns of hub.mappings.engine, for RE2 (same language: anchored, no look-around).
+_DEC_DOT = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
+_DEC_COMMA = r"^[+-]?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+)(?:,[0-9]+)?$"
+
+#: Cross-field rules of the models (their ``model_validator``\\ s), as the fast path checks
+#: them: ``(later, earlier)`` date pairs, and groups of fields of which one must be given.
+#: A model whose validators are not described here takes the row path
+#: (:func:`_model_supported`); a test keeps this in step with ``hub.schema.models``.
+CROSS_FIELD_RULES: dict[str, dict[str, Any]] = {
+    "case_episode": {"ordered": [("closed_on", "opened_on")]},
+    "intervention": {"ordered": [("ended_on", "started_on")]},
+    "assessment": {
+        "ordered": [("valid_until", "assessed_on")],
+        "one_of": [("disability", "non_self_sufficient")],
+    },
+}
+
+#: Distinct values remembered per field once validated (codes, dates, amounts repeat).
+CHECKED_VALUES = 20_000
+
+#: What the fast path leaves to the row path (``None``), or the outputs of one record:
+#: ``(model, key parts or None, the row's values as the model validated them)``.
+RowOutputs = list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] | None
+
+
+@dataclass
+class _Col:
+    """One source field over the batch."""
+
+    #: Stripped text (whole numbers as text), null where missing.
+    text: pa.Array
+    #: Missing or blank.
+    empty: pa.Array
+    #: The values as given, when they are whole numbers (an int64 column), else None.
+    ints: pa.Array | None
+
+
+@dataclass
+class _Out:
+    """A getter's values over the batch; ``kind`` says how to bring them back to Python."""
+
+    values: pa.Array | None  # None: ``const``
+    kind: str  # "str" | "int" | "date" | "bool" | "decimal" | "const"
+    bad: pa.Array
+    const: Any = None
+
+
+_Getter = Callable[[dict[str, _Col], int], _Out]
+
+
+def _or(a: pa.Array, b: pa.Array) -> pa.Array:
+    return pc.or_(a, b)
+
+
+def _missing(out: _Out, empty: pa.Array, optional: bool, default: Any) -> _Out:
+    """Where the source is empty: the default, nothing (optional), or the row path."""
+    if default is not None and out.values is not None:
+        try:
+            scalar = pa.scalar(
+                str(default) if out.kind == "decimal" else default, type=out.values.type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            return _Out(out.values, out.kind, _or(out.bad, empty))
+        return _Out(pc.if_else(empty, scalar, out.values), out.kind, out.bad)
+    if optional:
+        null = pa.scalar(None, type=out.values.type if out.values is not None else pa.null())
+        return _Out(pc.if_else(empty, null, out.values), out.kind, out.bad)
+    return _Out(out.values, out.kind, _or(out.bad, empty))
+
+
+def _date_regex(fmt: str, *, loose: bool) -> str | None:
+    """A regex for the strings ``strptime(fmt)`` surely reads (``loose``: may read), when
+    the format holds only ``%d``, ``%m``, ``%Y`` and separators; else ``None``."""
+    parts = {
+        "d": "(?:[0-9]{1,2}| [0-9])" if loose else "[0-9]{2}",
+        "m": "[0-9]{1,2}" if loose else "[0-9]{2}",
+        "Y": "[0-9]{4}",
+    }
+    out = []
+    i = 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "%":
+            d = fmt[i + 1 : i + 2]
+            if d not in parts:
+                return None
+            out.append(parts[d])
+            i += 2
+            continue
+        if c not in "/-.":
+            return None
+        out.append(re.escape(c))
+        i += 1
+    return "^" + "".join(out) + "$"
+
+
+def _compile_getter(spec: MappingFile, model: str, target: str, t: Any) -> _Getter | None:
+    default: Any
+    if isinstance(t, ConstT):
+        tgt = targets(model).get(target)
+        value = plain(tgt.lax.validate_python(t.value)) if tgt is not None else t.value
+
+        def get_const(cols: dict[str, _Col], n: int) -> _Out:
+            return _Out(None, "const", pa.array([False] * n), value)
+
+        return get_const
+
+    if isinstance(t, FieldT):
+        src, upper, strip, optional, default = t.source, t.upper, t.strip, t.optional, t.default
+
+        def get_field(cols: dict[str, _Col], n: int) -> _Out:
+            c = cols[src]
+            none = pa.array([False] * n)
+            if c.ints is not None:  # a derived birth year: kept as is
+                return _missing(_Out(c.ints, "int", none), c.empty, optional, default)
+            if not strip:  # the text as given, spaces included: the row path
+                return _Out(c.text, "str", pa.array([True] * n))
+            values = pc.ascii_upper(c.text) if upper else c.text
+            return _missing(_Out(values, "str", none), c.empty, optional, default)
+
+        return get_field
+
+    if isinstance(t, FirstOfT):
+        srcs, upper, strip, optional, default = (
+            tuple(t.sources),
+            t.upper,
+            t.strip,
+            t.optional,
+            t.default,
+        )
+        if not strip:
+            return None
+
+        def get_first(cols: dict[str, _Col], n: int) -> _Out:
+            chosen: pa.Array | None = None
+            all_empty: pa.Array | None = None
+            for s in srcs:
+                c = cols[s]
+                if c.ints is not None:
+                    return _Out(c.text, "str", pa.array([True] * n))
+                v = pc.if_else(c.empty, pa.scalar(None, pa.string()), c.text)
+                chosen = v if chosen is None else pc.coalesce(chosen, v)
+                all_empty = c.empty if all_empty is None else pc.and_(all_empty, c.empty)
+            assert chosen is not None and all_empty is not None
+            values = pc.ascii_upper(chosen) if upper else chosen
+            return _missing(
+                _Out(values, "str", pa.array([False] * n)), all_empty, optional, default
+            )
+
+        return get_first
+
+    if isinstance(t, CodeT):
+        src, table_name, upper, optional, default = (
+            t.source,
+            t.table,
+            t.upper,
+            t.optional,
+            t.default,
+        )
+        table = spec.codes[table_name]
+        keys = pa.array(list(table.values), pa.string())
+        mapped_values = pa.array(list(table.values.values()), pa.string())
+        # A required code that is missing takes the table's default, and is counted:
+        # the row path does the counting.
+        table_default = table.default is not None and default is None and not optional
+
+        def get_code(cols: dict[str, _Col], n: int) -> _Out:
+            c = cols[src]
+            code = pc.ascii_upper(c.text) if upper else c.text
+            idx = pc.index_in(code, value_set=keys)
+            values = pc.take(mapped_values, idx)
+            bad = pc.and_(pc.invert(c.empty), pc.is_null(idx))
+            out = _Out(values, "str", bad)
+            if table_default:
+                return _Out(values, "str", _or(bad, c.empty))
+            return _missing(out, c.empty, optional, default)
+
+        return get_code
+
+    if isinstance(t, DateT):
+        src, optional, default = t.source, t.optional, t.default
+        # Formats are tried in order; a later one is used only where no earlier one might
+        # read the text (its loose pattern), and only up to the first format not compiled.
+        plans: list[tuple[str, str, str]] = []
+        for f in t.formats:
+            strict, loose = _date_regex(f, loose=False), _date_regex(f, loose=True)
+            if strict is None or loose is None:
+                break
+            plans.append((f, strict, loose))
+
+        def get_date(cols: dict[str, _Col], n: int) -> _Out:
+            c = cols[src]
+            text = c.text
+            result = pa.nulls(n, pa.date32())
+            done = pa.array([False] * n)
+            earlier = pa.array([False] * n)
+            for fmt, strict, loose in plans:
+                eligible = pc.and_(
+                    pc.fill_null(pc.match_substring_regex(text, strict), False),
+                    pc.invert(_or(earlier, done)),
+                )
+                ts = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+                # Arrow rolls 31/02 over to 02/03 and reads year 0: Python does neither.
+                same = pc.fill_null(pc.equal(pc.strftime(ts, format=fmt), text), False)
+                ok = pc.and_(
+                    pc.and_(eligible, same), pc.fill_null(pc.greater_equal(pc.year(ts), 1), False)
+                )
+                day = pc.cast(pc.if_else(ok, ts, pa.scalar(None, ts.type)), pa.date32())
+                result = pc.if_else(ok, day, result)
+                done = _or(done, ok)
+                earlier = _or(earlier, pc.fill_null(pc.match_substring_regex(text, loose), False))
+            bad = pc.and_(pc.invert(c.empty), pc.invert(done))
+            return _missing(_Out(result, "date", bad), c.empty, optional, default)
+
+        return get_date
+
+    if isinstance(t, IntT):
+        src, optional, default = t.source, t.optional, t.default
+
+        def get_int(cols: dict[str, _Col], n: int) -> _Out:
+            c = cols[src]
+            if c.ints is not None:
+                return _missing(
+                    _Out(c.ints, "int", pa.array([False] * n)), c.empty, optional, default
+                )
+            ok = pc.fill_null(pc.match_substring_regex(c.text, _INT), False)
+            values = pc.cast(pc.if_else(ok, c.text, pa.scalar(None, pa.string())), pa.int64())
+            bad = pc.and_(pc.invert(c.empty), pc.invert(ok))
+            return _missing(_Out(values, "int", bad), c.empty, optional, default)
+
+        return get_int
+
+    if isinstance(t, DecimalT):
+        src, comma, optional, default = t.source, t.decimal_comma, t.optional, t.default
+        pattern = _DEC_COMMA if comma else _DEC_DOT
+
+        def get_decimal(cols: dict[str, _Col], n: int) -> _Out:
+            c = cols[src]
+            s = pc.replace_substring(c.text, " ", "")
+            ok = pc.fill_null(pc.match_substring_regex(s, pattern), False)
+            if comma:
+                s = pc.replace_substring(pc.replace_substring(s, ".", ""), ",", ".")
+            values = pc.if_else(ok, s, pa.scalar(None, pa.string()))
+            bad = pc.and_(pc.invert(c.empty), pc.invert(ok))
+            return _missing(_Out(values, "decimal", bad), c.empty, optional, default)
+
+        return get_decimal
+
+    if isinstance(t, BoolT):
+        src, optional, default = t.source, t.optional, t.default
+        trues = pa.array(sorted({x.strip().upper() for x in t.true}), pa.string())
+        falses = pa.array(sorted({x.strip().upper() for x in t.false}), pa.string())
+
+        def get_bool(cols: dict[str, _Col], n: int) -> _Out:
+            c = cols[src]
+            u = pc.ascii_upper(c.text)
+            is_true = pc.fill_null(pc.is_in(u, value_set=trues), False)
+            is_false = pc.fill_null(pc.is_in(u, value_set=falses), False)
+            values = pc.if_else(
+                is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_()))
+            )
+            bad = pc.and_(pc.invert(c.empty), pc.invert(_or(is_true, is_false)))
+            return _missing(_Out(values, "bool", bad), c.empty, optional, default)
+
+        return get_bool
+
+    return None  # split: the row path
+
+
+def _compile_when(w: When | None) -> Callable[[dict[str, _Col], int], pa.Array] | None:
+    if w is None:
+        return None
+    name = w.field
+
+    def value(cols: dict[str, _Col]) -> pa.Array:
+        c = cols[name]
+        return pc.if_else(c.empty, pa.scalar(None, pa.string()), c.text)
+
+    if w.equals is not None:
+        want = w.equals.strip()
+        return lambda cols, n: pc.fill_null(pc.equal(value(cols), want), False)
+    if w.in_ is not None:
+        allowed = pa.array(sorted({x.strip() for x in w.in_}), pa.string())
+        return lambda cols, n: pc.fill_null(pc.is_in(value(cols), value_set=allowed), False)
+    if w.not_empty:
+        return lambda cols, n: pc.invert(cols[name].empty)
+    return lambda cols, n: cols[name].empty
+
+
+def _model_supported(model: str) -> bool:
+    """Whether every cross-field rule of the model is one the fast path knows."""
+    decorators = MODELS[model].__pydantic_decorators__
+    validators = set(decorators.model_validators) | set(decorators.field_validators)
+    if not validators:
+        return True
+    return model in CROSS_FIELD_RULES and validators == {"_ordered"}
+
+
+@dataclass(frozen=True)
+class _Record:
+    model: str
+    key: tuple[str, ...] | None
+    when: Callable[[dict[str, _Col], int], pa.Array] | None
+    getters: tuple[tuple[str, _Getter], ...]
+
+
+class ColumnMapping:
+    """A mapping's fast path: columns in, each ordinary record's validated outputs out."""
+
+    def __init__(self, records: tuple[_Record, ...], sources: frozenset[str]) -> None:
+        self._records = records
+        self._sources = tuple(sorted(sources))
+        #: Per (model, field): (type, value) → (accepted, the value as validated).
+        self._checked: dict[tuple[str, str], dict[tuple[type, Any], tuple[bool, Any]]] = {}
+        self._defaults = {
+            r.model: {
+                name: info.get_default(call_default_factory=True)
+                for name, info in MODELS[r.model].model_fields.items()
+                if name != "org" and not info.is_required()
+            }
+            for r in records
+        }
+
+    @classmethod
+    def compile(cls, spec: MappingFile) -> ColumnMapping | None:
+        """The fast path of ``spec``, or ``None`` when a transform or model needs the row path."""
+        compiled = []
+        sources: set[str] = set()
+        for r in spec.records:
+            c = cls._compile_record(spec, r)
+            if c is None:
+                return None
+            compiled.append(c)
+        from hub.mappings.engine import source_fields
+
+        sources.update(source_fields(spec))
+        return cls(tuple(compiled), frozenset(sources))
+
+    @staticmethod
+    def _compile_record(spec: MappingFile, r: RecordSpec) -> _Record | None:
+        if not _model_supported(r.model):
+            return None
+        known = targets(r.model)
+        getters = []
+        for target, t in r.fields.items():
+            if target not in known:
+                return None
+            g = _compile_getter(spec, r.model, target, t)
+            if g is None:
+                return None
+            getters.append((target, g))
+        return _Record(
+            r.model, tuple(r.key) if r.key else None, _compile_when(r.when), tuple(getters)
+        )
+
+    # -- applying -------------------------------------------------------------------
+    def apply(self, datas: Sequence[Mapping[str, Any]]) -> list[RowOutputs] | None:
+        """Per record: its outputs, or ``None`` (the row path decides it). ``None`` for the
+        whole batch when its values are not all text or whole numbers."""
+        n = len(datas)
+        if n == 0:
+            return []
+        cols: dict[str, _Col] = {}
+        uncertain = pa.array([False] * n)
+        for name in self._sources:
+            col = _source_column([d.get(name) for d in datas])
+            if col is None:
+                return None
+            cols[name], odd = col
+            uncertain = _or(uncertain, odd)
+        Entry = tuple[str, tuple[str, ...] | None, dict[str, Any]]
+        per_record: list[tuple[list[Entry], list[bool] | None]] = []
+        for rec in self._records:
+            active = rec.when(cols, n) if rec.when is not None else None
+            bad, rows, keys = self._outputs(rec, cols, n)
+            if active is not None:
+                bad = pc.and_(bad, active)
+            uncertain = _or(uncertain, bad)
+            model = rec.model
+            entries: list[Entry] = (
+                [(model, None, row) for row in rows]
+                if keys is None
+                else [(model, k, row) for k, row in zip(keys, rows, strict=True)]
+            )
+            per_record.append((entries, None if active is None else active.to_pylist()))
+        refused = uncertain.to_pylist()
+        if all(a is None for _, a in per_record):
+            columns = [entries for entries, _ in per_record]
+            return [None if r else [c[i] for c in columns] for i, r in enumerate(refused)]
+        return [
+            None if r else [e[i] for e, a in per_record if a is None or a[i]]
+            for i, r in enumerate(refused)
+        ]
+
+    def _outputs(
+        self, rec: _Record, cols: dict[str, _Col], n: int
+    ) -> tuple[pa.Array, list[dict[str, Any]], list[tuple[str, ...]] | None]:
+        """The rows one record spec gives (all of them, refused or not) and where it refused:
+        a step of the mapping, a value the model refuses or a cross-field rule."""
+        bad = pa.array([False] * n)
+        outs: dict[str, _Out] = {}
+        for target, get in rec.getters:
+            o = get(cols, n)
+            bad = _or(bad, o.bad)
+            outs[target] = o
+        keys = []
+        for k in rec.key or ():
+            c = cols[k]
+            bad = _or(bad, c.empty)
+            keys.append(c.text.to_pylist())
+        model_targets = targets(rec.model)
+        defaults = self._defaults[rec.model]
+        names = list(model_targets)
+        columns: list[list[Any]] = []
+        for name in names:
+            o_ = outs.get(name)
+            if o_ is None:
+                if name not in defaults:  # required and not mapped: the row path says so
+                    return pa.array([True] * n), [{}] * n, None
+                columns.append([defaults[name]] * n)
+                continue
+            bad = _or(
+                bad, self._refused_values(rec.model, name, o_, n, required=name not in defaults)
+            )
+            values = _python(o_, n)
+            default = defaults.get(name)
+            if default is not None:
+                values = [default if v is None else v for v in values]
+            columns.append(values)
+        bad = _or(bad, _cross_field_refused(rec.model, outs, n))
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        return bad, rows, list(zip(*keys, strict=True)) if keys else None
+
+    def _refused_values(
+        self, model: str, name: str, o: _Out, n: int, *, required: bool
+    ) -> pa.Array:
+        """Where the model refuses the value of field ``name`` (or it is missing but
+        required): each *distinct* value is validated once, by the model's own validator,
+        and must come back as it went in."""
+        if o.kind == "str" and (pattern := _only_pattern(model, name)) is not None:
+            # Text whose one rule is a pattern (pseudonyms, ISTAT codes): checked in columns,
+            # as there are about as many distinct values as records.
+            assert o.values is not None
+            matched = pc.fill_null(pc.match_substring_regex(o.values, pattern), True)
+            out_ = pc.invert(matched)
+            return _or(out_, pc.is_null(o.values)) if required else out_
+        checked = self._checked.setdefault((model, name), {})
+        strict = targets(model)[name].strict
+
+        def accepted(v: Any) -> bool:
+            key = (type(v), str(v) if isinstance(v, Decimal) else v)
+            hit = checked.get(key)
+            if hit is None:
+                try:
+                    out = plain(strict.validate_python(v))
+                    hit = (type(out) is type(v) and out == v, out)
+                except ValidationError:
+                    hit = (False, None)
+                if len(checked) < CHECKED_VALUES:
+                    checked[key] = hit
+            return hit[0]
+
+        if o.kind == "const":
+            ok = o.const is not None and accepted(o.const)
+            return pa.array([not ok if (o.const is not None or required) else False] * n)
+        assert o.values is not None
+        distinct = pc.unique(o.values)
+        values = distinct.to_pylist()
+        if o.kind == "decimal":
+            values = [None if v is None else Decimal(v) for v in values]
+        refused = [
+            d
+            for d, v in zip(distinct.to_pylist(), values, strict=True)
+            if v is not None and not accepted(v)
+        ]
+        out = pa.array([False] * n)
+        if refused:
+            out = pc.fill_null(
+                pc.is_in(o.values, value_set=pa.array(refused, o.values.type)), False
+            )
+        if required:
+            out = _or(out, pc.is_null(o.values))
+        return out
+
+
+@cache
+def _only_pattern(model: str, name: str) -> str | None:
+    """The pattern of a text field whose one constraint is a pattern (``None`` otherwise)."""
+    info = MODELS[model].model_fields[name]
+    ann: Any = info.annotation
+    metadata = list(info.metadata)
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        ann = args[0]
+    if get_origin(ann) is Annotated:
+        ann, *extra = get_args(ann)
+        metadata += extra
+    if ann is not str or len(metadata) != 1 or not isinstance(metadata[0], StringConstraints):
+        return None
+    c = metadata[0]
+    others = (c.strip_whitespace, c.to_upper, c.to_lower, c.strict, c.min_length, c.max_length)
+    if any(x is not None for x in others) or not isinstance(c.pattern, str):
+        return None
+    return c.pattern
+
+
+def _cross_field_refused(model: str, outs: Mapping[str, _Out], n: int) -> pa.Array:
+    """Where a row breaks one of the model's cross-field rules (:data:`CROSS_FIELD_RULES`)."""
+    rules = CROSS_FIELD_RULES.get(model)
+    bad = pa.array([False] * n)
+    if rules is None:
+        return bad
+    for later, earlier in rules.get("ordered", ()):
+        a, b = outs.get(later), outs.get(earlier)
+        if a is None or b is None:
+            continue  # one of the two is never given: nothing to compare
+        if a.kind != "date" or b.kind != "date":
+            return pa.array([True] * n)
+        assert a.values is not None and b.values is not None
+        bad = _or(bad, pc.fill_null(pc.less(a.values, b.values), False))
+    for group in rules.get("one_of", ()):
+        given = pa.array([False] * n)
+        for f in group:
+            o = outs.get(f)
+            if o is None:
+                continue
+            if o.kind == "const":
+                given = _or(given, pa.array([o.const is not None] * n))
+            else:
+                assert o.values is not None
+                given = _or(given, pc.is_valid(o.values))
+        bad = _or(bad, pc.invert(given))
+    return bad
+
+
+def _source_column(values: list[Any]) -> tuple[_Col, pa.Array] | None:
+    """A source field as a column, and where its text is not printable ASCII."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    n = len(values)
+    if pa.types.is_null(arr.type):
+        text = pa.nulls(n, pa.string())
+        return _Col(text, pa.array([True] * n), None), pa.array([False] * n)
+    ints = None
+    if pa.types.is_integer(arr.type):
+        ints = arr.cast(pa.int64())
+        text = pc.cast(ints, pa.string())
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        text = pc.utf8_trim(arr.cast(pa.string()), " ")
+    else:
+        return None  # dates, decimals, booleans, floats: the row path
+    odd = pc.invert(pc.fill_null(pc.match_substring_regex(text, _PRINTABLE), True))
+    empty = pc.fill_null(pc.equal(text, ""), True)
+    return _Col(text, empty, ints), odd
+
+
+def _python(o: _Out, n: int) -> list[Any]:
+    """A getter's values as the row path gives them (Python types, ``None`` for null)."""
+    if o.kind == "const":
+        return [o.const] * n
+    assert o.values is not None
+    values: list[Any] = o.values.to_pylist()
+    if o.kind == "decimal":
+        return [None if v is None else Decimal(v) for v in values]
+    if o.kind == "date":
+        return [v if v is None or isinstance(v, dt.date) else None for v in values]
+    return values

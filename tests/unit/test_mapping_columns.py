@@ -1,0 +1,246 @@
+"""The mapping's fast path (hub.mappings.columns) against the row path it stands in for.
+
+The row path (``CompiledMapping.apply`` and the model's validation) is the reference: the
+fast path may leave any record to it, but a record it decides must be one the row path
+loads, with the same rows; and it must decide the ordinary ones (or it is not a fast path).
+"""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from hub.mappings import compile_mapping, load_mapping, parse_mapping
+from hub.mappings.columns import CROSS_FIELD_RULES, ColumnMapping
+from hub.mappings.engine import source_fields
+from hub.mappings.targets import plain
+from hub.schema import MODELS, model_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PSEUDONYM = "v2.1." + "A" * 43
+# Values a field may hold: ordinary ones first (most records get one), then odd ones.
+ORDINARY: dict[str, list[Any]] = {
+    "date": ["05/03/2020", "31/12/2019", "01/01/2021", "2020-03-05", "2021-12-31"],
+    "code": ["ANZIANI", "MINORI", "SAD", "TRASPORTO", "1", "2", "3", "ANZ", "MIN", "M", "F"],
+    "amount": ["12,50", "1.234,56", "0", "10.5", "300", "7,25"],
+    "int": ["1950", "2001", "1990"],
+    "bool": ["S", "N", "1", "2", "3", "s"],
+    "text": ["001272", "003024", "001272"],
+}
+ODD = [
+    "",
+    "   ",
+    None,
+    " 05/03/2020 ",
+    "5/3/2020",
+    "31/02/2020",
+    "00/01/2020",
+    "01/01/0000",
+    "29/02/2021",
+    "12/13/2020",
+    "2020-02-30",
+    "0999-01-01",
+    "1,2,3",
+    "-5",
+    "+5",
+    "1e3",
+    "12.345,678",
+    "1.234.567,89",
+    "12.",
+    ".5",
+    "999999999999999,99",
+    "12,345",
+    "anziani",
+    "ANZIANI\t",
+    "àèì",
+    "2.14\u00a0",
+    "1800",
+    "2101",
+    "x" * 250,
+    "00123",
+    "S ",
+    "no",
+    "short",
+    "<invalid identifier removed>",
+    PSEUDONYM,
+    "v2.1." + "B" * 43,
+    "12/03/2020",
+    "0",
+    "1",
+    "A1.01",
+    "0012720",
+]
+
+
+def _pools(spec: Any) -> dict[str, list[Any]]:
+    """Ordinary values for each source field, from what the mapping does with it."""
+    pools: dict[str, list[Any]] = {}
+
+    def add(field: str, values: list[Any]) -> None:
+        pools.setdefault(field, []).extend(values)
+
+    for r in spec.records:
+        if r.when is not None:
+            w = r.when
+            add(w.field, [w.equals] if w.equals else list(w.in_ or []) or ["x"])
+            add(w.field, ["other"])
+        for target, t in r.fields.items():
+            kind = t.type
+            src = getattr(t, "source", None)
+            if src is None:
+                continue
+            if kind == "date":
+                add(src, [d for d in ORDINARY["date"] if ("/" in d) == ("/" in t.formats[0])])
+            elif kind == "code":
+                add(src, list(spec.codes[t.table].values))
+            elif kind == "decimal":
+                add(src, [a for a in ORDINARY["amount"] if ("," in a) <= t.decimal_comma])
+            elif kind == "int":
+                add(src, ORDINARY["int"])
+            elif kind == "bool":
+                add(src, [*t.true, *t.false])
+            elif target == "citizenship":
+                add(src, ["100", "380"])
+            elif target == "service_code":
+                add(src, ["A2.14", "A1.16", "X-1"])
+            else:
+                add(src, ORDINARY["text"])
+    for r in spec.records:
+        for k in r.key or ():
+            if k not in pools:
+                add(k, ["K1", "K2", "K3"])
+    return pools
+
+
+def _records(spec: Any, n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    pools = _pools(spec)
+    fields = sorted(source_fields(spec))
+    out = []
+    for _ in range(n):
+        row: dict[str, Any] = {}
+        odd = rng.random() < 0.4
+        for f in fields:
+            if f in ("cf", "CODICE_FISCALE", "ID_NUCLEO", "household_id"):
+                pool: list[Any] = [PSEUDONYM, "v2.1." + "C" * 43]
+                if odd and rng.random() < 0.1:  # not a pseudonym: the model refuses it
+                    pool = ["short", "<invalid identifier removed>", "v2.1." + "é" * 20]
+            elif f.endswith("__birth_year"):
+                pool = [1950, 1980, 2010]
+            elif f.endswith("__sex"):
+                pool = ["F", "M"]
+            else:
+                pool = pools.get(f) or ORDINARY["text"]
+            if f.endswith("__birth_year"):  # whole numbers, or none (a mixed column: below)
+                row[f] = rng.choice([*pool, None] if odd else pool)
+                continue
+            row[f] = rng.choice(ODD if odd and rng.random() < 0.25 else pool)
+        out.append(row)
+    return out
+
+
+def _row_path(mapping: Any, data: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]] | None:
+    """What the row path loads for a record (None: it refuses it or counts a code)."""
+    result = mapping.apply(data)
+    if result.problems or result.unmapped:
+        return None
+    outputs = []
+    for o in result.outputs:
+        try:
+            obj = model_for(o.model).model_validate({**o.data, "org": "ORG"})
+        except ValidationError:
+            return None
+        values = {k: plain(v) for k, v in obj.__dict__.items() if k != "org"}
+        key = None if o.key is None else tuple(str(k) for k in o.key)
+        outputs.append((o.model, key, values))
+    return outputs
+
+
+MAPPINGS = ["cartella-esempio.toml", "siuss_ps.toml", "synthetic.toml"]
+
+
+@pytest.mark.parametrize("name", MAPPINGS)
+def test_fast_path_decides_only_what_the_row_path_loads_and_the_same_rows(name: str) -> None:
+    spec = load_mapping(ROOT / "mappings" / name)
+    columns = ColumnMapping.compile(spec)
+    assert columns is not None, f"{name} no longer compiles to the fast path"
+    mapping = compile_mapping(spec)
+    records = _records(spec, 6000, seed=len(name))
+    fast = columns.apply(records)
+    assert fast is not None
+    decided = accepted = 0
+    for data, got in zip(records, fast, strict=True):
+        want = _row_path(mapping, data)
+        if want is not None:
+            accepted += 1
+        if got is None:
+            continue
+        decided += 1
+        assert want is not None, f"the fast path loads a record the row path refuses: {data}"
+        assert got == want, data
+        for (_, _, g), (_, _, w) in zip(got, want, strict=True):
+            for k in g:  # the same Python types too (a date is no datetime, 1 no True)
+                assert type(g[k]) is type(w[k]), (k, g[k], w[k])
+    # The fast path is one: it decides most records the row path loads.
+    assert accepted > 300
+    assert decided >= 0.9 * accepted, (decided, accepted)
+
+
+def test_a_mapping_with_lists_takes_the_row_path() -> None:
+    """``split`` (lists of needs, in the Third Sector mappings) is not compiled to columns."""
+    assert ColumnMapping.compile(load_mapping(ROOT / "mappings" / "ets-export.toml")) is None
+
+
+def test_cross_field_rules_cover_every_model_validator() -> None:
+    """A model rule the fast path does not know sends that model to the row path, and the
+    known ones are checked in columns: a new rule cannot be skipped silently."""
+    for kind, model in MODELS.items():
+        decorators = model.__pydantic_decorators__
+        names = set(decorators.model_validators) | set(decorators.field_validators)
+        if names:
+            assert kind in CROSS_FIELD_RULES, kind
+            assert names == {"_ordered"}, (kind, names)
+
+
+def test_cross_field_rules_refuse_like_the_model() -> None:
+    spec = parse_mapping(
+        """
+version = "1"
+name = "t"
+[[records]]
+model = "assessment"
+[records.fields]
+subject = { type = "field", source = "cf" }
+assessed_on = { type = "date", source = "a" }
+valid_until = { type = "date", source = "b", optional = true }
+disability = { type = "bool", source = "d", optional = true }
+non_self_sufficient = { type = "bool", source = "n", optional = true }
+"""
+    )
+    columns = ColumnMapping.compile(spec)
+    assert columns is not None
+    out = columns.apply(
+        [
+            {"cf": PSEUDONYM, "a": "2020-01-02", "b": "2020-01-01", "d": "S", "n": None},
+            {"cf": PSEUDONYM, "a": "2020-01-02", "b": None, "d": None, "n": None},
+            {"cf": PSEUDONYM, "a": "2020-01-02", "b": "2020-01-02", "d": "N", "n": None},
+        ]
+    )
+    assert out is not None
+    assert out[0] is None and out[1] is None
+    assert out[2] is not None and out[2][0][2]["disability"] is False
+
+
+def test_a_batch_of_other_value_types_takes_the_row_path() -> None:
+    spec = load_mapping(ROOT / "mappings" / "siuss_ps.toml")
+    columns = ColumnMapping.compile(spec)
+    assert columns is not None
+    records = _records(spec, 3, seed=1)
+    records[1]["importo"] = Decimal("12.50")
+    assert columns.apply(records) is None
