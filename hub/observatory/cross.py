@@ -29,7 +29,7 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 
-from hub.observatory.rows import own, received
+from hub.observatory.rows import RECEIVED_PREFIX, own, received
 from hub.observatory.table import GridBuilder, Period, Table
 from hub.registry import tables as t
 
@@ -42,6 +42,12 @@ __all__ = ["DEFAULT_TRANSFER_DAYS", "cross_district", "partners"]
 def partners(conn: sa.Connection) -> list[str]:
     """The districts this registry holds received case episodes from (sender codes)."""
     ce = t.case_episodes
+    r = t.runs
+    exchange = conn.execute(
+        sa.select(r.c.id).where(r.c.connector.startswith(RECEIVED_PREFIX, autoescape=True)).limit(1)
+    ).first()
+    if exchange is None:  # nothing ever received: no scan of the case episodes
+        return []
     return sorted(
         str(o) for (o,) in conn.execute(sa.select(ce.c.org).where(received(ce)).distinct())
     )

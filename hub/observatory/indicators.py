@@ -22,11 +22,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
 import sqlalchemy as sa
+from pyroaring import BitMap
 
+from hub.observatory import months as mo
 from hub.observatory.rows import own
 from hub.observatory.table import ALL, GridBuilder, Period, Table, column_of, row_of
 from hub.registry import tables as t
@@ -97,12 +100,17 @@ def ets_orgs(conn: sa.Connection) -> set[str]:
 
 def split_codes(value: str | None) -> list[str]:
     """The codes of a ``needs`` / ``services_given`` cell (``"food|housing"``), deduplicated."""
+    return list(_codes(value or ""))
+
+
+@lru_cache(maxsize=8192)
+def _codes(value: str) -> tuple[str, ...]:
     out: list[str] = []
-    for part in (value or "").split(CODE_SEPARATOR):
+    for part in value.split(CODE_SEPARATOR):
         part = part.strip()
         if part and part not in out:
             out.append(part)
-    return out
+    return tuple(out)
 
 
 def _iv_in_period(period: Period) -> sa.ColumnElement[bool]:
@@ -130,6 +138,25 @@ def _ns_in_period(period: Period) -> sa.ColumnElement[bool]:
 
 def _euros(value: Any) -> int:
     return int(Decimal(value or 0).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def monthly_span(
+    engine: sa.Engine, period: Period, monthly: bool | None, use_cache: bool = True
+) -> tuple[int, int] | None:
+    """The months ``m1..m2`` to answer ``period`` from the monthly aggregates
+    (:mod:`hub.observatory.months`), or None to compute it from the registry.
+
+    ``monthly``: True trusts the stored months (a refresh assembling its tables); False
+    computes live; None (the default) uses them when the period is made of whole months,
+    the store covers it and no sync ran since the refresh, and ``use_cache`` is set.
+    """
+    if monthly is False or (monthly is None and not use_cache):
+        return None
+    span = mo.whole_months(period)
+    if span is None or monthly:
+        return span
+    with engine.connect() as conn:
+        return span if mo.covers(conn, *span) else None
 
 
 def _org_headings(conn: sa.Connection, codes: Iterable[str]) -> list[str]:
@@ -160,7 +187,13 @@ def interventions(
         hit = cached(engine, f"iv.{by}", period, org)
         if hit is not None:
             return hit
-    district = _interventions(engine, period, by)
+    span = monthly_span(engine, period, None, use_cache)
+    if span is not None:
+        with engine.connect() as conn:
+            counts = _iv_counts_monthly(conn, *span)[by]
+        district = _interventions(engine, period, by, counts)
+    else:
+        district = _interventions(engine, period, by)
     return district if org is None else slice_interventions(district, org)
 
 
@@ -242,10 +275,44 @@ def _iv_counts(conn: sa.Connection, period: Period) -> dict[str, _IvCounts]:
     return out
 
 
-def interventions_both(engine: sa.Engine, period: Period) -> dict[str, list[Table]]:
-    """The district tables by area and by SIUSS code, from one pass over the registry."""
+def _iv_counts_monthly(conn: sa.Connection, m1: int, m2: int) -> dict[str, _IvCounts]:
+    """The counts of :func:`_iv_counts` from the monthly aggregates of months ``m1..m2``:
+    numbers and amounts added up, people as unions of the months' bitmaps."""
+    sums = mo.read(conn, mo.IV, m1, m2)
+    out = {"area": _IvCounts(), "service": _IvCounts()}
+    cols: dict[str, list[BitMap]] = defaultdict(list)
+    for by, c in out.items():
+        cells: dict[tuple[str, str], list[BitMap]] = defaultdict(list)
+        for (o, key), n in sums.n.items():
+            r = key.split("/", 1)[0] if by == "area" else key
+            k = (r, o)
+            c.n[k] = c.n.get(k, 0) + n
+            c.euro[k] = c.euro.get(k, Decimal(0)) + Decimal(sums.cents[(o, key)]) / 100
+            cells[k].append(sums.people[(o, key)])
+            if by == "area":
+                cols[o].append(sums.people[(o, key)])
+        merged = {k: mo.union(v) for k, v in cells.items()}
+        rows: dict[str, list[BitMap]] = defaultdict(list)
+        for (r, _), bm in merged.items():
+            rows[r].append(bm)
+        c.people = {k: len(v) for k, v in merged.items()}
+        c.people_row = {r: len(mo.union(v)) for r, v in rows.items()}
+    by_org = {o: mo.union(v) for o, v in cols.items()}
+    total = len(mo.union(by_org.values()))
+    for c in out.values():
+        c.people_col = {o: len(v) for o, v in by_org.items()}
+        c.people_total = total
+    return out
+
+
+def interventions_both(
+    engine: sa.Engine, period: Period, *, monthly: bool = False
+) -> dict[str, list[Table]]:
+    """The district tables by area and by SIUSS code, from one pass over the registry
+    (``monthly``: from the stored monthly aggregates, which must cover the period)."""
+    span = monthly_span(engine, period, monthly) if monthly else None
     with engine.connect() as conn:
-        counts = _iv_counts(conn, period)
+        counts = _iv_counts_monthly(conn, *span) if span else _iv_counts(conn, period)
     return {by: _interventions(engine, period, by, counts[by]) for by in counts}
 
 
@@ -369,6 +436,7 @@ def third_sector(
     org: str | None = None,
     use_cache: bool = True,
     reuse: Mapping[str, list[Table]] | None = None,
+    monthly: bool | None = None,
 ) -> list[Table]:
     """Need signals of Third Sector organisations in the period.
 
@@ -385,15 +453,32 @@ def third_sector(
         hit = cached(engine, "ets", period, org)
         if hit is not None:
             return hit
-    tables = _third_sector(engine, period, org)
-    if org is not None:
-        return tables
+    span = monthly_span(engine, period, monthly, use_cache)
     with engine.connect() as conn:
         ets = sorted(ets_orgs(conn))
+        # From the months: every entity's rows in one read, split here.
+        by_org: dict[str, list[_NsRow]] | None = None
+        if span is not None:
+            by_org = defaultdict(list)
+            for o, m, key, k in mo.read_dated(conn, mo.NSK, *span, [org] if org else ets):
+                comune, needs, services = key.split(mo.SEP)
+                by_org[o].append((comune, m, needs, services, k))
+    if by_org is not None and org is not None:
+        return _third_sector(engine, period, org, span, by_org.get(org, []))
+    if by_org is not None:
+        every = [r for o in ets for r in by_org.get(o, [])]
+        tables = _third_sector(engine, period, None, span, every)
+    else:
+        tables = _third_sector(engine, period, org)
+    if org is not None:
+        return tables
     # ``reuse``: entities' tables already computed for this period (an incremental
     # refresh passes the stored ones of the entities a sync did not touch).
     shares = {
-        o: list(reuse[o]) if reuse and o in reuse else _third_sector(engine, period, o) for o in ets
+        o: list(reuse[o])
+        if reuse and o in reuse
+        else _third_sector(engine, period, o, span, None if by_org is None else by_org.get(o, []))
+        for o in ets
     }
     return [_with_shares(tb, [shares[o][i] for o in ets]) for i, tb in enumerate(tables)]
 
@@ -418,25 +503,49 @@ def _with_shares(district: Table, shares: list[Table]) -> Table:
     return replace(district, relations=(*district.relations, *rels), hidden=tuple(hidden.items()))
 
 
-def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Table]:
+#: A Third Sector grouping: comune, month (``YYYYMM``), needs, services, contacts.
+_NsRow = tuple[str, int, str, str, int]
+
+
+def _third_sector(
+    engine: sa.Engine,
+    period: Period,
+    org: str | None,
+    span: tuple[int, int] | None = None,
+    given: list[_NsRow] | None = None,
+) -> list[Table]:
+    """The tables of one entity (or of every entity, without the shares), from the
+    registry or, with ``span``, from the monthly aggregates of those months (``given``:
+    their rows, already read)."""
     ns = t.need_signals
     with engine.connect() as conn:
         scope = scope_of(conn, period)
         ets = ets_orgs(conn)
-        month = sa.func.extract("year", ns.c.on) * 100 + sa.func.extract("month", ns.c.on)
-        q = (
-            sa.select(ns.c.comune_istat, month, ns.c.needs, ns.c.services_given, sa.func.count())
-            .where(_ns_in_period(period))
-            .group_by(ns.c.comune_istat, month, ns.c.needs, ns.c.services_given)
-        )
-        if org:
-            q = q.where(ns.c.org == org)
+        rows: list[_NsRow] = []
+        if given is not None:
+            rows = given
+        elif span is not None:
+            wanted = [org] if org else sorted(ets)
+            for _, m, key, k in mo.read_dated(conn, mo.NSK, *span, wanted):
+                comune, needs, services = key.split(mo.SEP)
+                rows.append((comune, m, needs, services, k))
         else:
-            q = q.where(ns.c.org.in_(sorted(ets)) if ets else sa.false())
-        rows: list[tuple[str, int, str, str, int]] = [
-            (str(c), int(m), str(nd or ""), str(sv or ""), int(k))
-            for c, m, nd, sv, k in conn.execute(q)
-        ]
+            month = sa.func.extract("year", ns.c.on) * 100 + sa.func.extract("month", ns.c.on)
+            q = (
+                sa.select(
+                    ns.c.comune_istat, month, ns.c.needs, ns.c.services_given, sa.func.count()
+                )
+                .where(_ns_in_period(period))
+                .group_by(ns.c.comune_istat, month, ns.c.needs, ns.c.services_given)
+            )
+            if org:
+                q = q.where(ns.c.org == org)
+            else:
+                q = q.where(ns.c.org.in_(sorted(ets)) if ets else sa.false())
+            rows = [
+                (str(c), int(m), str(nd or ""), str(sv or ""), int(k))
+                for c, m, nd, sv, k in conn.execute(q)
+            ]
     months = period.months()
     comuni = sorted({r[0] for r in rows})
     fixed = (("org", org),) if org else ()
@@ -467,8 +576,12 @@ def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Ta
         (2, NEED_HEADINGS, "bisogni", "Bisogno"),
         (3, SERVICE_HEADINGS, "servizi", "Servizio dato"),
     ):
-        texts = [r[2] if fno == 2 else r[3] for r in rows]
-        codes = sorted({code for text in texts for code in split_codes(text)})
+        # Contacts per (comune, month, codes text) of this field: fewer groups than rows
+        # (a row is one needs × services combination).
+        grouped: dict[tuple[str, int, str], int] = defaultdict(int)
+        for r in rows:
+            grouped[(r[0], r[1], r[2] if fno == 2 else r[3])] += r[4]
+        codes = sorted({code for (_, _, text) in grouped for code in _codes(text)})
         for dim, dim_values, dim_label in (
             ("comune", comuni, "Comune (ISTAT)"),
             ("mese", months, "Mese"),
@@ -476,16 +589,18 @@ def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Ta
             g = GridBuilder(codes, list(dim_values))
             row_tot: dict[str, int] = defaultdict(int)
             col_tot: dict[str, int] = defaultdict(int)
-            for r, text in zip(rows, texts, strict=True):
-                col = r[0] if dim == "comune" else mlabel(r[1])
-                its = split_codes(text)
+            total = 0
+            for (comune, ym, text), k in grouped.items():
+                col = comune if dim == "comune" else mlabel(ym)
+                its = _codes(text)
                 for code in its:
-                    g.cells[(code, col)] = g.cells.get((code, col), 0) + r[4]
-                    row_tot[code] += r[4]
+                    g.cells[(code, col)] = g.cells.get((code, col), 0) + k
+                    row_tot[code] += k
                 if its:
-                    col_tot[col] += r[4]
+                    col_tot[col] += k
+                    total += k
             g.row_totals, g.col_totals = dict(row_tot), dict(col_tot)
-            g.total = sum(r[4] for r, text in zip(rows, texts, strict=True) if split_codes(text))
+            g.total = total
             out.append(
                 g.table(
                     id=f"ets_{name}_{dim}",
@@ -509,7 +624,9 @@ def _third_sector(engine: sa.Engine, period: Period, org: str | None) -> list[Ta
 
 
 # -- overlaps -----------------------------------------------------------------------
-def overlaps(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> list[Table]:
+def overlaps(
+    engine: sa.Engine, period: Period, *, use_cache: bool = True, monthly: bool | None = None
+) -> list[Table]:
     """People followed in the period by public services and/or the Third Sector, and by
     more than one consortium, counted on district-domain pseudonyms.
 
@@ -524,29 +641,54 @@ def overlaps(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> li
         hit = cached(engine, "ov", period, None)
         if hit is not None:
             return hit
+    span = monthly_span(engine, period, monthly, use_cache)
     ce, iv, ns = t.case_episodes, t.interventions, t.need_signals
     with engine.connect() as conn:
         scope = scope_of(conn, period)
         orgs = organisations(conn)
         ets = {c for c, (_, k) in orgs.items() if k == OrganisationKind.ETS}
-        public_q = sa.union(
-            sa.select(ce.c.subject, ce.c.org).where(_ce_in_period(period)),
-            sa.select(iv.c.subject, iv.c.org).where(_iv_in_period(period)),
-        ).subquery()
-        public: dict[str, set[str]] = defaultdict(set)
-        for subject, o in conn.execute(sa.select(public_q.c.subject, public_q.c.org)):
-            if o not in ets:
-                public[str(subject)].add(str(o))
-        third = {
-            str(s)
-            for (s,) in conn.execute(
-                sa.select(ns.c.subject)
-                .where(_ns_in_period(period), ns.c.subject.is_not(None))
-                .where(ns.c.org.in_(sorted(ets)) if ets else sa.false())
-                .distinct()
+        by_org: dict[str, BitMap] = {}
+        if span is not None:
+            parts: dict[str, list[BitMap]] = defaultdict(list)
+            for kind in (mo.CE, mo.IV):
+                for (o, _), bm in mo.read(conn, kind, *span).people.items():
+                    if o not in ets:
+                        parts[o].append(bm)
+            by_org = {o: mo.union(v) for o, v in parts.items()}
+            third = mo.union(mo.read(conn, mo.NS, *span, orgs=ets).people.values())
+        else:
+            public_q = sa.union(
+                sa.select(ce.c.subject, ce.c.org).where(_ce_in_period(period)),
+                sa.select(iv.c.subject, iv.c.org).where(_iv_in_period(period)),
+            ).subquery()
+            found: dict[str, list[int]] = defaultdict(list)
+            for subject, o in conn.execute(sa.select(public_q.c.subject, public_q.c.org)):
+                if o not in ets:
+                    found[str(o)].append(int(subject))
+            by_org = {o: BitMap(v) for o, v in found.items()}
+            third = BitMap(
+                int(s)
+                for (s,) in conn.execute(
+                    sa.select(ns.c.subject)
+                    .where(_ns_in_period(period), ns.c.subject.is_not(None))
+                    .where(ns.c.org.in_(sorted(ets)) if ets else sa.false())
+                    .distinct()
+                )
             )
-        }
-    pub = set(public)
+    return _overlaps(scope, orgs, by_org, third, period)
+
+
+def _overlaps(
+    scope: str,
+    orgs: Mapping[str, tuple[str, str]],
+    by_org: Mapping[str, BitMap],
+    third: BitMap,
+    period: Period,
+) -> list[Table]:
+    """The two overlap tables from each public organisation's people and the Third
+    Sector's (sets of person ids: intersections and unions)."""
+    by_org = {o: bm for o, bm in by_org.items() if bm}
+    pub = mo.union(by_org.values())
     kinds = ["solo_pubblico", "pubblico_e_ets", "solo_ets"]
     g = GridBuilder(kinds, ["persone"])
     g.cells = {
@@ -573,12 +715,15 @@ def overlaps(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> li
         col_headings=["Persone"],
         pattern=f"sovrapposizioni|{scope}",
     )
-    consortia = sorted({o for os_ in public.values() for o in os_})
+    consortia = sorted(by_org)
     pairs = [f"{a}+{b}" for a, b in combinations(consortia, 2)]
     gc = GridBuilder([*pairs, "2+"], ["persone"])
+    both = []
     for a, b in combinations(consortia, 2):
-        gc.cells[(f"{a}+{b}", "persone")] = sum(1 for s in public.values() if {a, b} <= s)
-    gc.cells[("2+", "persone")] = sum(1 for s in public.values() if len(s) >= 2)
+        common = by_org[a] & by_org[b]
+        both.append(common)
+        gc.cells[(f"{a}+{b}", "persone")] = len(common)
+    gc.cells[("2+", "persone")] = len(mo.union(both))
     gc.row_totals = {r: gc.cells[(r, "persone")] for r in gc.rows}
     gc.col_totals = {"persone": gc.cells[("2+", "persone")]}
     gc.total = gc.cells[("2+", "persone")]
@@ -605,7 +750,9 @@ def overlaps(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> li
 
 
 # -- coverage -----------------------------------------------------------------------
-def coverage(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> Table:
+def coverage(
+    engine: sa.Engine, period: Period, *, use_cache: bool = True, monthly: bool | None = None
+) -> Table:
     """Organisations that supplied data in the period / organisations registered, by kind.
 
     An organisation *supplied data in the period* when the registry holds at
@@ -618,19 +765,47 @@ def coverage(engine: sa.Engine, period: Period, *, use_cache: bool = True) -> Ta
         hit = cached(engine, "cov", period, None)
         if hit:
             return hit[0]
-    ce, iv, asmt, ns = t.case_episodes, t.interventions, t.assessments, t.need_signals
+    span = monthly_span(engine, period, monthly, use_cache)
     with engine.connect() as conn:
         scope = scope_of(conn, period)
         orgs = organisations(conn)
-        q = sa.union(
-            sa.select(ce.c.org).where(_ce_in_period(period)),
-            sa.select(iv.c.org).where(_iv_in_period(period)),
-            sa.select(asmt.c.org).where(
-                own(asmt), asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
-            ),
-            sa.select(ns.c.org).where(_ns_in_period(period)),
-        )
-        supplied = {str(o) for (o,) in conn.execute(q)}
+        if span is not None:
+            # A month is stored only when a row is active (or dated) in it.
+            m = t.obs_months
+            supplied = {
+                str(o)
+                for (o,) in conn.execute(
+                    sa.select(m.c.org)
+                    .where(
+                        m.c.kind.in_([mo.CE, mo.IV, mo.AS, mo.NS]),
+                        m.c.month >= mo.yyyymm(span[0]),
+                        m.c.month <= mo.yyyymm(span[1]),
+                    )
+                    .distinct()
+                )
+            }
+        else:
+            supplied = _supplied(conn, period)
+    return _coverage(scope, period, orgs, supplied)
+
+
+def _supplied(conn: sa.Connection, period: Period) -> set[str]:
+    """Organisations with a record dated in the period (from the registry)."""
+    ce, iv, asmt, ns = t.case_episodes, t.interventions, t.assessments, t.need_signals
+    q = sa.union(
+        sa.select(ce.c.org).where(_ce_in_period(period)),
+        sa.select(iv.c.org).where(_iv_in_period(period)),
+        sa.select(asmt.c.org).where(
+            own(asmt), asmt.c.assessed_on >= period.start, asmt.c.assessed_on <= period.end
+        ),
+        sa.select(ns.c.org).where(_ns_in_period(period)),
+    )
+    return {str(o) for (o,) in conn.execute(q)}
+
+
+def _coverage(
+    scope: str, period: Period, orgs: Mapping[str, tuple[str, str]], supplied: set[str]
+) -> Table:
     kinds = [k.value for k in OrganisationKind if k != OrganisationKind.DISTRICT]
     g = GridBuilder(kinds, ["registrate", "con_dati"])
     for code, (_, kind) in orgs.items():

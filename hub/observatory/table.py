@@ -207,10 +207,11 @@ class GridBuilder:
 
 
 def table_to_dict(tb: Table) -> dict[str, object]:
-    """A JSON-ready form of a table (see :func:`table_from_dict`)."""
-    from dataclasses import asdict
+    """A JSON-ready form of a table (see :func:`table_from_dict`): its fields, tuples
+    as they are (JSON writes them as lists; no deep copy, a refresh writes hundreds)."""
+    from dataclasses import fields
 
-    return asdict(tb)
+    return {f.name: getattr(tb, f.name) for f in fields(tb)}
 
 
 def table_from_dict(data: dict[str, Any]) -> Table:

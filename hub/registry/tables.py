@@ -388,6 +388,29 @@ obs_refresh = sa.Table(
 )
 
 
+#: Per-(kind × organisation × month × key) aggregates (:mod:`hub.observatory.months`):
+#: row counts and amounts (cents) of rows starting in the month (``n``, ``cents``) and of
+#: rows started before it and still running on its first day (``carry_n``,
+#: ``carry_cents``), and the subjects active in the month as a serialised roaring bitmap
+#: of person ids (``people``). ``month`` is ``YYYYMM``.
+obs_months = sa.Table(
+    "obs_months",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("org", CODE, nullable=False),
+    sa.Column("month", sa.Integer, nullable=False),
+    sa.Column("key", sa.String(520), nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("cents", sa.BigInteger, nullable=False),
+    sa.Column("carry_n", sa.Integer, nullable=False),
+    sa.Column("carry_cents", sa.BigInteger, nullable=False),
+    sa.Column("people", sa.LargeBinary),
+    # Queries read a kind over a range of months; a refresh replaces an organisation's.
+    sa.UniqueConstraint("kind", "month", "org", "key"),
+)
+
+
 #: Columns holding *text* pseudonyms (``f"v2.{epoch}." + base64url(32 bytes)``), as
 #: ``(table, column)``: only the web intake keeps them (each entry is read into the registry
 #: by the ``ets_form`` connector). The registry's own pseudonyms are the rows of

@@ -205,7 +205,7 @@ def test_sync_timings_says_where_the_cpu_went(make_workspace: WorkspaceFactory) 
 def test_rows_keyed_the_old_way_are_replaced_after_the_person_keys_migration(
     make_workspace: WorkspaceFactory,
 ) -> None:
-    """0006_person_keys makes the next sync map every record again: rows whose keys were
+    """0007_person_keys makes the next sync map every record again: rows whose keys were
     built the old way (simulated here by changing them) are replaced, and the registry ends
     as a fresh sync leaves it, with no second row for anybody."""
     import hashlib
@@ -228,7 +228,7 @@ def test_rows_keyed_the_old_way_are_replaced_after_the_person_keys_migration(
             for rid, key in conn.execute(sa.select(table.c.id, table.c.key_hash)).all():
                 other = hashlib.blake2b(bytes(key), digest_size=16).digest()
                 conn.execute(table.update().where(table.c.id == rid).values(key_hash=other))
-        command.downgrade(alembic_config(conn), "0005_storage")
+        command.downgrade(alembic_config(conn), "0006_obs_months")
     reg.close()
 
     pipeline, reg = _pipeline(ws)  # opening the registry upgrades it: 0006 runs

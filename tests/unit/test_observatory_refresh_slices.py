@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import hub.observatory.indicators as ind
+import hub.observatory.months as months_module
 import hub.observatory.prese_in_carico as pic_module
 from hub.observatory.aggregates import refresh, refresh_after_sync, touched_slices
 from hub.registry import Registry
@@ -118,7 +119,9 @@ class Spy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pic: list[tuple[int, str | None]] = []
         self.ets: list[tuple[int, str | None]] = []
+        self.ets_from_months: list[bool] = []
         self.iv: list[int] = []
+        self.months: list[tuple[str, str, tuple[int, int]]] = []
         real_pic: Callable[..., Any] = pic_module.prese_in_carico
         real_ets: Callable[..., Any] = ind._third_sector
         real_iv: Callable[..., Any] = ind.interventions_both
@@ -128,14 +131,22 @@ class Spy:
             self.pic += [(y, org) for y in years]
             return real_pic(engine, years, org=org, **kw)
 
-        def ets(engine: sa.Engine, period: Any, org: str | None) -> Any:
+        def ets(engine: sa.Engine, period: Any, org: str | None, *args: Any) -> Any:
             self.ets.append((period.start.year, org))
-            return real_ets(engine, period, org)
+            self.ets_from_months.append(bool(args) and args[0] is not None)
+            return real_ets(engine, period, org, *args)
 
-        def iv(engine: sa.Engine, period: Any) -> Any:
+        def iv(engine: sa.Engine, period: Any, **kw: Any) -> Any:
             self.iv.append(period.start.year)
-            return real_iv(engine, period)
+            return real_iv(engine, period, **kw)
 
+        real_compute: Callable[..., Any] = months_module.compute
+
+        def compute(conn: Any, org: str, table: str, lo: int, hi: int) -> Any:
+            self.months.append((org, table, (lo, hi)))
+            return real_compute(conn, org, table, lo, hi)
+
+        monkeypatch.setattr(months_module, "compute", compute)
         monkeypatch.setattr(pic_module, "prese_in_carico", pic)
         monkeypatch.setattr(ind, "_third_sector", ets)
         monkeypatch.setattr(ind, "interventions_both", iv)
@@ -171,10 +182,23 @@ def test_a_sync_recomputes_only_the_slices_it_touched(
 
     spy = Spy(monkeypatch)
     refresh_after_sync(engine)
-    assert sorted(set(spy.iv)) == [2020, 2021, 2022]
+    # Interventions tables: the years whose interventions changed (2021 lost an episode only).
+    assert sorted(set(spy.iv)) == [2020, 2022]
     assert {org for _, org in spy.pic} == {"A", None}  # B's rows are reused
-    assert {y for y, _ in spy.pic} == {2020, 2021, 2022}
-    assert {org for _, org in spy.ets} == {None}  # E1 not touched: its tables are reused
+    # Only case episodes, subjects and assessments feed the prese in carico: the
+    # interventions changed in 2020 and 2022 do not recompute them; the deleted episode
+    # of 2021 does.
+    assert {y for y, _ in spy.pic} == {2021}
+    # Only A's months are recomputed from the registry, and only those touched.
+    assert {org for org, _, _ in spy.months} == {"A"}
+    assert {(table, lo, hi) for _, table, (lo, hi) in spy.months} == {
+        ("interventions", 2020 * 12 + 2, 2020 * 12 + 3),  # the moved row's old months
+        ("interventions", 2022 * 12 + 2, 2022 * 12 + 3),  # the changed row (Mar-Apr)
+        ("interventions", 2022 * 12 + 5, 2022 * 12 + 6),  # the moved row's new months
+        ("case_episodes", 2021 * 12 + 1, 2021 * 12 + 10),  # the deleted episode's
+    }
+    # No need signal changed: the Third Sector tables are kept as stored.
+    assert spy.ets == []
     incremental = _store(registry)
     monkeypatch.undo()
     refresh(engine)
@@ -182,7 +206,9 @@ def test_a_sync_recomputes_only_the_slices_it_touched(
     assert touched_slices(engine) == set()  # nothing since
 
 
-def test_a_third_sector_sync_and_a_new_year(registry: Registry) -> None:
+def test_a_third_sector_sync_and_a_new_year(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = registry.engine
     refresh(engine)
     with engine.begin() as conn:
@@ -208,7 +234,15 @@ def test_a_third_sector_sync_and_a_new_year(registry: Registry) -> None:
     assert touched is not None
     assert ("E1", 2023) in touched and ("B", 2025) in touched
     assert not any(y < 2023 for _, y in touched)
+    spy = Spy(monkeypatch)
     refresh_after_sync(engine)
+    # E1's new contact: its tables and the district's, assembled from the stored months.
+    assert {2023} <= {y for y, _ in spy.ets} and all(spy.ets_from_months)
+    # B's episode opens 2025, a year new to the store: every organisation's months of it
+    # (open rows run into it); of A, nothing else.
+    assert {org for org, _, _ in spy.months} == {"A", "B", "E1"}
+    assert all(lo >= 2025 * 12 for org, _, (lo, _) in spy.months if org == "A")
+    monkeypatch.undo()
     incremental = _store(registry)
     refresh(engine)
     assert _store(registry) == incremental

@@ -17,8 +17,8 @@ the exchange) are not touched.
 A source that is no longer readable (a file removed from the inbox) keeps its other rows
 under the old keys, and its people have no subject row until a readable source names them.
 
-Revision ID: 0006_person_keys
-Revises: 0005_storage
+Revision ID: 0007_person_keys
+Revises: 0006_obs_months
 Create Date: 2026-12-01 14:30:00
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006_person_keys"
-down_revision = "0005_storage"
+revision = "0007_person_keys"
+down_revision = "0006_obs_months"
 branch_labels = None
 depends_on = None
 
