@@ -11,8 +11,8 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hub.inputs import InputError
@@ -42,10 +42,29 @@ class CSVFile:
     encoding: str
     delimiter: str
     header: tuple[str, ...]
-    text: str
+    #: The file's bytes, read once: every pass over the rows decodes them again in
+    #: small chunks, so no pass holds the whole text (a decoded copy, or the four bytes
+    #: per character of an ``io.StringIO``), and every pass reads the same content.
+    data: bytes = field(repr=False)
+    #: Where the text starts in ``data`` (after a byte order mark).
+    start: int = 0
+    #: The Python codec and error handler that decode ``data[start:]``.
+    codec: str = "utf-8"
+    errors: str = "strict"
+
+    @property
+    def text(self) -> str:
+        """The whole decoded text (built on each call: the reader never needs it)."""
+        return self.data[self.start :].decode(self.codec, self.errors)
+
+    def stream(self) -> io.TextIOWrapper:
+        """The text as a stream of lines (``newline=""``, as :mod:`csv` wants it)."""
+        raw = io.BytesIO(self.data)  # shares ``data``, no copy
+        raw.seek(self.start)
+        return io.TextIOWrapper(raw, encoding=self.codec, errors=self.errors, newline="")
 
     def rows(self) -> Iterator[CSVRow]:
-        reader = _reader(self.text, self.delimiter)
+        reader = _reader(self.stream(), self.delimiter)
         line = 1
         first = True
         for record in _records(reader):
@@ -67,10 +86,8 @@ class CSVFile:
             yield CSVRow(line, dict(zip(self.header, values, strict=True)))
 
 
-def _reader(text: str, delimiter: str) -> csv.Reader:  # type: ignore[name-defined]
-    return csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', strict=True
-    )
+def _reader(lines: Iterable[str], delimiter: str) -> csv.Reader:  # type: ignore[name-defined]
+    return csv.reader(lines, delimiter=delimiter, quotechar='"', strict=True)
 
 
 def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str]]]:  # type: ignore[name-defined]
@@ -91,25 +108,61 @@ def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str]]]:  # type: ig
         ) from None
 
 
-def _decode(raw: bytes, encoding: str) -> tuple[str, str]:
+#: Bytes decoded at a time when a file is checked (no pass holds the whole text).
+CHUNK_BYTES = 1024 * 1024
+#: Characters of a pair typical of mojibake (MOJIBAKE): when a chunk has none, the
+#: regular expression need not run (most exports have none of them at all).
+_MOJIBAKE_LEADS = ("Ã", "Â", "â€")
+
+
+@dataclass(frozen=True)
+class _Text:
+    """How the bytes of a file decode: where the text starts, the codec, what it is called."""
+
+    start: int
+    codec: str
+    errors: str
+    name: str
+
+
+def _decode(raw: bytes, encoding: str) -> tuple[_Text, str]:
+    """How ``raw`` decodes, and the text of its first chunk; the whole file is checked, in
+    chunks, without keeping its text (CSVInputError with the line where it is wrong)."""
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if encoding == "auto":
-        if raw.startswith(codecs.BOM_UTF8):
-            return raw[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), "utf-8-sig"
+        if bom:
+            how = _Text(bom, "utf-8", "strict", "utf-8-sig")
+            return how, _checked(raw, how, encoding="utf-8")
         try:
-            return raw.decode("utf-8"), "utf-8"
+            how = _Text(0, "utf-8", "strict", "utf-8")
+            return how, _scan(raw, how)
         except UnicodeDecodeError:
-            return raw.decode("cp1252", errors="replace"), "cp1252"
+            how = _Text(0, "cp1252", "replace", "cp1252")
+            return how, _checked(raw, how, encoding="cp1252")
     enc = encoding.lower()
     if enc not in ENCODINGS:
         raise CSVInputError(
             f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)} or auto"
         )
-    if enc in ("utf-8", "utf-8-sig") and raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
+    if enc in ("utf-8", "utf-8-sig"):
+        return _Text(bom, "utf-8", "strict", enc), _checked(
+            raw, _Text(bom, "utf-8", "strict", enc), encoding=encoding
+        )
+    how = _Text(0, enc, "strict", enc)
+    return how, _checked(raw, how, encoding=encoding)
+
+
+def _checked(raw: bytes, how: _Text, *, encoding: str) -> str:
+    """:func:`_scan`, a text that does not decode refused with the line where it breaks."""
     try:
-        return raw.decode(enc), enc
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
+        return _scan(raw, how)
+    except UnicodeDecodeError:
+        # Where exactly: decode once more as a whole (only for a file that is refused).
+        try:
+            raw[how.start :].decode(how.codec, how.errors)
+            line = 0
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", how.start, how.start + e.start) + 1
         raise CSVInputError(
             f"the file is not valid {encoding}; it is probably cp1252 "
             '(Excel\'s usual encoding): set encoding = "cp1252"',
@@ -117,15 +170,46 @@ def _decode(raw: bytes, encoding: str) -> tuple[str, str]:
         ) from None
 
 
-def _check_mojibake(text: str, encoding: str) -> None:
-    m = MOJIBAKE.search(text)
-    if m:
-        line = text.count("\n", 0, m.start()) + 1
-        raise CSVInputError(
-            f"the file does not look like {encoding}: it contains character pairs typical of "
-            'UTF-8 text read with the wrong encoding; set encoding = "utf-8"',
-            line=line,
-        )
+def _scan(raw: bytes, how: _Text) -> str:
+    """Decode the whole text in chunks (UnicodeDecodeError if it does not); return the first
+    chunk's text (the header and the sample for the separator are there).
+
+    Refused (CSVInputError): a text with nothing but blanks; a text read with another
+    encoding than UTF-8 that has pairs typical of UTF-8 read with the wrong encoding."""
+    mojibake = how.name not in ("utf-8", "utf-8-sig")
+    decoder = codecs.getincrementaldecoder(how.codec)(how.errors)
+    head: str | None = None
+    blank = True
+    newlines = 0  # before the current chunk
+    tail = ""  # the previous chunk's last character (a pair may straddle two chunks)
+    at = how.start
+    while True:
+        final = at >= len(raw)
+        text = decoder.decode(raw[at : at + CHUNK_BYTES], final=final)
+        at += CHUNK_BYTES
+        if head is None:
+            head = text
+        if blank and text.strip():
+            blank = False
+        if mojibake:
+            pair = tail + text
+            if any(lead in pair for lead in _MOJIBAKE_LEADS):
+                m = MOJIBAKE.search(pair)
+                if m:
+                    before = newlines - (tail == "\n")
+                    raise CSVInputError(
+                        f"the file does not look like {how.name}: it contains character pairs "
+                        "typical of UTF-8 text read with the wrong encoding; set "
+                        'encoding = "utf-8"',
+                        line=before + pair.count("\n", 0, m.start()) + 1,
+                    )
+            tail = text[-1:] or tail
+            newlines += text.count("\n")
+        if final:
+            break
+    if blank:
+        raise CSVInputError("the file is empty")
+    return head or ""
 
 
 def _sniff(text: str) -> str:
@@ -152,7 +236,10 @@ def _sniff(text: str) -> str:
 def open_csv(
     path: Path, *, encoding: str = "auto", delimiter: str = "auto", max_bytes: int = MAX_FILE_BYTES
 ) -> CSVFile:
-    """Read and check a whole CSV file (bounded size); rows are parsed lazily."""
+    """Read and check a whole CSV file (bounded size); rows are parsed lazily.
+
+    The file is read once into memory as bytes; its text is checked here (encoding,
+    mojibake, header) and decoded again, in chunks, by each pass over its rows."""
     size = path.stat().st_size
     if size > max_bytes:
         raise CSVInputError(
@@ -166,17 +253,14 @@ def open_csv(
             "OpenDocument (.ods) spreadsheet: read it as a spreadsheet (csv_export does with "
             'format = "auto"), or save it from Excel as "CSV (separato da punto e virgola)"'
         )
-    text, enc = _decode(raw, encoding)
-    if enc not in ("utf-8", "utf-8-sig"):
-        _check_mojibake(text, enc)
-    if not text.strip():
-        raise CSVInputError("the file is empty")
-    delim = _sniff(text) if delimiter == "auto" else delimiter.replace("\\t", "\t")
+    how, head = _decode(raw, encoding)
+    delim = _sniff(head) if delimiter == "auto" else delimiter.replace("\\t", "\t")
     if delim not in SEPARATORS:
         raise CSVInputError(f"unsupported delimiter {delimiter!r}")
+    f = CSVFile(how.name, delim, (), raw, how.start, how.codec, how.errors)
     old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
-        first = next(_records(_reader(text, delim)), None)
+        first = next(_records(_reader(f.stream(), delim)), None)
         header_values = first[1] if first else []
     except csv.Error:
         raise CSVInputError("a value is longer than 64 KiB", line=1) from None
@@ -196,7 +280,7 @@ def open_csv(
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise CSVInputError(f"duplicate column names in the header: {', '.join(dup)}", line=1)
-    return CSVFile(enc, delim, header, text)
+    return replace(f, header=header)
 
 
 def check_rows(csv_file: CSVFile) -> None:
@@ -205,7 +289,7 @@ def check_rows(csv_file: CSVFile) -> None:
     anything of it is loaded)."""
     old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
-        for _ in _records(_reader(csv_file.text, csv_file.delimiter)):
+        for _ in _records(_reader(csv_file.stream(), csv_file.delimiter)):
             pass
     except csv.Error as e:
         raise CSVInputError(f"a value is too long or malformed ({e})") from None
