@@ -110,6 +110,8 @@ def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str]]]:  # type: ig
 
 #: Bytes decoded at a time when a file is checked (no pass holds the whole text).
 CHUNK_BYTES = 1024 * 1024
+#: Text kept from the start of a file, to find its separator (the first lines).
+HEAD_CHARS = 64 * 1024
 #: Characters of a pair typical of mojibake (MOJIBAKE): when a chunk has none, the
 #: regular expression need not run (most exports have none of them at all).
 _MOJIBAKE_LEADS = ("Ã", "Â", "â€")
@@ -126,7 +128,7 @@ class _Text:
 
 
 def _decode(raw: bytes, encoding: str) -> tuple[_Text, str]:
-    """How ``raw`` decodes, and the text of its first chunk; the whole file is checked, in
+    """How ``raw`` decodes, and the start of its text; the whole file is checked, in
     chunks, without keeping its text (CSVInputError with the line where it is wrong)."""
     bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if encoding == "auto":
@@ -171,14 +173,14 @@ def _checked(raw: bytes, how: _Text, *, encoding: str) -> str:
 
 
 def _scan(raw: bytes, how: _Text) -> str:
-    """Decode the whole text in chunks (UnicodeDecodeError if it does not); return the first
-    chunk's text (the header and the sample for the separator are there).
+    """Decode the whole text in chunks (UnicodeDecodeError if it does not); return its start
+    (at least :data:`HEAD_CHARS` characters, where the sample for the separator is taken).
 
     Refused (CSVInputError): a text with nothing but blanks; a text read with another
     encoding than UTF-8 that has pairs typical of UTF-8 read with the wrong encoding."""
     mojibake = how.name not in ("utf-8", "utf-8-sig")
     decoder = codecs.getincrementaldecoder(how.codec)(how.errors)
-    head: str | None = None
+    head = ""
     blank = True
     newlines = 0  # before the current chunk
     tail = ""  # the previous chunk's last character (a pair may straddle two chunks)
@@ -187,8 +189,8 @@ def _scan(raw: bytes, how: _Text) -> str:
         final = at >= len(raw)
         text = decoder.decode(raw[at : at + CHUNK_BYTES], final=final)
         at += CHUNK_BYTES
-        if head is None:
-            head = text
+        if len(head) < HEAD_CHARS:
+            head += text
         if blank and text.strip():
             blank = False
         if mojibake:
@@ -209,7 +211,7 @@ def _scan(raw: bytes, how: _Text) -> str:
             break
     if blank:
         raise CSVInputError("the file is empty")
-    return head or ""
+    return head
 
 
 def _sniff(text: str) -> str:

@@ -62,3 +62,49 @@ def test_limits_and_bad_headers(tmp_path: Path) -> None:
     long = b"A;B\n1;" + b"x" * (70 * 1024) + b"\n"
     with pytest.raises(CSVInputError, match="too long"):
         list(iter_rows(open_csv(_file(tmp_path, long))))
+
+
+def test_checks_in_chunks_find_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The open decodes the file in chunks: a bad byte, or a mojibake pair cut in two by a
+    chunk boundary, is still found, at its line."""
+    import hub.inputs.csv as csv_module
+
+    monkeypatch.setattr(csv_module, "CHUNK_BYTES", 7)
+    lines = ["A;B", "1;uno", "2;due", "3;tre", "4;perché", "5;x"]
+    data = "\n".join(lines).encode("utf-8") + b"\n"
+    for cut in range(len(data)):  # wherever the chunks fall
+        monkeypatch.setattr(csv_module, "CHUNK_BYTES", max(1, cut))
+        with pytest.raises(CSVInputError, match="does not look like cp1252") as e:
+            open_csv(_file(tmp_path, data), encoding="cp1252")
+        assert e.value.line == 5
+        with pytest.raises(CSVInputError, match="not valid utf-8") as e:
+            open_csv(_file(tmp_path, "\n".join(lines).encode("cp1252")), encoding="utf-8")
+        assert e.value.line == 5
+        f = open_csv(_file(tmp_path, data))
+        assert f.encoding == "utf-8"
+        assert [r.values for r in iter_rows(f)][3] == {"A": "4", "B": "perché"}
+
+
+def test_a_pass_does_not_hold_the_text(tmp_path: Path) -> None:
+    """The file's bytes are read once; a pass over its rows decodes them in small chunks,
+    never a second copy of the whole text (an io.StringIO of it takes 4 bytes a character)."""
+    import tracemalloc
+
+    from hub.inputs.csv import check_rows
+
+    row = "RSSMRA80A01H501U;Via Roma 1;perché;1.234,56\r\n"
+    data = ("CF;ADDRESS;NOTE;AMOUNT\r\n" + row * 20_000).encode("cp1252")  # 0.9 MB
+    path = _file(tmp_path, data)
+    tracemalloc.start()
+    try:
+        f = open_csv(path, encoding="auto")
+        opened, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        check_rows(f)
+        n = sum(1 for _ in iter_rows(f))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 20_000 and f.encoding == "cp1252"
+    assert opened < len(data) * 1.2  # the bytes, not bytes and text
+    assert peak - opened < len(data) // 4, (opened, peak)
