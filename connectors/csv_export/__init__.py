@@ -29,7 +29,7 @@ from hub.connector import (
     UnitComplete,
     WorkspaceGlob,
 )
-from hub.inputs import InputError
+from hub.inputs import InputChanged, InputError
 from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, check_rows, iter_rows, open_csv
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.sdk.columns import IdentifierColumn, column_fields
@@ -188,16 +188,27 @@ class CSVExportConnector(Connector):
             yield SourceError(f"cannot read the file: {e.strerror}", name)
             return
         word = "row" if isinstance(f, SheetFile) else "line"
-        for row in _rows(f):
-            if row.values is None:
-                yield SourceError(
-                    f"row skipped: {row.problem}",
-                    f"{name} {word} {row.line}",
-                    rule="csv_row",
-                    scope="record",
-                )
-                continue
-            yield RawRecord(stream, row.values, location=f"{name} {word} {row.line}", unit=name)
+        line = 0
+        try:
+            for row in _rows(f):
+                line = row.line
+                if row.values is None:
+                    yield SourceError(
+                        f"row skipped: {row.problem}",
+                        f"{name} {word} {row.line}",
+                        rule="csv_row",
+                        scope="record",
+                    )
+                    continue
+                yield RawRecord(stream, row.values, location=f"{name} {word} {row.line}", unit=name)
+        except InputChanged as e:
+            # Rewritten since the first pass checked it: the rows read so far are of the
+            # checked version; the unit is not complete (nothing of it is removed), and
+            # its new content differs from the digest kept, so the next sync reads it again.
+            yield SourceError(
+                f"file read in part: {e.reason}", f"{name} after {word} {line}", rule="csv"
+            )
+            return
         yield UnitComplete(name)
 
 
