@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -80,26 +81,30 @@ class CSVFile:
             yield from self._rows(text)
 
     def _rows(self, text: io.TextIOWrapper) -> Iterator[CSVRow]:
+        # The hot loop of a CSV sync: no generator in between, no per-row generator
+        # expression (the line numbers are those of _records).
         reader = _reader(text, self.delimiter)
-        line = 1
-        first = True
-        for record in _records(reader):
-            start, values = record
-            if first:
-                first = False
-                continue
-            line = start
-            if not any(v.strip() for v in values):
-                continue  # blank line
-            if len(values) != len(self.header):
-                yield CSVRow(
-                    line,
-                    None,
-                    f"{len(values)} columns instead of {len(self.header)}: "
-                    "a separator inside an unquoted value, or a cut line?",
-                )
-                continue
-            yield CSVRow(line, dict(zip(self.header, values, strict=True)))
+        width = len(self.header)
+        header = self.header
+        start = 1
+        try:
+            for values in reader:
+                line, start = start, reader.line_num + 1
+                if line == 1:
+                    continue  # the header
+                if not values or (not values[0].strip() and not "".join(values).strip()):
+                    continue  # blank line
+                if len(values) != width:
+                    yield CSVRow(
+                        line,
+                        None,
+                        f"{len(values)} columns instead of {width}: "
+                        "a separator inside an unquoted value, or a cut line?",
+                    )
+                    continue
+                yield CSVRow(line, dict(zip(header, values, strict=True)))
+        except csv.Error as e:
+            raise _structure_error(e, start) from None
 
 
 def _digest(block: bytes) -> bytes:
@@ -166,15 +171,17 @@ def _records(reader: csv.Reader) -> Iterator[tuple[int, list[str]]]:  # type: ig
             yield start, values
             start = reader.line_num + 1
     except csv.Error as e:
-        if "field limit" in str(e):
-            raise CSVInputError(
-                "a value is too long (over 64 KiB): often a quote that is never closed "
-                "swallows the rest of the file",
-                line=start,
-            ) from None
-        raise CSVInputError(
-            f"the CSV structure is broken ({e}): an unclosed quote?", line=start
-        ) from None
+        raise _structure_error(e, start) from None
+
+
+def _structure_error(e: csv.Error, line: int) -> CSVInputError:
+    if "field limit" in str(e):
+        return CSVInputError(
+            "a value is too long (over 64 KiB): often a quote that is never closed "
+            "swallows the rest of the file",
+            line=line,
+        )
+    return CSVInputError(f"the CSV structure is broken ({e}): an unclosed quote?", line=line)
 
 
 #: Bytes read (and decoded) at a time: no pass holds more of a file.
@@ -415,9 +422,15 @@ def check_rows(csv_file: CSVFile) -> None:
     anything of it is loaded)."""
     old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
-        with csv_file.stream() as text:
-            for _ in _records(_reader(text, csv_file.delimiter)):
-                pass
+        try:
+            with csv_file.stream() as text:
+                deque(_reader(text, csv_file.delimiter), maxlen=0)  # at C speed
+        except csv.Error:
+            # Again, keeping track of where each record starts, to say where it breaks.
+            with csv_file.stream() as text:
+                for _ in _records(_reader(text, csv_file.delimiter)):
+                    pass
+            raise
     except csv.Error as e:
         raise CSVInputError(f"a value is too long or malformed ({e})") from None
     finally:

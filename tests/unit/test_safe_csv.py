@@ -135,3 +135,15 @@ def test_a_file_rewritten_between_passes_is_not_mixed(tmp_path: Path) -> None:
         list(iter_rows(f))
     path.write_bytes(b"A;B\n1;x\n2;y\n")  # the same again: fine
     assert [r.values for r in iter_rows(f)] == [{"A": "1", "B": "x"}, {"A": "2", "B": "y"}]
+
+
+def test_the_first_pass_says_where_the_structure_breaks(tmp_path: Path) -> None:
+    from hub.inputs.csv import check_rows
+
+    long = b"A;B\n1;x\n2;y\n3;" + b"x" * (70 * 1024) + b"\n4;z\n"
+    with pytest.raises(CSVInputError, match="too long") as e:
+        check_rows(open_csv(_file(tmp_path, long)))
+    assert e.value.line == 4
+    f = open_csv(_file(tmp_path, b"A;B\n1;x\n\n;\n2;y\n"))
+    check_rows(f)  # blank lines are fine
+    assert [r.line for r in iter_rows(f)] == [2, 5]
