@@ -73,6 +73,8 @@ class CSVExportConnector(Connector):
     )
     config_class = CSVExportConfig
     config: CSVExportConfig
+    #: The header of the first readable file, for (path, size, mtime) of that file.
+    _seen_header: tuple[tuple[str, int, int], tuple[str, ...]] | None = None
 
     def _files(self) -> list[Path]:
         return FileInbox(self.config.path).files()
@@ -135,7 +137,13 @@ class CSVExportConnector(Connector):
     def _header(self) -> tuple[str, ...]:
         for path in self._files():
             try:
-                return self._open(path).header
+                stat = path.stat()
+                seen = (str(path), stat.st_size, stat.st_mtime_ns)
+                if self._seen_header is None or self._seen_header[0] != seen:
+                    # streams() is asked more than once per sync: open (a whole-file
+                    # check) each version of the file once.
+                    self._seen_header = (seen, self._open(path).header)
+                return self._seen_header[1]
             except (InputError, OSError):
                 continue
         return ()
