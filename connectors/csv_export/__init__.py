@@ -10,6 +10,7 @@ earlier version produced.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -196,6 +197,13 @@ class CSVExportConnector(Connector):
             yield SourceError(f"cannot read the file: {e.strerror}", name)
             return
         word = "row" if isinstance(f, SheetFile) else "line"
+        # The record's source key as the pipeline would join it (values are all text),
+        # given here so that it is not built again from the row for every record.
+        key_of: Callable[[dict[str, str]], str]
+        if len(self.config.source_key) == 1:
+            key_of = operator.itemgetter(self.config.source_key[0])
+        else:
+            key_of = _joined(operator.itemgetter(*self.config.source_key))
         line = 0
         try:
             for row in _rows(f):
@@ -208,7 +216,13 @@ class CSVExportConnector(Connector):
                         scope="record",
                     )
                     continue
-                yield RawRecord(stream, row.values, location=f"{name} {word} {row.line}", unit=name)
+                yield RawRecord(
+                    stream,
+                    row.values,
+                    location=f"{name} {word} {row.line}",
+                    key=key_of(row.values),
+                    unit=name,
+                )
         except InputChanged as e:
             # Rewritten since the first pass checked it: the rows read so far are of the
             # checked version; the unit is not complete (nothing of it is removed), and
@@ -218,6 +232,10 @@ class CSVExportConnector(Connector):
             )
             return
         yield UnitComplete(name)
+
+
+def _joined(get: Callable[[dict[str, str]], tuple[str, ...]]) -> Callable[[dict[str, str]], str]:
+    return lambda values: "|".join(get(values))
 
 
 def _rows(f: CSVFile | SheetFile) -> Iterator[CSVRow]:

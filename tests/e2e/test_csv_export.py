@@ -338,3 +338,17 @@ def test_a_row_level_problem_is_not_a_refused_unit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "source errors 1" in result.stdout and "refused whole" not in result.stdout
+
+
+def test_records_carry_the_source_key_the_pipeline_would_build() -> None:
+    """csv_export gives each record its source key (so that it is not joined again per
+    record); it is exactly what the pipeline builds without it, or a registry loaded
+    before would find every record changed."""
+    from hub.connector import RawRecord
+
+    for keys in (["ID_CARTELLA"], ["ID_CARTELLA", "COD_INTERVENTO", "DATA_INIZIO"]):
+        connector = CSVExportConnector(_config(source_key=keys))
+        records = [i for i in connector.read("rows", {}) if isinstance(i, RawRecord)]
+        assert records
+        for r in records:
+            assert r.key == "|".join(str(r.data.get(k, "")) for k in keys)
