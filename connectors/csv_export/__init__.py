@@ -10,6 +10,7 @@ earlier version produced.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,7 +30,7 @@ from hub.connector import (
     UnitComplete,
     WorkspaceGlob,
 )
-from hub.inputs import InputError
+from hub.inputs import InputChanged, InputError
 from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, check_rows, iter_rows, open_csv
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.sdk.columns import IdentifierColumn, column_fields
@@ -73,6 +74,8 @@ class CSVExportConnector(Connector):
     )
     config_class = CSVExportConfig
     config: CSVExportConfig
+    #: The header of the first readable file, for (path, size, mtime) of that file.
+    _seen_header: tuple[tuple[str, int, int], tuple[str, ...]] | None = None
 
     def _files(self) -> list[Path]:
         return FileInbox(self.config.path).files()
@@ -135,7 +138,13 @@ class CSVExportConnector(Connector):
     def _header(self) -> tuple[str, ...]:
         for path in self._files():
             try:
-                return self._open(path).header
+                stat = path.stat()
+                seen = (str(path), stat.st_size, stat.st_mtime_ns)
+                if self._seen_header is None or self._seen_header[0] != seen:
+                    # streams() is asked more than once per sync: open (a whole-file
+                    # check) each version of the file once.
+                    self._seen_header = (seen, self._open(path).header)
+                return self._seen_header[1]
             except (InputError, OSError):
                 continue
         return ()
@@ -188,17 +197,45 @@ class CSVExportConnector(Connector):
             yield SourceError(f"cannot read the file: {e.strerror}", name)
             return
         word = "row" if isinstance(f, SheetFile) else "line"
-        for row in _rows(f):
-            if row.values is None:
-                yield SourceError(
-                    f"row skipped: {row.problem}",
-                    f"{name} {word} {row.line}",
-                    rule="csv_row",
-                    scope="record",
+        # The record's source key as the pipeline would join it (values are all text),
+        # given here so that it is not built again from the row for every record.
+        key_of: Callable[[dict[str, str]], str]
+        if len(self.config.source_key) == 1:
+            key_of = operator.itemgetter(self.config.source_key[0])
+        else:
+            key_of = _joined(operator.itemgetter(*self.config.source_key))
+        line = 0
+        try:
+            for row in _rows(f):
+                line = row.line
+                if row.values is None:
+                    yield SourceError(
+                        f"row skipped: {row.problem}",
+                        f"{name} {word} {row.line}",
+                        rule="csv_row",
+                        scope="record",
+                    )
+                    continue
+                yield RawRecord(
+                    stream,
+                    row.values,
+                    location=f"{name} {word} {row.line}",
+                    key=key_of(row.values),
+                    unit=name,
                 )
-                continue
-            yield RawRecord(stream, row.values, location=f"{name} {word} {row.line}", unit=name)
+        except InputChanged as e:
+            # Rewritten since the first pass checked it: the rows read so far are of the
+            # checked version; the unit is not complete (nothing of it is removed), and
+            # its new content differs from the digest kept, so the next sync reads it again.
+            yield SourceError(
+                f"file read in part: {e.reason}", f"{name} after {word} {line}", rule="csv"
+            )
+            return
         yield UnitComplete(name)
+
+
+def _joined(get: Callable[[dict[str, str]], tuple[str, ...]]) -> Callable[[dict[str, str]], str]:
+    return lambda values: "|".join(get(values))
 
 
 def _rows(f: CSVFile | SheetFile) -> Iterator[CSVRow]:

@@ -18,3 +18,8 @@ class InputError(ValueError):
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}" if self.line else self.reason
+
+
+class InputChanged(InputError):
+    """The input changed while it was being read (a file rewritten between two passes):
+    what was read of it may be from another version; read it again later."""

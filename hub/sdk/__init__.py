@@ -37,7 +37,7 @@ from hub.connector import (
 )
 from hub.errors import SourceUnavailable
 from hub.hookspecs import HOOK_API_VERSION, hookimpl
-from hub.inputs import InputError
+from hub.inputs import InputChanged, InputError
 from hub.inputs import xml as xml
 from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
 from hub.inputs.spreadsheet import SheetFile, SpreadsheetInputError, open_spreadsheet, sniff_kind
@@ -63,6 +63,7 @@ __all__ = [
     "FileInbox",
     "IdentifierColumn",
     "IdentifierType",
+    "InputChanged",
     "InputError",
     "JSONState",
     "RawRecord",

@@ -115,6 +115,43 @@ def test_changed_file_replaces_its_effects(tmp_path: Path) -> None:
     reg.close()
 
 
+def test_a_file_rewritten_during_the_sync_is_read_again_not_mixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows pass reads the file again from disk: if it is no longer the content the
+    first pass checked, the unit is reported read in part (nothing of it removed) and
+    the next sync reads it whole."""
+    import connectors.csv_export as csv_export
+
+    (tmp_path / "in").mkdir()
+    target = tmp_path / "in" / "export.csv"
+    shutil.copy(FIXTURES / "cartella-esempio.csv", target)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", "../in/export.csv", "cp1252")
+    first, reg = _sync(ws)
+    reg.close()
+    lines = target.read_bytes().split(b"\r\n")
+    changed = b"\r\n".join(line for line in lines if b";PASTI;" not in line)
+    target.write_bytes(b"\r\n".join(lines) + b"\r\n")  # a new digest, the same rows
+    checked = csv_export.check_rows
+
+    def check_then_rewrite(f: object) -> None:
+        checked(f)  # type: ignore[arg-type]
+        target.write_bytes(changed)  # rewritten between the two passes
+
+    monkeypatch.setattr(csv_export, "check_rows", check_then_rewrite)
+    run, reg = _sync(ws)
+    assert run.balanced and run.source_errors == 1 and run.removed == 0
+    (q,) = [q for q in reg.quarantine_entries() if q["run_id"] == run.id]
+    assert "changed while it was being read" in q["reason"], q["reason"]
+    assert reg.count("intervention") == first.loaded
+    reg.close()
+    monkeypatch.setattr(csv_export, "check_rows", checked)
+    run, reg = _sync(ws)
+    assert run.source_errors == 0 and run.removed == 1 and run.unchanged == 2
+    assert reg.count("intervention") == 2
+    reg.close()
+
+
 def test_wrong_encoding_is_reported_not_loaded(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     shutil.copy(FIXTURES / "cartella-esempio-utf8-bom.csv", tmp_path / "in" / "export.csv")
@@ -301,3 +338,17 @@ def test_a_row_level_problem_is_not_a_refused_unit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "source errors 1" in result.stdout and "refused whole" not in result.stdout
+
+
+def test_records_carry_the_source_key_the_pipeline_would_build() -> None:
+    """csv_export gives each record its source key (so that it is not joined again per
+    record); it is exactly what the pipeline builds without it, or a registry loaded
+    before would find every record changed."""
+    from hub.connector import RawRecord
+
+    for keys in (["ID_CARTELLA"], ["ID_CARTELLA", "COD_INTERVENTO", "DATA_INIZIO"]):
+        connector = CSVExportConnector(_config(source_key=keys))
+        records = [i for i in connector.read("rows", {}) if isinstance(i, RawRecord)]
+        assert records
+        for r in records:
+            assert r.key == "|".join(str(r.data.get(k, "")) for k in keys)
