@@ -128,26 +128,30 @@ class Pseudonymiser:
         return [group.multiply(k, e) for e in elements]
 
     # -- the API ----------------------------------------------------------------
-    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]:
+    def pseudonymise_many(
+        self, identifiers: Sequence[Identifier], *, remember: bool = True
+    ) -> list[bytes]:
         """The 32-byte pseudonym of each identifier, in order (one per input).
 
-        Repeated identifiers are computed once; ``NONE`` raises ``ValueError``.
+        Repeated identifiers are computed once; ``NONE`` raises ``ValueError``. With
+        ``remember=False`` the results are not kept for later calls (the pipeline's stage
+        keeps its own, per run: a second copy of a million pseudonyms would only cost memory).
         """
         keys = [(i.type.value, i.namespace or "", i.value) for i in identifiers]
+        cache = self._cache
         todo: dict[tuple[str, str, str], Identifier] = {}
         for key, ident in zip(keys, identifiers, strict=True):
-            if key not in self._cache and key not in todo:
+            if key not in cache and key not in todo:
                 todo[key] = ident
-        if todo:
-            elements = [group.hash_to_group(hash_input(i, self.domain)) for i in todo.values()]
-            results = self._apply_key(elements)
-            if len(self._cache) + len(todo) > CACHE_SIZE:
-                self._cache.clear()
-            self._cache.update(zip(todo, results, strict=True))
-            if len(todo) > CACHE_SIZE:  # a huge batch: answer from this call's results
-                fresh = dict(zip(todo, results, strict=True))
-                return [self._cache.get(k) or fresh[k] for k in keys]
-        return [self._cache[k] for k in keys]
+        if not todo:
+            return [cache[k] for k in keys]
+        elements = [group.hash_to_group(hash_input(i, self.domain)) for i in todo.values()]
+        fresh = dict(zip(todo, self._apply_key(elements), strict=True))
+        if remember and len(fresh) <= CACHE_SIZE:
+            if len(cache) + len(fresh) > CACHE_SIZE:
+                cache.clear()
+            cache.update(fresh)
+        return [fresh[k] if k in fresh else cache[k] for k in keys]
 
     def pseudonym(self, identifier: Identifier) -> str:
         """Text form ``v2.<epoch>.<base64url>`` (what today's registry stores)."""

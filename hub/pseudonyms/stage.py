@@ -60,7 +60,9 @@ class BatchPseudonymiser(Protocol):
 
     epoch: int
 
-    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]: ...
+    def pseudonymise_many(
+        self, identifiers: Sequence[Identifier], *, remember: bool = True
+    ) -> list[bytes]: ...
 
     def key_hash(self, *parts: str) -> str: ...
 
@@ -249,7 +251,8 @@ class PseudonymiseStage:
         if not valid:
             return
         idents = list(valid)
-        digests = self.pseudonymiser.pseudonymise_many(idents)
+        # The stage remembers the outcomes itself (``_outcomes``): the pseudonymiser need not.
+        digests = self.pseudonymiser.pseudonymise_many(idents, remember=False)
         if len(digests) != len(idents):  # a remote service answering short is a bug
             raise RuntimeError("the pseudonymiser answered a different number of pseudonyms")
         self.pseudonymised += len(idents)

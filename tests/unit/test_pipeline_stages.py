@@ -32,9 +32,11 @@ class Counting:
         self.epoch = inner.epoch
         self.calls: list[list[Identifier]] = []
 
-    def pseudonymise_many(self, identifiers: Sequence[Identifier]) -> list[bytes]:
+    def pseudonymise_many(
+        self, identifiers: Sequence[Identifier], *, remember: bool = True
+    ) -> list[bytes]:
         self.calls.append(list(identifiers))
-        return self.inner.pseudonymise_many(identifiers)
+        return self.inner.pseudonymise_many(identifiers, remember=remember)
 
     def key_hash(self, *parts: str) -> str:
         return self.inner.key_hash(*parts)
