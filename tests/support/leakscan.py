@@ -385,15 +385,30 @@ def scan_paths(
         root = Path(root)
         if not root.exists():
             raise FileNotFoundError(f"leak scan: {m.redact(str(root))} does not exist")
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            where = m.redact(str(f))
-            if f != root:  # names the hub chose (the root was chosen by the test)
-                leaks += _leaks(m, str(f.relative_to(root)), f"name of {where}")
-            raw = f.read_bytes()
-            wal = Path(f"{f}-wal")
-            with_wal = wal.read_bytes() if raw.startswith(SQLITE_MAGIC) and wal.is_file() else None
-            leaks += _scan_bytes(m, raw, where, with_wal)
+        # A file that goes away while the tree is read (SQLite removes its -shm and -wal
+        # when a connection closes, and checkpoints the WAL into the database first) makes
+        # the whole tree be read again, so what moved is read where it went.
+        for attempt in range(5):
+            try:
+                leaks += _scan_tree(m, root)
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+    return leaks
+
+
+def _scan_tree(m: _Matcher, root: Path) -> list[Leak]:
+    leaks: list[Leak] = []
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
+        where = m.redact(str(f))
+        if f != root:  # names the hub chose (the root was chosen by the test)
+            leaks += _leaks(m, str(f.relative_to(root)), f"name of {where}")
+        raw = f.read_bytes()
+        wal = Path(f"{f}-wal")
+        with_wal = wal.read_bytes() if raw.startswith(SQLITE_MAGIC) and wal.is_file() else None
+        leaks += _scan_bytes(m, raw, where, with_wal)
     return leaks
 
 
