@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import StringConstraints, ValidationError
 
+from hub.mappings.engine import source_fields
 from hub.mappings.model import (
     BoolT,
     CodeT,
@@ -387,8 +388,6 @@ class ColumnMapping:
             if c is None:
                 return None
             compiled.append(c)
-        from hub.mappings.engine import source_fields
-
         sources.update(source_fields(spec))
         return cls(tuple(compiled), frozenset(sources))
 

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from hub.mappings.model import (
     BoolT,
@@ -34,6 +34,9 @@ from hub.mappings.model import (
     When,
 )
 from hub.mappings.targets import plain, targets
+
+if TYPE_CHECKING:
+    from hub.mappings.columns import ColumnMapping
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,14 @@ class CompiledMapping:
 
     def __repr__(self) -> str:
         return f"CompiledMapping({self.name!r}, version={self.version!r})"
+
+    @cached_property
+    def columns(self) -> ColumnMapping | None:
+        """The same mapping as column operations over a batch (the fast path,
+        :mod:`hub.mappings.columns`), or ``None`` when it must run per record."""
+        from hub.mappings.columns import ColumnMapping
+
+        return ColumnMapping.compile(self.spec)
 
     @property
     def source_fields(self) -> frozenset[str]:

@@ -20,7 +20,7 @@ from typing import Any, get_args, get_origin
 from pydantic import ValidationError
 
 from hub.mappings import CompiledMapping
-from hub.mappings.columns import ColumnMapping, RowOutputs
+from hub.mappings.columns import RowOutputs
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
 from hub.quality import record_warnings
@@ -56,18 +56,6 @@ class Transform:
         #: ISTAT codes of the district's comuni, for the data-quality warnings.
         self.district = district
         self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
-        #: Each mapping's fast path (None: the mapping takes the row path).
-        self._columns: dict[int, tuple[CompiledMapping, ColumnMapping | None]] = {}
-        #: Records decided by the fast path and by the row path (for tests and profiling).
-        self.fast_records = 0
-        self.row_records = 0
-
-    def column_mapping(self, mapping: CompiledMapping) -> ColumnMapping | None:
-        """The fast path of ``mapping`` (:mod:`hub.mappings.columns`), compiled once."""
-        found = self._columns.get(id(mapping))
-        if found is None or found[0] is not mapping:
-            found = self._columns[id(mapping)] = (mapping, ColumnMapping.compile(mapping.spec))
-        return found[1]
 
     def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
         return self.pseudonymiser.key16(model, *key)
@@ -114,48 +102,28 @@ class Transform:
                 continue
             outputs = fast.get(i)
             if outputs is not None:
-                # Decided in columns: mapped and validated; only keys and warnings here.
-                self.fast_records += 1
+                # Decided in columns: mapped and validated; only the keys are left.
                 entities = self._entities(p, outputs)
-                for w in record_warnings(
-                    [(model, values) for model, _, values in outputs],
-                    cf_derived=p.cf_derived,
-                    district=self.district,
-                ):
-                    out.warnings.append(
-                        WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
-                    )
-                changes[p.source_key_hash] = SourceRecordChange(
-                    p.source_key_hash,
-                    record_hash,
-                    "upsert",
-                    tuple(entities),
-                    p.unit_hash,
-                    replaces=p.source_key_hash in loaded_before or p.source_key_hash in changes,
-                )
-                counts.loaded += 1
-                continue
-            self.row_records += 1
-            result = mapping.apply(p.data)
-            for table, code in result.unmapped:
-                slot = counts.unmapped.setdefault(table, {})
-                slot[code] = slot.get(code, 0) + 1
-            if result.problems:
-                pr = result.problems[0]
-                out.quarantine.append(quarantine_entry(p, Rejection(pr.field, pr.rule, pr.message)))
-                counts.quarantined += 1
-                continue
-            entities, problem = self._validate(org, p, result.outputs)
-            if problem:
-                out.quarantine.append(quarantine_entry(p, problem))
-                counts.quarantined += 1
-                continue
+                mapped: list[tuple[str, Mapping[str, Any]]] = [
+                    (model, values) for model, _, values in outputs
+                ]
+            else:
+                result = mapping.apply(p.data)
+                for table, code in result.unmapped:
+                    slot = counts.unmapped.setdefault(table, {})
+                    slot[code] = slot.get(code, 0) + 1
+                if result.problems:
+                    pr = result.problems[0]
+                    problem: Rejection | None = Rejection(pr.field, pr.rule, pr.message)
+                else:
+                    entities, problem = self._validate(org, p, result.outputs)
+                if problem:
+                    out.quarantine.append(quarantine_entry(p, problem))
+                    counts.quarantined += 1
+                    continue
+                mapped = [(o.model, o.data) for o in result.outputs]
             # -- data-quality warnings (hub/quality.py): counted, never a refusal.
-            for w in record_warnings(
-                ((o.model, o.data) for o in result.outputs),
-                cf_derived=p.cf_derived,
-                district=self.district,
-            ):
+            for w in record_warnings(mapped, cf_derived=p.cf_derived, district=self.district):
                 out.warnings.append(
                     WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
                 )
@@ -179,7 +147,7 @@ class Transform:
     ) -> dict[int, list[tuple[str, tuple[str, ...] | None, dict[str, Any]]]]:
         """The fast path's outputs of the records to map (by index); the others take the
         row path (refused by a step, or left by the fast path to the row path)."""
-        columns = self.column_mapping(mapping)
+        columns = mapping.columns
         if columns is None:
             return {}
         todo = [

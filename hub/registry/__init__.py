@@ -206,6 +206,22 @@ _DATA_COLUMNS = {
 COPY_MIN_ROWS = 200
 
 
+def _value_tuples(
+    rows: Sequence[Mapping[str, Any]], names: tuple[str, ...], processors: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """Each row's values in ``names`` order, through the columns' bind processors."""
+    get = operator.itemgetter(*names)
+    params = [(get(r),) for r in rows] if len(names) == 1 else [get(r) for r in rows]
+    converting = [(i, p) for i, p in enumerate(processors) if p is not None]
+    if converting:
+        for j, tup in enumerate(params):
+            values = list(tup)
+            for i, p in converting:
+                values[i] = p(values[i])
+            params[j] = tuple(values)
+    return params
+
+
 class Registry:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -654,26 +670,31 @@ class Registry:
                 )
             )
             if state is not None:
-                self._upsert(
-                    conn,
-                    t.connector_state,
-                    [
-                        {
-                            "connector": connector,
-                            "stream": stream,
-                            "state": json.dumps(state, sort_keys=True),
-                            "run_id": run_id,
-                            "updated_at": now,
-                        }
-                    ],
-                    ["connector", "stream"],
-                )
+                self._save_state(conn, connector, stream, state, run_id)
 
         if tx is None:
             with self.engine.begin() as conn:
                 write(conn)
         else:
             tx.write(write)
+
+    def _save_state(
+        self,
+        conn: sa.Connection,
+        connector: str,
+        stream: str,
+        state: Mapping[str, Any],
+        run_id: int,
+    ) -> None:
+        """Write a stream's cursor, as of run ``run_id``."""
+        row = {
+            "connector": connector,
+            "stream": stream,
+            "state": json.dumps(state, sort_keys=True),
+            "run_id": run_id,
+            "updated_at": utcnow(),
+        }
+        self._upsert(conn, t.connector_state, [row], ["connector", "stream"])
 
     def _remove_unseen(
         self, conn: sa.Connection, stream_id: int, run_id: int, unit_hash: str
@@ -754,20 +775,7 @@ class Registry:
                 )
             )
             if state is not None:
-                self._upsert(
-                    conn,
-                    t.connector_state,
-                    [
-                        {
-                            "connector": connector,
-                            "stream": stream,
-                            "state": json.dumps(state, sort_keys=True),
-                            "run_id": run_id,
-                            "updated_at": utcnow(),
-                        }
-                    ],
-                    ["connector", "stream"],
-                )
+                self._save_state(conn, connector, stream, state, run_id)
 
     def person_ids(
         self, conn: sa.Connection, texts: Iterable[str], cache: dict[str, int] | None = None
@@ -946,15 +954,7 @@ class Registry:
                 for r in rows
             ]
         else:
-            get = operator.itemgetter(*names)
-            converting = [(i, p) for i, p in enumerate(processors) if p is not None]
-            params = [(get(r),) for r in rows] if len(names) == 1 else [get(r) for r in rows]
-            if converting:
-                for j, tup in enumerate(params):
-                    values = list(tup)
-                    for i, p in converting:
-                        values[i] = p(values[i])
-                    params[j] = tuple(values)
+            params = _value_tuples(rows, names, processors)
         conn.exec_driver_sql(sql, params)
 
     def _insert_ignore(
@@ -996,19 +996,12 @@ class Registry:
         create, copy_sql, insert, empty, processors = self._staged_sql(
             table, names, conflict, unless_same, do_nothing
         )
-        get = operator.itemgetter(*names)
-        converting = [(i, p) for i, p in enumerate(processors) if p is not None]
         dbapi = conn.connection.driver_connection
         assert dbapi is not None
         with dbapi.cursor() as cur:
             cur.execute(create)
             with cur.copy(copy_sql) as copy:
-                for r in rows:
-                    values = get(r) if len(names) > 1 else (get(r),)
-                    if converting:
-                        values = list(values)
-                        for i, p in converting:
-                            values[i] = p(values[i])
+                for values in _value_tuples(rows, names, processors):
                     copy.write_row(values)
             cur.execute(insert)
             cur.execute(empty)
@@ -1032,16 +1025,7 @@ class Registry:
         staging = q(f"stage_{table.name}_{digest}")
         cols = ", ".join(q(n) for n in names)
         tn = q(table.name)
-        updates = [] if do_nothing else [n for n in names if n not in conflict]
-        action = (
-            "DO UPDATE SET " + ", ".join(f"{q(n)} = excluded.{q(n)}" for n in updates)
-            if updates
-            else "DO NOTHING"
-        )
-        if updates and unless_same:
-            action += " WHERE " + " OR ".join(
-                f"{tn}.{q(c)} IS DISTINCT FROM excluded.{q(c)}" for c in unless_same
-            )
+        action = self._conflict_action(table, names, conflict, unless_same, do_nothing)
         # Only names from our own table metadata, quoted by the dialect: no user input.
         create = (
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} AS "  # noqa: S608
@@ -1061,6 +1045,29 @@ class Registry:
     @property
     def _named_params(self) -> bool:
         return self.engine.dialect.paramstyle in ("pyformat", "named")
+
+    def _conflict_action(
+        self,
+        table: sa.Table,
+        names: tuple[str, ...],
+        conflict: tuple[str, ...],
+        unless_same: tuple[str, ...],
+        do_nothing: bool,
+    ) -> str:
+        """The ``DO UPDATE SET ... [WHERE a value differs]`` or ``DO NOTHING`` of an upsert."""
+        q = self.engine.dialect.identifier_preparer.quote
+        updates = [] if do_nothing else [n for n in names if n not in conflict]
+        if not updates:
+            return "DO NOTHING"
+        action = "DO UPDATE SET " + ", ".join(f"{q(n)} = excluded.{q(n)}" for n in updates)
+        if unless_same:
+            # NULL-safe "differs": IS NOT on SQLite, IS DISTINCT FROM on PostgreSQL.
+            differs = "IS NOT" if self.dialect == "sqlite" else "IS DISTINCT FROM"
+            tn = q(table.name)
+            action += " WHERE " + " OR ".join(
+                f"{tn}.{q(c)} {differs} excluded.{q(c)}" for c in unless_same
+            )
+        return action
 
     def _upsert_sql(
         self,
@@ -1085,19 +1092,7 @@ class Registry:
             marks = [f":{n}" for n in names]
         else:  # format
             marks = ["%s"] * len(names)
-        updates = [] if do_nothing else [n for n in names if n not in conflict]
-        action = (
-            "DO UPDATE SET " + ", ".join(f"{q(n)} = excluded.{q(n)}" for n in updates)
-            if updates
-            else "DO NOTHING"
-        )
-        if updates and unless_same:
-            # NULL-safe "differs": IS NOT on SQLite, IS DISTINCT FROM on PostgreSQL.
-            differs = "IS NOT" if dialect.name == "sqlite" else "IS DISTINCT FROM"
-            tn = q(table.name)
-            action += " WHERE " + " OR ".join(
-                f"{tn}.{q(c)} {differs} excluded.{q(c)}" for c in unless_same
-            )
+        action = self._conflict_action(table, names, conflict, unless_same, do_nothing)
         # Only names from our own table metadata, quoted by the dialect: no user input.
         sql = (
             f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
