@@ -4,6 +4,7 @@ pseudonym gives."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from connectors.synthetic import SyntheticConfig, SyntheticConnector
 from hub.connector import RawRecord, StateCheckpoint
 from hub.pipeline.extract import Extract
 from hub.pseudonyms import Identifier, Keyring, KeySource, Pseudonymiser, parse_identifier
+from hub.pseudonyms import stage as stage_module
+from hub.pseudonyms.identifiers import cf_birth_year_and_sex
 from hub.pseudonyms.stage import INVALID_MARKER, PseudonymiseStage, pseudonym_text
 
 CF = "RSSMRA80A01H501U"
@@ -135,3 +138,38 @@ def test_the_pseudonym_columns_are_listed_for_key_rotation() -> None:
     assert text | persons == holding and not text & persons
     assert all(t.metadata.tables[tb].c[c].type is t.PSEUDONYM for tb, c in text)
     assert all(t.metadata.tables[tb].c[c].type is t.PERSON for tb, c in persons)
+
+
+def test_a_run_that_forgets_identifier_outcomes_prepares_the_same_records(
+    pseudonymiser: Pseudonymiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage's memory of outcomes is bounded; forgetting some only costs pseudonymising
+    them again: every prepared record (pseudonyms, person keys, birth year and sex,
+    problems) is what a stage that remembers everything gives."""
+    conn = SyntheticConnector(SyntheticConfig(count=1200, bad_ratio=0.05, seed=5))
+    (stream,) = conn.streams()
+    records = [i for i in conn.read(stream.name, {}) if isinstance(i, RawRecord)]
+    batches = [records[i : i + 100] for i in range(0, len(records), 100)]
+    remembering = PseudonymiseStage(pseudonymiser, connector="syn", stream=stream)
+    expected = [remembering(b, "ORG") for b in batches]
+    monkeypatch.setattr(stage_module, "CACHE_SIZE", 150)
+    counting = Counting(pseudonymiser)
+    forgetting = PseudonymiseStage(counting, connector="syn", stream=stream)
+    for batch, want in zip(batches, expected, strict=True):
+        assert forgetting(batch, "ORG") == want
+        assert forgetting._remembered == sum(map(len, forgetting._outcomes.values()))
+        assert forgetting._remembered <= 150 + 2 * len(batch)
+    assert forgetting.pseudonymised > remembering.pseudonymised  # it did forget some
+    # What it gives is what the pseudonymiser says, identifier by identifier.
+    for r, p in zip(records, [p for b in expected for p in b], strict=True):
+        try:
+            ident = parse_identifier(str(r.data["cf"]))
+        except ValueError:
+            assert p.data["cf"] == INVALID_MARKER and p.cf_derived is None
+            continue
+        assert p.data["cf"] == pseudonymiser.pseudonym(ident)
+        assert ("cf", pseudonymiser.person_key(ident)) in p.person_keys
+        assert p.cf_derived == cf_birth_year_and_sex(
+            ident.value, reference_year=dt.date.today().year
+        )
+        assert (p.data["cf__birth_year"], p.data["cf__sex"]) == p.cf_derived
