@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from connectors.synthetic import SyntheticConfig, SyntheticConnector
-from hub.connector import RawRecord, StateCheckpoint
+from hub.connector import FieldRole, FieldSpec, RawRecord, StateCheckpoint, Stream
 from hub.pipeline.extract import Extract
 from hub.pseudonyms import Identifier, Keyring, KeySource, Pseudonymiser, parse_identifier
 from hub.pseudonyms import stage as stage_module
-from hub.pseudonyms.identifiers import cf_birth_year_and_sex
+from hub.pseudonyms.identifiers import IdentifierType, cf_birth_year_and_sex
 from hub.pseudonyms.stage import INVALID_MARKER, PseudonymiseStage, pseudonym_text
 
 CF = "RSSMRA80A01H501U"
@@ -173,3 +173,60 @@ def test_a_run_that_forgets_identifier_outcomes_prepares_the_same_records(
             ident.value, reference_year=dt.date.today().year
         )
         assert (p.data["cf__birth_year"], p.data["cf__sex"]) == p.cf_derived
+
+
+def test_each_kind_of_outcome_is_given_back_from_the_stage_memory(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    """Pseudonymised (with and without birth year and sex), absent (type NONE), invalid and
+    of an unknown type: the same whether the outcome is new or remembered from a batch
+    before, and a LOCAL id's namespace keeps two enti's equal numbers apart."""
+    stream = Stream(
+        "s",
+        (
+            FieldSpec("k"),
+            FieldSpec(
+                "id",
+                FieldRole.IDENTIFIER,
+                identifier_type=None,
+                type_field="tipo",
+                derive_birth_year_and_sex=True,
+            ),
+            FieldSpec("tipo"),
+            FieldSpec(
+                "local",
+                FieldRole.IDENTIFIER,
+                identifier_type=IdentifierType.LOCAL,
+                namespace_field="ente",
+                optional=True,
+            ),
+            FieldSpec("ente"),
+        ),
+        source_key=("k",),
+    )
+    rows = [
+        {"k": "1", "id": CF, "tipo": "CF", "local": "7", "ente": "A"},
+        {"k": "2", "id": "STP0102061234567", "tipo": "STP", "local": "7", "ente": "B"},
+        {"k": "3", "id": "", "tipo": "NESSUNO", "local": ""},
+        {"k": "4", "id": "RSSMRA80A01H501X", "tipo": "CF"},
+        {"k": "5", "id": CF, "tipo": "PASSAPORTO"},
+    ]
+    records = [RawRecord("s", r, f"row {r['k']}", key=r["k"]) for r in rows]
+    stage = PseudonymiseStage(pseudonymiser, connector="c", stream=stream)
+    first, again = stage(records, "ORG"), stage(records, "ORG")
+    assert first == again
+    cf, stp, none, bad, unknown = first
+    ident = parse_identifier(CF)
+    assert cf.data["id"] == pseudonymiser.pseudonym(ident)
+    assert cf.cf_derived == (1980, "M") == (cf.data["id__birth_year"], cf.data["id__sex"])
+    assert cf.person_keys[0] == ("id", pseudonymiser.person_key(ident))
+    assert stp.data["id"].startswith("v2.") and stp.cf_derived is None
+    assert "id__birth_year" not in stp.data
+    assert cf.data["local"] != stp.data["local"]  # "7" of ente A is not "7" of ente B
+    assert [k for k, _ in cf.person_keys] == ["id", "local"]
+    assert none.data["id"] is None and none.data["local"] is None and not none.person_keys
+    assert none.problems == ()
+    assert bad.data["id"] == INVALID_MARKER and bad.problems and bad.cf_derived is None
+    assert unknown.data["id"] == INVALID_MARKER
+    assert [rule for _, rule, _ in unknown.problems] == ["unknown_type"]
+    assert CF not in repr(first)
