@@ -34,7 +34,7 @@ from hub.pseudonyms.identifiers import (
     cf_birth_year_and_sex,
     parse_identifier,
 )
-from hub.pseudonyms.pseudonymiser import b64url, pseudonym_text
+from hub.pseudonyms.pseudonymiser import TEXT_PREFIX, b64url, pseudonym_text
 
 #: Marker stored in place of an identifier that could not be pseudonymised.
 INVALID_MARKER = "<invalid identifier removed>"
@@ -337,7 +337,7 @@ class PseudonymiseStage:
                 continue
             # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
             person_keys.append((spec.name, outcome[:_PERSON_KEY_LEN]))
-            if outcome[_PERSON_KEY_LEN] == "v":
+            if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
                 data[spec.name] = outcome[_PERSON_KEY_LEN:]
                 continue
             data[spec.name] = outcome[_PERSON_KEY_LEN + 5 :]
