@@ -211,7 +211,6 @@ def _load_records(
         keys = [row_key_hash(r.table, r.key) for r in rows]
         existing = registry.existing_record_hashes(connector, stream, keys)
         changes: dict[str, SourceRecordChange] = {}
-        unchanged: list[str] = []
         quarantine: list[QuarantineEntry] = []
         for r, skh in zip(rows, keys, strict=True):
             counts.received += 1
@@ -243,7 +242,6 @@ def _load_records(
             content = h16(crypto.canonical({"t": r.table, "v": r.values}))
             if existing.get(skh) == content and skh not in changes:
                 counts.unchanged += 1
-                unchanged.append(skh)
                 continue
             changes[skh] = SourceRecordChange(
                 skh,
@@ -269,7 +267,6 @@ def _load_records(
             ),
             state={"package": package_id},
             retention=quarantine_retention,
-            unchanged=unchanged,
         )
     except Exception as e:
         registry.finish_run(run_id, status="failed", error=f"{type(e).__name__}")

@@ -195,7 +195,7 @@ def _current_rows(
                     columns += [ps.c.epoch, ps.c.value]
                 else:
                     columns.append(tab.c[f])
-            # A row's stable key: its key hash, or (an unkeyed row, migration 0008) the key
+            # A row's stable key: its key hash, or (an unkeyed row, migration 0009) the key
             # of its source record and its position there.
             identity: list[Any] = [tab.c.key_hash]
             if "position" in tab.c:

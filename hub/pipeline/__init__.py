@@ -41,11 +41,12 @@ import gc
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
+from pyroaring import BitMap
 
 from hub.config import Config
 from hub.connector import Connector, RawRecord, SourceError, Stream
@@ -74,6 +75,7 @@ from hub.pseudonyms.stage import (
 )
 from hub.registry import (
     BatchCounts,
+    LoadedRecord,
     LoadTransaction,
     QuarantineEntry,
     Registry,
@@ -135,6 +137,9 @@ class Pipeline:
         #: far (a repeat of one in a later batch is a duplicate too, though the registry holds
         #: nothing of it; a repeat of a loaded or unchanged one is found in the registry).
         self._seen: dict[int, dict[str, set[str]]] = {}
+        #: Per run: the ids of the source records it found unchanged so far (what it wrote to
+        #: ``run_unchanged``; read back from there for a run this process did not start).
+        self._unchanged: dict[int, BitMap] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         #: CPU seconds of this process spent in each of :data:`STAGES`, over every run of
         #: this pipeline (``raccordo sync --timings``, bench/ingest.py).
@@ -377,6 +382,13 @@ class Pipeline:
         """Drop what the pipeline remembers for a run that ended (push mode: the hub calls it
         when a worker's run finishes or its lock expires)."""
         self._seen.pop(run_id, None)
+        self._unchanged.pop(run_id, None)
+
+    def _unchanged_of(self, run_id: int, tx: LoadTransaction) -> BitMap:
+        seen = self._unchanged.get(run_id)
+        if seen is None:
+            seen = self._unchanged[run_id] = self.registry.unchanged_ids(run_id, tx=tx)
+        return seen
 
     def _mark_failed(self, run_id: int, error: str) -> None:
         try:
@@ -409,11 +421,12 @@ class Pipeline:
             ctx.connector, ctx.stream.name, [f.source_key_hash for f in fingerprints], tx=tx
         )
         refused = self._seen.setdefault(ctx.run_id, {})
-        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, refused)
+        seen = self._unchanged_of(ctx.run_id, tx)
+        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, refused, seen)
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.
         repeated = Counter(f.source_key_hash for f in fingerprints)
         version = ctx.mapping.version
-        unchanged: list[str] = []
+        unchanged: list[int] = []
         todo: list[tuple[RawRecord, Fingerprint]] = []
         by_index = dict(zip(map(id, fingerprints), records, strict=True))
         for fp in kept:
@@ -424,9 +437,9 @@ class Pipeline:
                 and before is not None
                 and record.op == "upsert"
                 and repeated[fp.source_key_hash] == 1
-                and before[0] == record_hash_of(version, fp.fingerprint)
+                and before.record_hash == record_hash_of(version, fp.fingerprint)
             ):
-                unchanged.append(fp.source_key_hash)
+                unchanged.append(before.id)
             else:
                 todo.append((record, fp))
         counts.unchanged += len(unchanged)
@@ -441,12 +454,21 @@ class Pipeline:
             counts,
             loaded_before=existing.keys(),
         )
-        result.unchanged += unchanged
+        unchanged += [existing[k].id for k in result.unchanged]
         _remember_refused(refused, result.quarantine, prepared, units)
         clock = _tick(cpu, "transform", clock)
         load(
-            self.registry, tx, ctx, org, result, errors=batch.errors, units=units, state=batch.state
+            self.registry,
+            tx,
+            ctx,
+            org,
+            result,
+            unchanged=unchanged,
+            errors=batch.errors,
+            units=units,
+            state=batch.state,
         )
+        seen.update(unchanged)
         _tick(cpu, "load", clock)
         return counts
 
@@ -473,7 +495,8 @@ class Pipeline:
             ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
         )
         refused = self._seen.setdefault(ctx.run_id, {})
-        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, refused)
+        seen = self._unchanged_of(ctx.run_id, tx)
+        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen)
         result = self.transform(
             ctx,
             org,
@@ -483,16 +506,19 @@ class Pipeline:
             loaded_before=existing.keys(),
         )
         _remember_refused(refused, result.quarantine, prepared, unit_hashes)
+        unchanged = [existing[k].id for k in result.unchanged]
         load(
             self.registry,
             tx,
             ctx,
             org,
             result,
+            unchanged=unchanged,
             errors=errors,
             units=unit_hashes,
             state=state,
         )
+        seen.update(unchanged)
         return counts
 
 
@@ -591,20 +617,20 @@ _K = TypeVar("_K", bound=_Keyed)
 
 def _without_duplicates(
     items: list[_K],
-    existing: dict[str, tuple[bytes, int, bytes | None]],
+    existing: Mapping[str, LoadedRecord],
     run_id: int,
     counts: BatchCounts,
-    refused: dict[str, set[str]] | None = None,
+    refused: dict[str, set[str]],
+    unchanged: BitMap,
 ) -> list[_K]:
     """Drop records (prepared, or fingerprints of raw ones) already read earlier in the
     same unit of this run (counted).
 
-    An earlier copy is found in this batch, in the registry (loaded or unchanged by this run,
-    from this unit) or in ``refused`` (per unit: the keys of its records this run
-    quarantined). Records of no unit (a database cursor, a change feed) are never
-    duplicates: a later one updates an earlier one.
+    An earlier copy is found in this batch, in the registry (from this unit, and loaded by
+    this run or among the ids it found ``unchanged``) or in ``refused`` (per unit: the keys
+    of its records this run quarantined). Records of no unit (a database cursor, a change
+    feed) are never duplicates: a later one updates an earlier one.
     """
-    refused = {} if refused is None else refused
     batch: set[tuple[str, str]] = set()
     kept: list[_K] = []
     for p in items:
@@ -615,7 +641,11 @@ def _without_duplicates(
             if (
                 key in batch
                 or p.source_key_hash in refused.get(unit, ())
-                or (before is not None and before[1] == run_id and before[2] == h16(unit))
+                or (
+                    before is not None
+                    and (before.run_id == run_id or before.id in unchanged)
+                    and before.unit == h16(unit)
+                )
             ):
                 counts.duplicates += 1
                 continue

@@ -23,9 +23,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
+from pyroaring import BitMap
 
 from hub.errors import ConfigError, RaccordoError
 from hub.registry import tables as t
@@ -35,6 +36,7 @@ __all__ = [
     "BatchCounts",
     "EntityRow",
     "LoadTransaction",
+    "LoadedRecord",
     "QuarantineEntry",
     "Registry",
     "RunSummary",
@@ -145,6 +147,19 @@ def storage_error(e: sa.exc.DBAPIError) -> RaccordoError:
         where="registry_url",
         hint="check the database server and its disk; the sync resumes from its last commit",
     )
+
+
+class LoadedRecord(NamedTuple):
+    """What the registry holds of a source record already loaded."""
+
+    #: Its record hash, as stored (16 bytes, :func:`h16`).
+    record_hash: bytes
+    #: The last run that loaded it (inserted or changed it).
+    run_id: int
+    #: The unit (file, flow) it last came in: 16 bytes of the unit's keyed hash, or None.
+    unit: bytes | None
+    #: ``source_records.id``.
+    id: int
 
 
 @dataclass
@@ -328,6 +343,17 @@ class Registry:
                 .where(t.runs.c.connector == connector, t.runs.c.status == "running")
                 .values(status="interrupted", error="the process stopped before the run ended")
             )
+            # What runs that ended without finish_run (killed) had found unchanged.
+            ru = t.run_unchanged
+            conn.execute(
+                ru.delete().where(
+                    ru.c.run_id.in_(
+                        sa.select(t.runs.c.id).where(
+                            t.runs.c.connector == connector, t.runs.c.status != "running"
+                        )
+                    )
+                )
+            )
             res = conn.execute(
                 t.runs.insert().values(
                     connector=connector,
@@ -361,6 +387,8 @@ class Registry:
                 .where(t.runs.c.id == run_id)
                 .values(status=status, error=error, finished_at=utcnow())
             )
+            ru = t.run_unchanged
+            conn.execute(ru.delete().where(ru.c.run_id == run_id))
         return self.run(run_id)
 
     def run(self, run_id: int) -> RunSummary:
@@ -498,9 +526,8 @@ class Registry:
         keys: Sequence[str],
         *,
         tx: LoadTransaction | None = None,
-    ) -> dict[str, tuple[bytes, int, bytes | None]]:
-        """``source_key_hash → (record hash, last run that read it, unit)``; the record
-        hash and the unit as the registry stores them (16 bytes, :func:`h16`)."""
+    ) -> dict[str, LoadedRecord]:
+        """The :class:`LoadedRecord` of each source key hash already loaded."""
         if tx is not None:
             return self._loaded_records(tx.conn, connector, stream, keys)
         with self.engine.connect() as conn:
@@ -508,26 +535,45 @@ class Registry:
 
     def _loaded_records(
         self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
-    ) -> dict[str, tuple[bytes, int, bytes | None]]:
-        out: dict[str, tuple[bytes, int, bytes | None]] = {}
+    ) -> dict[str, LoadedRecord]:
+        out: dict[str, LoadedRecord] = {}
         stream_id = self._stream_id(conn, connector, stream, create=False)
         if stream_id is None:
             return out
         by_key = {h16(k): k for k in keys}
-        sr, un = t.source_records, t.units
+        # Read for every record of every sync, a re-read of unchanged records above all:
+        # one plain statement per 900 keys, its text built once per length (no statement
+        # object compiled per call).
         for chunk in _chunks(list(by_key), 900):
-            q = (
-                sa.select(sr.c.key, sr.c.record_hash, sr.c.run_id, un.c.key)
-                .select_from(sr.outerjoin(un, un.c.id == sr.c.unit))
-                .where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
-            )
-            out.update(
-                {
-                    by_key[bytes(k)]: (bytes(h), int(r), u and bytes(u))
-                    for k, h, r, u in conn.execute(q)
-                }
-            )
+            rows = conn.exec_driver_sql(self._loaded_sql(len(chunk)), (stream_id, *chunk))
+            for k, h, r, u, i in rows:
+                out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u and bytes(u), i)
         return out
+
+    def _loaded_sql(self, n: int) -> str:
+        key = ("loaded_records", n)
+        sql: str | None = self._sql_cache.get(key)
+        if sql is None:
+            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            # Only our own table and column names: no user input.
+            sql = self._sql_cache[key] = (
+                "SELECT s.key, s.record_hash, s.run_id, u.key, s.id "  # noqa: S608
+                "FROM source_records s LEFT OUTER JOIN units u ON u.id = s.unit "
+                f"WHERE s.stream_id = {mark} AND s.key IN ({', '.join([mark] * n)})"
+            )
+        return sql
+
+    def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap:
+        """The ids of the source records run ``run_id`` found unchanged so far."""
+        if tx is not None:
+            return self._unchanged_ids(tx.conn, run_id)
+        with self.engine.connect() as conn:
+            return self._unchanged_ids(conn, run_id)
+
+    def _unchanged_ids(self, conn: sa.Connection, run_id: int) -> BitMap:
+        ru = t.run_unchanged
+        found = conn.execute(sa.select(ru.c.records).where(ru.c.run_id == run_id)).scalars()
+        return BitMap.union(BitMap(), *(BitMap.deserialize(bytes(b)) for b in found))
 
     def _unit_ids(
         self,
@@ -579,15 +625,16 @@ class Registry:
         counts: BatchCounts,
         state: Mapping[str, Any] | None,
         retention: dt.timedelta,
-        unchanged: Sequence[str] = (),
+        unchanged: Sequence[int] = (),
         completed_units: Sequence[str] = (),
         tx: LoadTransaction | None = None,
     ) -> None:
         """Apply one batch: records, cancellations, quarantine, counters, state, together.
 
-        ``unchanged`` are the source key hashes read again without change (marked
-        as seen by this run); ``completed_units`` the unit hashes fully read in
-        this run: what they held before and this run did not see is removed.
+        ``unchanged`` are the ids of the source records read again without change
+        (listed as seen by this run in ``run_unchanged``, their rows are not rewritten);
+        ``completed_units`` the unit hashes fully read in this run: what they held before
+        and this run neither loaded nor found unchanged is removed.
 
         Without ``tx`` the batch is one transaction of its own. With ``tx`` it is
         written in that transaction, committed when the transaction decides to
@@ -602,12 +649,11 @@ class Registry:
             assert stream_id is not None
             persons = tx.person_ids if tx is not None else {}
             self._apply_changes(conn, stream_id, org, run_id, changes, persons)
-            sr = t.source_records
-            for chunk in _chunks([h16(k) for k in unchanged], 900):
+            if unchanged:
+                seen = BitMap(unchanged)
+                seen.run_optimize()
                 conn.execute(
-                    sr.update()
-                    .where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
-                    .values(run_id=run_id)
+                    t.run_unchanged.insert().values(run_id=run_id, records=seen.serialize())
                 )
             for unit_hash in completed_units:
                 counts.removed += self._remove_unseen(conn, stream_id, run_id, unit_hash)
@@ -706,13 +752,14 @@ class Registry:
         unit = self._unit_ids(conn, stream_id, [unit_hash], create=False).get(unit_hash)
         if unit is None:
             return 0
-        gone = list(
+        not_loaded = BitMap(
             conn.execute(
                 sa.select(sr.c.id).where(
                     sr.c.stream_id == stream_id, sr.c.unit == unit, sr.c.run_id != run_id
                 )
             ).scalars()
         )
+        gone = list(not_loaded - self._unchanged_ids(conn, run_id))
         self._drop_source_records(conn, gone)
         return len(gone)
 

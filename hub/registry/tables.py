@@ -9,7 +9,7 @@ is small and fixed-width.
   ``subject`` / ``household``. Key rotation rewrites that one table.
 * **Keys are 16 bytes.** ``key_hash`` (a keyed row's identity) and the source-record keys
   are the first 16 bytes of keyed hashes, stored binary (:func:`hub.registry.h16`).
-* **Unkeyed rows are positions** (migration ``0008_positions``). An output without a
+* **Unkeyed rows are positions** (migration ``0009_positions``). An output without a
   mapping ``key`` (an intervention: the n-th of its model in a record) is identified by
   ``(source_record, position)``, not by a hash: no ``key_hash``, no index of its own.
 * **Provenance by reference.** A record row names the source record that produced it
@@ -232,11 +232,28 @@ source_records = sa.Table(
     sa.Column("record_hash", KEY, nullable=False),
     # The unit (file, flow) it last came in, if any (units.id).
     sa.Column("unit", sa.Integer),
-    # The last run that read this record (loaded or unchanged): runs.started_at dates it.
+    # The last run that loaded this record (inserted or changed it). A run that finds it
+    # unchanged does not rewrite the row: it lists the record in run_unchanged instead.
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.UniqueConstraint("stream_id", "key"),
     # What a re-read unit no longer holds (removed): by unit, then by run.
     sa.Index(None, "stream_id", "unit"),
+)
+
+#: The source records a running run found unchanged (migration ``0008_run_unchanged``):
+#: one row per batch that had any, a serialised roaring bitmap of ``source_records.id``.
+#: With ``source_records.run_id`` it says what the run has seen: a unit it completes
+#: loses the records it holds that the run neither loaded nor found unchanged, and a
+#: record seen earlier in the same unit is a duplicate. Appending a few bytes per batch
+#: replaces rewriting every unchanged row; the rows go when the run ends.
+run_unchanged = sa.Table(
+    "run_unchanged",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("records", sa.LargeBinary, nullable=False),
+    # A run's rows: read when a unit completes, deleted when the run ends.
+    sa.Index(None, "run_id"),
 )
 
 runs = sa.Table(

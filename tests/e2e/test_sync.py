@@ -240,11 +240,11 @@ def test_rows_keyed_the_old_way_are_replaced_after_the_person_keys_migration(
     reg.close()
 
 
-def test_unkeyed_rows_keyed_the_old_way_become_positions_after_migration_0008(
+def test_unkeyed_rows_keyed_the_old_way_become_positions_after_migration_0009(
     make_workspace: WorkspaceFactory,
 ) -> None:
-    """A registry of 0007, whose unkeyed rows (case episodes and interventions of the
-    synthetic mapping) carry a key hash and no position, is upgraded by 0008_positions; the
+    """A registry of 0008, whose unkeyed rows (case episodes and interventions of the
+    synthetic mapping) carry a key hash and no position, is upgraded by 0009_positions; the
     next sync maps every record again and the registry ends as a fresh sync leaves it: each
     such row once, by position, none left under its old key."""
     import hashlib
@@ -281,8 +281,8 @@ def test_unkeyed_rows_keyed_the_old_way_become_positions_after_migration_0008(
             sa.select(t.source_records.c.id, t.source_records.c.record_hash)
         ).all()
         state = [dict(r) for r in conn.execute(sa.select(t.connector_state)).mappings()]
-        command.downgrade(alembic_config(conn), "0007_person_keys")
-        # What 0007 held: the same rows, each under a 16-byte key hash; the same record
+        command.downgrade(alembic_config(conn), "0008_run_unchanged")
+        # What 0008 held: the same rows, each under a 16-byte key hash; the same record
         # hashes and cursor (so only the upgrade can make the next sync map them again).
         for table in owned:
             old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
@@ -310,7 +310,7 @@ def test_unkeyed_rows_keyed_the_old_way_become_positions_after_migration_0008(
     reg.close()
     assert sum(map(len, placed.values())) >= 2 * first.loaded  # case episode + intervention
 
-    pipeline, reg = _pipeline(ws)  # opening the registry upgrades it: 0008 runs
+    pipeline, reg = _pipeline(ws)  # opening the registry upgrades it: 0009 runs
     assert reg.get_state("syn", "cases") == {}
     assert reg.count("intervention") == first.loaded  # the old rows, until the next sync
     (again,) = pipeline.sync("syn")

@@ -23,8 +23,8 @@ The downgrade deletes the rows that have a position (the release before keys the
 of the source key, which the registry does not keep) and makes the next sync map everything
 again, which writes them back.
 
-Revision ID: 0008_positions
-Revises: 0007_person_keys
+Revision ID: 0009_positions
+Revises: 0008_run_unchanged
 Create Date: 2026-12-01 16:45:00
 """
 
@@ -33,8 +33,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_positions"
-down_revision = "0007_person_keys"
+revision = "0009_positions"
+down_revision = "0008_run_unchanged"
 branch_labels = None
 depends_on = None
 
