@@ -80,7 +80,6 @@ from hub.registry import (
     QuarantineEntry,
     Registry,
     RunSummary,
-    h16,
     storage_error,
 )
 from hub.schema.comuni import load_comuni
@@ -384,6 +383,15 @@ class Pipeline:
         self._seen.pop(run_id, None)
         self._unchanged.pop(run_id, None)
 
+    def _unit_ids_of(
+        self, ctx: RunContext, items: Sequence[_Keyed], tx: LoadTransaction
+    ) -> dict[str, int]:
+        """The registry's ids of the units the batch's records come in (those it knows)."""
+        units = {p.unit_hash for p in items if p.unit_hash is not None}
+        if not units:
+            return {}
+        return self.registry.unit_ids(ctx.connector, ctx.stream.name, units, tx=tx)
+
     def _unchanged_of(self, run_id: int, tx: LoadTransaction) -> BitMap:
         seen = self._unchanged.get(run_id)
         if seen is None:
@@ -422,7 +430,10 @@ class Pipeline:
         )
         refused = self._seen.setdefault(ctx.run_id, {})
         seen = self._unchanged_of(ctx.run_id, tx)
-        keep = _without_duplicates(fingerprints, existing, ctx.run_id, counts, refused, seen)
+        unit_ids = self._unit_ids_of(ctx, fingerprints, tx)
+        keep = _without_duplicates(
+            fingerprints, existing, ctx.run_id, counts, refused, seen, unit_ids
+        )
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.
         keys = [f.source_key_hash for f in fingerprints]
         repeated = Counter(keys) if len(set(keys)) < len(keys) else None
@@ -497,7 +508,8 @@ class Pipeline:
         )
         refused = self._seen.setdefault(ctx.run_id, {})
         seen = self._unchanged_of(ctx.run_id, tx)
-        keep = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen)
+        unit_ids = self._unit_ids_of(ctx, prepared, tx)
+        keep = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen, unit_ids)
         prepared = [p for p, kept in zip(prepared, keep, strict=True) if kept]
         result = self.transform(
             ctx,
@@ -631,6 +643,7 @@ def _without_duplicates(
     counts: BatchCounts,
     refused: dict[str, set[str]],
     unchanged: BitMap,
+    unit_ids: Mapping[str, int],
 ) -> list[bool]:
     """Per record (prepared, or the fingerprint of a raw one): False for one already read
     earlier in the same unit of this run (counted as a duplicate).
@@ -641,8 +654,6 @@ def _without_duplicates(
     feed) are never duplicates: a later one updates an earlier one.
     """
     batch: set[tuple[str, str]] = set()
-    # Each unit as the registry stores it, once per batch (not once per record).
-    stored_unit = {u: h16(u) for u in {p.unit_hash for p in items} if u is not None}
     keep: list[bool] = []
     for p in items:
         unit = p.unit_hash
@@ -655,7 +666,8 @@ def _without_duplicates(
                 or (
                     before is not None
                     and (before.run_id == run_id or before.id in unchanged)
-                    and before.unit == stored_unit[unit]
+                    and before.unit is not None
+                    and before.unit == unit_ids.get(unit)
                 )
             ):
                 counts.duplicates += 1

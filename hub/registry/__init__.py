@@ -153,8 +153,8 @@ class LoadedRecord(NamedTuple):
     record_hash: bytes
     #: The last run that loaded it (inserted or changed it).
     run_id: int
-    #: The unit (file, flow) it last came in: 16 bytes of the unit's keyed hash, or None.
-    unit: bytes | None
+    #: The unit (file, flow) it last came in (``units.id``, :meth:`Registry.unit_ids`), or None.
+    unit: int | None
     #: ``source_records.id``.
     id: int
 
@@ -544,8 +544,30 @@ class Registry:
         for chunk in _chunks(list(by_key), 900):
             rows = _driver_rows(conn, self._loaded_sql(len(chunk)), (stream_id, *chunk))
             for k, h, r, u, i in rows:
-                out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u and bytes(u), i)
+                out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u, i)
         return out
+
+    def unit_ids(
+        self,
+        connector: str,
+        stream: str,
+        unit_hashes: Iterable[str],
+        *,
+        tx: LoadTransaction | None = None,
+    ) -> dict[str, int]:
+        """The ids (:attr:`LoadedRecord.unit`) of the units known among ``unit_hashes``."""
+        if tx is not None:
+            return self._known_unit_ids(tx.conn, connector, stream, unit_hashes)
+        with self.engine.connect() as conn:
+            return self._known_unit_ids(conn, connector, stream, unit_hashes)
+
+    def _known_unit_ids(
+        self, conn: sa.Connection, connector: str, stream: str, unit_hashes: Iterable[str]
+    ) -> dict[str, int]:
+        stream_id = self._stream_id(conn, connector, stream, create=False)
+        if stream_id is None:
+            return {}
+        return self._unit_ids(conn, stream_id, unit_hashes, create=False)
 
     def _loaded_sql(self, n: int) -> str:
         key = ("loaded_records", n)
@@ -554,9 +576,8 @@ class Registry:
             mark = self._mark
             # Only our own table and column names: no user input.
             sql = self._sql_cache[key] = (
-                "SELECT s.key, s.record_hash, s.run_id, u.key, s.id "  # noqa: S608
-                "FROM source_records s LEFT OUTER JOIN units u ON u.id = s.unit "
-                f"WHERE s.stream_id = {mark} AND s.key IN ({', '.join([mark] * n)})"
+                "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
+                f"WHERE stream_id = {mark} AND key IN ({', '.join([mark] * n)})"
             )
         return sql
 
