@@ -43,7 +43,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from pyroaring import BitMap
@@ -62,7 +62,7 @@ from hub.pipeline.extract import (
     open_keyring,
 )
 from hub.pipeline.load import load
-from hub.pipeline.transform import Transform, record_hash_of
+from hub.pipeline.transform import Transform, record_hasher
 from hub.pseudonyms import Keyring, Pseudonymiser, open_pseudonymiser
 from hub.pseudonyms.rotation import refuse_mixed_schemes
 from hub.pseudonyms.stage import (
@@ -80,7 +80,6 @@ from hub.registry import (
     QuarantineEntry,
     Registry,
     RunSummary,
-    h16,
     storage_error,
 )
 from hub.schema.comuni import load_comuni
@@ -384,6 +383,15 @@ class Pipeline:
         self._seen.pop(run_id, None)
         self._unchanged.pop(run_id, None)
 
+    def _unit_ids_of(
+        self, ctx: RunContext, items: Sequence[_Keyed], tx: LoadTransaction
+    ) -> dict[str, int]:
+        """The registry's ids of the units the batch's records come in (those it knows)."""
+        units = {p.unit_hash for p in items if p.unit_hash is not None}
+        if not units:
+            return {}
+        return self.registry.unit_ids(ctx.connector, ctx.stream.name, units, tx=tx)
+
     def _unchanged_of(self, run_id: int, tx: LoadTransaction) -> BitMap:
         seen = self._unchanged.get(run_id)
         if seen is None:
@@ -422,22 +430,26 @@ class Pipeline:
         )
         refused = self._seen.setdefault(ctx.run_id, {})
         seen = self._unchanged_of(ctx.run_id, tx)
-        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, refused, seen)
+        unit_ids = self._unit_ids_of(ctx, fingerprints, tx)
+        keep = _without_duplicates(
+            fingerprints, existing, ctx.run_id, counts, refused, seen, unit_ids
+        )
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.
-        repeated = Counter(f.source_key_hash for f in fingerprints)
-        version = ctx.mapping.version
+        keys = [f.source_key_hash for f in fingerprints]
+        repeated = Counter(keys) if len(set(keys)) < len(keys) else None
+        hashed = record_hasher(ctx.mapping.version)
         unchanged: list[int] = []
         todo: list[tuple[RawRecord, Fingerprint]] = []
-        by_index = dict(zip(map(id, fingerprints), records, strict=True))
-        for fp in kept:
-            record = by_index[id(fp)]
+        for record, fp, kept in zip(records, fingerprints, keep, strict=True):
+            if not kept:
+                continue
             before = existing.get(fp.source_key_hash)
             if (
                 not ctx.full_refresh
                 and before is not None
                 and record.op == "upsert"
-                and repeated[fp.source_key_hash] == 1
-                and before.record_hash == record_hash_of(version, fp.fingerprint)
+                and (repeated is None or repeated[fp.source_key_hash] == 1)
+                and before.record_hash == hashed(fp.fingerprint)
             ):
                 unchanged.append(before.id)
             else:
@@ -450,7 +462,7 @@ class Pipeline:
             ctx,
             org,
             prepared,
-            {} if ctx.full_refresh else {k: v[0] for k, v in existing.items()},
+            {} if ctx.full_refresh else _hashes_of(existing, prepared),
             counts,
             loaded_before=existing.keys(),
         )
@@ -496,12 +508,14 @@ class Pipeline:
         )
         refused = self._seen.setdefault(ctx.run_id, {})
         seen = self._unchanged_of(ctx.run_id, tx)
-        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen)
+        unit_ids = self._unit_ids_of(ctx, prepared, tx)
+        keep = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen, unit_ids)
+        prepared = [p for p, kept in zip(prepared, keep, strict=True) if kept]
         result = self.transform(
             ctx,
             org,
             prepared,
-            {} if ctx.full_refresh else {k: v[0] for k, v in existing.items()},
+            {} if ctx.full_refresh else _hashes_of(existing, prepared),
             counts,
             loaded_before=existing.keys(),
         )
@@ -612,19 +626,27 @@ class _Keyed(Protocol):
     def unit_hash(self) -> str | None: ...
 
 
-_K = TypeVar("_K", bound=_Keyed)
+def _hashes_of(existing: Mapping[str, LoadedRecord], todo: Sequence[Prepared]) -> dict[str, bytes]:
+    """The stored record hashes of the records still to map (not the whole batch's)."""
+    out = {}
+    for p in todo:
+        before = existing.get(p.source_key_hash)
+        if before is not None:
+            out[p.source_key_hash] = before.record_hash
+    return out
 
 
 def _without_duplicates(
-    items: list[_K],
+    items: Sequence[_Keyed],
     existing: Mapping[str, LoadedRecord],
     run_id: int,
     counts: BatchCounts,
     refused: dict[str, set[str]],
     unchanged: BitMap,
-) -> list[_K]:
-    """Drop records (prepared, or fingerprints of raw ones) already read earlier in the
-    same unit of this run (counted).
+    unit_ids: Mapping[str, int],
+) -> list[bool]:
+    """Per record (prepared, or the fingerprint of a raw one): False for one already read
+    earlier in the same unit of this run (counted as a duplicate).
 
     An earlier copy is found in this batch, in the registry (from this unit, and loaded by
     this run or among the ids it found ``unchanged``) or in ``refused`` (per unit: the keys
@@ -632,7 +654,7 @@ def _without_duplicates(
     feed) are never duplicates: a later one updates an earlier one.
     """
     batch: set[tuple[str, str]] = set()
-    kept: list[_K] = []
+    keep: list[bool] = []
     for p in items:
         unit = p.unit_hash
         if unit is not None:
@@ -644,14 +666,16 @@ def _without_duplicates(
                 or (
                     before is not None
                     and (before.run_id == run_id or before.id in unchanged)
-                    and before.unit == h16(unit)
+                    and before.unit is not None
+                    and before.unit == unit_ids.get(unit)
                 )
             ):
                 counts.duplicates += 1
+                keep.append(False)
                 continue
             batch.add(key)
-        kept.append(p)
-    return kept
+        keep.append(True)
+    return keep
 
 
 def _remember_refused(

@@ -76,9 +76,8 @@ class Transform:
         out = Transformed(counts)
         mapping = ctx.mapping
         changes = out.changes
-        hashes = [
-            b"" if p.problems else record_hash_of(mapping.version, p.fingerprint) for p in prepared
-        ]
+        hashed = record_hasher(mapping.version)
+        hashes = [b"" if p.problems else hashed(p.fingerprint) for p in prepared]
         fast = self._fast_outputs(mapping, prepared, hashes, existing)
         for i, p in enumerate(prepared):
             if p.problems:
@@ -278,12 +277,18 @@ def _column_value(v: Any) -> Any:
     return v
 
 
-def record_hash_of(mapping_version: str, fingerprint: str) -> bytes:
-    """The one keyed record hash (16 bytes) that decides *unchanged*: the mapping version and
-    the record's fingerprint (:class:`hub.pseudonyms.stage.Fingerprint`, a keyed hash of what
-    the stream declares of the raw record). It takes the identifiers as read, not their
-    pseudonyms, so a key rotation changes no record hash; and it can be computed before
-    pseudonymisation, so unchanged records are never pseudonymised nor mapped again."""
-    return hashlib.blake2b(
-        fingerprint.encode(), key=mapping_version.encode()[:64], digest_size=16
-    ).digest()
+def record_hasher(mapping_version: str) -> Callable[[str], bytes]:
+    """The function giving the one keyed record hash (16 bytes) that decides *unchanged*,
+    from the mapping version and a record's fingerprint (:class:`hub.pseudonyms.stage.
+    Fingerprint`, a keyed hash of what the stream declares of the raw record).
+
+    It takes the identifiers as read, not their pseudonyms, so a key rotation changes no
+    record hash; and it can be computed before pseudonymisation, so unchanged records are
+    never pseudonymised nor mapped again."""
+    key = mapping_version.encode()[:64]
+    blake2b = hashlib.blake2b
+
+    def record_hash(fingerprint: str) -> bytes:
+        return blake2b(fingerprint.encode(), key=key, digest_size=16).digest()
+
+    return record_hash

@@ -156,8 +156,8 @@ class LoadedRecord(NamedTuple):
     record_hash: bytes
     #: The last run that loaded it (inserted or changed it).
     run_id: int
-    #: The unit (file, flow) it last came in: 16 bytes of the unit's keyed hash, or None.
-    unit: bytes | None
+    #: The unit (file, flow) it last came in (``units.id``, :meth:`Registry.unit_ids`), or None.
+    unit: int | None
     #: ``source_records.id``.
     id: int
 
@@ -545,21 +545,42 @@ class Registry:
         # one plain statement per 900 keys, its text built once per length (no statement
         # object compiled per call).
         for chunk in _chunks(list(by_key), 900):
-            rows = conn.exec_driver_sql(self._loaded_sql(len(chunk)), (stream_id, *chunk))
+            rows = _driver_rows(conn, self._loaded_sql(len(chunk)), (stream_id, *chunk))
             for k, h, r, u, i in rows:
-                out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u and bytes(u), i)
+                out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u, i)
         return out
+
+    def unit_ids(
+        self,
+        connector: str,
+        stream: str,
+        unit_hashes: Iterable[str],
+        *,
+        tx: LoadTransaction | None = None,
+    ) -> dict[str, int]:
+        """The ids (:attr:`LoadedRecord.unit`) of the units known among ``unit_hashes``."""
+        if tx is not None:
+            return self._known_unit_ids(tx.conn, connector, stream, unit_hashes)
+        with self.engine.connect() as conn:
+            return self._known_unit_ids(conn, connector, stream, unit_hashes)
+
+    def _known_unit_ids(
+        self, conn: sa.Connection, connector: str, stream: str, unit_hashes: Iterable[str]
+    ) -> dict[str, int]:
+        stream_id = self._stream_id(conn, connector, stream, create=False)
+        if stream_id is None:
+            return {}
+        return self._unit_ids(conn, stream_id, unit_hashes, create=False)
 
     def _loaded_sql(self, n: int) -> str:
         key = ("loaded_records", n)
         sql: str | None = self._sql_cache.get(key)
         if sql is None:
-            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            mark = self._mark
             # Only our own table and column names: no user input.
             sql = self._sql_cache[key] = (
-                "SELECT s.key, s.record_hash, s.run_id, u.key, s.id "  # noqa: S608
-                "FROM source_records s LEFT OUTER JOIN units u ON u.id = s.unit "
-                f"WHERE s.stream_id = {mark} AND s.key IN ({', '.join([mark] * n)})"
+                "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
+                f"WHERE stream_id = {mark} AND key IN ({', '.join([mark] * n)})"
             )
         return sql
 
@@ -748,16 +769,19 @@ class Registry:
     def _remove_unseen(
         self, conn: sa.Connection, stream_id: int, run_id: int, unit_hash: str
     ) -> int:
-        sr = t.source_records
+        """Remove what a completed unit held and this run neither loaded nor found unchanged."""
         unit = self._unit_ids(conn, stream_id, [unit_hash], create=False).get(unit_hash)
         if unit is None:
             return 0
+        mark = self._mark
         not_loaded = BitMap(
-            conn.execute(
-                sa.select(sr.c.id).where(
-                    sr.c.stream_id == stream_id, sr.c.unit == unit, sr.c.run_id != run_id
-                )
-            ).scalars()
+            i
+            for (i,) in _driver_rows(
+                conn,
+                f"SELECT id FROM source_records WHERE stream_id = {mark} "  # noqa: S608
+                f"AND unit = {mark} AND run_id <> {mark}",
+                (stream_id, unit, run_id),
+            )
         )
         gone = list(not_loaded - self._unchanged_ids(conn, run_id))
         self._drop_source_records(conn, gone)
@@ -1134,6 +1158,11 @@ class Registry:
         return f"{target} WHERE {where}" if where else target
 
     @property
+    def _mark(self) -> str:
+        """The driver's positional parameter mark (``?`` for sqlite3, ``%s`` for psycopg)."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    @property
     def _named_params(self) -> bool:
         return self.engine.dialect.paramstyle in ("pyformat", "named")
 
@@ -1418,6 +1447,18 @@ def _run_summary(row: Any) -> RunSummary:
     data = dict(row)
     data["unmapped_codes"] = json.loads(data.get("unmapped_codes") or "{}")
     return RunSummary(**data)
+
+
+def _driver_rows(conn: sa.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a plain statement, straight from the driver's cursor (in ``conn``'s
+    transaction): for the look-ups that read a row per source record, where building
+    SQLAlchemy rows would cost more than the query."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, tuple(params))
+        return list(cur.fetchall())
+    finally:
+        cur.close()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
