@@ -537,7 +537,8 @@ class Registry:
         stream_id = self._stream_id(conn, connector, stream, create=False)
         if stream_id is None:
             return out
-        by_key = {h16(k): k for k in keys}
+        blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
+        by_key = {blake2b(k.encode(), digest_size=16).digest(): k for k in keys}
         # Read for every record of every sync, a re-read of unchanged records above all:
         # one plain statement per 900 keys, its text built once per length (no statement
         # object compiled per call).
