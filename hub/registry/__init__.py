@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
-from pyroaring import BitMap
+from pyroaring import BitMap64
 
 from hub.errors import ConfigError, RaccordoError
 from hub.registry import tables as t
@@ -582,17 +582,17 @@ class Registry:
             )
         return sql
 
-    def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap:
+    def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap64:
         """The ids of the source records run ``run_id`` found unchanged so far."""
         if tx is not None:
             return self._unchanged_ids(tx.conn, run_id)
         with self.engine.connect() as conn:
             return self._unchanged_ids(conn, run_id)
 
-    def _unchanged_ids(self, conn: sa.Connection, run_id: int) -> BitMap:
+    def _unchanged_ids(self, conn: sa.Connection, run_id: int) -> BitMap64:
         ru = t.run_unchanged
         found = conn.execute(sa.select(ru.c.records).where(ru.c.run_id == run_id)).scalars()
-        return BitMap.union(BitMap(), *(BitMap.deserialize(bytes(b)) for b in found))
+        return BitMap64.union(BitMap64(), *(BitMap64.deserialize(bytes(b)) for b in found))
 
     def _unit_ids(
         self,
@@ -669,7 +669,7 @@ class Registry:
             persons = tx.person_ids if tx is not None else {}
             self._apply_changes(conn, stream_id, org, run_id, changes, persons)
             if unchanged:
-                seen = BitMap(unchanged)
+                seen = BitMap64(unchanged)
                 seen.run_optimize()
                 conn.execute(
                     t.run_unchanged.insert().values(run_id=run_id, records=seen.serialize())
@@ -772,7 +772,7 @@ class Registry:
         if unit is None:
             return 0
         mark = self._mark
-        not_loaded = BitMap(
+        not_loaded = BitMap64(
             i
             for (i,) in _driver_rows(
                 conn,
