@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from pyroaring import BitMap
+from pyroaring import BitMap64
 
 from hub.config import Config
 from hub.connector import Connector, RawRecord, SourceError, Stream
@@ -138,7 +138,7 @@ class Pipeline:
         self._seen: dict[int, dict[str, set[str]]] = {}
         #: Per run: the ids of the source records it found unchanged so far (what it wrote to
         #: ``run_unchanged``; read back from there for a run this process did not start).
-        self._unchanged: dict[int, BitMap] = {}
+        self._unchanged: dict[int, BitMap64] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         #: CPU seconds of this process spent in each of :data:`STAGES`, over every run of
         #: this pipeline (``raccordo sync --timings``, bench/ingest.py).
@@ -392,7 +392,7 @@ class Pipeline:
             return {}
         return self.registry.unit_ids(ctx.connector, ctx.stream.name, units, tx=tx)
 
-    def _unchanged_of(self, run_id: int, tx: LoadTransaction) -> BitMap:
+    def _unchanged_of(self, run_id: int, tx: LoadTransaction) -> BitMap64:
         seen = self._unchanged.get(run_id)
         if seen is None:
             seen = self._unchanged[run_id] = self.registry.unchanged_ids(run_id, tx=tx)
@@ -642,7 +642,7 @@ def _without_duplicates(
     run_id: int,
     counts: BatchCounts,
     refused: dict[str, set[str]],
-    unchanged: BitMap,
+    unchanged: BitMap64,
     unit_ids: Mapping[str, int],
 ) -> list[bool]:
     """Per record (prepared, or the fingerprint of a raw one): False for one already read

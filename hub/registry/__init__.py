@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
-from pyroaring import BitMap
+from pyroaring import BitMap64
 
 from hub.errors import ConfigError, RaccordoError
 from hub.registry import tables as t
@@ -540,7 +540,8 @@ class Registry:
         stream_id = self._stream_id(conn, connector, stream, create=False)
         if stream_id is None:
             return out
-        by_key = {h16(k): k for k in keys}
+        blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
+        by_key = {blake2b(k.encode(), digest_size=16).digest(): k for k in keys}
         # Read for every record of every sync, a re-read of unchanged records above all:
         # one plain statement per 900 keys, its text built once per length (no statement
         # object compiled per call).
@@ -584,17 +585,17 @@ class Registry:
             )
         return sql
 
-    def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap:
+    def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap64:
         """The ids of the source records run ``run_id`` found unchanged so far."""
         if tx is not None:
             return self._unchanged_ids(tx.conn, run_id)
         with self.engine.connect() as conn:
             return self._unchanged_ids(conn, run_id)
 
-    def _unchanged_ids(self, conn: sa.Connection, run_id: int) -> BitMap:
+    def _unchanged_ids(self, conn: sa.Connection, run_id: int) -> BitMap64:
         ru = t.run_unchanged
         found = conn.execute(sa.select(ru.c.records).where(ru.c.run_id == run_id)).scalars()
-        return BitMap.union(BitMap(), *(BitMap.deserialize(bytes(b)) for b in found))
+        return BitMap64.union(BitMap64(), *(BitMap64.deserialize(bytes(b)) for b in found))
 
     def _unit_ids(
         self,
@@ -671,7 +672,7 @@ class Registry:
             persons = tx.person_ids if tx is not None else {}
             self._apply_changes(conn, stream_id, org, run_id, changes, persons)
             if unchanged:
-                seen = BitMap(unchanged)
+                seen = BitMap64(unchanged)
                 seen.run_optimize()
                 conn.execute(
                     t.run_unchanged.insert().values(run_id=run_id, records=seen.serialize())
@@ -774,7 +775,7 @@ class Registry:
         if unit is None:
             return 0
         mark = self._mark
-        not_loaded = BitMap(
+        not_loaded = BitMap64(
             i
             for (i,) in _driver_rows(
                 conn,

@@ -241,7 +241,7 @@ source_records = sa.Table(
 )
 
 #: The source records a running run found unchanged (migration ``0008_run_unchanged``):
-#: one row per batch that had any, a serialised roaring bitmap of ``source_records.id``.
+#: one row per batch that had any, a serialised 64-bit roaring bitmap of ``source_records.id``.
 #: With ``source_records.run_id`` it says what the run has seen: a unit it completes
 #: loses the records it holds that the run neither loaded nor found unchanged, and a
 #: record seen earlier in the same unit is a duplicate. Appending a few bytes per batch
