@@ -70,7 +70,7 @@ def row_key_hash(table: str, key: str) -> str:
 Converter = Callable[[str, Any], Any]
 
 #: Columns the registry fills itself (provenance, keys): never taken from a package.
-_REGISTRY_SET = frozenset({"org", "key_hash", "source_record", "run_id"})
+_REGISTRY_SET = frozenset({"org", "key_hash", "source_record", "position", "run_id"})
 
 
 def _as_date(name: str, v: Any) -> dt.date:

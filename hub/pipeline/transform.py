@@ -31,6 +31,7 @@ from hub.registry import (
     SourceRecordChange,
     WarningEntry,
 )
+from hub.registry.tables import OWNED_KINDS
 from hub.schema import model_for
 
 
@@ -167,10 +168,24 @@ class Transform:
         outputs: Sequence[tuple[str, tuple[str, ...] | None, dict[str, Any]]],
     ) -> list[EntityRow]:
         seen: dict[str, int] = {}
-        return [
-            EntityRow(model, self._key_hash(p, model, key, seen), values)
-            for model, key, values in outputs
-        ]
+        return [self._entity(p, model, key, values, seen) for model, key, values in outputs]
+
+    def _entity(
+        self,
+        p: Prepared,
+        model: str,
+        key: tuple[str, ...] | None,
+        values: Mapping[str, Any],
+        seen: dict[str, int],
+    ) -> EntityRow:
+        """The output as a row, with its identity: its key's hash, or (no ``key``) its
+        position among the record's outputs of that model (``seen`` counts them)."""
+        if key is None and model in OWNED_KINDS:
+            n = seen.get(model, 0)
+            seen[model] = n + 1
+            # Identified by (source record, position) in the registry: no hash, no index.
+            return EntityRow(model, None, values, n)
+        return EntityRow(model, self._key_hash(p, model, key, seen), values)
 
     def _key_hash(
         self, p: Prepared, model: str, key: tuple[str, ...] | None, seen: dict[str, int]
@@ -185,8 +200,9 @@ class Transform:
             return self._output_key_hash(model, key)
         n = seen.get(model, 0)
         seen[model] = n + 1
-        # The n-th output of this model of the record: keyed by the record's own keyed
-        # source-key hash (no second HMAC needed).
+        # The n-th output of this model of the record, of a kind no source record owns (a
+        # subject without a key): keyed by the record's own keyed source-key hash (no
+        # second HMAC needed).
         return hashlib.blake2b(
             f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
         ).digest()
@@ -214,7 +230,7 @@ class Transform:
             for name in converted:
                 row[name] = _column_value(row[name])
             key = None if out.key is None else tuple(str(k) for k in out.key)
-            entities.append(EntityRow(out.model, self._key_hash(p, out.model, key, seen), row))
+            entities.append(self._entity(p, out.model, key, row, seen))
         return entities, None
 
 

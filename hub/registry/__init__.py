@@ -68,14 +68,17 @@ class EntityRow:
     """A validated common-schema record ready for its table.
 
     ``key_hash``: the row's identity (a keyed hash: text, or its 16 bytes as the registry
-    stores them, :func:`h16`); ``values``: the model's fields,
-    with ``subject`` / ``household`` as text pseudonyms (the registry stores them once, in
-    ``pseudonyms``, and keeps their integer ids in the row).
+    stores them, :func:`h16`), or None for a row identified by ``position``: the n-th
+    output of its model in the source record (an output without a mapping ``key``, of a
+    kind a source record owns, :data:`hub.registry.tables.OWNED_KINDS`). ``values``: the
+    model's fields, with ``subject`` / ``household`` as text pseudonyms (the registry
+    stores them once, in ``pseudonyms``, and keeps their integer ids in the row).
     """
 
     kind: str
-    key_hash: str | bytes
+    key_hash: str | bytes | None
     values: Mapping[str, Any]
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -207,9 +210,9 @@ class RunSummary:
 # Subjects are keyed by the person, not by the source record that mentioned
 # them, so many source records share a subject row: stale clean-up and
 # cancellations never delete subjects.
-_OWNED_TABLES = tuple(k for k in t.RECORD_TABLES if k != "subject")
+_OWNED_TABLES = tuple(k for k in t.RECORD_TABLES if k in t.OWNED_KINDS)
 #: Per record table, the columns a model fills (what "the row is unchanged" compares).
-_REGISTRY_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "run_id"})
+_REGISTRY_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "position", "run_id"})
 _DATA_COLUMNS = {
     kind: tuple(c.name for c in table.columns if c.name not in _REGISTRY_COLUMNS)
     for kind, table in t.RECORD_TABLES.items()
@@ -896,8 +899,10 @@ class Registry:
 
         1. ``source_records``: one upsert; then their ids in one select per 900 keys.
         2. Rows a changed record produced before and no longer produces: deleted by id.
-        3. Rows: one upsert per table, keyed ``(org, key_hash)``, that leaves a row whose
-           values are the same untouched (``DO UPDATE ... WHERE`` a value differs).
+        3. Rows: per table, one upsert of the keyed rows (on ``(org, key_hash)``) and one
+           of the unkeyed ones (on ``(source_record, position)``: in the order of the
+           source records, so mostly appended), each leaving a row whose values are the
+           same untouched (``DO UPDATE ... WHERE`` a value differs).
         4. Cancelled records: their rows and their ``source_records`` row deleted.
         """
         if not changes:
@@ -942,14 +947,29 @@ class Registry:
             for c in changes
             if (c.replaces or c.op == "delete") and keys[c.source_key_hash] in ids
         }
-        produced_now: dict[int, set[tuple[str, bytes]]] = defaultdict(set)
+        # What each touched record produces now: (kind, key hash) or (kind, position).
+        produced_now: dict[int, set[tuple[str, bytes | int]]] = defaultdict(set)
         rows_by_kind: dict[str, dict[bytes, dict[str, Any]]] = defaultdict(dict)
+        placed_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         values_by_kind: dict[str, dict[bytes, Mapping[str, Any]]] = defaultdict(dict)
         for c in changes:
             if c.op != "upsert":
                 continue
             sid = ids[keys[c.source_key_hash]]
             for e in c.entities:
+                if e.key_hash is None:
+                    # The position-th unkeyed output of its model in record ``sid``.
+                    assert e.position is not None and e.kind in t.OWNED_KINDS, e.kind
+                    if touched:
+                        produced_now[sid].add((e.kind, e.position))
+                    row = dict(e.values)
+                    for name in ("subject", "household"):
+                        v = row.get(name)
+                        if isinstance(v, str):
+                            row[name] = persons[v]
+                    row.update(org=org, source_record=sid, position=e.position, run_id=run_id)
+                    placed_by_kind[e.kind].append(row)
+                    continue
                 kh = h16(e.key_hash)
                 if touched:
                     produced_now[sid].add((e.kind, kh))
@@ -972,13 +992,14 @@ class Registry:
                 table = t.RECORD_TABLES[kind]
                 stale: list[int] = []
                 for chunk in _chunks(list(touched), 900):
-                    q = sa.select(table.c.id, table.c.key_hash, table.c.source_record).where(
-                        table.c.source_record.in_(chunk)
-                    )
+                    q = sa.select(
+                        table.c.id, table.c.key_hash, table.c.position, table.c.source_record
+                    ).where(table.c.source_record.in_(chunk))
                     for found in conn.execute(q).all():
-                        rid, key, owner = (int(found[0]), bytes(found[1]), int(found[2]))
-                        if (kind, key) not in produced_now.get(owner, set()):
-                            stale.append(rid)
+                        key: bytes | None = found[1]
+                        ident = int(found[2]) if key is None else bytes(key)
+                        if (kind, ident) not in produced_now.get(int(found[3]), ()):
+                            stale.append(int(found[0]))
                 for chunk_ids in _chunks(stale, 900):
                     conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
         for kind, rows in rows_by_kind.items():
@@ -990,6 +1011,16 @@ class Registry:
                 table,
                 list(rows.values()),
                 ["org", "key_hash"],
+                unless_same=_DATA_COLUMNS[kind],
+                # Owned tables index the keyed rows only (the others have a position).
+                where=t.KEYED_ROWS if kind in t.OWNED_KINDS else None,
+            )
+        for kind, placed in placed_by_kind.items():
+            self._upsert(
+                conn,
+                t.RECORD_TABLES[kind],
+                placed,
+                ["source_record", "position"],
                 unless_same=_DATA_COLUMNS[kind],
             )
         if deletes:
@@ -1004,6 +1035,7 @@ class Registry:
         *,
         unless_same: tuple[str, ...] = (),
         do_nothing: bool = False,
+        where: str | None = None,
     ) -> None:
         """``INSERT ... ON CONFLICT DO UPDATE`` of many rows (SQLite and PostgreSQL).
 
@@ -1011,14 +1043,18 @@ class Registry:
         processor (the same conversions SQLAlchemy applies), without building a
         statement object per call: this is the hot path of every sync. With
         ``unless_same`` (column names), an existing row whose values in those columns
-        equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs).
+        equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs). ``where``:
+        the predicate of the partial unique index that ``conflict`` names, if it is one.
         """
         names = tuple(c for c in rows[0] if c != "id")
+        target = self._conflict_target(conflict, where)
         if len(rows) >= COPY_MIN_ROWS and self._copies:
-            self._upsert_staged(conn, table, rows, names, tuple(conflict), unless_same, do_nothing)
+            self._upsert_staged(
+                conn, table, rows, names, tuple(conflict), target, unless_same, do_nothing
+            )
             return
         sql, processors = self._upsert_sql(
-            table, names, tuple(conflict), unless_same, do_nothing=do_nothing
+            table, names, tuple(conflict), target, unless_same, do_nothing=do_nothing
         )
         if self._named_params:
             params: list[Any] = [
@@ -1049,6 +1085,7 @@ class Registry:
         rows: list[dict[str, Any]],
         names: tuple[str, ...],
         conflict: tuple[str, ...],
+        target: str,
         unless_same: tuple[str, ...],
         do_nothing: bool,
     ) -> None:
@@ -1066,7 +1103,7 @@ class Registry:
             if len(last) < len(rows):
                 rows = list(last.values())
         create, copy_sql, insert, empty, processors = self._staged_sql(
-            table, names, conflict, unless_same, do_nothing
+            table, names, conflict, target, unless_same, do_nothing
         )
         dbapi = conn.connection.driver_connection
         assert dbapi is not None
@@ -1083,10 +1120,11 @@ class Registry:
         table: sa.Table,
         names: tuple[str, ...],
         conflict: tuple[str, ...],
+        target: str,
         unless_same: tuple[str, ...],
         do_nothing: bool,
     ) -> tuple[str, str, str, str, list[Any]]:
-        key = ("staged", table.name, names, conflict, unless_same, do_nothing)
+        key = ("staged", table.name, names, target, unless_same, do_nothing)
         cached: tuple[str, str, str, str, list[Any]] | None = self._sql_cache.get(key)
         if cached is not None:
             return cached
@@ -1106,13 +1144,19 @@ class Registry:
         copy_sql = f"COPY {staging} ({cols}) FROM STDIN"
         insert = (
             f"INSERT INTO {tn} ({cols}) SELECT {cols} FROM {staging} "  # noqa: S608
-            f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
+            f"ON CONFLICT {target} {action}"
         )
         empty = f"TRUNCATE {staging}"
         processors = [table.c[n].type.bind_processor(dialect) for n in names]
         out = (create, copy_sql, insert, empty, processors)
         self._sql_cache[key] = out
         return out
+
+    def _conflict_target(self, conflict: Sequence[str], where: str | None) -> str:
+        """``(columns) [WHERE predicate]``: the unique index an upsert's conflict is on."""
+        q = self.engine.dialect.identifier_preparer.quote
+        target = f"({', '.join(q(c) for c in conflict)})"
+        return f"{target} WHERE {where}" if where else target
 
     @property
     def _mark(self) -> str:
@@ -1151,10 +1195,11 @@ class Registry:
         table: sa.Table,
         names: tuple[str, ...],
         conflict: tuple[str, ...],
+        target: str,
         unless_same: tuple[str, ...] = (),
         do_nothing: bool = False,
     ) -> tuple[str, list[Any]]:
-        key = (table.name, names, conflict, unless_same, do_nothing)
+        key = (table.name, names, target, unless_same, do_nothing)
         cached: tuple[str, list[Any]] | None = self._sql_cache.get(key)
         if cached is not None:
             return cached
@@ -1174,7 +1219,7 @@ class Registry:
         sql = (
             f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
             f"VALUES ({', '.join(marks)}) "
-            f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
+            f"ON CONFLICT {target} {action}"
         )
         # sqlite3 takes bytes as they are: LargeBinary's wrapping of each value is skipped.
         processors = [

@@ -401,3 +401,61 @@ def test_a_v1_registry_is_rebuilt_by_the_storage_migration_and_the_next_sync(
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, metadata) == []
     reg.close()
+
+
+@pytest.mark.parametrize("records", [1, 250])
+def test_unkeyed_rows_are_positions_of_their_source_record(registry_url: str, records: int) -> None:
+    """Rows without a key are (source record, position), with no key hash: a changed record
+    updates its positions in place, leaves unchanged ones untouched and removes the ones it
+    no longer produces (and a keyed row it no longer produces); on PostgreSQL 250 rows go
+    through the staging table (COPY)."""
+    reg = Registry.open(registry_url)
+    p = pseudonym("p")
+    runs: list[int] = []
+
+    def write(entities: tuple[EntityRow, ...], record_hash: str) -> None:
+        run = reg.start_run(
+            connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+        )
+        runs.append(run)
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=[
+                SourceRecordChange(
+                    f"k.src{i:05d}aaaaaaaaaaaa", record_hash, "upsert", entities, replaces=True
+                )
+                for i in range(records)
+            ],
+            quarantine=[],
+            counts=BatchCounts(read=records, loaded=records),
+            state=None,
+            retention=dt.timedelta(days=30),
+        )
+        reg.finish_run(run, status="succeeded")
+
+    def placed(day: int, n: int) -> EntityRow:
+        return EntityRow("case_episode", None, _row(p, dt.date(2020, 1, day)), n)
+
+    keyed = EntityRow("case_episode", "k.ep1aaaaaaaaaaaaaaaa", _row(p, dt.date(2020, 2, 1)))
+    write((placed(1, 0), placed(2, 1), keyed), "r1")
+    write((placed(1, 0), placed(3, 1)), "r2")  # position 1 changes, the keyed row goes
+    write((placed(1, 0),), "r3")  # position 1 goes
+    table = tables.RECORD_TABLES["case_episode"]
+    with reg.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(table.c.key_hash, table.c.position, table.c.run_id, table.c.opened_on)
+        ).all()
+    # Position 0 never changed: still the row the first run wrote.
+    assert sorted(rows) == [(None, 0, runs[0], dt.date(2020, 1, 1))] * records
+    write((placed(4, 0), keyed), "r4")
+    with reg.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.key_hash, table.c.position, table.c.opened_on)).all()
+    assert sorted(rows, key=repr) == sorted(
+        [(None, 0, dt.date(2020, 1, 4))] * records
+        + [(h16("k.ep1aaaaaaaaaaaaaaaa"), None, dt.date(2020, 2, 1))],
+        key=repr,
+    )
+    reg.close()
