@@ -414,13 +414,21 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
     }
     statements = {}
     for k, cols in REGISTRY_ROWS[kind].items():
-        names = ["org", "key_hash", "source_record", "run_id", *cols]
+        # Interventions have no mapping key: the registry keys them by (source record,
+        # position); keyed rows of the tables a source record owns by a partial index.
+        if k == "intervention":
+            names = ["org", "source_record", "position", "run_id", *cols]
+            conflict, where = ["source_record", "position"], ""
+        else:
+            names = ["org", "key_hash", "source_record", "run_id", *cols]
+            conflict = ["org", "key_hash"]
+            where = " where key_hash is not null" if k != "subject" else ""
         data = ", ".join(f"{n} IS NOT excluded.{n}" for n in cols)
         table = {"case_episode": "case_episodes"}.get(k, k + "s")
         statements[k] = (
             f"insert into {table} ({', '.join(names)}) values ({', '.join('?' * len(names))}) "
-            "on conflict (org, key_hash) do update set "
-            + ", ".join(f"{n} = excluded.{n}" for n in names[2:])
+            f"on conflict ({', '.join(conflict)}){where} do update set "
+            + ", ".join(f"{n} = excluded.{n}" for n in names if n not in conflict)
             + f" where {data.replace(', ', ' OR ')}"
         )
     # Storage v2: persons are ids of ``pseudonyms``; source records have integer ids (a fresh
@@ -456,7 +464,7 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
     t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     batch: list[tuple[object, ...]] = []
-    by_kind: dict[str, dict[str, tuple[object, ...]]] = {k: {} for k in layouts}
+    by_kind: dict[str, dict[object, tuple[object, ...]]] = {k: {} for k in layouts}
     sources: list[tuple[object, ...]] = []
 
     def flush(commit: bool) -> None:
@@ -492,10 +500,13 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
                     continue  # no presa in carico on this record
                 if k == "assessment" and row[1] is None:
                     continue
-                kh = k16(k, skh, "0") if k == "intervention" else k16(k, *map(str, row[:2]))
+                kh = None if k == "intervention" else k16(k, *map(str, row[:2]))
                 for i in person_at[k]:
                     row[i] = person(row[i])
-                by_kind[k][kh] = ("CISS", kh, sid, 1, *row)
+                if kh is None:
+                    by_kind[k][sid] = ("CISS", sid, 0, 1, *row)
+                else:
+                    by_kind[k][kh] = ("CISS", kh, sid, 1, *row)
             record_hash = hashlib.blake2b(repr(values).encode(), key=key, digest_size=16).digest()
             sources.append((sid, 1, "CISS", k16(skh), record_hash, None, 1))
         n += 1

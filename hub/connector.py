@@ -16,7 +16,7 @@ import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
@@ -117,12 +117,14 @@ class Stream:
         return tuple(f for f in self.fields if f.role is FieldRole.PERSONAL)
 
 
-@dataclass(frozen=True)
-class RawRecord:
+class RawRecord(NamedTuple):
     """A record as read from the source, before pseudonymisation.
 
     ``location`` tells a person where to look (``file.csv:42``,
     ``GET /flussi page 3``); it must not contain identifiers.
+
+    Immutable, built with the same arguments as a dataclass would be; a named tuple because
+    one is made for every record read (a third of what a frozen dataclass costs).
     """
 
     stream: str

@@ -44,7 +44,7 @@ SIGN_CONTEXT = "raccordo/convenzione/v1"
 REVOKE_CONTEXT = "raccordo/convenzione-revocation/v1"
 
 #: Columns the registry keeps for itself: never part of what flows.
-INTERNAL_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "run_id"})
+INTERNAL_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "position", "run_id"})
 #: Columns holding persons (ids of the registry's ``pseudonyms``): they flow as text
 #: pseudonyms converted to the recipient's domain.
 PSEUDONYM_COLUMNS = frozenset({"subject", "household"})

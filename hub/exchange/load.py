@@ -70,7 +70,7 @@ def row_key_hash(table: str, key: str) -> str:
 Converter = Callable[[str, Any], Any]
 
 #: Columns the registry fills itself (provenance, keys): never taken from a package.
-_REGISTRY_SET = frozenset({"org", "key_hash", "source_record", "run_id"})
+_REGISTRY_SET = frozenset({"org", "key_hash", "source_record", "position", "run_id"})
 
 
 def _as_date(name: str, v: Any) -> dt.date:
@@ -211,7 +211,6 @@ def _load_records(
         keys = [row_key_hash(r.table, r.key) for r in rows]
         existing = registry.existing_record_hashes(connector, stream, keys)
         changes: dict[str, SourceRecordChange] = {}
-        unchanged: list[str] = []
         quarantine: list[QuarantineEntry] = []
         for r, skh in zip(rows, keys, strict=True):
             counts.received += 1
@@ -243,7 +242,6 @@ def _load_records(
             content = h16(crypto.canonical({"t": r.table, "v": r.values}))
             if existing.get(skh) == content and skh not in changes:
                 counts.unchanged += 1
-                unchanged.append(skh)
                 continue
             changes[skh] = SourceRecordChange(
                 skh,
@@ -269,7 +267,6 @@ def _load_records(
             ),
             state={"package": package_id},
             retention=quarantine_retention,
-            unchanged=unchanged,
         )
     except Exception as e:
         registry.finish_run(run_id, status="failed", error=f"{type(e).__name__}")

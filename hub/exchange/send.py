@@ -195,16 +195,31 @@ def _current_rows(
                     columns += [ps.c.epoch, ps.c.value]
                 else:
                     columns.append(tab.c[f])
+            # A row's stable key: its key hash, or (an unkeyed row, migration 0009) the key
+            # of its source record and its position there.
+            identity: list[Any] = [tab.c.key_hash]
+            if "position" in tab.c:
+                sr = t.source_records
+                source = source.outerjoin(
+                    sr, sa.and_(tab.c.key_hash.is_(None), sr.c.id == tab.c.source_record)
+                )
+                identity += [sr.c.key, tab.c.position]
             q = (
-                sa.select(tab.c.key_hash, *columns)
+                sa.select(*identity, *columns)
                 .select_from(source)
                 .where(own(tab))
                 .order_by(tab.c.id)
             )
+            first = len(identity)
             for rec in conn.execute(q):
-                key = crypto.sha256_hex(f"{conv_id}|{table_name}|{bytes(rec[0]).hex()}".encode())
+                row_key = (
+                    bytes(rec[0]).hex()
+                    if rec[0] is not None
+                    else f"{bytes(rec[1]).hex()}.{int(rec[2])}"
+                )
+                key = crypto.sha256_hex(f"{conv_id}|{table_name}|{row_key}".encode())
                 values: dict[str, Any] = {}
-                i = 1
+                i = first
                 for f in fields:
                     if f in PSEUDONYM_COLUMNS:
                         epoch, raw = rec[i], rec[i + 1]

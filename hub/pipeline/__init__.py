@@ -41,11 +41,12 @@ import gc
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import sqlalchemy as sa
+from pyroaring import BitMap64
 
 from hub.config import Config
 from hub.connector import Connector, RawRecord, SourceError, Stream
@@ -61,7 +62,7 @@ from hub.pipeline.extract import (
     open_keyring,
 )
 from hub.pipeline.load import load
-from hub.pipeline.transform import Transform, record_hash_of
+from hub.pipeline.transform import Transform, record_hasher
 from hub.pseudonyms import Keyring, Pseudonymiser, open_pseudonymiser
 from hub.pseudonyms.rotation import refuse_mixed_schemes
 from hub.pseudonyms.stage import (
@@ -74,11 +75,11 @@ from hub.pseudonyms.stage import (
 )
 from hub.registry import (
     BatchCounts,
+    LoadedRecord,
     LoadTransaction,
     QuarantineEntry,
     Registry,
     RunSummary,
-    h16,
     storage_error,
 )
 from hub.schema.comuni import load_comuni
@@ -135,6 +136,9 @@ class Pipeline:
         #: far (a repeat of one in a later batch is a duplicate too, though the registry holds
         #: nothing of it; a repeat of a loaded or unchanged one is found in the registry).
         self._seen: dict[int, dict[str, set[str]]] = {}
+        #: Per run: the ids of the source records it found unchanged so far (what it wrote to
+        #: ``run_unchanged``; read back from there for a run this process did not start).
+        self._unchanged: dict[int, BitMap64] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         #: CPU seconds of this process spent in each of :data:`STAGES`, over every run of
         #: this pipeline (``raccordo sync --timings``, bench/ingest.py).
@@ -377,6 +381,22 @@ class Pipeline:
         """Drop what the pipeline remembers for a run that ended (push mode: the hub calls it
         when a worker's run finishes or its lock expires)."""
         self._seen.pop(run_id, None)
+        self._unchanged.pop(run_id, None)
+
+    def _unit_ids_of(
+        self, ctx: RunContext, items: Sequence[_Keyed], tx: LoadTransaction
+    ) -> dict[str, int]:
+        """The registry's ids of the units the batch's records come in (those it knows)."""
+        units = {p.unit_hash for p in items if p.unit_hash is not None}
+        if not units:
+            return {}
+        return self.registry.unit_ids(ctx.connector, ctx.stream.name, units, tx=tx)
+
+    def _unchanged_of(self, run_id: int, tx: LoadTransaction) -> BitMap64:
+        seen = self._unchanged.get(run_id)
+        if seen is None:
+            seen = self._unchanged[run_id] = self.registry.unchanged_ids(run_id, tx=tx)
+        return seen
 
     def _mark_failed(self, run_id: int, error: str) -> None:
         try:
@@ -409,24 +429,29 @@ class Pipeline:
             ctx.connector, ctx.stream.name, [f.source_key_hash for f in fingerprints], tx=tx
         )
         refused = self._seen.setdefault(ctx.run_id, {})
-        kept = _without_duplicates(fingerprints, existing, ctx.run_id, counts, refused)
+        seen = self._unchanged_of(ctx.run_id, tx)
+        unit_ids = self._unit_ids_of(ctx, fingerprints, tx)
+        keep = _without_duplicates(
+            fingerprints, existing, ctx.run_id, counts, refused, seen, unit_ids
+        )
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.
-        repeated = Counter(f.source_key_hash for f in fingerprints)
-        version = ctx.mapping.version
-        unchanged: list[str] = []
+        keys = [f.source_key_hash for f in fingerprints]
+        repeated = Counter(keys) if len(set(keys)) < len(keys) else None
+        hashed = record_hasher(ctx.mapping.version)
+        unchanged: list[int] = []
         todo: list[tuple[RawRecord, Fingerprint]] = []
-        by_index = dict(zip(map(id, fingerprints), records, strict=True))
-        for fp in kept:
-            record = by_index[id(fp)]
+        for record, fp, kept in zip(records, fingerprints, keep, strict=True):
+            if not kept:
+                continue
             before = existing.get(fp.source_key_hash)
             if (
                 not ctx.full_refresh
                 and before is not None
                 and record.op == "upsert"
-                and repeated[fp.source_key_hash] == 1
-                and before[0] == record_hash_of(version, fp.fingerprint)
+                and (repeated is None or repeated[fp.source_key_hash] == 1)
+                and before.record_hash == hashed(fp.fingerprint)
             ):
-                unchanged.append(fp.source_key_hash)
+                unchanged.append(before.id)
             else:
                 todo.append((record, fp))
         counts.unchanged += len(unchanged)
@@ -437,16 +462,25 @@ class Pipeline:
             ctx,
             org,
             prepared,
-            {} if ctx.full_refresh else {k: v[0] for k, v in existing.items()},
+            {} if ctx.full_refresh else _hashes_of(existing, prepared),
             counts,
             loaded_before=existing.keys(),
         )
-        result.unchanged += unchanged
+        unchanged += [existing[k].id for k in result.unchanged]
         _remember_refused(refused, result.quarantine, prepared, units)
         clock = _tick(cpu, "transform", clock)
         load(
-            self.registry, tx, ctx, org, result, errors=batch.errors, units=units, state=batch.state
+            self.registry,
+            tx,
+            ctx,
+            org,
+            result,
+            unchanged=unchanged,
+            errors=batch.errors,
+            units=units,
+            state=batch.state,
         )
+        seen.update(unchanged)
         _tick(cpu, "load", clock)
         return counts
 
@@ -473,26 +507,32 @@ class Pipeline:
             ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
         )
         refused = self._seen.setdefault(ctx.run_id, {})
-        prepared = _without_duplicates(prepared, existing, ctx.run_id, counts, refused)
+        seen = self._unchanged_of(ctx.run_id, tx)
+        unit_ids = self._unit_ids_of(ctx, prepared, tx)
+        keep = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen, unit_ids)
+        prepared = [p for p, kept in zip(prepared, keep, strict=True) if kept]
         result = self.transform(
             ctx,
             org,
             prepared,
-            {} if ctx.full_refresh else {k: v[0] for k, v in existing.items()},
+            {} if ctx.full_refresh else _hashes_of(existing, prepared),
             counts,
             loaded_before=existing.keys(),
         )
         _remember_refused(refused, result.quarantine, prepared, unit_hashes)
+        unchanged = [existing[k].id for k in result.unchanged]
         load(
             self.registry,
             tx,
             ctx,
             org,
             result,
+            unchanged=unchanged,
             errors=errors,
             units=unit_hashes,
             state=state,
         )
+        seen.update(unchanged)
         return counts
 
 
@@ -586,27 +626,35 @@ class _Keyed(Protocol):
     def unit_hash(self) -> str | None: ...
 
 
-_K = TypeVar("_K", bound=_Keyed)
+def _hashes_of(existing: Mapping[str, LoadedRecord], todo: Sequence[Prepared]) -> dict[str, bytes]:
+    """The stored record hashes of the records still to map (not the whole batch's)."""
+    out = {}
+    for p in todo:
+        before = existing.get(p.source_key_hash)
+        if before is not None:
+            out[p.source_key_hash] = before.record_hash
+    return out
 
 
 def _without_duplicates(
-    items: list[_K],
-    existing: dict[str, tuple[bytes, int, bytes | None]],
+    items: Sequence[_Keyed],
+    existing: Mapping[str, LoadedRecord],
     run_id: int,
     counts: BatchCounts,
-    refused: dict[str, set[str]] | None = None,
-) -> list[_K]:
-    """Drop records (prepared, or fingerprints of raw ones) already read earlier in the
-    same unit of this run (counted).
+    refused: dict[str, set[str]],
+    unchanged: BitMap64,
+    unit_ids: Mapping[str, int],
+) -> list[bool]:
+    """Per record (prepared, or the fingerprint of a raw one): False for one already read
+    earlier in the same unit of this run (counted as a duplicate).
 
-    An earlier copy is found in this batch, in the registry (loaded or unchanged by this run,
-    from this unit) or in ``refused`` (per unit: the keys of its records this run
-    quarantined). Records of no unit (a database cursor, a change feed) are never
-    duplicates: a later one updates an earlier one.
+    An earlier copy is found in this batch, in the registry (from this unit, and loaded by
+    this run or among the ids it found ``unchanged``) or in ``refused`` (per unit: the keys
+    of its records this run quarantined). Records of no unit (a database cursor, a change
+    feed) are never duplicates: a later one updates an earlier one.
     """
-    refused = {} if refused is None else refused
     batch: set[tuple[str, str]] = set()
-    kept: list[_K] = []
+    keep: list[bool] = []
     for p in items:
         unit = p.unit_hash
         if unit is not None:
@@ -615,13 +663,19 @@ def _without_duplicates(
             if (
                 key in batch
                 or p.source_key_hash in refused.get(unit, ())
-                or (before is not None and before[1] == run_id and before[2] == h16(unit))
+                or (
+                    before is not None
+                    and (before.run_id == run_id or before.id in unchanged)
+                    and before.unit is not None
+                    and before.unit == unit_ids.get(unit)
+                )
             ):
                 counts.duplicates += 1
+                keep.append(False)
                 continue
             batch.add(key)
-        kept.append(p)
-    return kept
+        keep.append(True)
+    return keep
 
 
 def _remember_refused(

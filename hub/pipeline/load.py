@@ -2,7 +2,9 @@
 
 Everything of a batch is written in the sync's :class:`hub.registry.LoadTransaction`
 (:meth:`hub.registry.Registry.commit_batch`): records, cancellations, quarantine
-entries, run counters and the connector's cursor are committed together or not at all.
+entries, run counters and the connector's cursor are committed together or not at all;
+the ids of the source records found unchanged are listed for the run (``run_unchanged``),
+their rows are not rewritten.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def load(
     org: str,
     result: Transformed,
     *,
+    unchanged: Sequence[int],
     errors: Sequence[SourceError],
     units: Sequence[str],
     state: dict[str, Any] | None,
@@ -53,7 +56,7 @@ def load(
         counts=result.counts,
         state=state,
         retention=ctx.retention,
-        unchanged=result.unchanged,
+        unchanged=unchanged,
         completed_units=list(units),
         tx=tx,
     )

@@ -31,6 +31,7 @@ from hub.registry import (
     SourceRecordChange,
     WarningEntry,
 )
+from hub.registry.tables import OWNED_KINDS
 from hub.schema import model_for
 
 
@@ -75,9 +76,8 @@ class Transform:
         out = Transformed(counts)
         mapping = ctx.mapping
         changes = out.changes
-        hashes = [
-            b"" if p.problems else record_hash_of(mapping.version, p.fingerprint) for p in prepared
-        ]
+        hashed = record_hasher(mapping.version)
+        hashes = [b"" if p.problems else hashed(p.fingerprint) for p in prepared]
         fast = self._fast_outputs(mapping, prepared, hashes, existing)
         for i, p in enumerate(prepared):
             if p.problems:
@@ -168,10 +168,24 @@ class Transform:
         outputs: Sequence[tuple[str, tuple[str, ...] | None, dict[str, Any]]],
     ) -> list[EntityRow]:
         seen: dict[str, int] = {}
-        return [
-            EntityRow(model, self._key_hash(p, model, key, seen), values)
-            for model, key, values in outputs
-        ]
+        return [self._entity(p, model, key, values, seen) for model, key, values in outputs]
+
+    def _entity(
+        self,
+        p: Prepared,
+        model: str,
+        key: tuple[str, ...] | None,
+        values: Mapping[str, Any],
+        seen: dict[str, int],
+    ) -> EntityRow:
+        """The output as a row, with its identity: its key's hash, or (no ``key``) its
+        position among the record's outputs of that model (``seen`` counts them)."""
+        if key is None and model in OWNED_KINDS:
+            n = seen.get(model, 0)
+            seen[model] = n + 1
+            # Identified by (source record, position) in the registry: no hash, no index.
+            return EntityRow(model, None, values, n)
+        return EntityRow(model, self._key_hash(p, model, key, seen), values)
 
     def _key_hash(
         self, p: Prepared, model: str, key: tuple[str, ...] | None, seen: dict[str, int]
@@ -186,8 +200,9 @@ class Transform:
             return self._output_key_hash(model, key)
         n = seen.get(model, 0)
         seen[model] = n + 1
-        # The n-th output of this model of the record: keyed by the record's own keyed
-        # source-key hash (no second HMAC needed).
+        # The n-th output of this model of the record, of a kind no source record owns (a
+        # subject without a key): keyed by the record's own keyed source-key hash (no
+        # second HMAC needed).
         return hashlib.blake2b(
             f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
         ).digest()
@@ -215,7 +230,7 @@ class Transform:
             for name in converted:
                 row[name] = _column_value(row[name])
             key = None if out.key is None else tuple(str(k) for k in out.key)
-            entities.append(EntityRow(out.model, self._key_hash(p, out.model, key, seen), row))
+            entities.append(self._entity(p, out.model, key, row, seen))
         return entities, None
 
 
@@ -262,12 +277,18 @@ def _column_value(v: Any) -> Any:
     return v
 
 
-def record_hash_of(mapping_version: str, fingerprint: str) -> bytes:
-    """The one keyed record hash (16 bytes) that decides *unchanged*: the mapping version and
-    the record's fingerprint (:class:`hub.pseudonyms.stage.Fingerprint`, a keyed hash of what
-    the stream declares of the raw record). It takes the identifiers as read, not their
-    pseudonyms, so a key rotation changes no record hash; and it can be computed before
-    pseudonymisation, so unchanged records are never pseudonymised nor mapped again."""
-    return hashlib.blake2b(
-        fingerprint.encode(), key=mapping_version.encode()[:64], digest_size=16
-    ).digest()
+def record_hasher(mapping_version: str) -> Callable[[str], bytes]:
+    """The function giving the one keyed record hash (16 bytes) that decides *unchanged*,
+    from the mapping version and a record's fingerprint (:class:`hub.pseudonyms.stage.
+    Fingerprint`, a keyed hash of what the stream declares of the raw record).
+
+    It takes the identifiers as read, not their pseudonyms, so a key rotation changes no
+    record hash; and it can be computed before pseudonymisation, so unchanged records are
+    never pseudonymised nor mapped again."""
+    key = mapping_version.encode()[:64]
+    blake2b = hashlib.blake2b
+
+    def record_hash(fingerprint: str) -> bytes:
+        return blake2b(fingerprint.encode(), key=key, digest_size=16).digest()
+
+    return record_hash

@@ -21,7 +21,7 @@ little changed costs little; it does not move when the pseudonym keys rotate.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
@@ -34,7 +34,7 @@ from hub.pseudonyms.identifiers import (
     cf_birth_year_and_sex,
     parse_identifier,
 )
-from hub.pseudonyms.pseudonymiser import TEXT_PREFIX, b64url, pseudonym_text
+from hub.pseudonyms.pseudonymiser import TEXT_PREFIX, pseudonym_text
 
 #: Marker stored in place of an identifier that could not be pseudonymised.
 INVALID_MARKER = "<invalid identifier removed>"
@@ -72,6 +72,10 @@ class BatchPseudonymiser(Protocol):
 
     def key16(self, *parts: str) -> bytes: ...
 
+    def record_fingerprints(
+        self, connector: str, stream: str, items: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]: ...
+
     def person_key(self, identifier: Identifier) -> str: ...
 
 
@@ -97,7 +101,7 @@ class Prepared:
     #: Birth year and sex encoded in the record's codice fiscale, for hub.quality.
     cf_derived: tuple[int, str] | None = None
     #: The record's fingerprint (:class:`Fingerprint`): with the mapping version, what
-    #: decides "unchanged" (:func:`hub.pipeline.transform.record_hash_of`).
+    #: decides "unchanged" (:func:`hub.pipeline.transform.record_hasher`).
     fingerprint: str = ""
     #: (identifier field, :meth:`~hub.pseudonyms.Pseudonymiser.person_key` of its value) for
     #: each identifier pseudonymised: what row keys naming that field are built from.
@@ -109,8 +113,9 @@ class Fingerprint(NamedTuple):
 
     source_key_hash: str
     unit_hash: str | None
-    #: Keyed hash (base64url of 16 bytes) of the organisation, the operation and the
-    #: declared fields as read (identifiers in clear, inside the HMAC only).
+    #: Keyed hash (hex of 16 bytes, :meth:`~hub.pseudonyms.Pseudonymiser.record_fingerprints`)
+    #: of the source key hash, the organisation, the operation and the declared fields as
+    #: read (identifiers in clear, inside the keyed hash only).
     fingerprint: str
 
 
@@ -199,21 +204,22 @@ class PseudonymiseStage:
         """Each record's key hash, unit hash and fingerprint: keyed hashes only, nothing
         pseudonymised (cheap: what a re-read of unchanged records costs)."""
         stream, declared = self.stream, self.declared_order
-        out = []
-        for record in records:
-            raw = record.data
-            key = (
-                record.key
-                if record.key is not None
-                else "|".join(str(raw.get(k, "")) for k in stream.source_key)
-            )
-            skh = self.pseudonymiser.key_hash(self.connector, stream.name, key)
-            # repr is deterministic for the values sources give (str, int, float, bool, None,
-            # date, Decimal) and much cheaper than JSON; fields in a fixed order (absent = None).
-            content = repr((org, record.op, tuple(map(raw.get, declared))))
-            fingerprint = b64url(self.pseudonymiser.key16("record", skh, content))
-            out.append(Fingerprint(skh, self._unit_hash(record), fingerprint))
-        return out
+        source_key = stream.source_key
+        keys = [
+            r.key if r.key is not None else "|".join(str(r.data.get(k, "")) for k in source_key)
+            for r in records
+        ]
+        # repr is deterministic for the values sources give (str, int, float, bool, None,
+        # date, Decimal) and much cheaper than JSON; fields in a fixed order (absent = None).
+        contents = [repr((org, r.op, tuple(map(r.data.get, declared)))) for r in records]
+        hashed = self.pseudonymiser.record_fingerprints(
+            self.connector, stream.name, zip(keys, contents, strict=True)
+        )
+        unit_hash = self._unit_hash
+        return [
+            Fingerprint(skh, unit_hash(r), fingerprint)
+            for r, (skh, fingerprint) in zip(records, hashed, strict=True)
+        ]
 
     def _unit_hash(self, record: RawRecord) -> str | None:
         if record.unit is None:

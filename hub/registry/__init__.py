@@ -23,9 +23,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
+from pyroaring import BitMap64
 
 from hub.errors import ConfigError, RaccordoError
 from hub.registry import tables as t
@@ -35,6 +36,7 @@ __all__ = [
     "BatchCounts",
     "EntityRow",
     "LoadTransaction",
+    "LoadedRecord",
     "QuarantineEntry",
     "Registry",
     "RunSummary",
@@ -66,14 +68,17 @@ class EntityRow:
     """A validated common-schema record ready for its table.
 
     ``key_hash``: the row's identity (a keyed hash: text, or its 16 bytes as the registry
-    stores them, :func:`h16`); ``values``: the model's fields,
-    with ``subject`` / ``household`` as text pseudonyms (the registry stores them once, in
-    ``pseudonyms``, and keeps their integer ids in the row).
+    stores them, :func:`h16`), or None for a row identified by ``position``: the n-th
+    output of its model in the source record (an output without a mapping ``key``, of a
+    kind a source record owns, :data:`hub.registry.tables.OWNED_KINDS`). ``values``: the
+    model's fields, with ``subject`` / ``household`` as text pseudonyms (the registry
+    stores them once, in ``pseudonyms``, and keeps their integer ids in the row).
     """
 
     kind: str
-    key_hash: str | bytes
+    key_hash: str | bytes | None
     values: Mapping[str, Any]
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,19 @@ def storage_error(e: sa.exc.DBAPIError) -> RaccordoError:
     )
 
 
+class LoadedRecord(NamedTuple):
+    """What the registry holds of a source record already loaded."""
+
+    #: Its record hash, as stored (16 bytes, :func:`h16`).
+    record_hash: bytes
+    #: The last run that loaded it (inserted or changed it).
+    run_id: int
+    #: The unit (file, flow) it last came in (``units.id``, :meth:`Registry.unit_ids`), or None.
+    unit: int | None
+    #: ``source_records.id``.
+    id: int
+
+
 @dataclass
 class BatchCounts:
     read: int = 0
@@ -192,9 +210,9 @@ class RunSummary:
 # Subjects are keyed by the person, not by the source record that mentioned
 # them, so many source records share a subject row: stale clean-up and
 # cancellations never delete subjects.
-_OWNED_TABLES = tuple(k for k in t.RECORD_TABLES if k != "subject")
+_OWNED_TABLES = tuple(k for k in t.RECORD_TABLES if k in t.OWNED_KINDS)
 #: Per record table, the columns a model fills (what "the row is unchanged" compares).
-_REGISTRY_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "run_id"})
+_REGISTRY_COLUMNS = frozenset({"id", "org", "key_hash", "source_record", "position", "run_id"})
 _DATA_COLUMNS = {
     kind: tuple(c.name for c in table.columns if c.name not in _REGISTRY_COLUMNS)
     for kind, table in t.RECORD_TABLES.items()
@@ -325,6 +343,17 @@ class Registry:
                 .where(t.runs.c.connector == connector, t.runs.c.status == "running")
                 .values(status="interrupted", error="the process stopped before the run ended")
             )
+            # What runs that ended without finish_run (killed) had found unchanged.
+            ru = t.run_unchanged
+            conn.execute(
+                ru.delete().where(
+                    ru.c.run_id.in_(
+                        sa.select(t.runs.c.id).where(
+                            t.runs.c.connector == connector, t.runs.c.status != "running"
+                        )
+                    )
+                )
+            )
             res = conn.execute(
                 t.runs.insert().values(
                     connector=connector,
@@ -358,6 +387,8 @@ class Registry:
                 .where(t.runs.c.id == run_id)
                 .values(status=status, error=error, finished_at=utcnow())
             )
+            ru = t.run_unchanged
+            conn.execute(ru.delete().where(ru.c.run_id == run_id))
         return self.run(run_id)
 
     def run(self, run_id: int) -> RunSummary:
@@ -495,9 +526,8 @@ class Registry:
         keys: Sequence[str],
         *,
         tx: LoadTransaction | None = None,
-    ) -> dict[str, tuple[bytes, int, bytes | None]]:
-        """``source_key_hash → (record hash, last run that read it, unit)``; the record
-        hash and the unit as the registry stores them (16 bytes, :func:`h16`)."""
+    ) -> dict[str, LoadedRecord]:
+        """The :class:`LoadedRecord` of each source key hash already loaded."""
         if tx is not None:
             return self._loaded_records(tx.conn, connector, stream, keys)
         with self.engine.connect() as conn:
@@ -505,26 +535,67 @@ class Registry:
 
     def _loaded_records(
         self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
-    ) -> dict[str, tuple[bytes, int, bytes | None]]:
-        out: dict[str, tuple[bytes, int, bytes | None]] = {}
+    ) -> dict[str, LoadedRecord]:
+        out: dict[str, LoadedRecord] = {}
         stream_id = self._stream_id(conn, connector, stream, create=False)
         if stream_id is None:
             return out
-        by_key = {h16(k): k for k in keys}
-        sr, un = t.source_records, t.units
+        blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
+        by_key = {blake2b(k.encode(), digest_size=16).digest(): k for k in keys}
+        # Read for every record of every sync, a re-read of unchanged records above all:
+        # one plain statement per 900 keys, its text built once per length (no statement
+        # object compiled per call).
         for chunk in _chunks(list(by_key), 900):
-            q = (
-                sa.select(sr.c.key, sr.c.record_hash, sr.c.run_id, un.c.key)
-                .select_from(sr.outerjoin(un, un.c.id == sr.c.unit))
-                .where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
-            )
-            out.update(
-                {
-                    by_key[bytes(k)]: (bytes(h), int(r), u and bytes(u))
-                    for k, h, r, u in conn.execute(q)
-                }
-            )
+            rows = _driver_rows(conn, self._loaded_sql(len(chunk)), (stream_id, *chunk))
+            for k, h, r, u, i in rows:
+                out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u, i)
         return out
+
+    def unit_ids(
+        self,
+        connector: str,
+        stream: str,
+        unit_hashes: Iterable[str],
+        *,
+        tx: LoadTransaction | None = None,
+    ) -> dict[str, int]:
+        """The ids (:attr:`LoadedRecord.unit`) of the units known among ``unit_hashes``."""
+        if tx is not None:
+            return self._known_unit_ids(tx.conn, connector, stream, unit_hashes)
+        with self.engine.connect() as conn:
+            return self._known_unit_ids(conn, connector, stream, unit_hashes)
+
+    def _known_unit_ids(
+        self, conn: sa.Connection, connector: str, stream: str, unit_hashes: Iterable[str]
+    ) -> dict[str, int]:
+        stream_id = self._stream_id(conn, connector, stream, create=False)
+        if stream_id is None:
+            return {}
+        return self._unit_ids(conn, stream_id, unit_hashes, create=False)
+
+    def _loaded_sql(self, n: int) -> str:
+        key = ("loaded_records", n)
+        sql: str | None = self._sql_cache.get(key)
+        if sql is None:
+            mark = self._mark
+            # Only our own table and column names: no user input.
+            sql = self._sql_cache[key] = (
+                "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
+                f"WHERE stream_id = {mark} AND key IN ({', '.join([mark] * n)})"
+            )
+        return sql
+
+    def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap64:
+        """The ids of the source records run ``run_id`` found unchanged so far."""
+        if tx is not None:
+            return self._unchanged_ids(tx.conn, run_id)
+        with self.engine.connect() as conn:
+            return self._unchanged_ids(conn, run_id)
+
+    def _unchanged_ids(self, conn: sa.Connection, run_id: int) -> BitMap64:
+        ru = t.run_unchanged
+        found = conn.execute(sa.select(ru.c.records).where(ru.c.run_id == run_id)).scalars()
+        return BitMap64.union(BitMap64(), *(BitMap64.deserialize(bytes(b)) for b in found))
 
     def _unit_ids(
         self,
@@ -576,15 +647,16 @@ class Registry:
         counts: BatchCounts,
         state: Mapping[str, Any] | None,
         retention: dt.timedelta,
-        unchanged: Sequence[str] = (),
+        unchanged: Sequence[int] = (),
         completed_units: Sequence[str] = (),
         tx: LoadTransaction | None = None,
     ) -> None:
         """Apply one batch: records, cancellations, quarantine, counters, state, together.
 
-        ``unchanged`` are the source key hashes read again without change (marked
-        as seen by this run); ``completed_units`` the unit hashes fully read in
-        this run: what they held before and this run did not see is removed.
+        ``unchanged`` are the ids of the source records read again without change
+        (listed as seen by this run in ``run_unchanged``, their rows are not rewritten);
+        ``completed_units`` the unit hashes fully read in this run: what they held before
+        and this run neither loaded nor found unchanged is removed.
 
         Without ``tx`` the batch is one transaction of its own. With ``tx`` it is
         written in that transaction, committed when the transaction decides to
@@ -599,12 +671,11 @@ class Registry:
             assert stream_id is not None
             persons = tx.person_ids if tx is not None else {}
             self._apply_changes(conn, stream_id, org, run_id, changes, persons)
-            sr = t.source_records
-            for chunk in _chunks([h16(k) for k in unchanged], 900):
+            if unchanged:
+                seen = BitMap64(unchanged)
+                seen.run_optimize()
                 conn.execute(
-                    sr.update()
-                    .where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
-                    .values(run_id=run_id)
+                    t.run_unchanged.insert().values(run_id=run_id, records=seen.serialize())
                 )
             for unit_hash in completed_units:
                 counts.removed += self._remove_unseen(conn, stream_id, run_id, unit_hash)
@@ -699,17 +770,21 @@ class Registry:
     def _remove_unseen(
         self, conn: sa.Connection, stream_id: int, run_id: int, unit_hash: str
     ) -> int:
-        sr = t.source_records
+        """Remove what a completed unit held and this run neither loaded nor found unchanged."""
         unit = self._unit_ids(conn, stream_id, [unit_hash], create=False).get(unit_hash)
         if unit is None:
             return 0
-        gone = list(
-            conn.execute(
-                sa.select(sr.c.id).where(
-                    sr.c.stream_id == stream_id, sr.c.unit == unit, sr.c.run_id != run_id
-                )
-            ).scalars()
+        mark = self._mark
+        not_loaded = BitMap64(
+            i
+            for (i,) in _driver_rows(
+                conn,
+                f"SELECT id FROM source_records WHERE stream_id = {mark} "  # noqa: S608
+                f"AND unit = {mark} AND run_id <> {mark}",
+                (stream_id, unit, run_id),
+            )
         )
+        gone = list(not_loaded - self._unchanged_ids(conn, run_id))
         self._drop_source_records(conn, gone)
         return len(gone)
 
@@ -824,8 +899,10 @@ class Registry:
 
         1. ``source_records``: one upsert; then their ids in one select per 900 keys.
         2. Rows a changed record produced before and no longer produces: deleted by id.
-        3. Rows: one upsert per table, keyed ``(org, key_hash)``, that leaves a row whose
-           values are the same untouched (``DO UPDATE ... WHERE`` a value differs).
+        3. Rows: per table, one upsert of the keyed rows (on ``(org, key_hash)``) and one
+           of the unkeyed ones (on ``(source_record, position)``: in the order of the
+           source records, so mostly appended), each leaving a row whose values are the
+           same untouched (``DO UPDATE ... WHERE`` a value differs).
         4. Cancelled records: their rows and their ``source_records`` row deleted.
         """
         if not changes:
@@ -870,14 +947,29 @@ class Registry:
             for c in changes
             if (c.replaces or c.op == "delete") and keys[c.source_key_hash] in ids
         }
-        produced_now: dict[int, set[tuple[str, bytes]]] = defaultdict(set)
+        # What each touched record produces now: (kind, key hash) or (kind, position).
+        produced_now: dict[int, set[tuple[str, bytes | int]]] = defaultdict(set)
         rows_by_kind: dict[str, dict[bytes, dict[str, Any]]] = defaultdict(dict)
+        placed_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         values_by_kind: dict[str, dict[bytes, Mapping[str, Any]]] = defaultdict(dict)
         for c in changes:
             if c.op != "upsert":
                 continue
             sid = ids[keys[c.source_key_hash]]
             for e in c.entities:
+                if e.key_hash is None:
+                    # The position-th unkeyed output of its model in record ``sid``.
+                    assert e.position is not None and e.kind in t.OWNED_KINDS, e.kind
+                    if touched:
+                        produced_now[sid].add((e.kind, e.position))
+                    row = dict(e.values)
+                    for name in ("subject", "household"):
+                        v = row.get(name)
+                        if isinstance(v, str):
+                            row[name] = persons[v]
+                    row.update(org=org, source_record=sid, position=e.position, run_id=run_id)
+                    placed_by_kind[e.kind].append(row)
+                    continue
                 kh = h16(e.key_hash)
                 if touched:
                     produced_now[sid].add((e.kind, kh))
@@ -900,13 +992,14 @@ class Registry:
                 table = t.RECORD_TABLES[kind]
                 stale: list[int] = []
                 for chunk in _chunks(list(touched), 900):
-                    q = sa.select(table.c.id, table.c.key_hash, table.c.source_record).where(
-                        table.c.source_record.in_(chunk)
-                    )
+                    q = sa.select(
+                        table.c.id, table.c.key_hash, table.c.position, table.c.source_record
+                    ).where(table.c.source_record.in_(chunk))
                     for found in conn.execute(q).all():
-                        rid, key, owner = (int(found[0]), bytes(found[1]), int(found[2]))
-                        if (kind, key) not in produced_now.get(owner, set()):
-                            stale.append(rid)
+                        key: bytes | None = found[1]
+                        ident = int(found[2]) if key is None else bytes(key)
+                        if (kind, ident) not in produced_now.get(int(found[3]), ()):
+                            stale.append(int(found[0]))
                 for chunk_ids in _chunks(stale, 900):
                     conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
         for kind, rows in rows_by_kind.items():
@@ -918,6 +1011,16 @@ class Registry:
                 table,
                 list(rows.values()),
                 ["org", "key_hash"],
+                unless_same=_DATA_COLUMNS[kind],
+                # Owned tables index the keyed rows only (the others have a position).
+                where=t.KEYED_ROWS if kind in t.OWNED_KINDS else None,
+            )
+        for kind, placed in placed_by_kind.items():
+            self._upsert(
+                conn,
+                t.RECORD_TABLES[kind],
+                placed,
+                ["source_record", "position"],
                 unless_same=_DATA_COLUMNS[kind],
             )
         if deletes:
@@ -932,6 +1035,7 @@ class Registry:
         *,
         unless_same: tuple[str, ...] = (),
         do_nothing: bool = False,
+        where: str | None = None,
     ) -> None:
         """``INSERT ... ON CONFLICT DO UPDATE`` of many rows (SQLite and PostgreSQL).
 
@@ -939,14 +1043,18 @@ class Registry:
         processor (the same conversions SQLAlchemy applies), without building a
         statement object per call: this is the hot path of every sync. With
         ``unless_same`` (column names), an existing row whose values in those columns
-        equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs).
+        equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs). ``where``:
+        the predicate of the partial unique index that ``conflict`` names, if it is one.
         """
         names = tuple(c for c in rows[0] if c != "id")
+        target = self._conflict_target(conflict, where)
         if len(rows) >= COPY_MIN_ROWS and self._copies:
-            self._upsert_staged(conn, table, rows, names, tuple(conflict), unless_same, do_nothing)
+            self._upsert_staged(
+                conn, table, rows, names, tuple(conflict), target, unless_same, do_nothing
+            )
             return
         sql, processors = self._upsert_sql(
-            table, names, tuple(conflict), unless_same, do_nothing=do_nothing
+            table, names, tuple(conflict), target, unless_same, do_nothing=do_nothing
         )
         if self._named_params:
             params: list[Any] = [
@@ -977,6 +1085,7 @@ class Registry:
         rows: list[dict[str, Any]],
         names: tuple[str, ...],
         conflict: tuple[str, ...],
+        target: str,
         unless_same: tuple[str, ...],
         do_nothing: bool,
     ) -> None:
@@ -994,7 +1103,7 @@ class Registry:
             if len(last) < len(rows):
                 rows = list(last.values())
         create, copy_sql, insert, empty, processors = self._staged_sql(
-            table, names, conflict, unless_same, do_nothing
+            table, names, conflict, target, unless_same, do_nothing
         )
         dbapi = conn.connection.driver_connection
         assert dbapi is not None
@@ -1011,10 +1120,11 @@ class Registry:
         table: sa.Table,
         names: tuple[str, ...],
         conflict: tuple[str, ...],
+        target: str,
         unless_same: tuple[str, ...],
         do_nothing: bool,
     ) -> tuple[str, str, str, str, list[Any]]:
-        key = ("staged", table.name, names, conflict, unless_same, do_nothing)
+        key = ("staged", table.name, names, target, unless_same, do_nothing)
         cached: tuple[str, str, str, str, list[Any]] | None = self._sql_cache.get(key)
         if cached is not None:
             return cached
@@ -1034,13 +1144,24 @@ class Registry:
         copy_sql = f"COPY {staging} ({cols}) FROM STDIN"
         insert = (
             f"INSERT INTO {tn} ({cols}) SELECT {cols} FROM {staging} "  # noqa: S608
-            f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
+            f"ON CONFLICT {target} {action}"
         )
         empty = f"TRUNCATE {staging}"
         processors = [table.c[n].type.bind_processor(dialect) for n in names]
         out = (create, copy_sql, insert, empty, processors)
         self._sql_cache[key] = out
         return out
+
+    def _conflict_target(self, conflict: Sequence[str], where: str | None) -> str:
+        """``(columns) [WHERE predicate]``: the unique index an upsert's conflict is on."""
+        q = self.engine.dialect.identifier_preparer.quote
+        target = f"({', '.join(q(c) for c in conflict)})"
+        return f"{target} WHERE {where}" if where else target
+
+    @property
+    def _mark(self) -> str:
+        """The driver's positional parameter mark (``?`` for sqlite3, ``%s`` for psycopg)."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
     @property
     def _named_params(self) -> bool:
@@ -1074,10 +1195,11 @@ class Registry:
         table: sa.Table,
         names: tuple[str, ...],
         conflict: tuple[str, ...],
+        target: str,
         unless_same: tuple[str, ...] = (),
         do_nothing: bool = False,
     ) -> tuple[str, list[Any]]:
-        key = (table.name, names, conflict, unless_same, do_nothing)
+        key = (table.name, names, target, unless_same, do_nothing)
         cached: tuple[str, list[Any]] | None = self._sql_cache.get(key)
         if cached is not None:
             return cached
@@ -1097,7 +1219,7 @@ class Registry:
         sql = (
             f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
             f"VALUES ({', '.join(marks)}) "
-            f"ON CONFLICT ({', '.join(q(c) for c in conflict)}) {action}"
+            f"ON CONFLICT {target} {action}"
         )
         # sqlite3 takes bytes as they are: LargeBinary's wrapping of each value is skipped.
         processors = [
@@ -1326,6 +1448,18 @@ def _run_summary(row: Any) -> RunSummary:
     data = dict(row)
     data["unmapped_codes"] = json.loads(data.get("unmapped_codes") or "{}")
     return RunSummary(**data)
+
+
+def _driver_rows(conn: sa.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a plain statement, straight from the driver's cursor (in ``conn``'s
+    transaction): for the look-ups that read a row per source record, where building
+    SQLAlchemy rows would cost more than the query."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, tuple(params))
+        return list(cur.fetchall())
+    finally:
+        cur.close()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -7,8 +7,11 @@ is small and fixed-width.
 * **People are integers.** A pseudonym is stored once, in :data:`pseudonyms`
   (epoch + the 32-byte group element); record tables hold its integer id in
   ``subject`` / ``household``. Key rotation rewrites that one table.
-* **Keys are 16 bytes.** ``key_hash`` (a row's identity) and the source-record keys
+* **Keys are 16 bytes.** ``key_hash`` (a keyed row's identity) and the source-record keys
   are the first 16 bytes of keyed hashes, stored binary (:func:`hub.registry.h16`).
+* **Unkeyed rows are positions** (migration ``0009_positions``). An output without a
+  mapping ``key`` (an intervention: the n-th of its model in a record) is identified by
+  ``(source_record, position)``, not by a hash: no ``key_hash``, no index of its own.
 * **Provenance by reference.** A record row names the source record that produced it
   (``source_record`` → :data:`source_records` ``id``) and the run that last wrote it;
   connector, mapping and time are on that run, not copied into every row.
@@ -17,10 +20,12 @@ is small and fixed-width.
   a row whose values are the same untouched).
 
 Indexes, each for a query or a uniqueness rule (docs/architecture.md lists them):
-``(org, key_hash)`` unique in every record table (the upsert's conflict target);
-``source_record`` in the tables a source record owns (replacing or removing what a
-changed, cancelled or vanished record produced); ``subjects.subject`` (a person's rows:
-erasure, conversion for exchange). No table has a column for a clear identifier.
+``(org, key_hash)`` unique in every record table, of the keyed rows only in the tables a
+source record owns (the upsert's conflict target for keyed rows); ``(source_record,
+position)`` unique in the tables a source record owns (the conflict target of unkeyed rows,
+and by its first column what replacing or removing a changed, cancelled or vanished
+record's rows looks up); ``subjects.subject`` (a person's rows: erasure, conversion for
+exchange). No table has a column for a clear identifier.
 """
 
 from __future__ import annotations
@@ -58,26 +63,49 @@ pseudonyms = sa.Table(
 )
 
 
-def _record_columns() -> list[sa.Column[object]]:
-    return [
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("org", CODE, nullable=False),
-        sa.Column("key_hash", KEY, nullable=False),
-        # The source record that produced the row (source_records.id).
-        sa.Column("source_record", sa.Integer, nullable=False),
-        # The run that last wrote the row (runs.id: connector, mapping, time).
-        sa.Column("run_id", sa.Integer, nullable=False),
-    ]
+#: The rows of an owned table that have a ``key_hash`` (the others have a ``position``).
+KEYED_ROWS = "key_hash IS NOT NULL"
 
 
 def _record_table(name: str, *columns: sa.schema.SchemaItem, owned: bool = True) -> sa.Table:
+    """A record table. In a table a source record owns, a row is identified either by
+    ``key_hash`` (an output with a mapping ``key``: many records may write the same row)
+    or by ``position``, the n-th output of its model in the record ``source_record``
+    (an output without a key): exactly one of the two is set."""
+    identity: list[sa.schema.SchemaItem]
+    if owned:
+        identity = [
+            sa.Column("key_hash", KEY),
+            # The source record that produced the row (source_records.id).
+            sa.Column("source_record", sa.Integer, nullable=False),
+            # Unkeyed rows: the row is the position-th output of its model in the record.
+            sa.Column("position", sa.SmallInteger),
+            sa.Index(
+                None,
+                "org",
+                "key_hash",
+                unique=True,
+                sqlite_where=sa.text(KEYED_ROWS),
+                postgresql_where=sa.text(KEYED_ROWS),
+            ),
+            sa.UniqueConstraint("source_record", "position"),
+            sa.CheckConstraint("(key_hash IS NULL) <> (position IS NULL)", name="identity"),
+        ]
+    else:
+        identity = [
+            sa.Column("key_hash", KEY, nullable=False),
+            sa.Column("source_record", sa.Integer, nullable=False),
+            sa.UniqueConstraint("org", "key_hash"),
+        ]
     return sa.Table(
         name,
         metadata,
-        *_record_columns(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("org", CODE, nullable=False),
+        *identity,
+        # The run that last wrote the row (runs.id: connector, mapping, time).
+        sa.Column("run_id", sa.Integer, nullable=False),
         *columns,
-        sa.UniqueConstraint("org", "key_hash"),
-        *((sa.Index(None, "source_record"),) if owned else ()),
     )
 
 
@@ -145,6 +173,9 @@ RECORD_TABLES: dict[str, sa.Table] = {
     "intervention": interventions,
     "need_signal": need_signals,
 }
+#: Kinds whose rows a source record owns: replaced or removed with it, and an output without
+#: a mapping ``key`` is a ``position`` (a subject is shared by every record naming the person).
+OWNED_KINDS: frozenset[str] = frozenset(k for k in RECORD_TABLES if k != "subject")
 
 organisations = sa.Table(
     "organisations",
@@ -201,11 +232,28 @@ source_records = sa.Table(
     sa.Column("record_hash", KEY, nullable=False),
     # The unit (file, flow) it last came in, if any (units.id).
     sa.Column("unit", sa.Integer),
-    # The last run that read this record (loaded or unchanged): runs.started_at dates it.
+    # The last run that loaded this record (inserted or changed it). A run that finds it
+    # unchanged does not rewrite the row: it lists the record in run_unchanged instead.
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.UniqueConstraint("stream_id", "key"),
     # What a re-read unit no longer holds (removed): by unit, then by run.
     sa.Index(None, "stream_id", "unit"),
+)
+
+#: The source records a running run found unchanged (migration ``0008_run_unchanged``):
+#: one row per batch that had any, a serialised 64-bit roaring bitmap of ``source_records.id``.
+#: With ``source_records.run_id`` it says what the run has seen: a unit it completes
+#: loses the records it holds that the run neither loaded nor found unchanged, and a
+#: record seen earlier in the same unit is a duplicate. Appending a few bytes per batch
+#: replaces rewriting every unchanged row; the rows go when the run ends.
+run_unchanged = sa.Table(
+    "run_unchanged",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("records", sa.LargeBinary, nullable=False),
+    # A run's rows: read when a unit completes, deleted when the run ends.
+    sa.Index(None, "run_id"),
 )
 
 runs = sa.Table(

@@ -174,6 +174,40 @@ def test_the_same_record_twice_in_one_file_is_counted_as_a_duplicate(
     assert len(_quarantine_rows(f"sqlite:///{tmp_path}/r.sqlite")) == 2
 
 
+@pytest.mark.parametrize("batch_size", [10_000, 1], ids=["one batch", "a batch per record"])
+def test_a_repeat_of_a_record_found_unchanged_is_a_duplicate_and_nothing_is_removed(
+    tmp_path: Path, batch_size: int
+) -> None:
+    """On a re-read, records found unchanged are not rewritten: the run lists them. A repeat
+    of one later in the file is still a duplicate, and none of them is removed as unseen
+    when the file completes."""
+    (tmp_path / "in").mkdir()
+    target = tmp_path / "in" / "export.csv"
+    lines = (CSV_FIXTURES / "cartella-esempio.csv").read_bytes().split(b"\r\n")
+    target.write_bytes(b"\r\n".join(lines))
+    ws = make_workspace(
+        tmp_path / "ws",
+        CSV_CONFIG.format(path="../in/export.csv", encoding="cp1252"),
+        registry_url=f"sqlite:///{tmp_path}/r.sqlite",
+        batch_size=batch_size,
+    )
+    first = _raccordo(ws, "sync", "--quiet", "--no-refresh")
+    assert "read 5 = loaded 3 + unchanged 0 + quarantined 2" in first.stdout
+    (repeat,) = [line for line in lines if b";PASTI;" in line]  # a record that loads
+    target.write_bytes(b"\r\n".join([*lines[:-1], repeat, lines[-1]]))
+    again = _raccordo(ws, "sync", "--quiet", "--no-refresh")
+    assert again.returncode == 0, again.stderr
+    assert "read 6 = loaded 0 + unchanged 3 + duplicates 1 + quarantined 2" in again.stdout
+    (run, _) = json.loads(_raccordo(ws, "runs", "--json").stdout)
+    assert (run["removed"], run["balanced"]) == (0, True)
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/r.sqlite")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from source_records")).scalar() == 3
+        # What the run found unchanged is forgotten when it ends.
+        assert conn.execute(sa.text("select count(*) from run_unchanged")).scalar() == 0
+    engine.dispose()
+
+
 def test_a_full_disk_stops_the_sync_in_one_line_and_marks_the_run_failed(
     tmp_path: Path,
 ) -> None:

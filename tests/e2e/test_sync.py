@@ -238,3 +238,90 @@ def test_rows_keyed_the_old_way_are_replaced_after_the_person_keys_migration(
     assert again.loaded == first.loaded and again.balanced
     assert registry_dump(url) == expected
     reg.close()
+
+
+def test_unkeyed_rows_keyed_the_old_way_become_positions_after_migration_0009(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    """A registry of 0008, whose unkeyed rows (case episodes and interventions of the
+    synthetic mapping) carry a key hash and no position, is upgraded by 0009_positions; the
+    next sync maps every record again and the registry ends as a fresh sync leaves it: each
+    such row once, by position, none left under its old key."""
+    import hashlib
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from hub.registry import tables as t
+    from hub.registry.migrate import alembic_config
+
+    ws = make_workspace(2_000)
+    pipeline, reg = _pipeline(ws)
+    (first,) = pipeline.sync("syn")
+    url = reg.engine.url.render_as_string(hide_password=False)
+    expected = registry_dump(url)
+    owned = [t.RECORD_TABLES[k] for k in sorted(t.OWNED_KINDS)]
+    with reg.engine.begin() as conn:
+        placed = {
+            table.name: [
+                dict(r)
+                for r in conn.execute(sa.select(table).where(table.c.position.is_not(None)))
+                .mappings()
+                .all()
+            ]
+            for table in owned
+        }
+        keyed = {
+            table.name: conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c.key_hash.is_not(None))
+            ).scalar_one()
+            for table in owned
+        }
+        hashes = conn.execute(
+            sa.select(t.source_records.c.id, t.source_records.c.record_hash)
+        ).all()
+        state = [dict(r) for r in conn.execute(sa.select(t.connector_state)).mappings()]
+        command.downgrade(alembic_config(conn), "0008_run_unchanged")
+        # What 0008 held: the same rows, each under a 16-byte key hash; the same record
+        # hashes and cursor (so only the upgrade can make the next sync map them again).
+        for table in owned:
+            old = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
+            assert "position" not in old.c
+            # The downgrade removed the rows it could not key, and only those.
+            count = sa.select(sa.func.count()).select_from(old)
+            assert conn.execute(count).scalar_one() == keyed[table.name]
+            rows = [
+                {
+                    **{k: v for k, v in r.items() if k not in ("id", "position")},
+                    "key_hash": hashlib.blake2b(
+                        f"{table.name}|{r['source_record']}|{r['position']}".encode(),
+                        digest_size=16,
+                    ).digest(),
+                }
+                for r in placed[table.name]
+            ]
+            if rows:
+                conn.execute(old.insert(), rows)
+        sr = t.source_records
+        for rid, record_hash in hashes:
+            conn.execute(sr.update().where(sr.c.id == rid).values(record_hash=record_hash))
+        conn.execute(t.connector_state.delete())
+        conn.execute(t.connector_state.insert(), state)
+    reg.close()
+    assert sum(map(len, placed.values())) >= 2 * first.loaded  # case episode + intervention
+
+    pipeline, reg = _pipeline(ws)  # opening the registry upgrades it: 0009 runs
+    assert reg.get_state("syn", "cases") == {}
+    assert reg.count("intervention") == first.loaded  # the old rows, until the next sync
+    (again,) = pipeline.sync("syn")
+    assert again.read == first.read and again.unchanged == 0
+    assert again.loaded == first.loaded and again.balanced
+    assert registry_dump(url) == expected
+    with reg.engine.connect() as conn:
+        for table in owned:
+            assert not conn.execute(
+                sa.select(sa.func.count())
+                .select_from(table)
+                .where(table.c.key_hash.is_not(None), table.c.position.is_not(None))
+            ).scalar_one()
+    reg.close()

@@ -5,7 +5,7 @@ pseudonym gives."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,11 @@ class Counting:
 
     def key16(self, *parts: str) -> bytes:
         return self.inner.key16(*parts)
+
+    def record_fingerprints(
+        self, connector: str, stream: str, items: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        return self.inner.record_fingerprints(connector, stream, items)
 
     def person_key(self, identifier: Identifier) -> str:
         return self.inner.person_key(identifier)

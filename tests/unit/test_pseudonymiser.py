@@ -119,6 +119,27 @@ def test_entity_key_hashes_survive_a_rotation(keyring: Keyring) -> None:
         new.key_hash("subject", p_old)
 
 
+def test_record_fingerprints_key_the_source_key_as_key_hash_and_change_with_the_content(
+    keyring: Keyring, tmp_path: Path
+) -> None:
+    ps = Pseudonymiser(keyring, "D1")
+    pseudonym = ps.pseudonym(parse_identifier(CF))
+    items = [("1001", "('CISS', 'upsert', ('a',))"), (pseudonym, "x"), ("1001", "changed")]
+    (k1, f1), (k2, f2), (k3, f3) = ps.record_fingerprints("csv", "rows", items)
+    # The source key hash is the one key_hash gives (a pseudonym as key: rotation-stable).
+    assert (k1, k2, k3) == (
+        ps.key_hash("csv", "rows", "1001"),
+        ps.key_hash("csv", "rows", pseudonym),
+        ps.key_hash("csv", "rows", "1001"),
+    )
+    assert len({f1, f2, f3}) == 3 and all(len(f) == 32 for f in (f1, f2, f3))
+    # The same record gives the same fingerprint; another keyring another one.
+    assert ps.record_fingerprints("csv", "rows", items[:1]) == [(k1, f1)]
+    other = Keyring.create(tmp_path / "o.json", KeySource.generate_key_file(tmp_path / "o.key"))
+    ((_, elsewhere),) = Pseudonymiser(other, "D1").record_fingerprints("csv", "rows", items[:1])
+    assert elsewhere != f1
+
+
 def _service(tmp_path: Path, keyring: Keyring, now: list[float], **limits: int):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 

@@ -121,6 +121,82 @@ def test_batch_state_and_records_commit_together_and_changed_records_replace(
     reg.close()
 
 
+def test_what_a_run_found_unchanged_keeps_a_completed_unit_from_losing_it(
+    registry_url: str,
+) -> None:
+    """A run lists the records it found unchanged (not rewriting them); when the unit
+    completes, only what the run neither loaded nor found unchanged is removed. The list is
+    in the registry: a second process continuing the run (the push hub after a restart)
+    sees it; it goes when the run ends."""
+    reg = Registry.open(registry_url)
+    common = {"connector": "c", "stream": "s", "org": "O", "retention": dt.timedelta(days=1)}
+    first = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1", stream="s"
+    )
+    keys = [f"k.src{i}aaaaaaaaaaaaaaaaaaa" for i in range(5)]
+    reg.commit_batch(
+        run_id=first,
+        changes=[
+            SourceRecordChange(
+                k,
+                f"r{i}",
+                "upsert",
+                (EntityRow("case_episode", f"k.ep{i}", _row(pseudonym("p"), dt.date(2020, 1, 1))),),
+                "k.unit-a",
+            )
+            for i, k in enumerate(keys)
+        ],
+        quarantine=[],
+        counts=BatchCounts(read=5, loaded=5),
+        state=None,
+        completed_units=["k.unit-a"],
+        **common,  # type: ignore[arg-type]
+    )
+    reg.finish_run(first, status="succeeded")
+    ids = {k: r.id for k, r in reg.loaded_records("c", "s", keys).items()}
+    assert len(ids) == 5
+
+    second = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1", stream="s"
+    )
+    # Two batches find records 0, 1 and 3 unchanged (nothing is rewritten)...
+    for found in ([keys[0], keys[1]], [keys[3]]):
+        reg.commit_batch(
+            run_id=second,
+            changes=[],
+            quarantine=[],
+            counts=BatchCounts(read=len(found), unchanged=len(found)),
+            state=None,
+            unchanged=[ids[k] for k in found],
+            **common,  # type: ignore[arg-type]
+        )
+    assert all(r.run_id == first for r in reg.loaded_records("c", "s", keys).values())
+    # ... which another process (another Registry) sees.
+    other = Registry.open(registry_url)
+    assert set(other.unchanged_ids(second)) == {ids[keys[0]], ids[keys[1]], ids[keys[3]]}
+    # The unit completes: records 2 and 4 were not seen by this run and go.
+    counts = BatchCounts()
+    other.commit_batch(
+        run_id=second,
+        changes=[],
+        quarantine=[],
+        counts=counts,
+        state=None,
+        completed_units=["k.unit-a"],
+        **common,  # type: ignore[arg-type]
+    )
+    assert counts.removed == 2
+    assert set(other.loaded_records("c", "s", keys)) == {keys[0], keys[1], keys[3]}
+    assert other.count("case_episode") == 3
+    other.finish_run(second, status="succeeded")
+    assert len(reg.unchanged_ids(second)) == 0
+    with reg.engine.connect() as conn:
+        left = conn.execute(sa.select(sa.func.count()).select_from(tables.run_unchanged))
+        assert left.scalar() == 0
+    other.close()
+    reg.close()
+
+
 def test_a_failed_batch_leaves_neither_records_nor_state(registry_url: str) -> None:
     reg = Registry.open(registry_url)
     run = reg.start_run(
@@ -324,4 +400,62 @@ def test_a_v1_registry_is_rebuilt_by_the_storage_migration_and_the_next_sync(
     with reg.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, metadata) == []
+    reg.close()
+
+
+@pytest.mark.parametrize("records", [1, 250])
+def test_unkeyed_rows_are_positions_of_their_source_record(registry_url: str, records: int) -> None:
+    """Rows without a key are (source record, position), with no key hash: a changed record
+    updates its positions in place, leaves unchanged ones untouched and removes the ones it
+    no longer produces (and a keyed row it no longer produces); on PostgreSQL 250 rows go
+    through the staging table (COPY)."""
+    reg = Registry.open(registry_url)
+    p = pseudonym("p")
+    runs: list[int] = []
+
+    def write(entities: tuple[EntityRow, ...], record_hash: str) -> None:
+        run = reg.start_run(
+            connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+        )
+        runs.append(run)
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=[
+                SourceRecordChange(
+                    f"k.src{i:05d}aaaaaaaaaaaa", record_hash, "upsert", entities, replaces=True
+                )
+                for i in range(records)
+            ],
+            quarantine=[],
+            counts=BatchCounts(read=records, loaded=records),
+            state=None,
+            retention=dt.timedelta(days=30),
+        )
+        reg.finish_run(run, status="succeeded")
+
+    def placed(day: int, n: int) -> EntityRow:
+        return EntityRow("case_episode", None, _row(p, dt.date(2020, 1, day)), n)
+
+    keyed = EntityRow("case_episode", "k.ep1aaaaaaaaaaaaaaaa", _row(p, dt.date(2020, 2, 1)))
+    write((placed(1, 0), placed(2, 1), keyed), "r1")
+    write((placed(1, 0), placed(3, 1)), "r2")  # position 1 changes, the keyed row goes
+    write((placed(1, 0),), "r3")  # position 1 goes
+    table = tables.RECORD_TABLES["case_episode"]
+    with reg.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(table.c.key_hash, table.c.position, table.c.run_id, table.c.opened_on)
+        ).all()
+    # Position 0 never changed: still the row the first run wrote.
+    assert sorted(rows) == [(None, 0, runs[0], dt.date(2020, 1, 1))] * records
+    write((placed(4, 0), keyed), "r4")
+    with reg.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.key_hash, table.c.position, table.c.opened_on)).all()
+    assert sorted(rows, key=repr) == sorted(
+        [(None, 0, dt.date(2020, 1, 4))] * records
+        + [(h16("k.ep1aaaaaaaaaaaaaaaa"), None, dt.date(2020, 2, 1))],
+        key=repr,
+    )
     reg.close()
