@@ -34,7 +34,7 @@ from hub.pseudonyms.identifiers import (
     cf_birth_year_and_sex,
     parse_identifier,
 )
-from hub.pseudonyms.pseudonymiser import pseudonym_text
+from hub.pseudonyms.pseudonymiser import TEXT_PREFIX, pseudonym_text
 
 #: Marker stored in place of an identifier that could not be pseudonymised.
 INVALID_MARKER = "<invalid identifier removed>"
@@ -49,10 +49,14 @@ TYPE_ALIASES = {
     "ND": IdentifierType.NONE,
 }
 
-#: A run forgets remembered identifier outcomes beyond this many (memory bound, about 400
-#: bytes each): enough for the distinct people and households of a 1,000,000-record export,
-#: each of which would otherwise be pseudonymised again after the cache is cleared.
+#: A run forgets remembered identifier outcomes beyond this many (memory bound, about 220
+#: bytes each with the identifier's text): enough for the distinct people and households of
+#: a 1,000,000-record export, each of which would otherwise be pseudonymised again after the
+#: cache is cleared.
 CACHE_SIZE = 1_000_000
+#: Length of a person key (``p1.`` and the base64url of 16 bytes), the first part of a
+#: remembered outcome (:func:`_pack`).
+_PERSON_KEY_LEN = 25
 
 
 class BatchPseudonymiser(Protocol):
@@ -115,9 +119,29 @@ class Fingerprint(NamedTuple):
     fingerprint: str
 
 
-#: Pseudonym, CF-derived (birth year, sex) and person key, or why the identifier is invalid.
-Outcome = tuple[str | None, tuple[int, str] | None, str | None] | InvalidIdentifier
-_Key = tuple[str | None, IdentifierType | None, str | None]
+#: What the stage remembers of an identifier: its pseudonym, CF-derived (birth year, sex) and
+#: person key packed in one text (:func:`_pack`), ``None`` for an absent one (type ``NONE``),
+#: or why it is invalid.
+Outcome = str | None | InvalidIdentifier
+#: The identifiers whose outcomes share one table: (expected type, namespace).
+_Group = tuple[IdentifierType | None, str | None]
+#: An identifier as a record gives it: its group and its text as read.
+_Key = tuple[_Group, str | None]
+
+
+def _pack(pseudonym: str, person: str, derived: tuple[int, str] | None) -> str:
+    """One text for a valid identifier's outcome: person key, then ``YYYYS`` (birth year and
+    sex) for a codice fiscale, then the pseudonym (``v2.…``).
+
+    A run remembers up to a million outcomes: one string each is about 125 bytes, where a
+    tuple of three strings (and a tuple for the birth year and sex) was about 340.
+    """
+    if len(person) != _PERSON_KEY_LEN:
+        raise ValueError("a person key of an unexpected length")
+    if derived is None:
+        return person + pseudonym
+    year, sex = derived
+    return f"{person}{year:04d}{sex}{pseudonym}"
 
 
 class PseudonymiseStage:
@@ -150,7 +174,11 @@ class PseudonymiseStage:
                 }
             )
         )
-        self._outcomes: dict[_Key, Outcome] = {}
+        #: Per group, identifier text → outcome, for the run (at most ``CACHE_SIZE`` in all).
+        self._outcomes: dict[_Group, dict[str | None, Outcome]] = {}
+        self._remembered = 0
+        #: (birth year, sex) tuples, one per distinct value (a few hundred at most).
+        self._derived: dict[str, tuple[int, str]] = {}
         self._units: dict[str, str] = {}
         #: Identifiers pseudonymised (distinct per batch), for tests and progress.
         self.pseudonymised = 0
@@ -231,27 +259,35 @@ class PseudonymiseStage:
                 namespace = (
                     str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
                 )
-            plan.append((spec, (text, expected, namespace), None))
+            plan.append((spec, ((expected, namespace), text), None))
         return plan
 
     def _resolve(self, keys: set[_Key]) -> None:
         """Validate each new distinct identifier once; pseudonymise the valid ones at once."""
-        new = [k for k in keys if k not in self._outcomes]
+        tables = self._outcomes
+        new = [k for k in keys if k[1] not in tables.get(k[0], ())]
         if not new:
             return
-        if len(self._outcomes) + len(new) > CACHE_SIZE:
+        if self._remembered + len(new) > CACHE_SIZE:
             # Forget all but what this batch needs.
-            self._outcomes = {k: v for k, v in self._outcomes.items() if k in keys}
+            kept: dict[_Group, dict[str | None, Outcome]] = {}
+            for group, text in keys:
+                if text in tables.get(group, ()):
+                    kept.setdefault(group, {})[text] = tables[group][text]
+            tables = self._outcomes = kept
+            self._remembered = sum(map(len, kept.values()))
+        self._remembered += len(new)
         valid: dict[Identifier, list[_Key]] = {}
         for key in new:
-            text, expected, namespace = key
+            (expected, namespace), text = key
+            table = tables.setdefault(key[0], {})
             try:
                 ident = parse_identifier(text, expected, namespace=namespace)
             except InvalidIdentifier as e:
-                self._outcomes[key] = e
+                table[text] = e
                 continue
             if ident.type is IdentifierType.NONE:
-                self._outcomes[key] = (None, None, None)
+                table[text] = None
             else:
                 valid.setdefault(ident, []).append(key)
         if not valid:
@@ -269,13 +305,11 @@ class PseudonymiseStage:
                 if ident.type is IdentifierType.CF
                 else None
             )
-            outcome: Outcome = (
-                pseudonym_text(epoch, digest),
-                derived,
-                self.pseudonymiser.person_key(ident),
+            outcome = _pack(
+                pseudonym_text(epoch, digest), self.pseudonymiser.person_key(ident), derived
             )
-            for key in valid[ident]:
-                self._outcomes[key] = outcome
+            for group, text in valid[ident]:
+                tables[group][text] = outcome
 
     def _prepare(
         self,
@@ -288,6 +322,7 @@ class PseudonymiseStage:
         problems: list[tuple[str, str, str]] = []
         cf_derived: tuple[int, str] | None = None
         person_keys: list[tuple[str, str]] = []
+        tables = self._outcomes
         for spec, okey, rule in plan:
             if okey is None:
                 if rule == "unknown_type":
@@ -298,18 +333,27 @@ class PseudonymiseStage:
                 else:
                     data[spec.name] = None
                 continue
-            outcome = self._outcomes[okey]
-            if isinstance(outcome, InvalidIdentifier):
+            outcome = tables[okey[0]][okey[1]]
+            if outcome is None:  # an absent identifier (type NONE)
+                data[spec.name] = None
+                continue
+            if not isinstance(outcome, str):
                 problems.append((spec.name, outcome.rule, outcome.message))
                 data[spec.name] = INVALID_MARKER
                 continue
-            pseudonym, derived, person = outcome
-            data[spec.name] = pseudonym
-            if person is not None:
-                person_keys.append((spec.name, person))
-            if derived is not None and cf_derived is None:
+            # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
+            person_keys.append((spec.name, outcome[:_PERSON_KEY_LEN]))
+            if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
+                data[spec.name] = outcome[_PERSON_KEY_LEN:]
+                continue
+            data[spec.name] = outcome[_PERSON_KEY_LEN + 5 :]
+            code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
+            derived = self._derived.get(code)
+            if derived is None:
+                derived = self._derived[code] = (int(code[:4]), code[4])
+            if cf_derived is None:
                 cf_derived = derived
-            if derived is not None and spec.derive_birth_year_and_sex:
+            if spec.derive_birth_year_and_sex:
                 data[f"{spec.name}__birth_year"] = derived[0]
                 data[f"{spec.name}__sex"] = derived[1]
         return Prepared(

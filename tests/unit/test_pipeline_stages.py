@@ -4,15 +4,18 @@ pseudonym gives."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from connectors.synthetic import SyntheticConfig, SyntheticConnector
-from hub.connector import RawRecord, StateCheckpoint
+from hub.connector import FieldRole, FieldSpec, RawRecord, StateCheckpoint, Stream
 from hub.pipeline.extract import Extract
 from hub.pseudonyms import Identifier, Keyring, KeySource, Pseudonymiser, parse_identifier
+from hub.pseudonyms import stage as stage_module
+from hub.pseudonyms.identifiers import IdentifierType, cf_birth_year_and_sex
 from hub.pseudonyms.stage import INVALID_MARKER, PseudonymiseStage, pseudonym_text
 
 CF = "RSSMRA80A01H501U"
@@ -140,3 +143,95 @@ def test_the_pseudonym_columns_are_listed_for_key_rotation() -> None:
     assert text | persons == holding and not text & persons
     assert all(t.metadata.tables[tb].c[c].type is t.PSEUDONYM for tb, c in text)
     assert all(t.metadata.tables[tb].c[c].type is t.PERSON for tb, c in persons)
+
+
+def test_a_run_that_forgets_identifier_outcomes_prepares_the_same_records(
+    pseudonymiser: Pseudonymiser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage's memory of outcomes is bounded; forgetting some only costs pseudonymising
+    them again: every prepared record (pseudonyms, person keys, birth year and sex,
+    problems) is what a stage that remembers everything gives."""
+    conn = SyntheticConnector(SyntheticConfig(count=1200, bad_ratio=0.05, seed=5))
+    (stream,) = conn.streams()
+    records = [i for i in conn.read(stream.name, {}) if isinstance(i, RawRecord)]
+    batches = [records[i : i + 100] for i in range(0, len(records), 100)]
+    remembering = PseudonymiseStage(pseudonymiser, connector="syn", stream=stream)
+    expected = [remembering(b, "ORG") for b in batches]
+    monkeypatch.setattr(stage_module, "CACHE_SIZE", 150)
+    counting = Counting(pseudonymiser)
+    forgetting = PseudonymiseStage(counting, connector="syn", stream=stream)
+    for batch, want in zip(batches, expected, strict=True):
+        assert forgetting(batch, "ORG") == want
+        assert forgetting._remembered == sum(map(len, forgetting._outcomes.values()))
+        assert forgetting._remembered <= 150 + 2 * len(batch)
+    assert forgetting.pseudonymised > remembering.pseudonymised  # it did forget some
+    # What it gives is what the pseudonymiser says, identifier by identifier.
+    for r, p in zip(records, [p for b in expected for p in b], strict=True):
+        try:
+            ident = parse_identifier(str(r.data["cf"]))
+        except ValueError:
+            assert p.data["cf"] == INVALID_MARKER and p.cf_derived is None
+            continue
+        assert p.data["cf"] == pseudonymiser.pseudonym(ident)
+        assert ("cf", pseudonymiser.person_key(ident)) in p.person_keys
+        assert p.cf_derived == cf_birth_year_and_sex(
+            ident.value, reference_year=dt.date.today().year
+        )
+        assert (p.data["cf__birth_year"], p.data["cf__sex"]) == p.cf_derived
+
+
+def test_each_kind_of_outcome_is_given_back_from_the_stage_memory(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    """Pseudonymised (with and without birth year and sex), absent (type NONE), invalid and
+    of an unknown type: the same whether the outcome is new or remembered from a batch
+    before, and a LOCAL id's namespace keeps two enti's equal numbers apart."""
+    stream = Stream(
+        "s",
+        (
+            FieldSpec("k"),
+            FieldSpec(
+                "id",
+                FieldRole.IDENTIFIER,
+                identifier_type=None,
+                type_field="tipo",
+                derive_birth_year_and_sex=True,
+            ),
+            FieldSpec("tipo"),
+            FieldSpec(
+                "local",
+                FieldRole.IDENTIFIER,
+                identifier_type=IdentifierType.LOCAL,
+                namespace_field="ente",
+                optional=True,
+            ),
+            FieldSpec("ente"),
+        ),
+        source_key=("k",),
+    )
+    rows = [
+        {"k": "1", "id": CF, "tipo": "CF", "local": "7", "ente": "A"},
+        {"k": "2", "id": "STP0102061234567", "tipo": "STP", "local": "7", "ente": "B"},
+        {"k": "3", "id": "", "tipo": "NESSUNO", "local": ""},
+        {"k": "4", "id": "RSSMRA80A01H501X", "tipo": "CF"},
+        {"k": "5", "id": CF, "tipo": "PASSAPORTO"},
+    ]
+    records = [RawRecord("s", r, f"row {r['k']}", key=r["k"]) for r in rows]
+    stage = PseudonymiseStage(pseudonymiser, connector="c", stream=stream)
+    first, again = stage(records, "ORG"), stage(records, "ORG")
+    assert first == again
+    cf, stp, none, bad, unknown = first
+    ident = parse_identifier(CF)
+    assert cf.data["id"] == pseudonymiser.pseudonym(ident)
+    assert cf.cf_derived == (1980, "M") == (cf.data["id__birth_year"], cf.data["id__sex"])
+    assert cf.person_keys[0] == ("id", pseudonymiser.person_key(ident))
+    assert stp.data["id"].startswith("v2.") and stp.cf_derived is None
+    assert "id__birth_year" not in stp.data
+    assert cf.data["local"] != stp.data["local"]  # "7" of ente A is not "7" of ente B
+    assert [k for k, _ in cf.person_keys] == ["id", "local"]
+    assert none.data["id"] is None and none.data["local"] is None and not none.person_keys
+    assert none.problems == ()
+    assert bad.data["id"] == INVALID_MARKER and bad.problems and bad.cf_derived is None
+    assert unknown.data["id"] == INVALID_MARKER
+    assert [rule for _, rule, _ in unknown.problems] == ["unknown_type"]
+    assert CF not in repr(first)
