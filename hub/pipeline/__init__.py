@@ -425,17 +425,9 @@ class Pipeline:
             for u in batch.units
         ]
         counts = BatchCounts(read=len(records), source_errors=len(batch.errors))
-        existing = self.registry.loaded_records(
-            ctx.connector, ctx.stream.name, [f.source_key_hash for f in fingerprints], tx=tx
-        )
-        refused = self._seen.setdefault(ctx.run_id, {})
-        seen = self._unchanged_of(ctx.run_id, tx)
-        unit_ids = self._unit_ids_of(ctx, fingerprints, tx)
-        keep = _without_duplicates(
-            fingerprints, existing, ctx.run_id, counts, refused, seen, unit_ids
-        )
-        # A key twice in the batch (a change feed) is left to transform, which keeps the last.
         keys = [f.source_key_hash for f in fingerprints]
+        existing, keep = self._loaded_and_kept(ctx, fingerprints, keys, counts, tx)
+        # A key twice in the batch (a change feed) is left to transform, which keeps the last.
         repeated = Counter(keys) if len(set(keys)) < len(keys) else None
         hashed = record_hasher(ctx.mapping.version)
         unchanged: list[int] = []
@@ -457,31 +449,19 @@ class Pipeline:
         counts.unchanged += len(unchanged)
         clock = _tick(cpu, "fingerprint", clock)
         prepared = pseudonymise([r for r, _ in todo], org, [fp for _, fp in todo])
-        clock = _tick(cpu, "pseudonymise", clock)
-        result = self.transform(
+        _tick(cpu, "pseudonymise", clock)
+        self._transform_and_load(
             ctx,
             org,
             prepared,
-            {} if ctx.full_refresh else _hashes_of(existing, prepared),
+            existing,
             counts,
-            loaded_before=existing.keys(),
-        )
-        unchanged += [existing[k].id for k in result.unchanged]
-        _remember_refused(refused, result.quarantine, prepared, units)
-        clock = _tick(cpu, "transform", clock)
-        load(
-            self.registry,
-            tx,
-            ctx,
-            org,
-            result,
             unchanged=unchanged,
             errors=batch.errors,
             units=units,
             state=batch.state,
+            tx=tx,
         )
-        seen.update(unchanged)
-        _tick(cpu, "load", clock)
         return counts
 
     def load_prepared(
@@ -503,14 +483,62 @@ class Pipeline:
         happen where the registry is. ``unit_hashes``: the completed units, keyed.
         """
         counts = BatchCounts(read=len(prepared), source_errors=len(errors))
-        existing = self.registry.loaded_records(
-            ctx.connector, ctx.stream.name, [p.source_key_hash for p in prepared], tx=tx
+        keys = [p.source_key_hash for p in prepared]
+        existing, keep = self._loaded_and_kept(ctx, prepared, keys, counts, tx)
+        self._transform_and_load(
+            ctx,
+            org,
+            [p for p, kept in zip(prepared, keep, strict=True) if kept],
+            existing,
+            counts,
+            unchanged=[],
+            errors=errors,
+            units=unit_hashes,
+            state=state,
+            tx=tx,
         )
-        refused = self._seen.setdefault(ctx.run_id, {})
-        seen = self._unchanged_of(ctx.run_id, tx)
-        unit_ids = self._unit_ids_of(ctx, prepared, tx)
-        keep = _without_duplicates(prepared, existing, ctx.run_id, counts, refused, seen, unit_ids)
-        prepared = [p for p, kept in zip(prepared, keep, strict=True) if kept]
+        return counts
+
+    def _loaded_and_kept(
+        self,
+        ctx: RunContext,
+        items: Sequence[_Keyed],
+        keys: list[str],
+        counts: BatchCounts,
+        tx: LoadTransaction,
+    ) -> tuple[dict[str, LoadedRecord], list[bool]]:
+        """What the registry holds of the batch's records (``keys``: their source key
+        hashes), and which of them are not duplicates of an earlier one (counted)."""
+        existing = self.registry.loaded_records(ctx.connector, ctx.stream.name, keys, tx=tx)
+        keep = _without_duplicates(
+            items,
+            existing,
+            ctx.run_id,
+            counts,
+            self._seen.setdefault(ctx.run_id, {}),
+            self._unchanged_of(ctx.run_id, tx),
+            self._unit_ids_of(ctx, items, tx),
+        )
+        return existing, keep
+
+    def _transform_and_load(
+        self,
+        ctx: RunContext,
+        org: str,
+        prepared: list[Prepared],
+        existing: Mapping[str, LoadedRecord],
+        counts: BatchCounts,
+        *,
+        unchanged: list[int],
+        errors: Sequence[SourceError],
+        units: Sequence[str],
+        state: dict[str, Any] | None,
+        tx: LoadTransaction,
+    ) -> None:
+        """transform → load of pseudonymised records, with the ids of those already found
+        unchanged (``unchanged``); the run then remembers what it refused and found unchanged."""
+        cpu = self.stage_cpu
+        clock = time.process_time()
         result = self.transform(
             ctx,
             org,
@@ -519,8 +547,9 @@ class Pipeline:
             counts,
             loaded_before=existing.keys(),
         )
-        _remember_refused(refused, result.quarantine, prepared, unit_hashes)
-        unchanged = [existing[k].id for k in result.unchanged]
+        unchanged = unchanged + [existing[k].id for k in result.unchanged]
+        _remember_refused(self._seen.setdefault(ctx.run_id, {}), result.quarantine, prepared, units)
+        clock = _tick(cpu, "transform", clock)
         load(
             self.registry,
             tx,
@@ -529,11 +558,11 @@ class Pipeline:
             result,
             unchanged=unchanged,
             errors=errors,
-            units=unit_hashes,
+            units=units,
             state=state,
         )
-        seen.update(unchanged)
-        return counts
+        self._unchanged_of(ctx.run_id, tx).update(unchanged)
+        _tick(cpu, "load", clock)
 
 
 @dataclass
