@@ -102,7 +102,8 @@ class CSVFile:
                         "a separator inside an unquoted value, or a cut line?",
                     )
                     continue
-                yield CSVRow(line, dict(zip(header, values, strict=True)))
+                # strict=False: the width was checked just above.
+                yield CSVRow(line, dict(zip(header, values, strict=False)))
         except csv.Error as e:
             raise _structure_error(e, start) from None
 

@@ -235,3 +235,41 @@ def test_each_kind_of_outcome_is_given_back_from_the_stage_memory(
     assert unknown.data["id"] == INVALID_MARKER
     assert [rule for _, rule, _ in unknown.problems] == ["unknown_type"]
     assert CF not in repr(first)
+
+
+def test_a_fingerprint_changes_with_any_declared_value_whatever_its_form(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    """Text values are joined with a separator (the fast form), others are ``repr``'d: a
+    value moved across that separator, an absent field (as ``None``), a number or a value
+    holding the separator itself all give another fingerprint; the same record the same one."""
+    stream = Stream(
+        "rows",
+        fields=(FieldSpec("id"), FieldSpec("a"), FieldSpec("b")),
+        source_key=("id",),
+    )
+    stage = PseudonymiseStage(pseudonymiser, connector="c", stream=stream)
+
+    def fingerprint(data: dict[str, object], op: str = "upsert", org: str = "ORG") -> str:
+        (fp,) = stage.fingerprints([RawRecord("rows", data, "line 2", key="1", op=op)], org)
+        return fp.fingerprint
+
+    base = {"id": "1", "a": "x\x1fy", "b": "z"}
+    variants = [
+        base,
+        {"id": "1", "a": "x", "b": "y\x1fz"},  # the separator moved between fields
+        {"id": "1", "a": "x\x1fy\x1fz", "b": ""},
+        {"id": "1", "a": "xy", "b": "z"},
+        {"id": "1", "a": "x\x1fy"},  # b absent (the same as None)
+        {"id": "1", "a": 1, "b": "z"},
+        {"id": "1", "a": "1", "b": "z"},
+    ]
+    seen = [fingerprint(v) for v in variants]
+    assert len(set(seen)) == len(variants)
+    assert fingerprint(dict(base)) == seen[0]
+    assert fingerprint({**variants[3]}) == seen[3]  # the all-text form is stable too
+    assert fingerprint({"id": "1", "a": "x\x1fy", "b": None}) == seen[4]
+    assert fingerprint(base, op="delete") != seen[0]
+    assert fingerprint(base, org="OTHER") != seen[0]
+    # Fields the stream does not declare are not covered.
+    assert fingerprint({**variants[3], "extra": "?"}) == seen[3]
