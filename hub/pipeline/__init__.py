@@ -78,6 +78,7 @@ from hub.registry import (
     LoadedRecord,
     LoadTransaction,
     QuarantineEntry,
+    ReadAhead,
     Registry,
     RunSummary,
     storage_error,
@@ -139,6 +140,8 @@ class Pipeline:
         #: Per run: the ids of the source records it found unchanged so far (what it wrote to
         #: ``run_unchanged``; read back from there for a run this process did not start).
         self._unchanged: dict[int, BitMap64] = {}
+        #: Per run: where its look-ups of stored records stand in each unit.
+        self._ahead: dict[int, ReadAhead] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         #: CPU seconds of this process spent in each of :data:`STAGES`, over every run of
         #: this pipeline (``raccordo sync --timings``, bench/ingest.py).
@@ -382,6 +385,7 @@ class Pipeline:
         when a worker's run finishes or its lock expires)."""
         self._seen.pop(run_id, None)
         self._unchanged.pop(run_id, None)
+        self._ahead.pop(run_id, None)
 
     def _unit_ids_of(
         self, ctx: RunContext, items: Sequence[_Keyed], tx: LoadTransaction
@@ -509,7 +513,18 @@ class Pipeline:
     ) -> tuple[dict[str, LoadedRecord], list[bool]]:
         """What the registry holds of the batch's records (``keys``: their source key
         hashes), and which of them are not duplicates of an earlier one (counted)."""
-        existing = self.registry.loaded_records(ctx.connector, ctx.stream.name, keys, tx=tx)
+        unit_ids = self._unit_ids_of(ctx, items, tx)
+        # How many of the batch's records each known unit holds: the registry reads the next
+        # records of those units as ranges (a re-read in the same order, ReadAhead).
+        per_unit = Counter(unit_ids[u] for p in items if (u := p.unit_hash) in unit_ids)
+        existing = self.registry.loaded_records(
+            ctx.connector,
+            ctx.stream.name,
+            keys,
+            tx=tx,
+            units=per_unit,
+            ahead=self._ahead.setdefault(ctx.run_id, ReadAhead()),
+        )
         keep = _without_duplicates(
             items,
             existing,
@@ -517,7 +532,7 @@ class Pipeline:
             counts,
             self._seen.setdefault(ctx.run_id, {}),
             self._unchanged_of(ctx.run_id, tx),
-            self._unit_ids_of(ctx, items, tx),
+            unit_ids,
         )
         return existing, keep
 

@@ -38,6 +38,7 @@ __all__ = [
     "LoadTransaction",
     "LoadedRecord",
     "QuarantineEntry",
+    "ReadAhead",
     "Registry",
     "RunSummary",
     "SourceRecordChange",
@@ -160,6 +161,26 @@ class LoadedRecord(NamedTuple):
     unit: int | None
     #: ``source_records.id``.
     id: int
+
+
+class ReadAhead:
+    """Where one run's look-ups of stored records stand in each unit (file, flow).
+
+    A unit read again mostly gives its records in the order they were first loaded, which is
+    the order of their ids; :meth:`Registry.loaded_records` then fetches the next ones as one
+    range of the ``(stream_id, unit)`` index (a sequential read) instead of looking each key
+    up in the ``(stream_id, key)`` index (a random one): about four times cheaper per record.
+    Whatever the range does not hold is looked up by key as before, so the answer is the same
+    either way; a unit whose records do not come in that order stops using ranges.
+    """
+
+    __slots__ = ("after", "off")
+
+    def __init__(self) -> None:
+        #: Per unit id: the highest ``source_records.id`` the ranges matched so far.
+        self.after: dict[int, int] = {}
+        #: Units whose ranges matched less than half of what they fetched.
+        self.off: set[int] = set()
 
 
 @dataclass
@@ -526,15 +547,28 @@ class Registry:
         keys: Sequence[str],
         *,
         tx: LoadTransaction | None = None,
+        units: Mapping[int, int] | None = None,
+        ahead: ReadAhead | None = None,
     ) -> dict[str, LoadedRecord]:
-        """The :class:`LoadedRecord` of each source key hash already loaded."""
+        """The :class:`LoadedRecord` of each source key hash already loaded.
+
+        ``units`` (unit id → how many of ``keys`` come in it) and ``ahead`` (the run's
+        :class:`ReadAhead`): read the next records of those units as ranges first; the
+        result is the same, found faster when a unit is read again in the same order.
+        """
         if tx is not None:
-            return self._loaded_records(tx.conn, connector, stream, keys)
+            return self._loaded_records(tx.conn, connector, stream, keys, units, ahead)
         with self.engine.connect() as conn:
-            return self._loaded_records(conn, connector, stream, keys)
+            return self._loaded_records(conn, connector, stream, keys, units, ahead)
 
     def _loaded_records(
-        self, conn: sa.Connection, connector: str, stream: str, keys: Sequence[str]
+        self,
+        conn: sa.Connection,
+        connector: str,
+        stream: str,
+        keys: Sequence[str],
+        units: Mapping[int, int] | None = None,
+        ahead: ReadAhead | None = None,
     ) -> dict[str, LoadedRecord]:
         out: dict[str, LoadedRecord] = {}
         stream_id = self._stream_id(conn, connector, stream, create=False)
@@ -542,6 +576,8 @@ class Registry:
             return out
         blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
         by_key = {blake2b(k.encode(), digest_size=16).digest(): k for k in keys}
+        if ahead is not None and units:
+            self._read_ahead(conn, stream_id, units, ahead, by_key, out)
         # Read for every record of every sync, a re-read of unchanged records above all:
         # one plain statement per 900 keys, its text built once per length (no statement
         # object compiled per call).
@@ -550,6 +586,48 @@ class Registry:
             for k, h, r, u, i in rows:
                 out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u, i)
         return out
+
+    def _read_ahead(
+        self,
+        conn: sa.Connection,
+        stream_id: int,
+        units: Mapping[int, int],
+        ahead: ReadAhead,
+        by_key: dict[bytes, str],
+        out: dict[str, LoadedRecord],
+    ) -> None:
+        """Per unit, the records after the last one matched, in id order (a little more
+        than the batch has of it): those among ``by_key`` go to ``out`` and leave
+        ``by_key`` (the rest is looked up by key)."""
+        sql = self._ahead_sql()
+        for unit, n in units.items():
+            if unit in ahead.off or not by_key:
+                continue
+            after = ahead.after.get(unit, 0)
+            rows = _driver_rows(conn, sql, (stream_id, unit, after, n + n // 8 + 64))
+            matched = 0
+            for k, h, r, u, i in rows:
+                text = by_key.pop(bytes(k), None)
+                if text is not None:
+                    out[text] = LoadedRecord(bytes(h), r, u, i)
+                    matched += 1
+                    after = max(after, i)
+            ahead.after[unit] = after
+            if 2 * matched < min(n, len(rows)):
+                ahead.off.add(unit)  # not in the order of the ids: key by key from now on
+
+    def _ahead_sql(self) -> str:
+        key = ("read_ahead",)
+        sql: str | None = self._sql_cache.get(key)
+        if sql is None:
+            mark = self._mark
+            # Only our own table and column names: no user input.
+            sql = self._sql_cache[key] = (
+                "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
+                f"WHERE stream_id = {mark} AND unit = {mark} AND id > {mark} "
+                f"ORDER BY id LIMIT {mark}"
+            )
+        return sql
 
     def unit_ids(
         self,

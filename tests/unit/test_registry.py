@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from hub.registry import (
     BatchCounts,
     EntityRow,
     QuarantineEntry,
+    ReadAhead,
     Registry,
     SourceRecordChange,
     h16,
@@ -194,6 +196,70 @@ def test_what_a_run_found_unchanged_keeps_a_completed_unit_from_losing_it(
         left = conn.execute(sa.select(sa.func.count()).select_from(tables.run_unchanged))
         assert left.scalar() == 0
     other.close()
+    reg.close()
+
+
+def test_loaded_records_read_ahead_finds_what_the_key_look_ups_find(registry_url: str) -> None:
+    """Records looked up with a ReadAhead (ranges of a unit in id order, then the rest by
+    key) are exactly those found key by key: in the order they were loaded, backwards,
+    with gaps, mixed with other units, records of no unit and unknown keys. In the order
+    of loading the ranges find them all; backwards the unit falls back to keys."""
+    reg = Registry.open(registry_url)
+    common = {"connector": "c", "stream": "s", "org": "O", "retention": dt.timedelta(days=1)}
+    run = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1", stream="s"
+    )
+    unit_of = {"a": 300, "b": 200, None: 20}
+    keys: dict[str | None, list[str]] = {
+        u: [f"k.{u}-{i}-aaaaaaaaaaaaaaaaaaaa" for i in range(n)] for u, n in unit_of.items()
+    }
+    for u, ks in keys.items():
+        for start in range(0, len(ks), 100):
+            chunk = ks[start : start + 100]
+            reg.commit_batch(
+                run_id=run,
+                changes=[
+                    SourceRecordChange(k, f"r{k}", "upsert", (), None if u is None else f"k.u{u}")
+                    for k in chunk
+                ],
+                quarantine=[],
+                counts=BatchCounts(read=len(chunk), loaded=len(chunk)),
+                state=None,
+                **common,  # type: ignore[arg-type]
+            )
+    reg.finish_run(run, status="succeeded")
+    units = reg.unit_ids("c", "s", ["k.ua", "k.ub"])
+    unit_a, unit_b = units["k.ua"], units["k.ub"]
+    a, b, none = keys["a"], keys["b"], keys[None]
+
+    def both(batches: list[list[str]], ahead: ReadAhead) -> None:
+        for batch in batches:
+            per_unit = Counter(units[f"k.u{k[2]}"] for k in batch if k[2] in "ab")
+            by_key = reg.loaded_records("c", "s", batch)
+            assert reg.loaded_records("c", "s", batch, units=per_unit, ahead=ahead) == by_key
+
+    in_order = ReadAhead()
+    both([a[i : i + 50] for i in range(0, 300, 50)], in_order)
+    assert in_order.after == {unit_a: max(r.id for r in reg.loaded_records("c", "s", a).values())}
+    assert not in_order.off
+    backwards = ReadAhead()
+    both([b[::-1][i : i + 40] for i in range(0, 200, 40)], backwards)
+    assert unit_b in backwards.off
+    gaps = ReadAhead()  # every third record gone from the file, and unknown keys between
+    both(
+        [
+            [k for j, k in enumerate(a[i : i + 60]) if j % 3] + ["k.xa-new"]
+            for i in range(0, 300, 60)
+        ],
+        gaps,
+    )
+    assert not gaps.off
+    mixed = ReadAhead()
+    both(
+        [a[i : i + 30] + b[i : i + 30] + none[i // 30 : i // 30 + 2] for i in range(0, 180, 30)],
+        mixed,
+    )
+    assert not mixed.off and set(mixed.after) == {unit_a, unit_b}
     reg.close()
 
 
