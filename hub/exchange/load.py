@@ -24,9 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from hub.exchange import crypto
-from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import PSEUDONYM_COLUMNS
 from hub.exchange.package import Row
+from hub.gcpause import no_gc_pauses
 from hub.pseudonyms.pseudonymiser import is_v2_text
 from hub.registry import (
     BatchCounts,

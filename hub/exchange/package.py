@@ -36,11 +36,11 @@ from typing import Any, Literal
 
 from hub.exchange import crypto, frequency
 from hub.exchange.aggregates import disclosure_problems
-from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import ConvenzioneFile, Directory, PackageShape, refusals
 from hub.exchange.errors import ConvenzioneError, PackageRefused
 from hub.exchange.home import Home
 from hub.exchange.log import verify_head
+from hub.gcpause import no_gc_pauses
 
 FORMAT = "raccordo-package/1"
 RECEIPT_FORMAT = "raccordo-receipt/1"

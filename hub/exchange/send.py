@@ -25,7 +25,6 @@ import sqlalchemy as sa
 
 from hub.exchange import crypto, frequency
 from hub.exchange.aggregates import protected_tables
-from hub.exchange.bulk import no_gc_pauses
 from hub.exchange.convenzioni import PSEUDONYM_COLUMNS, ConvenzioneFile
 from hub.exchange.convert import Converter, convert_rows_values
 from hub.exchange.errors import PackageRefused, PeerUnavailable
@@ -33,6 +32,7 @@ from hub.exchange.home import Home
 from hub.exchange.log import check_consistency
 from hub.exchange.package import Package, Row, build, verify_receipt
 from hub.exchange.receive import append_jsonl, write_json_atomic
+from hub.gcpause import no_gc_pauses
 from hub.observatory.disclosure import Ledger
 from hub.observatory.rows import own
 from hub.observatory.table import Period

@@ -51,6 +51,7 @@ from pyroaring import BitMap64
 from hub.config import Config
 from hub.connector import Connector, RawRecord, SourceError, Stream
 from hub.errors import RaccordoError, RunFailed, SourceUnavailable
+from hub.gcpause import no_gc_pauses
 from hub.mappings import CompiledMapping
 from hub.pipeline.context import Batch, Rejection, RunContext, RunProgress
 from hub.pipeline.extract import (
@@ -643,16 +644,13 @@ def _young_collections() -> Iterator[None]:
     What a batch leaves behind in cycles is still collected, with the batch; the long-lived
     caches are never scanned again during the run.
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        # What the run left in cycles that reached the old generation goes now, not at
-        # some later collection (a connection closed late, memory held after the run).
-        gc.collect()
+    with no_gc_pauses():
+        try:
+            yield
+        finally:
+            # What the run left in cycles that reached the old generation goes now, not at
+            # some later collection (a connection closed late, memory held after the run).
+            gc.collect()
 
 
 def _tick(cpu: defaultdict[str, float], stage: str, since: float) -> float:
