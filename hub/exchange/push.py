@@ -167,7 +167,7 @@ def _loads(data: bytes) -> Any:
     return json.loads(data, object_hook=_decode_hook)
 
 
-_PREPARED_FIELDS = tuple(f.name for f in dataclasses.fields(Prepared))
+_PREPARED_FIELDS = Prepared._fields
 
 
 def _prepared_out(p: Prepared) -> dict[str, Any]:
