@@ -273,3 +273,29 @@ def test_a_fingerprint_changes_with_any_declared_value_whatever_its_form(
     assert fingerprint(base, org="OTHER") != seen[0]
     # Fields the stream does not declare are not covered.
     assert fingerprint({**variants[3], "extra": "?"}) == seen[3]
+
+
+def test_prepared_data_holds_the_declared_data_fields_a_record_has(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    stream = Stream(
+        "rows",
+        fields=(
+            FieldSpec("id"),
+            FieldSpec("a"),
+            FieldSpec("b"),
+            FieldSpec("n", FieldRole.PERSONAL),
+        ),
+        source_key=("id",),
+    )
+    stage = PseudonymiseStage(pseudonymiser, connector="c", stream=stream)
+    whole, partial = stage(
+        [
+            RawRecord("rows", {"b": "2", "a": "1", "id": "9", "n": "Mario", "x": "?"}, "l2"),
+            RawRecord("rows", {"id": "8", "b": None}, "l3"),
+        ],
+        "ORG",
+    )
+    assert whole.data == {"id": "9", "a": "1", "b": "2"}  # no personal or undeclared field
+    assert list(whole.data) == ["id", "a", "b"]
+    assert partial.data == {"id": "8", "b": None}
