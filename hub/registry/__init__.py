@@ -585,6 +585,9 @@ class Registry:
             rows = _driver_rows(conn, self._loaded_sql(len(chunk)), (stream_id, *chunk))
             for k, h, r, u, i in rows:
                 out[by_key[bytes(k)]] = LoadedRecord(bytes(h), r, u, i)
+                if ahead is not None and units and u in units and i > ahead.after.get(u, 0):
+                    # Found by key beyond the range (after a gap): the next range starts here.
+                    ahead.after[u] = i
         return out
 
     def _read_ahead(
@@ -596,15 +599,19 @@ class Registry:
         by_key: dict[bytes, str],
         out: dict[str, LoadedRecord],
     ) -> None:
-        """Per unit, the records after the last one matched, in id order (a little more
-        than the batch has of it): those among ``by_key`` go to ``out`` and leave
-        ``by_key`` (the rest is looked up by key)."""
+        """Per unit, its records in the ids after the last one found (a little more than
+        the batch has of it): those among ``by_key`` go to ``out`` and leave ``by_key``
+        (the rest is looked up by key).
+
+        A range of ids, not "the next n rows of the unit": both databases read it along
+        the primary key, without sorting the unit's rows (PostgreSQL keeps the rows of
+        an index entry in no id order)."""
         sql = self._ahead_sql()
         for unit, n in units.items():
             if unit in ahead.off or not by_key:
                 continue
             after = ahead.after.get(unit, 0)
-            rows = _driver_rows(conn, sql, (stream_id, unit, after, n + n // 8 + 64))
+            rows = _driver_rows(conn, sql, (after, after + n + n // 8 + 64, stream_id, unit))
             matched = 0
             for k, h, r, u, i in rows:
                 text = by_key.pop(bytes(k), None)
@@ -624,8 +631,7 @@ class Registry:
             # Only our own table and column names: no user input.
             sql = self._sql_cache[key] = (
                 "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
-                f"WHERE stream_id = {mark} AND unit = {mark} AND id > {mark} "
-                f"ORDER BY id LIMIT {mark}"
+                f"WHERE id > {mark} AND id <= {mark} AND stream_id = {mark} AND unit = {mark}"
             )
         return sql
 
