@@ -111,22 +111,28 @@ def _line_count(source: Source) -> int:
 def validate(
     source: Source, schema: etree.XMLSchema | None, *, root: str, max_bytes: int = MAX_BYTES
 ) -> None:
-    """First pass: safety, well-formedness, XSD validity, complete root. Flat memory."""
+    """First pass: safety, well-formedness, XSD validity, complete root. Flat memory.
+
+    The pass builds the tree as it streams, as the second one will, so that it meets every
+    limit of libxml2's tree builder (a depth of 256, text nodes of 10 MB) and the second
+    one cannot fail half-way; each element is cleared at its end with its already-read
+    siblings. (A parser target building nothing costs a quarter, but would accept a
+    document that the tree builder then refuses: docs/performance.md.)
+    """
     check_prolog(source, max_bytes=max_bytes)
-    last_line = 0
+    last = None
     closed = False
     with _open(source) as f:
         try:
-            ctx = etree.iterparse(f, events=("end",), schema=schema, **_parse_args())
-            for _ev, el in ctx:
-                last_line = el.sourceline or last_line
-                parent = el.getparent()
-                if parent is None:
-                    closed = etree.QName(el).localname == root
+            for _ev, el in etree.iterparse(f, events=("end",), schema=schema, **_parse_args()):
+                last = el
                 el.clear(keep_tail=True)
-                if parent is not None:  # drop what is done, so memory stays flat
+                if el.getprevious() is not None:  # drop what is done, so memory stays flat
+                    parent = el.getparent()
                     while el.getprevious() is not None:
                         del parent[0]
+                elif el.getparent() is None:
+                    closed = etree.QName(el).localname == root
         except etree.XMLSyntaxError as e:
             if e.lineno and e.lineno >= _line_count(source):
                 # Broken on the very last line: the document was cut short.
@@ -135,13 +141,17 @@ def validate(
                     "truncated while copying or downloading?",
                     line=e.lineno,
                 ) from None
-            raise _explain(e, last_line) from None
+            raise _explain(e, _line(last)) from None
     if not closed:
         raise UnsafeOrInvalidXML(
             "the document ends before the XML is complete: was it "
             "truncated while copying or downloading?",
-            line=last_line,
+            line=_line(last),
         )
+
+
+def _line(el: Any) -> int:
+    return (el.sourceline or 0) if el is not None else 0
 
 
 def iter_elements(
@@ -175,22 +185,29 @@ def iter_top_elements(source: Source) -> Iterator[Any]:
     A child is yielded once its end tag has been read (its whole subtree is
     there, e.g. a ``Beneficiario`` with its ``PrestazioniSociali``), then
     cleared with its already-read siblings, so memory is bounded by the largest
-    child, not the document.
+    child, not the document. (The depth is counted from start and end events:
+    cheaper than asking each element for its parent and grandparent.)
     """
-    last_line = 0
+    last = None
+    depth = 0
     with _open(source) as f:
         try:
-            for _ev, el in etree.iterparse(f, events=("end",), **_parse_args()):
-                last_line = el.sourceline or last_line
-                parent = el.getparent()
-                if parent is None or parent.getparent() is not None:
+            for ev, el in etree.iterparse(f, events=("start", "end"), **_parse_args()):
+                if ev == "start":
+                    depth += 1
+                    continue
+                depth -= 1
+                if depth != 1:
                     continue  # the root itself, or deeper than its children
+                last = el
                 yield el
                 el.clear(keep_tail=True)
-                while el.getprevious() is not None:
-                    del parent[0]
+                if el.getprevious() is not None:
+                    parent = el.getparent()
+                    while el.getprevious() is not None:
+                        del parent[0]
         except etree.XMLSyntaxError as e:
-            raise _explain(e, last_line) from None
+            raise _explain(e, _line(last)) from None
 
 
 def first_child_name(source: Source, *, max_bytes: int = MAX_BYTES) -> str | None:
