@@ -206,7 +206,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
     schema = record_schema_for(kind)
     kind_tag = f"{{{NS}}}{kind}"
     head: dict[str, str] | None = None
-    for el in iter_top_elements(source):
+    for el in iter_top_elements(source, {HEADER, kind}):
         tag = el.tag
         name = kind if tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
         if name == HEADER and head is None:
@@ -308,8 +308,7 @@ def _ps_records(el: Any, head: dict[str, str], unit: str, prefix: str) -> Iterat
 
 def _prestazione(el: Any, rec: dict[str, str]) -> str:
     """Add one PrestazioniSociali's fields to ``rec``; its TipoOperazione as read."""
-    a = dict(el.attrib)
-    get = a.get
+    get = el.attrib.get
     op = (get("TipoOperazione") or "").strip()
     erogazione = (get("DataErogazionePrestazione") or "").strip()
     rec["tipo_operazione"] = op or "I"
