@@ -284,7 +284,8 @@ def iter_top_elements(source: Source, tags: set[str] | None = None) -> Iterator[
                         continue
                     if ev == "start" or el.getparent() is not top:
                         continue  # a start, the root's end, or deeper than its children
-                    if el.getprevious() is not None:
+                    prev = el.getprevious()
+                    if prev is not None and prev is not done:  # not asked for, before it
                         yield from _unexpected(el.itersiblings(preceding=True), done, True)
                     yield el
                     el.clear(keep_tail=True)
