@@ -2,13 +2,14 @@
 
 lxml with ``resolve_entities=False, no_network=True, load_dtd=False,
 huge_tree=False``; documents with a DOCTYPE are refused outright (XXE and
-"billion laughs" both need one); sizes are bounded; parsing streams with
-``iterparse`` and clears what it has read, so memory stays flat whatever the
-file size. A first streaming pass checks safety and well-formedness, so a file
-broken anywhere yields nothing at all; validation against an XSD is either
-whole-document (:func:`validate` with a schema) or record by record
-(:func:`element_schema` + :func:`schema_problems`), so that one bad record is
-refused alone. Messages never quote values from the document (they may be
+"billion laughs" both need one); sizes are bounded; parsing streams (the parser
+fed in blocks, or ``iterparse``) and clears what it has read, so memory stays flat
+whatever the file size. A first streaming pass checks safety and well-formedness,
+building the tree as the second pass will (so that it meets the same limits) but
+handing no element to Python, so a file broken anywhere yields nothing at all;
+validation against an XSD is either whole-document (:func:`validate` with a
+schema) or record by record (:func:`element_schema` + :func:`schema_problems`),
+so that one bad record is refused alone. Messages never quote values from the document (they may be
 codici fiscali).
 """
 
