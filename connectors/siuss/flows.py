@@ -184,12 +184,31 @@ def iter_flow(
     yield UnitComplete(unit)
 
 
+#: The namespace of both flows; once an element has passed the schema, its children's
+#: tags are exactly ``{NS}Name`` (the schemas qualify local elements).
+NS = "http://inps.it/Casellario"
+_HEADER_TAG = f"{{{NS}}}{HEADER}"
+_ENTE = f"{{{NS}}}Ente"
+_ANAGRAFICA = f"{{{NS}}}Anagrafica"
+_INDIRIZZO = f"{{{NS}}}Indirizzo"
+_PRESTAZIONE = f"{{{NS}}}PrestazioniSociali"
+_SINA = f"{{{NS}}}SINA"
+_INVCIV = f"{{{NS}}}InvCiv"
+_CODICE_PRESTAZIONE = f"{{{NS}}}CodicePrestazione"
+
+
+def _local(el: Any, tag: str, name: str) -> str:
+    """The local name of ``el``: ``name`` when its tag is ``tag`` (no QName built)."""
+    return name if el.tag == tag else str(etree.QName(el).localname)
+
+
 def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[ReadItem]:
     schema = record_schema_for(kind)
+    kind_tag = f"{{{NS}}}{kind}"
     head: dict[str, str] | None = None
-    for el in iter_top_elements(source):
-        name = etree.QName(el).localname
-        line = el.sourceline or 0
+    for el in iter_top_elements(source, {HEADER, kind}):
+        tag = el.tag
+        name = kind if tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
         if name == HEADER and head is None:
             problems = schema_problems(schema, el)
             if problems:
@@ -207,7 +226,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
         if head is None:
             yield SourceError(
                 f"refused, nothing loaded from it: the flow does not start with {HEADER}",
-                f"{prefix} line {line}",
+                f"{prefix} line {el.sourceline or 0}",
                 rule="xsd_header",
                 field=HEADER,
             )
@@ -216,7 +235,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
             yield SourceError(
                 f"element skipped: {name} is not expected here (the official schema allows "
                 f"only {kind} after {HEADER}); the other records of the file load",
-                f"{prefix} line {line}",
+                f"{prefix} line {el.sourceline or 0}",
                 rule="xsd",
                 field=name,
                 scope="record",
@@ -245,7 +264,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
 def _header(el: Any) -> dict[str, str]:
     head = {"flow": _a(el, "Nome")}
     for child in el:
-        if etree.QName(child).localname == "Ente":
+        if child.tag == _ENTE:
             head["ente"] = _a(child, "Codice")
             head["cf_operatore"] = _a(child, "CFOperatore")
     return head
@@ -256,73 +275,76 @@ def _a(el: Any, name: str) -> str:
 
 
 def _ps_records(el: Any, head: dict[str, str], unit: str, prefix: str) -> Iterator[RawRecord]:
-    """One record per PrestazioniSociali of a (valid, complete) Beneficiario element."""
-    person: dict[str, str] = {"cf": _a(el, "CodiceFiscale")}
+    """One record per PrestazioniSociali of a (valid, complete) Beneficiario element.
+
+    The element has passed the schema, so its children's tags are compared as strings
+    with the namespace, and each attribute is read once from the element's attributes.
+    """
+    person: dict[str, str] = dict(head)
+    person["cf"] = (el.get("CodiceFiscale") or "").strip()
     for child in el:
-        name = etree.QName(child).localname
-        if name == "Anagrafica":
-            person.update(
-                cognome=_a(child, "Cognome"),
-                nome=_a(child, "Nome"),
-                luogo_nascita=_a(child, "LuogoNascita"),
-                anno_nascita=_a(child, "AnnoNascita"),
-                genere=_a(child, "Genere"),
-                cittadinanza=_a(child, "CodiceCittadinanza"),
-            )
-        elif name == "Indirizzo" and "comune_residenza" not in person:
-            person["comune_residenza"] = _a(child, "CodiceComune")
-        elif name == "PrestazioniSociali":
+        tag = child.tag
+        if tag == _ANAGRAFICA:
+            get = child.attrib.get
+            person["cognome"] = (get("Cognome") or "").strip()
+            person["nome"] = (get("Nome") or "").strip()
+            person["luogo_nascita"] = (get("LuogoNascita") or "").strip()
+            person["anno_nascita"] = (get("AnnoNascita") or "").strip()
+            person["genere"] = (get("Genere") or "").strip()
+            person["cittadinanza"] = (get("CodiceCittadinanza") or "").strip()
+        elif tag == _INDIRIZZO and "comune_residenza" not in person:
+            person["comune_residenza"] = (child.get("CodiceComune") or "").strip()
+        elif tag == _PRESTAZIONE:
+            rec = person.copy()
+            op = _prestazione(child, rec)
             yield RawRecord(
                 STREAM_PS,
-                {**head, **person, **_prestazione(child)},
+                rec,
                 location=f"{prefix} line {child.sourceline}",
-                op="delete" if _a(child, "TipoOperazione") == "C" else "upsert",
+                op="delete" if op == "C" else "upsert",
                 unit=unit,
             )
 
 
-def _prestazione(el: Any) -> dict[str, str]:
-    rec = {
-        "tipo_operazione": _a(el, "TipoOperazione") or "I",
-        "codice_prestazione": _a(el, "CodicePrestazione"),
-        "area_utenza": _a(el, "AreaUtenza"),
-        "data_inizio": _a(el, "DataInizioPrestazione") or _a(el, "DataErogazionePrestazione"),
-        "data_fine": _a(el, "DataFinePrestazione"),
-        "data_erogazione": _a(el, "DataErogazionePrestazione"),
-        "data_evento": _a(el, "DataEvento"),
-        "importo": _a(el, "ImportoPrestazione") or _a(el, "ImportoMensile"),
-        "quota_utente": _a(el, "ImportoQuotaUtente"),
-        "presa_carico": _a(el, "PresaCarico"),
-        "protocollo": _a(el, "ProtocolloDomanda"),
-        "carattere": _a(el, "CaratterePrestazione"),
-        "sina": "N",
-        "sina_avq": "",
-        "sina_mobilita": "",
-        "sina_invalidita": "",
-        "sina_invciv": "",
-    }
-    for child in el:
-        if etree.QName(child).localname != "SINA":
-            continue
-        codes = [
-            str(c.text or "").strip() for c in child.iter() if etree.QName(c).localname == "InvCiv"
-        ]
-        rec.update(
-            sina="S",
-            sina_avq=_a(child, "AttivitaVitaQuotidiana"),
-            sina_mobilita=_a(child, "Mobilita"),
-            sina_invalidita="S" if codes else "N",
-            sina_invciv="|".join(codes),
-        )
-    return rec
+def _prestazione(el: Any, rec: dict[str, str]) -> str:
+    """Add one PrestazioniSociali's fields to ``rec``; its TipoOperazione as read."""
+    get = el.attrib.get
+    op = (get("TipoOperazione") or "").strip()
+    erogazione = (get("DataErogazionePrestazione") or "").strip()
+    rec["tipo_operazione"] = op or "I"
+    rec["codice_prestazione"] = (get("CodicePrestazione") or "").strip()
+    rec["area_utenza"] = (get("AreaUtenza") or "").strip()
+    rec["data_inizio"] = (get("DataInizioPrestazione") or "").strip() or erogazione
+    rec["data_fine"] = (get("DataFinePrestazione") or "").strip()
+    rec["data_erogazione"] = erogazione
+    rec["data_evento"] = (get("DataEvento") or "").strip()
+    rec["importo"] = (get("ImportoPrestazione") or "").strip() or (
+        get("ImportoMensile") or ""
+    ).strip()
+    rec["quota_utente"] = (get("ImportoQuotaUtente") or "").strip()
+    rec["presa_carico"] = (get("PresaCarico") or "").strip()
+    rec["protocollo"] = (get("ProtocolloDomanda") or "").strip()
+    rec["carattere"] = (get("CaratterePrestazione") or "").strip()
+    rec["sina"] = "N"
+    rec["sina_avq"] = ""
+    rec["sina_mobilita"] = ""
+    rec["sina_invalidita"] = ""
+    rec["sina_invciv"] = ""
+    if len(el):
+        for child in el:
+            if child.tag != _SINA:
+                continue
+            codes = [str(c.text or "").strip() for c in child.iter(_INVCIV)]
+            rec["sina"] = "S"
+            rec["sina_avq"] = _a(child, "AttivitaVitaQuotidiana")
+            rec["sina_mobilita"] = _a(child, "Mobilita")
+            rec["sina_invalidita"] = "S" if codes else "N"
+            rec["sina_invciv"] = "|".join(codes)
+    return op
 
 
 def _sinba_record(el: Any, head: dict[str, str], unit: str, prefix: str) -> RawRecord:
-    codes = [
-        str(c.text or "").strip()
-        for c in el.iter()
-        if etree.QName(c).localname == "CodicePrestazione"
-    ]
+    codes = [str(c.text or "").strip() for c in el.iter(_CODICE_PRESTAZIONE)]
     return RawRecord(
         STREAM_SINBA,
         {

@@ -2,13 +2,14 @@
 
 lxml with ``resolve_entities=False, no_network=True, load_dtd=False,
 huge_tree=False``; documents with a DOCTYPE are refused outright (XXE and
-"billion laughs" both need one); sizes are bounded; parsing streams with
-``iterparse`` and clears what it has read, so memory stays flat whatever the
-file size. A first streaming pass checks safety and well-formedness, so a file
-broken anywhere yields nothing at all; validation against an XSD is either
-whole-document (:func:`validate` with a schema) or record by record
-(:func:`element_schema` + :func:`schema_problems`), so that one bad record is
-refused alone. Messages never quote values from the document (they may be
+"billion laughs" both need one); sizes are bounded; parsing streams (the parser
+fed in blocks, or ``iterparse``) and clears what it has read, so memory stays flat
+whatever the file size. A first streaming pass checks safety and well-formedness,
+building the tree as the second pass will (so that it meets the same limits) but
+handing no element to Python, so a file broken anywhere yields nothing at all;
+validation against an XSD is either whole-document (:func:`validate` with a
+schema) or record by record (:func:`element_schema` + :func:`schema_problems`),
+so that one bad record is refused alone. Messages never quote values from the document (they may be
 codici fiscali).
 """
 
@@ -108,40 +109,115 @@ def _line_count(source: Source) -> int:
     return lines
 
 
+#: What ``iterparse`` reads at a time: fed the same blocks, the parser gives the same verdicts.
+_BLOCK = 32 * 1024
+_TRUNCATED = (
+    "the document ends before the XML is complete: was it truncated while copying or downloading?"
+)
+
+
+def _pull_parser(f: IO[bytes], events: tuple[str, ...], tags: list[str]) -> Any:
+    name = getattr(f, "name", None)
+    return etree.XMLPullParser(
+        events,
+        tag=tags,
+        base_url=name if isinstance(name, str) else None,
+        **_parse_args(),
+    )
+
+
+def _root(source: Source) -> tuple[str, int] | None:
+    """Local name and line of the root element; None when the document breaks before it."""
+    with _open(source) as f:
+        try:
+            for _ev, el in etree.iterparse(f, events=("start",), **_parse_args()):
+                return str(etree.QName(el).localname), el.sourceline or 0
+        except etree.XMLSyntaxError:
+            return None
+    return None
+
+
+def _prune(root: Any) -> None:
+    """Drop every complete element under ``root``: at each level of the path still open,
+    all children but the last (never the last: the tree builder may still add to it)."""
+    node = root
+    while (n := len(node)) > 0:
+        if n > 1:
+            del node[: n - 1]
+        node = node[0]
+
+
 def validate(
     source: Source, schema: etree.XMLSchema | None, *, root: str, max_bytes: int = MAX_BYTES
 ) -> None:
-    """First pass: safety, well-formedness, XSD validity, complete root. Flat memory."""
+    """First pass: safety, well-formedness, XSD validity, complete root. Flat memory.
+
+    The pass builds the tree as it streams, as the second one will, so that it meets every
+    limit of libxml2's tree builder (a depth of 256, text nodes of 10 MB) and the second
+    one cannot fail half-way. Without a schema, no element reaches Python: the parser is
+    fed the blocks ``iterparse`` would read, and after each block what is complete is
+    dropped (docs/performance.md has the figures and why a parser target building nothing
+    would not do).
+    """
     check_prolog(source, max_bytes=max_bytes)
-    last_line = 0
+    found = _root(source) if schema is None else None
+    if found is None or found[0] != root:
+        _validate_per_element(source, schema, root=root)
+        return
+    with _open(source) as f:
+        # Events: only the root's start, to hold it (a deeper element of its name too).
+        parser = _pull_parser(f, ("start",), [f"{{*}}{root}"])
+        top = None
+        try:
+            while block := f.read(_BLOCK):
+                parser.feed(block)
+                for _ev, el in parser.read_events():
+                    if top is None:
+                        top = el
+                if top is not None:
+                    _prune(top)
+            parser.close()
+        except etree.XMLSyntaxError as e:
+            error = e
+        else:
+            return
+    # Refused. Read it again element by element for the message, which may name the line
+    # of the last complete element (and will not change: same parser, same blocks).
+    _validate_per_element(source, None, root=root)
+    raise _syntax_error(error, source, 0)  # pragma: no cover - the line above raises
+
+
+def _syntax_error(e: etree.XMLSyntaxError, source: Source, last_line: int) -> UnsafeOrInvalidXML:
+    if e.lineno and e.lineno >= _line_count(source):
+        # Broken on the very last line: the document was cut short.
+        return UnsafeOrInvalidXML(_TRUNCATED, line=e.lineno)
+    return _explain(e, last_line)
+
+
+def _validate_per_element(source: Source, schema: etree.XMLSchema | None, *, root: str) -> None:
+    """The first pass with an XSD, or when the root is not the expected one (or cannot be
+    read): every element reaches Python and is cleared at its end."""
+    last = None
     closed = False
     with _open(source) as f:
         try:
-            ctx = etree.iterparse(f, events=("end",), schema=schema, **_parse_args())
-            for _ev, el in ctx:
-                last_line = el.sourceline or last_line
-                parent = el.getparent()
-                if parent is None:
-                    closed = etree.QName(el).localname == root
+            for _ev, el in etree.iterparse(f, events=("end",), schema=schema, **_parse_args()):
+                last = el
                 el.clear(keep_tail=True)
-                if parent is not None:  # drop what is done, so memory stays flat
+                if el.getprevious() is not None:  # drop what is done, so memory stays flat
+                    parent = el.getparent()
                     while el.getprevious() is not None:
                         del parent[0]
+                elif el.getparent() is None:
+                    closed = etree.QName(el).localname == root
         except etree.XMLSyntaxError as e:
-            if e.lineno and e.lineno >= _line_count(source):
-                # Broken on the very last line: the document was cut short.
-                raise UnsafeOrInvalidXML(
-                    "the document ends before the XML is complete: was it "
-                    "truncated while copying or downloading?",
-                    line=e.lineno,
-                ) from None
-            raise _explain(e, last_line) from None
+            raise _syntax_error(e, source, _line(last)) from None
     if not closed:
-        raise UnsafeOrInvalidXML(
-            "the document ends before the XML is complete: was it "
-            "truncated while copying or downloading?",
-            line=last_line,
-        )
+        raise UnsafeOrInvalidXML(_TRUNCATED, line=_line(last))
+
+
+def _line(el: Any) -> int:
+    return (el.sourceline or 0) if el is not None else 0
 
 
 def iter_elements(
@@ -169,28 +245,92 @@ def iter_elements(
             raise _explain(e, last_line) from None
 
 
-def iter_top_elements(source: Source) -> Iterator[Any]:
+def iter_top_elements(source: Source, tags: set[str] | None = None) -> Iterator[Any]:
     """Second pass: each complete child of the root, in document order.
 
     A child is yielded once its end tag has been read (its whole subtree is
     there, e.g. a ``Beneficiario`` with its ``PrestazioniSociali``), then
     cleared with its already-read siblings, so memory is bounded by the largest
     child, not the document.
+
+    With ``tags`` (local names: the children expected), only those children's end
+    tags reach Python, as the parser reads them; the others are yielded, in their
+    place, when the next expected child ends or the block read ends, so the order and
+    the memory bound are the same.
     """
-    last_line = 0
+    if not tags:
+        yield from _iter_top_all(source)
+        return
+    found = _root(source)
+    if found is None:
+        yield from _iter_top_all(source)  # raises the document's own error
+        return
+    root_tag = f"{{*}}{found[0]}"
+    with _open(source) as f:
+        parser = _pull_parser(f, ("start", "end"), [root_tag, *(f"{{*}}{t}" for t in tags)])
+        top: Any = None
+        done: Any = None  # the last child yielded, cleared and kept (it may be the last one)
+        try:
+            more = True
+            while more:
+                block = f.read(_BLOCK)
+                if block:
+                    parser.feed(block)
+                else:
+                    parser.close()
+                    more = False
+                for ev, el in parser.read_events():
+                    if top is None:
+                        top = el  # the first start event is the root's
+                        continue
+                    if ev == "start" or el.getparent() is not top:
+                        continue  # a start, the root's end, or deeper than its children
+                    prev = el.getprevious()
+                    if prev is not None and prev is not done:  # not asked for, before it
+                        yield from _unexpected(el.itersiblings(preceding=True), done, True)
+                    yield el
+                    el.clear(keep_tail=True)
+                    while el.getprevious() is not None:
+                        del top[0]
+                    done = el
+                if top is not None:
+                    # Children not asked for, complete (all but the last; at the end, all).
+                    n = len(top) if not more else len(top) - 1
+                    if n > 0 and (n > 1 or top[0] is not done):
+                        yield from _unexpected(top[:n], done, False)
+                        del top[:n]
+        except etree.XMLSyntaxError as e:
+            raise _explain(e, 0) from None
+
+
+def _unexpected(siblings: Any, done: Any, reverse: bool) -> Iterator[Any]:
+    found = [el for el in siblings if el is not done]
+    if reverse:
+        found.reverse()
+    yield from found
+
+
+def _iter_top_all(source: Source) -> Iterator[Any]:
+    last = None
+    depth = 0
     with _open(source) as f:
         try:
-            for _ev, el in etree.iterparse(f, events=("end",), **_parse_args()):
-                last_line = el.sourceline or last_line
-                parent = el.getparent()
-                if parent is None or parent.getparent() is not None:
+            for ev, el in etree.iterparse(f, events=("start", "end"), **_parse_args()):
+                if ev == "start":
+                    depth += 1
+                    continue
+                depth -= 1
+                if depth != 1:
                     continue  # the root itself, or deeper than its children
+                last = el
                 yield el
                 el.clear(keep_tail=True)
-                while el.getprevious() is not None:
-                    del parent[0]
+                if el.getprevious() is not None:
+                    parent = el.getparent()
+                    while el.getprevious() is not None:
+                        del parent[0]
         except etree.XMLSyntaxError as e:
-            raise _explain(e, last_line) from None
+            raise _explain(e, _line(last)) from None
 
 
 def first_child_name(source: Source, *, max_bytes: int = MAX_BYTES) -> str | None:
