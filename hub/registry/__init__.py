@@ -694,14 +694,16 @@ class Registry:
             qt = t.quarantine
             settled = [c.source_key_hash for c in changes]
             settled += [q.source_key_hash for q in quarantine if q.source_key_hash]
-            for chunk in _chunks(settled, 900):
-                conn.execute(
-                    qt.delete().where(
-                        qt.c.connector == connector,
-                        qt.c.stream == stream,
-                        qt.c.source_key_hash.in_(chunk),
+            # (one look-up first: a stream with no entry, the usual case, has none to delete)
+            if settled and self._has_quarantine(conn, connector, stream):
+                for chunk in _chunks(settled, 900):
+                    conn.execute(
+                        qt.delete().where(
+                            qt.c.connector == connector,
+                            qt.c.stream == stream,
+                            qt.c.source_key_hash.in_(chunk),
+                        )
                     )
-                )
             if quarantine:
                 conn.execute(
                     t.quarantine.insert(),
@@ -757,6 +759,14 @@ class Registry:
                 write(conn)
         else:
             tx.write(write)
+
+    def _has_quarantine(self, conn: sa.Connection, connector: str, stream: str) -> bool:
+        """Whether ``connector``'s ``stream`` has any quarantine entry (by its index)."""
+        qt = t.quarantine
+        found = conn.execute(
+            sa.select(qt.c.id).where(qt.c.connector == connector, qt.c.stream == stream).limit(1)
+        ).first()
+        return found is not None
 
     def _save_state(
         self,
