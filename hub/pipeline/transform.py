@@ -172,18 +172,20 @@ class Transform:
         that model."""
         entities: list[EntityRow] = []
         seen: dict[str, int] = {}
+        person_keys = p.person_keys
         #: Identifier-field value (its pseudonym) → the person's key, built once per record.
         persons: dict[Any, str] | None = None
         key_hash = self._output_key_hash
         for model, key, values in outputs:
             if key is not None:
-                if p.person_keys:
+                if person_keys:
                     # A key naming an identifier field is built from the person's key, which
                     # needs no group operation to stay the same across key rotations (a
                     # pseudonym that came already pseudonymised is made epoch-independent by
                     # key16).
                     if persons is None:
-                        persons = {p.data.get(name): person for name, person in p.person_keys}
+                        data = p.data
+                        persons = {data.get(name): person for name, person in person_keys}
                     key = tuple(map(persons.get, key, key))
                 entities.append(EntityRow(model, key_hash(model, key), values))
                 continue

@@ -1010,19 +1010,18 @@ class Registry:
         for c in upserts:
             sid = ids[keys[c.source_key_hash]]
             now = produced_now[sid] if touched else None
-            for e in c.entities:
-                kind, kh, values = e.kind, e.key_hash, e.values
+            for kind, kh, values, position in c.entities:  # EntityRow
                 if kh is None:
                     # The position-th unkeyed output of its model in record ``sid``.
-                    assert e.position is not None and kind in owned, kind
+                    assert position is not None and kind in owned, kind
                     slot = placed.get(kind)
                     if slot is None:
                         slot = placed[kind] = ([], [], [])
                     slot[0].append(values)
                     slot[1].append(sid)
-                    slot[2].append(e.position)
+                    slot[2].append(position)
                     if now is not None:
-                        now.add((kind, e.position))
+                        now.add((kind, position))
                     continue
                 if type(kh) is not bytes or len(kh) != 16:
                     kh = h16(kh)
