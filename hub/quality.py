@@ -174,6 +174,14 @@ EVENT_DATES = {
 }
 
 
+#: Per model, the checks of the loop below: (date pair, comune field, event date), each
+#: ``None`` where the model has none (built once from the three tables above).
+_CHECKS: dict[str, tuple[tuple[str, str] | None, tuple[str, str] | None, str | None]] = {
+    model: (DATE_PAIRS.get(model), COMUNE_FIELDS.get(model), EVENT_DATES.get(model))
+    for model in (*DATE_PAIRS, *COMUNE_FIELDS, *EVENT_DATES)
+}
+
+
 def record_warnings(
     outputs: Iterable[tuple[str, Mapping[str, Any]]],
     *,
@@ -185,7 +193,8 @@ def record_warnings(
     ``cf_derived``: birth year and sex encoded in the record's codice fiscale, if it
     had one; ``district``: the ISTAT codes of the district's comuni (empty: unchecked).
     Called once per loaded record, so the path where nothing is wrong is kept short
-    (a few dictionary look-ups); the rule functions above build the warnings.
+    (a few dictionary look-ups and comparisons per output); the rule functions above
+    build the warnings.
     """
     records = outputs if isinstance(outputs, list | tuple) else list(outputs)
     out: list[QualityWarning] = []
@@ -195,19 +204,29 @@ def record_warnings(
             birth_year = data.get("birth_year")
             if cf_derived is not None:
                 sex = data.get("sex")
-                if (birth_year is not None and _year(birth_year) != cf_derived[0]) or (
-                    sex is not None and _code(sex) != cf_derived[1]
-                ):
+                # (equal values first: the usual case, decided without a conversion)
+                if (
+                    birth_year is not None
+                    and birth_year != cf_derived[0]
+                    and _year(birth_year) != cf_derived[0]
+                ) or (sex is not None and sex != cf_derived[1] and _code(sex) != cf_derived[1]):
                     out += cf_consistency(birth_year, sex, *cf_derived)
         elif model == "need_signal" and birth_year is None:
             birth_year = data.get("birth_year")
+    year = None if birth_year is None else _year(birth_year)
     for model, data in records:
-        pair = DATE_PAIRS.get(model)
+        checks = _CHECKS.get(model)
+        if checks is None:
+            continue
+        pair, comune, event = checks
         if pair is not None:
             end = data.get(pair[1])
-            if end is not None and (w := _dates(model, data, pair)) is not None:
-                out.append(w)
-        comune = COMUNE_FIELDS.get(model)
+            if end is not None:
+                start = data.get(pair[0])
+                if not (type(start) is dt.date and type(end) is dt.date and end >= start):
+                    w = _dates(model, data, pair)
+                    if w is not None:
+                        out.append(w)
         if comune is not None and district:
             value = data.get(comune[0])
             if value is not None and value not in district:
@@ -216,10 +235,8 @@ def record_warnings(
                 )
                 if w is not None:
                     out.append(w)
-        event = EVENT_DATES.get(model)
         if event is not None and birth_year is not None:
             when = data.get(event)
-            year = _year(birth_year)
             if (
                 when is not None
                 and year is not None

@@ -11,7 +11,7 @@ outputs is kept.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache, lru_cache
@@ -165,53 +165,49 @@ class Transform:
     def _entities(
         self,
         p: Prepared,
-        outputs: Sequence[tuple[str, tuple[str, ...] | None, dict[str, Any]]],
+        outputs: Iterable[tuple[str, tuple[str, ...] | None, Mapping[str, Any]]],
     ) -> list[EntityRow]:
+        """The record's outputs as rows, each with its identity: its key's hash, or (no
+        ``key``, a kind a source record owns) its position among the record's outputs of
+        that model."""
+        entities: list[EntityRow] = []
         seen: dict[str, int] = {}
-        return [self._entity(p, model, key, values, seen) for model, key, values in outputs]
-
-    def _entity(
-        self,
-        p: Prepared,
-        model: str,
-        key: tuple[str, ...] | None,
-        values: Mapping[str, Any],
-        seen: dict[str, int],
-    ) -> EntityRow:
-        """The output as a row, with its identity: its key's hash, or (no ``key``) its
-        position among the record's outputs of that model (``seen`` counts them)."""
-        if key is None and model in OWNED_KINDS:
+        person_keys = p.person_keys
+        #: Identifier-field value (its pseudonym) → the person's key, built once per record.
+        persons: dict[Any, str] | None = None
+        key_hash = self._output_key_hash
+        for model, key, values in outputs:
+            if key is not None:
+                if person_keys:
+                    # A key naming an identifier field is built from the person's key, which
+                    # needs no group operation to stay the same across key rotations (a
+                    # pseudonym that came already pseudonymised is made epoch-independent by
+                    # key16).
+                    if persons is None:
+                        data = p.data
+                        persons = {data.get(name): person for name, person in person_keys}
+                    key = tuple(map(persons.get, key, key))
+                entities.append(EntityRow(model, key_hash(model, key), values))
+                continue
             n = seen.get(model, 0)
             seen[model] = n + 1
-            # Identified by (source record, position) in the registry: no hash, no index.
-            return EntityRow(model, None, values, n)
-        return EntityRow(model, self._key_hash(p, model, key, seen), values)
-
-    def _key_hash(
-        self, p: Prepared, model: str, key: tuple[str, ...] | None, seen: dict[str, int]
-    ) -> bytes:
-        if key is not None:
-            if p.person_keys:
-                # A key naming an identifier field is built from the person's key, which
-                # needs no group operation to stay the same across key rotations (a pseudonym
-                # that came already pseudonymised is made epoch-independent by key16).
-                persons = {p.data.get(name): person for name, person in p.person_keys}
-                key = tuple(persons.get(part, part) for part in key)
-            return self._output_key_hash(model, key)
-        n = seen.get(model, 0)
-        seen[model] = n + 1
-        # The n-th output of this model of the record, of a kind no source record owns (a
-        # subject without a key): keyed by the record's own keyed source-key hash (no
-        # second HMAC needed).
-        return hashlib.blake2b(
-            f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
-        ).digest()
+            if model in OWNED_KINDS:
+                # Identified by (source record, position) in the registry: no hash, no index.
+                entities.append(EntityRow(model, None, values, n))
+                continue
+            # The n-th output of this model of the record, of a kind no source record owns (a
+            # subject without a key): keyed by the record's own keyed source-key hash (no
+            # second HMAC needed).
+            kh = hashlib.blake2b(
+                f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
+            ).digest()
+            entities.append(EntityRow(model, kh, values))
+        return entities
 
     def _validate(
         self, org: str, p: Prepared, outputs: Any
     ) -> tuple[list[EntityRow], Rejection | None]:
-        entities: list[EntityRow] = []
-        seen: dict[str, int] = {}
+        rows: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] = []
         for out in outputs:
             validator, converted = _validator_for(out.model)
             try:
@@ -230,8 +226,8 @@ class Transform:
             for name in converted:
                 row[name] = _column_value(row[name])
             key = None if out.key is None else tuple(str(k) for k in out.key)
-            entities.append(self._entity(p, out.model, key, row, seen))
-        return entities, None
+            rows.append((out.model, key, row))
+        return self._entities(p, rows), None
 
 
 def quarantine_entry(p: Prepared, problem: Rejection) -> QuarantineEntry:

@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice, repeat
 from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
@@ -64,9 +65,9 @@ def h16(value: str | bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-@dataclass(frozen=True)
-class EntityRow:
-    """A validated common-schema record ready for its table.
+class EntityRow(NamedTuple):
+    """A validated common-schema record ready for its table (a named tuple: a sync builds
+    one per output of every record it loads).
 
     ``key_hash``: the row's identity (a keyed hash: text, or its 16 bytes as the registry
     stores them, :func:`h16`), or None for a row identified by ``position``: the n-th
@@ -82,9 +83,9 @@ class EntityRow:
     position: int | None = None
 
 
-@dataclass(frozen=True)
-class SourceRecordChange:
-    """A source record that is new, changed or cancelled, with what it now produces."""
+class SourceRecordChange(NamedTuple):
+    """A source record that is new, changed or cancelled, with what it now produces (a
+    named tuple, like :class:`EntityRow`)."""
 
     source_key_hash: str
     #: The keyed record hash (16 bytes), or any text that stands for the content (hashed).
@@ -245,20 +246,28 @@ _DATA_COLUMNS = {
 COPY_MIN_ROWS = 200
 
 
-def _value_tuples(
-    rows: Sequence[Mapping[str, Any]], names: tuple[str, ...], processors: Sequence[Any]
+def _parameters(
+    columns: Sequence[Iterable[Any]], processors: Sequence[Any], rows: int
 ) -> list[tuple[Any, ...]]:
-    """Each row's values in ``names`` order, through the columns' bind processors."""
-    get = operator.itemgetter(*names)
-    params = [(get(r),) for r in rows] if len(names) == 1 else [get(r) for r in rows]
-    converting = [(i, p) for i, p in enumerate(processors) if p is not None]
-    if converting:
-        for j, tup in enumerate(params):
-            values = list(tup)
-            for i, p in converting:
-                values[i] = p(values[i])
-            params[j] = tuple(values)
-    return params
+    """The first ``rows`` parameter tuples of a write given by columns, each value through
+    its column's bind processor (``None``: none)."""
+    converted = [c if p is None else map(p, c) for c, p in zip(columns, processors, strict=True)]
+    # strict=False: a column of one value is an endless repeat, cut at ``rows``.
+    return list(islice(zip(*converted, strict=False), rows))
+
+
+#: The fields of the common-schema models that name a person (text pseudonyms in the
+#: entities, ``pseudonyms`` ids in the tables).
+_PERSON_FIELDS = frozenset({"subject", "household"})
+
+
+def _data_columns(
+    kind: str, data: Sequence[Mapping[str, Any]]
+) -> tuple[tuple[str, ...], list[Any]]:
+    """The model fields the rows of ``kind`` give (those of the first; never the registry's
+    own columns) and each one's values over ``data``."""
+    names = tuple(n for n in data[0] if n not in _REGISTRY_COLUMNS)
+    return names, [list(map(operator.itemgetter(n), data)) for n in names]
 
 
 class Registry:
@@ -769,14 +778,16 @@ class Registry:
             qt = t.quarantine
             settled = [c.source_key_hash for c in changes]
             settled += [q.source_key_hash for q in quarantine if q.source_key_hash]
-            for chunk in _chunks(settled, 900):
-                conn.execute(
-                    qt.delete().where(
-                        qt.c.connector == connector,
-                        qt.c.stream == stream,
-                        qt.c.source_key_hash.in_(chunk),
+            # (one look-up first: a stream with no entry, the usual case, has none to delete)
+            if settled and self._has_quarantine(conn, connector, stream):
+                for chunk in _chunks(settled, 900):
+                    conn.execute(
+                        qt.delete().where(
+                            qt.c.connector == connector,
+                            qt.c.stream == stream,
+                            qt.c.source_key_hash.in_(chunk),
+                        )
                     )
-                )
             if quarantine:
                 conn.execute(
                     t.quarantine.insert(),
@@ -832,6 +843,14 @@ class Registry:
                 write(conn)
         else:
             tx.write(write)
+
+    def _has_quarantine(self, conn: sa.Connection, connector: str, stream: str) -> bool:
+        """Whether ``connector``'s ``stream`` has any quarantine entry (by its index)."""
+        qt = t.quarantine
+        found = conn.execute(
+            sa.select(qt.c.id).where(qt.c.connector == connector, qt.c.stream == stream).limit(1)
+        ).first()
+        return found is not None
 
     def _save_state(
         self,
@@ -937,19 +956,21 @@ class Registry:
                 self._save_state(conn, connector, stream, state, run_id)
 
     def person_ids(
-        self, conn: sa.Connection, texts: Iterable[str], cache: dict[str, int] | None = None
+        self, conn: sa.Connection, texts: Iterable[Any], cache: dict[str, int] | None = None
     ) -> dict[str, int]:
-        """The ``pseudonyms`` id of each text pseudonym (``v2.<epoch>.<b64>``), added when new.
+        """The ``pseudonyms`` id of each text pseudonym (``v2.<epoch>.<b64>``), added when new
+        (values of ``texts`` that are not text, such as ``None``, are skipped).
 
         ``cache`` (a load transaction's) remembers ids between batches of one transaction.
         """
         cache = {} if cache is None else cache
-        todo = {x for x in texts if x not in cache}
+        todo = {x for x in texts if isinstance(x, str) and x not in cache}
         if todo:
             from hub.pseudonyms.pseudonymiser import parse_pseudonym_text
 
             raw: dict[bytes, str] = {}
-            rows = []
+            epochs: list[int] = []
+            values: list[bytes] = []
             for text in todo:
                 try:
                     epoch, value = parse_pseudonym_text(text)
@@ -960,15 +981,40 @@ class Registry:
                         hint="identifier fields must go through the pseudonymise stage",
                     ) from None
                 raw[value] = text
-                rows.append({"epoch": epoch, "value": value})
+                epochs.append(epoch)
+                values.append(value)
             ps = t.pseudonyms
-            self._insert_ignore(conn, ps, rows, ["value"])
+            self._write_columns(
+                conn,
+                ps,
+                ("epoch", "value"),
+                [epochs, values],
+                ("value",),
+                rows=len(epochs),
+                do_nothing=True,
+            )
             for chunk in _chunks(list(raw), 900):
-                for pid, value in conn.execute(
-                    sa.select(ps.c.id, ps.c.value).where(ps.c.value.in_(chunk))
+                for pid, value in _driver_rows(
+                    conn, self._ids_sql("pseudonyms", len(chunk)), chunk
                 ):
                     cache[raw[bytes(value)]] = int(pid)
         return cache
+
+    def _ids_sql(self, table: str, n: int, *, scoped: bool = False) -> str:
+        """``SELECT id, key`` of ``n`` keys of ``pseudonyms`` (by ``value``) or
+        ``source_records`` (by ``key``, ``scoped`` by stream: its first parameter)."""
+        key = ("ids", table, n, scoped)
+        sql: str | None = self._sql_cache.get(key)
+        if sql is None:
+            mark = self._mark
+            column = "value" if table == "pseudonyms" else "key"
+            where = f"stream_id = {mark} AND " if scoped else ""
+            # Only our own table and column names: no user input.
+            sql = self._sql_cache[key] = (
+                f"SELECT id, {column} FROM {table} "  # noqa: S608
+                f"WHERE {where}{column} IN ({', '.join([mark] * n)})"
+            )
+        return sql
 
     def _apply_changes(
         self,
@@ -988,42 +1034,46 @@ class Registry:
            source records, so mostly appended), each leaving a row whose values are the
            same untouched (``DO UPDATE ... WHERE`` a value differs).
         4. Cancelled records: their rows and their ``source_records`` row deleted.
+
+        Each table's parameters are built column by column straight from the entities'
+        values (no row dict per entity): a sync writes several rows per record here.
         """
         if not changes:
             return
         sr = t.source_records
-        keys = {c.source_key_hash: h16(c.source_key_hash) for c in changes}
+        blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
+        keys = {
+            k: blake2b(k.encode(), digest_size=16).digest() if isinstance(k, str) else h16(k)
+            for k in (c.source_key_hash for c in changes)
+        }
         deletes = [keys[c.source_key_hash] for c in changes if c.op == "delete"]
-        units = self._unit_ids(conn, stream_id, {c.unit_hash for c in changes if c.unit_hash})
-        upserts = [
-            {
-                "stream_id": stream_id,
-                "org": org,
-                "key": keys[c.source_key_hash],
-                "record_hash": h16(c.record_hash),
-                "unit": None if c.unit_hash is None else units[c.unit_hash],
-                "run_id": run_id,
-            }
-            for c in changes
-            if c.op == "upsert"
-        ]
+        upserts = [c for c in changes if c.op == "upsert"]
         if upserts:
-            self._upsert(conn, sr, upserts, ["stream_id", "key"])
+            units = self._unit_ids(conn, stream_id, {c.unit_hash for c in upserts if c.unit_hash})
+            self._write_columns(
+                conn,
+                sr,
+                ("stream_id", "org", "key", "record_hash", "unit", "run_id"),
+                [
+                    repeat(stream_id, len(upserts)),
+                    repeat(org, len(upserts)),
+                    [keys[c.source_key_hash] for c in upserts],
+                    [
+                        h
+                        if type(h := c.record_hash) is bytes and len(h) == 16
+                        else h16(c.record_hash)
+                        for c in upserts
+                    ],
+                    [None if c.unit_hash is None else units[c.unit_hash] for c in upserts],
+                    repeat(run_id, len(upserts)),
+                ],
+                ("stream_id", "key"),
+                rows=len(upserts),
+            )
         ids: dict[bytes, int] = {}
         for chunk in _chunks(list(set(keys.values())), 900):
-            q = sa.select(sr.c.key, sr.c.id).where(sr.c.stream_id == stream_id, sr.c.key.in_(chunk))
-            ids.update({bytes(k): int(i) for k, i in conn.execute(q)})
-
-        # Person ids for every pseudonym the rows name.
-        texts = {
-            v
-            for c in changes
-            for e in c.entities
-            for name in ("subject", "household")
-            if isinstance(v := e.values.get(name), str)
-        }
-        if texts:
-            self.person_ids(conn, texts, persons)
+            sql = self._ids_sql("source_records", len(chunk), scoped=True)
+            ids.update({bytes(k): int(i) for i, k in _driver_rows(conn, sql, (stream_id, *chunk))})
 
         # Only records loaded before can leave stale rows behind (new ones cannot).
         touched = {
@@ -1033,44 +1083,85 @@ class Registry:
         }
         # What each touched record produces now: (kind, key hash) or (kind, position).
         produced_now: dict[int, set[tuple[str, bytes | int]]] = defaultdict(set)
-        rows_by_kind: dict[str, dict[bytes, dict[str, Any]]] = defaultdict(dict)
-        placed_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        values_by_kind: dict[str, dict[bytes, Mapping[str, Any]]] = defaultdict(dict)
-        for c in changes:
-            if c.op != "upsert":
-                continue
+        #: Per kind, keyed rows: key hash → (values, source record id).
+        keyed: dict[str, dict[bytes, tuple[Mapping[str, Any], int]]] = defaultdict(dict)
+        #: Per kind, unkeyed rows: their values, source record ids and positions.
+        placed: dict[str, tuple[list[Mapping[str, Any]], list[int], list[int]]] = {}
+        #: Values a later record of the batch replaced in a keyed row (their pseudonyms are
+        #: still stored, as when each record was written on its own).
+        replaced: list[Mapping[str, Any]] = []
+        owned = t.OWNED_KINDS
+        for c in upserts:
             sid = ids[keys[c.source_key_hash]]
-            for e in c.entities:
-                if e.key_hash is None:
+            now = produced_now[sid] if touched else None
+            for kind, kh, values, position in c.entities:  # EntityRow
+                if kh is None:
                     # The position-th unkeyed output of its model in record ``sid``.
-                    assert e.position is not None and e.kind in t.OWNED_KINDS, e.kind
-                    if touched:
-                        produced_now[sid].add((e.kind, e.position))
-                    row = dict(e.values)
-                    for name in ("subject", "household"):
-                        v = row.get(name)
-                        if isinstance(v, str):
-                            row[name] = persons[v]
-                    row.update(org=org, source_record=sid, position=e.position, run_id=run_id)
-                    placed_by_kind[e.kind].append(row)
+                    assert position is not None and kind in owned, kind
+                    slot = placed.get(kind)
+                    if slot is None:
+                        slot = placed[kind] = ([], [], [])
+                    slot[0].append(values)
+                    slot[1].append(sid)
+                    slot[2].append(position)
+                    if now is not None:
+                        now.add((kind, position))
                     continue
-                kh = h16(e.key_hash)
-                if touched:
-                    produced_now[sid].add((e.kind, kh))
-                prev = values_by_kind[e.kind].get(kh)
-                # A row several source records share (a subject) keeps the first record
-                # that gave it its current values: the result is then the same whatever
-                # the batch boundaries (a resumed run equals an uninterrupted one).
-                if prev is not None and prev == e.values:
-                    continue
-                values_by_kind[e.kind][kh] = e.values
-                row = dict(e.values)
-                for name in ("subject", "household"):
-                    v = row.get(name)
-                    if isinstance(v, str):
-                        row[name] = persons[v]
-                row.update(org=org, key_hash=kh, source_record=sid, run_id=run_id)
-                rows_by_kind[e.kind][kh] = row
+                if type(kh) is not bytes or len(kh) != 16:
+                    kh = h16(kh)
+                if now is not None:
+                    now.add((kind, kh))
+                rows = keyed[kind]
+                prev = rows.get(kh)
+                if prev is not None:
+                    # A row several source records share (a subject) keeps the first record
+                    # that gave it its current values: the result is then the same whatever
+                    # the batch boundaries (a resumed run equals an uninterrupted one).
+                    if prev[0] == values:
+                        continue
+                    replaced.append(prev[0])
+                rows[kh] = (values, sid)
+
+        # The parameters of each table's writes, column by column.
+        writes: list[tuple[str, tuple[str, ...], list[Any], int, bool]] = []
+        texts: set[Any] = set()
+        for kind, by_key in keyed.items():
+            data = [v for v, _ in by_key.values()]
+            names, columns = _data_columns(kind, data)
+            n = len(data)
+            columns[:0] = [
+                repeat(org, n),
+                list(by_key),
+                [sid for _, sid in by_key.values()],
+                repeat(run_id, n),
+            ]
+            writes.append(
+                (kind, ("org", "key_hash", "source_record", "run_id", *names), columns, n, True)
+            )
+        for kind, (data, sids, positions) in placed.items():
+            names, columns = _data_columns(kind, data)
+            n = len(data)
+            columns[:0] = [repeat(org, n), sids, positions, repeat(run_id, n)]
+            writes.append(
+                (kind, ("org", "source_record", "position", "run_id", *names), columns, n, False)
+            )
+        # Person ids for every pseudonym the rows name.
+        for _, names, columns, _, _ in writes:
+            for i, name in enumerate(names):
+                if name in _PERSON_FIELDS:
+                    texts.update(columns[i])
+        for values in replaced:
+            texts.update(values.get(name) for name in _PERSON_FIELDS)
+        texts.discard(None)
+        if texts:
+            self.person_ids(conn, texts, persons)
+            get = persons.get
+            for _, names, columns, _, _ in writes:
+                for i, name in enumerate(names):
+                    if name in _PERSON_FIELDS:
+                        # The pseudonym's id; any other value (None) as it is.
+                        columns[i] = list(map(get, columns[i], columns[i]))
+
         if touched:
             for kind in _OWNED_TABLES:
                 table = t.RECORD_TABLES[kind]
@@ -1086,26 +1177,20 @@ class Registry:
                             stale.append(int(found[0]))
                 for chunk_ids in _chunks(stale, 900):
                     conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
-        for kind, rows in rows_by_kind.items():
+        for kind, names, columns, n, is_keyed in writes:
             table = t.RECORD_TABLES[kind]
             # One statement per table and no look-up of the current rows: the upsert
             # itself leaves a row whose values are unchanged untouched.
-            self._upsert(
+            self._write_columns(
                 conn,
                 table,
-                list(rows.values()),
-                ["org", "key_hash"],
+                names,
+                columns,
+                ("org", "key_hash") if is_keyed else ("source_record", "position"),
+                rows=n,
                 unless_same=_DATA_COLUMNS[kind],
                 # Owned tables index the keyed rows only (the others have a position).
-                where=t.KEYED_ROWS if kind in t.OWNED_KINDS else None,
-            )
-        for kind, placed in placed_by_kind.items():
-            self._upsert(
-                conn,
-                t.RECORD_TABLES[kind],
-                placed,
-                ["source_record", "position"],
-                unless_same=_DATA_COLUMNS[kind],
+                where=t.KEYED_ROWS if is_keyed and kind in t.OWNED_KINDS else None,
             )
         if deletes:
             self._drop_source_records(conn, [ids[k] for k in deletes if k in ids])
@@ -1121,33 +1206,63 @@ class Registry:
         do_nothing: bool = False,
         where: str | None = None,
     ) -> None:
-        """``INSERT ... ON CONFLICT DO UPDATE`` of many rows (SQLite and PostgreSQL).
+        """``INSERT ... ON CONFLICT DO UPDATE`` of many rows given as dicts (the columns of
+        the first row; see :meth:`_write_columns`)."""
+        names = tuple(c for c in rows[0] if c != "id")
+        self._write_columns(
+            conn,
+            table,
+            names,
+            [list(map(operator.itemgetter(n), rows)) for n in names],
+            tuple(conflict),
+            rows=len(rows),
+            unless_same=unless_same,
+            do_nothing=do_nothing,
+            where=where,
+        )
 
-        Rows go to the driver's ``executemany`` through each column type's own bind
-        processor (the same conversions SQLAlchemy applies), without building a
-        statement object per call: this is the hot path of every sync. With
-        ``unless_same`` (column names), an existing row whose values in those columns
+    def _write_columns(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        names: tuple[str, ...],
+        columns: Sequence[Iterable[Any]],
+        conflict: tuple[str, ...],
+        *,
+        rows: int,
+        unless_same: tuple[str, ...] = (),
+        do_nothing: bool = False,
+        where: str | None = None,
+    ) -> None:
+        """``INSERT ... ON CONFLICT DO UPDATE`` of many rows (SQLite and PostgreSQL), given
+        as the values of each column of ``names`` (``rows`` of them: a list, or an iterable
+        such as ``itertools.repeat`` for a column of one value).
+
+        Values go to the driver's ``executemany`` through each column type's own bind
+        processor (the same conversions SQLAlchemy applies), applied column by column,
+        without building a statement object per call: this is the hot path of every sync.
+        With ``unless_same`` (column names), an existing row whose values in those columns
         equal the new ones is left as it is (``DO UPDATE ... WHERE`` one differs). ``where``:
         the predicate of the partial unique index that ``conflict`` names, if it is one.
         """
-        names = tuple(c for c in rows[0] if c != "id")
         target = self._conflict_target(conflict, where)
-        if len(rows) >= COPY_MIN_ROWS and self._copies:
-            self._upsert_staged(
-                conn, table, rows, names, tuple(conflict), target, unless_same, do_nothing
+        if rows >= COPY_MIN_ROWS and self._copies:
+            create, copy_sql, insert, empty, processors = self._staged_sql(
+                table, names, conflict, target, unless_same, do_nothing
             )
+            params = _parameters(columns, processors, rows)
+            self._upsert_staged(conn, names, conflict, params, (create, copy_sql, insert, empty))
             return
         sql, processors = self._upsert_sql(
-            table, names, tuple(conflict), target, unless_same, do_nothing=do_nothing
+            table, names, conflict, target, unless_same, do_nothing=do_nothing
         )
+        params = _parameters(columns, processors, rows)
+        if not params:
+            return
         if self._named_params:
-            params: list[Any] = [
-                {n: (p(r[n]) if p else r[n]) for n, p in zip(names, processors, strict=True)}
-                for r in rows
-            ]
+            conn.exec_driver_sql(sql, [dict(zip(names, p, strict=True)) for p in params])
         else:
-            params = _value_tuples(rows, names, processors)
-        conn.exec_driver_sql(sql, params)
+            conn.exec_driver_sql(sql, params)
 
     def _insert_ignore(
         self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], conflict: list[str]
@@ -1165,36 +1280,31 @@ class Registry:
     def _upsert_staged(
         self,
         conn: sa.Connection,
-        table: sa.Table,
-        rows: list[dict[str, Any]],
         names: tuple[str, ...],
         conflict: tuple[str, ...],
-        target: str,
-        unless_same: tuple[str, ...],
-        do_nothing: bool,
+        params: list[tuple[Any, ...]],
+        statements: tuple[str, str, str, str],
     ) -> None:
-        """The same write as :meth:`_upsert`, set-based: the rows go by ``COPY`` into a
-        temporary staging table of the session, then one ``INSERT ... SELECT ... ON CONFLICT``
-        moves them into ``table``; the staging table is emptied again.
+        """The write of :meth:`_write_columns`, set-based: the rows (``params``, bound
+        values in ``names`` order) go by ``COPY`` into a temporary staging table of the
+        session, then one ``INSERT ... SELECT ... ON CONFLICT`` (``statements``, from
+        :meth:`_staged_sql`) moves them into the table; the staging table is emptied again.
 
         One statement cannot update a row twice, so a key given twice keeps its last row
         (what the row-by-row statements ended with).
         """
         if all(c in names for c in conflict):
-            last: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for r in rows:
-                last[tuple(r[c] for c in conflict)] = r
-            if len(last) < len(rows):
-                rows = list(last.values())
-        create, copy_sql, insert, empty, processors = self._staged_sql(
-            table, names, conflict, target, unless_same, do_nothing
-        )
+            at = operator.itemgetter(*(names.index(c) for c in conflict))
+            last = {at(p): p for p in params}
+            if len(last) < len(params):
+                params = list(last.values())
+        create, copy_sql, insert, empty = statements
         dbapi = conn.connection.driver_connection
         assert dbapi is not None
         with dbapi.cursor() as cur:
             cur.execute(create)
             with cur.copy(copy_sql) as copy:
-                for values in _value_tuples(rows, names, processors):
+                for values in params:
                     copy.write_row(values)
             cur.execute(insert)
             cur.execute(empty)

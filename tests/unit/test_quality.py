@@ -61,6 +61,32 @@ def test_record_warnings_over_the_mapped_records_of_one_source_record() -> None:
     assert record_warnings(outputs[1:2], district=NOVARA) == []
 
 
+def test_record_warnings_take_the_same_decisions_for_text_and_typed_values() -> None:
+    """The usual case is decided by plain comparisons; values that are not plain dates or
+    ints (text, a lower-case sex) still go through the rules and give the same result."""
+    agree = [("subject", {"birth_year": "1941", "sex": "f"})]
+    assert record_warnings(agree, cf_derived=(1941, "F")) == []
+    (w,) = record_warnings(
+        [("subject", {"birth_year": "1951", "sex": "F"})], cf_derived=(1941, "F")
+    )
+    assert w.rule == "cf_birth_year_mismatch"
+    for start, end, expected in (
+        (dt.date(2024, 3, 1), dt.date(2024, 3, 1), []),
+        ("2024-03-01", "2024-03-01", []),
+        (dt.date(2024, 3, 1), dt.date(2024, 2, 1), ["ends_before_start"]),
+        ("2024-03-01", "2024-02-01", ["ends_before_start"]),
+        (dt.date(2024, 3, 1), "2024-02-01", ["ends_before_start"]),
+        (None, dt.date(2024, 2, 1), []),
+    ):
+        got = record_warnings([("assessment", {"assessed_on": start, "valid_until": end})])
+        assert [w.rule for w in got] == expected, (start, end)
+    # The age checks take a need signal's birth year when no subject gives one.
+    signal = ("need_signal", {"birth_year": 1900, "on": dt.date(2024, 1, 1)})
+    assert [w.rule for w in record_warnings([signal])] == ["implausible_age"]
+    signal = ("need_signal", {"birth_year": "1960", "on": dt.date(2024, 1, 1)})
+    assert record_warnings([signal]) == []
+
+
 def test_refusal_line_says_how_many_units_and_where() -> None:
     ok = {"connector": "csv", "runs": [{"run_id": 3, "refused_units": 0}], "refused_units": 0}
     assert refusal_line(ok) == "csv: no unit refused"

@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from hub.errors import ConfigError
+from hub.pseudonyms.pseudonymiser import parse_pseudonym_text as parse
 from hub.registry import (
     BatchCounts,
     EntityRow,
@@ -526,3 +527,151 @@ def test_unkeyed_rows_are_positions_of_their_source_record(registry_url: str, re
         key=repr,
     )
     reg.close()
+
+
+@pytest.mark.parametrize("extra", [0, 250], ids=["few rows", "many rows"])
+def test_a_subject_row_shared_by_records_keeps_the_first_that_gave_its_values(
+    registry_url: str, extra: int
+) -> None:
+    """Several records naming the same person write one subject row: it ends with the last
+    values given and the first record that gave them, in one batch as across batches (a
+    resumed run equals an uninterrupted one); every pseudonym named is stored, also one whose
+    values a later record of the batch replaced; the records of a person in several
+    transactions of one load name the same ``pseudonyms`` row. With ``extra`` filler
+    records, the rows go through PostgreSQL's COPY path."""
+    reg = Registry.open(registry_url)
+    person, h1, h2, h3 = (pseudonym(n) for n in ("shared", "h1", "h2", "h3"))
+
+    def subject(household: str) -> EntityRow:
+        values = {
+            "subject": person,
+            "household": household,
+            "birth_year": 1950,
+            "sex": "F",
+            "residence_comune_istat": "003024",
+            "citizenship": None,
+        }
+        return EntityRow("subject", "k.subject-shared", values)
+
+    def change(n: int, household: str, *, replaces: bool = False) -> SourceRecordChange:
+        episode = EntityRow("case_episode", f"k.ep-{n}", _row(person, dt.date(2020, 1, 1 + n)))
+        return SourceRecordChange(
+            f"k.src-{n}", f"r{n}", "upsert", (subject(household), episode), replaces=replaces
+        )
+
+    fillers = [
+        SourceRecordChange(
+            f"k.fill-{i}",
+            "r",
+            "upsert",
+            (
+                EntityRow(
+                    "case_episode",
+                    f"k.fill-ep-{i}",
+                    _row(pseudonym(f"f{i % 7}"), dt.date(2021, 1, 1)),
+                ),
+            ),
+        )
+        for i in range(extra)
+    ]
+    tx = reg.load_transaction(commit_every=10**6, commit_seconds=3600, sqlite_cache_mib=16)
+    run = reg.start_run(
+        connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+    )
+
+    def commit(changes: list[SourceRecordChange]) -> None:
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=changes,
+            quarantine=[],
+            counts=BatchCounts(read=len(changes), loaded=len(changes)),
+            state=None,
+            retention=dt.timedelta(days=30),
+            tx=tx,
+        )
+
+    # One batch: h1, then h2 (replaced), then h1 again; the row ends with h1 from record 3.
+    commit([change(1, h1), change(2, h2), change(3, h1), *fillers])
+    tx.commit()
+    # Another transaction of the same load: record 4 gives the same values (the row keeps
+    # record 3), then record 5 a new household (the row is record 5's).
+    commit([change(4, h1)])
+    tx.commit()
+    commit([change(5, h3)])
+    tx.close()
+    reg.finish_run(run, status="succeeded")
+
+    sr, ps, subjects = tables.source_records, tables.pseudonyms, tables.subjects
+    with reg.engine.connect() as conn:
+        ids = dict(conn.execute(sa.select(ps.c.value, ps.c.id)).all())
+        sources = {bytes(k): i for k, i in conn.execute(sa.select(sr.c.key, sr.c.id))}
+        rows = conn.execute(
+            sa.select(subjects.c.subject, subjects.c.household, subjects.c.source_record)
+        ).all()
+        episodes = conn.execute(
+            sa.select(tables.case_episodes.c.subject)
+            .distinct()
+            .where(tables.case_episodes.c.key_hash.in_([h16(f"k.ep-{n}") for n in range(1, 6)]))
+        ).all()
+    by_value = {parse(p)[1]: p for p in (person, h1, h2, h3)}
+    named = {by_value[bytes(v)] for v in ids if bytes(v) in by_value}
+    assert named == {person, h1, h2, h3}  # h2 too, though no row keeps it
+    assert len(ids) == 4 + min(extra, 7)
+    pid = {p: ids[parse(p)[1]] for p in (person, h1, h2, h3)}
+    assert rows == [(pid[person], pid[h3], sources[h16("k.src-5")])]
+    assert episodes == [(pid[person],)]  # one person id across the transactions
+    reg.close()
+
+
+def test_a_subject_row_given_the_same_values_again_keeps_its_record(registry_url: str) -> None:
+    """Across batches: record 1 gives a subject's values, record 2 other ones, record 3
+    record 1's again; in one batch or three, the row ends as record 3 left it."""
+    person, h1, h2 = (pseudonym(n) for n in ("same", "a1", "a2"))
+
+    def change(n: int, household: str) -> SourceRecordChange:
+        values = {
+            "subject": person,
+            "household": household,
+            "birth_year": 1950,
+            "sex": "M",
+            "residence_comune_istat": None,
+            "citizenship": None,
+        }
+        return SourceRecordChange(
+            f"k.s{n}", f"r{n}", "upsert", (EntityRow("subject", "k.subject", values),)
+        )
+
+    results = []
+    for batches in ([[1, 2, 3]], [[1], [2], [3]]):
+        reg = Registry.open(registry_url)
+        run = reg.start_run(
+            connector="c", connector_type="t", org="O", mapping="m", mapping_version="1"
+        )
+        for batch in batches:
+            reg.commit_batch(
+                run_id=run,
+                connector="c",
+                stream="s",
+                org="O",
+                changes=[change(n, h1 if n != 2 else h2) for n in batch],
+                quarantine=[],
+                counts=BatchCounts(read=len(batch), loaded=len(batch)),
+                state=None,
+                retention=dt.timedelta(days=30),
+            )
+        s, sr, ps = tables.subjects, tables.source_records, tables.pseudonyms
+        with reg.engine.connect() as conn:
+            (row,) = conn.execute(
+                sa.select(ps.c.value, sr.c.key)
+                .select_from(s.join(sr, sr.c.id == s.c.source_record))
+                .join(ps, ps.c.id == s.c.household)
+            ).all()
+            results.append((bytes(row[0]), bytes(row[1])))
+            for table in (s, sr, ps, tables.runs, tables.quarantine):
+                conn.execute(table.delete())
+            conn.commit()
+        reg.close()
+    assert results == [(parse(h1)[1], h16("k.s3"))] * 2
