@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hub.config import Config
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = str.maketrans("-_", "+/")
 #: Text form of a v2 pseudonym: ``v2.<epoch>.<base64url of the 32 bytes>``.
 TEXT_PREFIX = "v2."
 #: Distinct identifiers remembered per pseudonymiser (32 bytes each plus the key). The
@@ -50,7 +51,7 @@ def b64url(d: bytes) -> str:
 
 
 def unb64url(s: str) -> bytes:
-    return binascii.a2b_base64(s.translate(str.maketrans("-_", "+/")) + "=" * (-len(s) % 4))
+    return binascii.a2b_base64(s.translate(_FROM_URLSAFE) + "=" * (-len(s) % 4))
 
 
 def pseudonym_text(epoch: int, raw: bytes) -> str:
