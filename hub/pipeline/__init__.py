@@ -41,7 +41,7 @@ import gc
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -437,13 +437,16 @@ class Pipeline:
         hashed = record_hasher(ctx.mapping.version)
         unchanged: list[int] = []
         todo: list[tuple[RawRecord, Fingerprint]] = []
+        # A full refresh maps everything: nothing is looked at as loaded before.
+        lookup: Callable[[str], LoadedRecord | None] = (
+            (lambda _key: None) if ctx.full_refresh else existing.get
+        )
         for record, fp, kept in zip(records, fingerprints, keep, strict=True):
             if not kept:
                 continue
-            before = existing.get(fp.source_key_hash)
+            before = lookup(fp.source_key_hash)
             if (
-                not ctx.full_refresh
-                and before is not None
+                before is not None
                 and record.op == "upsert"
                 and (repeated is None or repeated[fp.source_key_hash] == 1)
                 and before.record_hash == hashed(fp.fingerprint)
@@ -697,26 +700,35 @@ def _without_duplicates(
     """
     batch: set[tuple[str, str]] = set()
     keep: list[bool] = []
+    append = keep.append
+    #: Per unit of the batch: the keys refused in it so far, and its id (None: unknown).
+    of_unit: dict[str, tuple[Collection[str], int | None]] = {}
     for p in items:
         unit = p.unit_hash
-        if unit is not None:
-            key = (p.source_key_hash, unit)
-            before = existing.get(p.source_key_hash)
-            if (
-                key in batch
-                or p.source_key_hash in refused.get(unit, ())
-                or (
-                    before is not None
-                    and (before.run_id == run_id or before.id in unchanged)
-                    and before.unit is not None
-                    and before.unit == unit_ids.get(unit)
-                )
-            ):
-                counts.duplicates += 1
-                keep.append(False)
-                continue
-            batch.add(key)
-        keep.append(True)
+        if unit is None:
+            append(True)
+            continue
+        skh = p.source_key_hash
+        key = (skh, unit)
+        seen = of_unit.get(unit)
+        if seen is None:
+            seen = of_unit[unit] = (refused.get(unit, ()), unit_ids.get(unit))
+        before = existing.get(skh)
+        if (
+            key in batch
+            or skh in seen[0]
+            or (
+                before is not None
+                and before.unit is not None
+                and before.unit == seen[1]
+                and (before.run_id == run_id or before.id in unchanged)
+            )
+        ):
+            counts.duplicates += 1
+            append(False)
+            continue
+        batch.add(key)
+        append(True)
     return keep
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
@@ -150,10 +150,14 @@ def _contents(records: Sequence[RawRecord], org: str, declared: tuple[str, ...])
     out = []
     head = f"{_SEP}{org}{_SEP}"
     separators = len(declared) - 1
+    every = _getter(declared)
     for r in records:
-        values = tuple(map(r.data.get, declared))
         try:
-            text = _SEP.join(values)  # type: ignore[arg-type]
+            values = every(r.data)  # all the fields at once (one C call)
+        except KeyError:  # some field absent: None for it
+            values = tuple(map(r.data.get, declared))
+        try:
+            text = _SEP.join(values)
         except TypeError:  # a value that is not text
             out.append(repr((org, r.op, values)))
             continue
@@ -162,6 +166,18 @@ def _contents(records: Sequence[RawRecord], org: str, declared: tuple[str, ...])
         else:
             out.append(f"{head}{r.op}{_SEP}{text}")
     return out
+
+
+@lru_cache(maxsize=64)
+def _getter(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function giving the values of ``fields`` of a mapping as a tuple (KeyError if one
+    is absent)."""
+    if len(fields) == 1:
+        (name,) = fields
+        return lambda data: (data[name],)
+    if not fields:
+        return lambda data: ()
+    return operator.itemgetter(*fields)
 
 
 def _pack(pseudonym: str, person: str, derived: tuple[int, str] | None) -> str:
@@ -252,9 +268,13 @@ class PseudonymiseStage:
         hashed = self.pseudonymiser.record_fingerprints(
             self.connector, stream.name, zip(keys, contents, strict=True)
         )
-        unit_hash = self._unit_hash
+        units, unit_hash = self._units, self._unit_hash
         return [
-            Fingerprint(skh, unit_hash(r), fingerprint)
+            Fingerprint(
+                skh,
+                None if r.unit is None else (units.get(r.unit) or unit_hash(r)),
+                fingerprint,
+            )
             for r, (skh, fingerprint) in zip(records, hashed, strict=True)
         ]
 
