@@ -39,6 +39,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -520,7 +521,9 @@ class Pipeline:
         unit_ids = self._unit_ids_of(ctx, items, tx)
         # How many of the batch's records each known unit holds: the registry reads the next
         # records of those units as ranges (a re-read in the same order, ReadAhead).
-        per_unit = Counter(unit_ids[u] for p in items if (u := p.unit_hash) in unit_ids)
+        per_unit = {
+            unit_ids[u]: n for u, n in Counter(map(_unit_hash_of, items)).items() if u in unit_ids
+        }
         existing = self.registry.loaded_records(
             ctx.connector,
             ctx.stream.name,
@@ -669,6 +672,9 @@ class _Keyed(Protocol):
 
     @property
     def unit_hash(self) -> str | None: ...
+
+
+_unit_hash_of = operator.attrgetter("unit_hash")
 
 
 def _hashes_of(existing: Mapping[str, LoadedRecord], todo: Sequence[Prepared]) -> dict[str, bytes]:
