@@ -212,9 +212,7 @@ class PseudonymiseStage:
         self.reference_year = reference_year or dt.date.today().year
         self.data_fields = tuple(f.name for f in stream.fields if f.role is FieldRole.DATA)
         # All of them at once from a record that has them all (a CSV row): a C call.
-        self._data_values = (
-            operator.itemgetter(*self.data_fields) if len(self.data_fields) > 1 else None
-        )
+        self._data_values = _getter(self.data_fields)
         self.identifier_fields = tuple(f for f in stream.fields if f.role is FieldRole.IDENTIFIER)
         #: The fields the fingerprint covers, in a fixed order: every declared one but the
         #: personal ones, and the fields naming identifier types and namespaces.
@@ -377,10 +375,8 @@ class PseudonymiseStage:
         raw = record.data
         data: dict[str, Any]
         try:
-            if self._data_values is None:
-                raise KeyError
             data = dict(zip(self.data_fields, self._data_values(raw), strict=True))
-        except KeyError:  # some field absent (or at most one declared): the present ones
+        except KeyError:  # some field absent: the present ones
             data = {f: raw[f] for f in self.data_fields if f in raw}
         problems: list[tuple[str, str, str]] = []
         cf_derived: tuple[int, str] | None = None

@@ -633,16 +633,17 @@ class Registry:
                 ahead.off.add(unit)  # not in the order of the ids: key by key from now on
 
     def _ahead_sql(self) -> str:
-        key = ("read_ahead",)
-        sql: str | None = self._sql_cache.get(key)
-        if sql is None:
-            mark = self._mark
-            # Only our own table and column names: no user input.
-            sql = self._sql_cache[key] = (
-                "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
-                f"WHERE id > {mark} AND id <= {mark} AND stream_id = {mark} AND unit = {mark}"
-            )
-        return sql
+        mark = self._mark
+        return self._plain_sql(
+            ("read_ahead",),
+            f"SELECT {_LOADED} FROM source_records "  # noqa: S608
+            f"WHERE id > {mark} AND id <= {mark} AND stream_id = {mark} AND unit = {mark}",
+        )
+
+    def _plain_sql(self, key: tuple[Any, ...], sql: str) -> str:
+        """``sql`` (a statement built from our own table and column names only, no user
+        input), kept under ``key`` so that each shape is built once per registry."""
+        return str(self._sql_cache.setdefault(key, sql))
 
     def unit_ids(
         self,
@@ -667,16 +668,12 @@ class Registry:
         return self._unit_ids(conn, stream_id, unit_hashes, create=False)
 
     def _loaded_sql(self, n: int) -> str:
-        key = ("loaded_records", n)
-        sql: str | None = self._sql_cache.get(key)
-        if sql is None:
-            mark = self._mark
-            # Only our own table and column names: no user input.
-            sql = self._sql_cache[key] = (
-                "SELECT key, record_hash, run_id, unit, id FROM source_records "  # noqa: S608
-                f"WHERE stream_id = {mark} AND key IN ({', '.join([mark] * n)})"
-            )
-        return sql
+        mark = self._mark
+        return self._plain_sql(
+            ("loaded_records", n),
+            f"SELECT {_LOADED} FROM source_records "  # noqa: S608
+            f"WHERE stream_id = {mark} AND key IN ({', '.join([mark] * n)})",
+        )
 
     def unchanged_ids(self, run_id: int, *, tx: LoadTransaction | None = None) -> BitMap64:
         """The ids of the source records run ``run_id`` found unchanged so far."""
@@ -1003,18 +1000,14 @@ class Registry:
     def _ids_sql(self, table: str, n: int, *, scoped: bool = False) -> str:
         """``SELECT id, key`` of ``n`` keys of ``pseudonyms`` (by ``value``) or
         ``source_records`` (by ``key``, ``scoped`` by stream: its first parameter)."""
-        key = ("ids", table, n, scoped)
-        sql: str | None = self._sql_cache.get(key)
-        if sql is None:
-            mark = self._mark
-            column = "value" if table == "pseudonyms" else "key"
-            where = f"stream_id = {mark} AND " if scoped else ""
-            # Only our own table and column names: no user input.
-            sql = self._sql_cache[key] = (
-                f"SELECT id, {column} FROM {table} "  # noqa: S608
-                f"WHERE {where}{column} IN ({', '.join([mark] * n)})"
-            )
-        return sql
+        mark = self._mark
+        column = "value" if table == "pseudonyms" else "key"
+        where = f"stream_id = {mark} AND " if scoped else ""
+        return self._plain_sql(
+            ("ids", table, n, scoped),
+            f"SELECT id, {column} FROM {table} "  # noqa: S608
+            f"WHERE {where}{column} IN ({', '.join([mark] * n)})",
+        )
 
     def _apply_changes(
         self,
@@ -1660,6 +1653,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
+
+#: What the look-ups of stored records read of each (:class:`LoadedRecord`, in this order).
+_LOADED = "key, record_hash, run_id, unit, id"
 
 #: Page cache of every SQLite connection (negative: KiB), 64 MiB; a sync's load
 #: transaction raises its own (``[hub] sqlite_cache_mib``).
