@@ -13,7 +13,7 @@ The verbs follow Airbyte/Singer: ``check`` (can I reach the source?),
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
@@ -189,7 +189,44 @@ class SourceError:
     scope: Literal["unit", "record"] = "unit"
 
 
-ReadItem = RawRecord | StateCheckpoint | SourceError | UnitComplete
+@dataclass(frozen=True)
+class RecordPart:
+    """A run of consecutive records of a unit, offered with a digest of what produces them.
+
+    A file connector may yield its records in parts (:func:`hub.sdk.parts.in_parts` cuts
+    them where their content says, so an edit changes one part and leaves the others
+    as they were). ``digest`` covers everything that decides the part's records: their
+    source content and whatever of the connector's settings shapes them; it is never
+    stored as it is (the pipeline keys it). The pipeline either calls ``items`` and
+    loads what it yields (records and record-scope :class:`SourceError`), or, when the
+    registry holds this very part of this unit from an earlier read in which all of
+    its records loaded, does not call it at all: its records count as read and
+    unchanged (a changed file is then re-read at the cost of its changed parts).
+
+    ``items`` may be called once, and only while the connector's ``read`` is at this
+    part (it may read a buffer the connector reuses).
+    """
+
+    unit: str
+    digest: bytes
+    #: The records (and record-scope source errors) of the part, in order.
+    items: Callable[[], Iterable[RawRecord | SourceError]] = field(repr=False)
+
+    def __repr__(self) -> str:  # never show data
+        return f"RecordPart(unit={self.unit!r})"
+
+
+ReadItem = RawRecord | StateCheckpoint | SourceError | UnitComplete | RecordPart
+
+
+def expand_parts(items: Iterable[ReadItem]) -> Iterator[ReadItem]:
+    """A connector's output with every :class:`RecordPart` replaced by what it holds (what a
+    first read loads): for tests and tools that look at records one by one."""
+    for item in items:
+        if isinstance(item, RecordPart):
+            yield from item.items()
+        else:
+            yield item
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ earlier version produced.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,16 +25,25 @@ from hub.connector import (
     JSONState,
     RawRecord,
     ReadItem,
+    RecordPart,
     SourceError,
     Stream,
     UnitComplete,
     WorkspaceGlob,
 )
 from hub.inputs import InputChanged, InputError
-from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, check_rows, iter_rows, open_csv
+from hub.inputs.csv import (
+    CSVFile,
+    CSVInputError,
+    check_rows,
+    iter_value_rows,
+    open_csv,
+    width_problem,
+)
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox
+from hub.sdk.parts import in_parts
 
 RACCORDO_HOOK_API = 1
 
@@ -204,42 +213,84 @@ class CSVExportConnector(Connector):
             key_of = operator.itemgetter(self.config.source_key[0])
         else:
             key_of = _joined(operator.itemgetter(*self.config.source_key))
-        line = 0
+        # The last line (row) read, for a file rewritten while it is read.
+        at = [0]
         try:
-            for row in _rows(f):
-                line = row.line
-                if row.values is None:
-                    yield SourceError(
-                        f"row skipped: {row.problem}",
-                        f"{name} {word} {row.line}",
-                        rule="csv_row",
-                        scope="record",
-                    )
-                    continue
-                yield RawRecord(
-                    stream,
-                    row.values,
-                    location=f"{name} {word} {row.line}",
-                    key=key_of(row.values),
-                    unit=name,
-                )
+            if isinstance(f, SheetFile):
+                for row in f.rows():
+                    at[0] = row.line
+                    yield self._item(stream, name, word, row.line, row.values, row.problem, key_of)
+            else:
+                yield from self._parts(f, stream, name, key_of, at)
         except InputChanged as e:
             # Rewritten since the first pass checked it: the rows read so far are of the
             # checked version; the unit is not complete (nothing of it is removed), and
             # its new content differs from the digest kept, so the next sync reads it again.
-            yield SourceError(
-                f"file read in part: {e.reason}", f"{name} after {word} {line}", rule="csv"
-            )
+            where = f"{name} after {word} {at[0]}" if at[0] else name
+            yield SourceError(f"file read in part: {e.reason}", where, rule="csv")
             return
         yield UnitComplete(name)
+
+    def _parts(
+        self,
+        f: CSVFile,
+        stream: str,
+        name: str,
+        key_of: Callable[[dict[str, str]], str],
+        at: list[int],
+    ) -> Iterator[RecordPart]:
+        """A CSV text's rows as parts (:func:`hub.sdk.parts.in_parts`): a changed file is
+        re-read at the cost of the parts that changed. A part's digest covers its rows'
+        values, the header and the connector's settings; not the line numbers, which only
+        locate a record (a part is skipped only if all its records loaded last time)."""
+        header = f.header
+        width = len(header)
+        seed = "\x1e".join([self.config.model_dump_json(), stream, *header]).encode()
+
+        def records(rows: Sequence[tuple[int, list[str]]]) -> Iterator[RawRecord | SourceError]:
+            for line, values in rows:
+                if len(values) != width:
+                    yield self._item(
+                        stream, name, "line", line, None, width_problem(len(values), width), key_of
+                    )
+                    continue
+                data = dict(zip(header, values, strict=False))
+                yield RawRecord(
+                    stream, data, location=f"{name} line {line}", key=key_of(data), unit=name
+                )
+
+        def content(row: tuple[int, list[str]]) -> bytes:
+            # What stands for a row in its part's digest: its values, not its line number.
+            at[0] = row[0]
+            return "\x1f".join(row[1]).encode("utf-8", "surrogatepass")
+
+        rows = iter_value_rows(f)
+        yield from in_parts(rows, unit=name, seed=seed, content=content, build=records)
+
+    @staticmethod
+    def _item(
+        stream: str,
+        name: str,
+        word: str,
+        line: int,
+        values: dict[str, str] | None,
+        problem: str | None,
+        key_of: Callable[[dict[str, str]], str],
+    ) -> RawRecord | SourceError:
+        if values is None:
+            return SourceError(
+                f"row skipped: {problem}",
+                f"{name} {word} {line}",
+                rule="csv_row",
+                scope="record",
+            )
+        return RawRecord(
+            stream, values, location=f"{name} {word} {line}", key=key_of(values), unit=name
+        )
 
 
 def _joined(get: Callable[[dict[str, str]], tuple[str, ...]]) -> Callable[[dict[str, str]], str]:
     return lambda values: "|".join(get(values))
-
-
-def _rows(f: CSVFile | SheetFile) -> Iterator[CSVRow]:
-    return f.rows() if isinstance(f, SheetFile) else iter_rows(f)
 
 
 def _unit_word(path: Path) -> str:

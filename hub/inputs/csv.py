@@ -78,35 +78,42 @@ class CSVFile:
         return io.TextIOWrapper(raw, encoding=self.codec, errors=self.errors, newline="")
 
     def rows(self) -> Iterator[CSVRow]:
-        with self.stream() as text:
-            yield from self._rows(text)
-
-    def _rows(self, text: io.TextIOWrapper) -> Iterator[CSVRow]:
-        # The hot loop of a CSV sync: no generator in between, no per-row generator
-        # expression (the line numbers are those of _records).
-        reader = _reader(text, self.delimiter)
         width = len(self.header)
         header = self.header
-        start = 1
-        try:
-            for values in reader:
-                line, start = start, reader.line_num + 1
-                if line == 1:
-                    continue  # the header
-                if not values or (not values[0].strip() and not "".join(values).strip()):
-                    continue  # blank line
-                if len(values) != width:
-                    yield CSVRow(
-                        line,
-                        None,
-                        f"{len(values)} columns instead of {width}: "
-                        "a separator inside an unquoted value, or a cut line?",
-                    )
-                    continue
+        for line, values in self.value_rows():
+            if len(values) != width:
+                yield CSVRow(line, None, width_problem(len(values), width))
+            else:
                 # strict=False: the width was checked just above.
                 yield CSVRow(line, dict(zip(header, values, strict=False)))
-        except csv.Error as e:
-            raise _structure_error(e, start) from None
+
+    def value_rows(self) -> Iterator[tuple[int, list[str]]]:
+        """The rows as ``(line where each starts, its values)``, without the header and the
+        blank lines and without checking their width: what :meth:`rows` makes
+        :class:`CSVRow` s of, for a reader that builds its records later or not at all
+        (:func:`hub.sdk.parts.in_parts`; :func:`width_problem` says what a row of another
+        width than the header's is)."""
+        with self.stream() as text:
+            reader = _reader(text, self.delimiter)
+            start = 1
+            try:
+                for values in reader:
+                    line, start = start, reader.line_num + 1
+                    if line == 1:
+                        continue  # the header
+                    if not values or (not values[0].strip() and not "".join(values).strip()):
+                        continue  # blank line
+                    yield line, values
+            except csv.Error as e:
+                raise _structure_error(e, start) from None
+
+
+def width_problem(columns: int, width: int) -> str:
+    """Why a row of ``columns`` values under a header of ``width`` columns is skipped."""
+    return (
+        f"{columns} columns instead of {width}: "
+        "a separator inside an unquoted value, or a cut line?"
+    )
 
 
 def _digest(block: bytes) -> bytes:
@@ -433,6 +440,17 @@ def check_rows(csv_file: CSVFile) -> None:
                 for _ in _records(_reader(text, csv_file.delimiter)):
                     pass
             raise
+    except csv.Error as e:
+        raise CSVInputError(f"a value is too long or malformed ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def iter_value_rows(csv_file: CSVFile) -> Iterator[tuple[int, list[str]]]:
+    """:meth:`CSVFile.value_rows` with the per-field size bound of :func:`iter_rows`."""
+    old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        yield from csv_file.value_rows()
     except csv.Error as e:
         raise CSVInputError(f"a value is too long or malformed ({e})") from None
     finally:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import logging
 import operator
@@ -50,11 +51,18 @@ import sqlalchemy as sa
 from pyroaring import BitMap64
 
 from hub.config import Config
-from hub.connector import Connector, RawRecord, SourceError, Stream
+from hub.connector import Connector, RawRecord, RecordPart, SourceError, Stream
 from hub.errors import RaccordoError, RunFailed, SourceUnavailable
 from hub.gcpause import no_gc_pauses
 from hub.mappings import CompiledMapping
-from hub.pipeline.context import Batch, Rejection, RunContext, RunProgress
+from hub.pipeline.context import (
+    Batch,
+    KnownPart,
+    PartSpan,
+    Rejection,
+    RunContext,
+    RunProgress,
+)
 from hub.pipeline.extract import (
     Extract,
     build_connector,
@@ -77,8 +85,10 @@ from hub.pseudonyms.stage import (
 )
 from hub.registry import (
     BatchCounts,
+    LoadedPart,
     LoadedRecord,
     LoadTransaction,
+    PartChanges,
     QuarantineEntry,
     ReadAhead,
     Registry,
@@ -144,6 +154,9 @@ class Pipeline:
         self._unchanged: dict[int, BitMap64] = {}
         #: Per run: where its look-ups of stored records stand in each unit.
         self._ahead: dict[int, ReadAhead] = {}
+        #: Per run, per unit (``units.id``) it read parts of: the parts the registry holds
+        #: (key → ids of their records), less those the run dropped.
+        self._held: dict[int, dict[int, dict[bytes, BitMap64]]] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         #: CPU seconds of this process spent in each of :data:`STAGES`, over every run of
         #: this pipeline (``raccordo sync --timings``, bench/ingest.py).
@@ -291,12 +304,16 @@ class Pipeline:
             reference_year=self.reference_year,
         )
         totals = RunProgress(name, stream.name, run_id, 0, 0, 0, 0)
-        extract = Extract(connector, stream.name, state, hub.batch_size)
         tx = self.registry.load_transaction(
             commit_every=hub.commit_every,
             commit_seconds=hub.commit_seconds,
             sqlite_cache_mib=hub.sqlite_cache_mib,
         )
+        # Parts held as they are are not read again, unless everything is mapped again (or
+        # records of several organisations share the batches).
+        skip = not (ctx.full_refresh or ctx.multi_org)
+        known = functools.partial(self._known_part, ctx, tx) if skip else None
+        extract = Extract(connector, stream.name, state, hub.batch_size, known=known)
 
         def flush(batch: Batch) -> None:
             groups = _by_org(batch.records, org, multi_org=ctx.multi_org, name=name)
@@ -311,6 +328,8 @@ class Pipeline:
                     g_records,
                     batch if last else Batch(),
                     tx,
+                    # Part spans index the batch's records: one group holds all of them.
+                    batch.parts if len(groups) == 1 else [],
                 )
                 totals.read += counts.read
                 totals.loaded += counts.loaded
@@ -388,6 +407,35 @@ class Pipeline:
         self._seen.pop(run_id, None)
         self._unchanged.pop(run_id, None)
         self._ahead.pop(run_id, None)
+        self._held.pop(run_id, None)
+
+    def _known_part(
+        self, ctx: RunContext, tx: LoadTransaction, part: RecordPart
+    ) -> KnownPart | None:
+        """The registry's copy of ``part`` if it holds it as it is (see ``unit_parts``)."""
+        unit_hash = self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, part.unit)
+        unit = self.registry.unit_ids(ctx.connector, ctx.stream.name, [unit_hash], tx=tx).get(
+            unit_hash
+        )
+        if unit is None:
+            return None
+        key = self._part_key(ctx, part.unit, part.digest)
+        records = self._held_parts(ctx.run_id, unit, tx).get(key)
+        return None if records is None else KnownPart(unit, key, records)
+
+    def _part_key(self, ctx: RunContext, unit: str, digest: bytes) -> bytes:
+        """A part's key in the registry: keyed, and of this mapping version only (a record
+        mapped by another version is not the one loaded)."""
+        return self.pseudonymiser.key16(
+            "part", ctx.connector, ctx.stream.name, ctx.mapping.version, unit, digest.hex()
+        )
+
+    def _held_parts(self, run_id: int, unit: int, tx: LoadTransaction) -> dict[bytes, BitMap64]:
+        held = self._held.setdefault(run_id, {})
+        parts = held.get(unit)
+        if parts is None:
+            parts = held[unit] = self.registry.unit_parts(unit, tx=tx)
+        return parts
 
     def _unit_ids_of(
         self, ctx: RunContext, items: Sequence[_Keyed], tx: LoadTransaction
@@ -420,9 +468,13 @@ class Pipeline:
         records: list[RawRecord],
         batch: Batch,
         tx: LoadTransaction,
+        spans: Sequence[PartSpan] = (),
     ) -> BatchCounts:
         """One organisation's group of a batch: records whose fingerprint is the one loaded
-        are *unchanged* before anything is pseudonymised; the rest go through the stages."""
+        are *unchanged* before anything is pseudonymised; the rest go through the stages.
+
+        The batch's skipped parts (before its records) count as read and unchanged; the
+        parts in ``spans`` all of whose records load are remembered (``unit_parts``)."""
         cpu = self.stage_cpu
         clock = time.process_time()
         fingerprints = pseudonymise.fingerprints(records, org)
@@ -431,8 +483,17 @@ class Pipeline:
             for u in batch.units
         ]
         counts = BatchCounts(read=len(records), source_errors=len(batch.errors))
+        parts = PartChanges()
+        if batch.skipped:
+            parts.skipped = [(k.unit, k.key) for k in batch.skipped]
+            parts.skipped_records = BitMap64.union(BitMap64(), *(k.records for k in batch.skipped))
+            n = len(parts.skipped_records)
+            counts.read += n
+            counts.unchanged += n
+            # Seen before every record of the batch: a later copy of one is a duplicate.
+            self._unchanged_of(ctx.run_id, tx).update(parts.skipped_records)
         keys = [f.source_key_hash for f in fingerprints]
-        existing, keep = self._loaded_and_kept(ctx, fingerprints, keys, counts, tx)
+        existing, keep, unit_ids = self._loaded_and_kept(ctx, fingerprints, keys, counts, tx)
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.
         repeated = Counter(keys) if len(set(keys)) < len(keys) else None
         hashed = record_hasher(ctx.mapping.version)
@@ -456,6 +517,8 @@ class Pipeline:
             else:
                 todo.append((record, fp))
         counts.unchanged += len(unchanged)
+        self._drop_changed_parts(ctx, parts, [fp for _, fp in todo], existing, unit_ids, tx)
+        candidates = self._part_candidates(ctx, spans, records, keys, keep, repeated)
         clock = _tick(cpu, "fingerprint", clock)
         prepared = pseudonymise([r for r, _ in todo], org, [fp for _, fp in todo])
         _tick(cpu, "pseudonymise", clock)
@@ -470,8 +533,73 @@ class Pipeline:
             units=units,
             state=batch.state,
             tx=tx,
+            parts=parts,
+            candidates=candidates,
         )
         return counts
+
+    def _drop_changed_parts(
+        self,
+        ctx: RunContext,
+        parts: PartChanges,
+        changed: Sequence[_Keyed],
+        existing: Mapping[str, LoadedRecord],
+        unit_ids: Mapping[str, int],
+        tx: LoadTransaction,
+    ) -> None:
+        """The parts that will no longer hold what they say once ``changed`` (records to
+        map, some loaded before) load: those holding one of them, and every part of a unit
+        one of them leaves for another."""
+        ids: dict[int, BitMap64] = {}
+        moved: set[int] = set()
+        for item in changed:
+            before = existing.get(item.source_key_hash)
+            if before is None or before.unit is None:
+                continue
+            unit_hash = item.unit_hash
+            if unit_hash is not None and unit_ids.get(unit_hash) == before.unit:
+                ids.setdefault(before.unit, BitMap64()).add(before.id)
+            else:
+                moved.add(before.unit)
+        dropped = []
+        for unit, changed_ids in ids.items():
+            held = self._held_parts(ctx.run_id, unit, tx)
+            gone = [key for key, records in held.items() if records.intersect(changed_ids)]
+            for key in gone:
+                del held[key]
+            dropped += [(unit, key) for key in gone]
+        for gone_unit in moved:
+            self._held.get(ctx.run_id, {}).pop(gone_unit, None)
+        parts.dropped = dropped
+        parts.dropped_units = moved
+
+    def _part_candidates(
+        self,
+        ctx: RunContext,
+        spans: Sequence[PartSpan],
+        records: Sequence[RawRecord],
+        keys: Sequence[str],
+        keep: Sequence[bool],
+        repeated: Mapping[str, int] | None,
+    ) -> list[tuple[str, bytes, list[str]]]:
+        """The parts of the batch that may be remembered once loaded (unit hash, key, the
+        source key hashes of their records): no source error, duplicate or cancellation
+        among their records, no key repeated in the batch (transform keeps the last)."""
+        out = []
+        for span in spans:
+            start, end = span.start, span.end
+            if span.errors or start == end or not all(keep[start:end]):
+                continue
+            if any(r.op != "upsert" for r in records[start:end]):
+                continue
+            part_keys = list(keys[start:end])
+            if repeated is not None and any(repeated[k] > 1 for k in part_keys):
+                continue
+            unit_hash = self.pseudonymiser.key_hash(
+                "unit", ctx.connector, ctx.stream.name, span.unit
+            )
+            out.append((unit_hash, self._part_key(ctx, span.unit, span.digest), part_keys))
+        return out
 
     def load_prepared(
         self,
@@ -493,11 +621,14 @@ class Pipeline:
         """
         counts = BatchCounts(read=len(prepared), source_errors=len(errors))
         keys = [p.source_key_hash for p in prepared]
-        existing, keep = self._loaded_and_kept(ctx, prepared, keys, counts, tx)
+        existing, keep, unit_ids = self._loaded_and_kept(ctx, prepared, keys, counts, tx)
+        parts = PartChanges()
+        kept = [p for p, k in zip(prepared, keep, strict=True) if k]
+        self._drop_changed_parts(ctx, parts, kept, existing, unit_ids, tx)
         self._transform_and_load(
             ctx,
             org,
-            [p for p, kept in zip(prepared, keep, strict=True) if kept],
+            kept,
             existing,
             counts,
             unchanged=[],
@@ -505,6 +636,7 @@ class Pipeline:
             units=unit_hashes,
             state=state,
             tx=tx,
+            parts=parts,
         )
         return counts
 
@@ -515,9 +647,10 @@ class Pipeline:
         keys: list[str],
         counts: BatchCounts,
         tx: LoadTransaction,
-    ) -> tuple[dict[str, LoadedRecord], list[bool]]:
+    ) -> tuple[dict[str, LoadedRecord], list[bool], dict[str, int]]:
         """What the registry holds of the batch's records (``keys``: their source key
-        hashes), and which of them are not duplicates of an earlier one (counted)."""
+        hashes), which of them are not duplicates of an earlier one (counted), and the ids
+        of their units the registry knows."""
         unit_ids = self._unit_ids_of(ctx, items, tx)
         # How many of the batch's records each known unit holds: the registry reads the next
         # records of those units as ranges (a re-read in the same order, ReadAhead).
@@ -541,7 +674,7 @@ class Pipeline:
             self._unchanged_of(ctx.run_id, tx),
             unit_ids,
         )
-        return existing, keep
+        return existing, keep, unit_ids
 
     def _transform_and_load(
         self,
@@ -556,9 +689,12 @@ class Pipeline:
         units: Sequence[str],
         state: dict[str, Any] | None,
         tx: LoadTransaction,
+        parts: PartChanges,
+        candidates: Sequence[tuple[str, bytes, list[str]]] = (),
     ) -> None:
         """transform → load of pseudonymised records, with the ids of those already found
-        unchanged (``unchanged``); the run then remembers what it refused and found unchanged."""
+        unchanged (``unchanged``); the run then remembers what it refused and found unchanged.
+        ``candidates``: the parts to remember if none of their records is refused."""
         cpu = self.stage_cpu
         clock = time.process_time()
         result = self.transform(
@@ -571,6 +707,16 @@ class Pipeline:
         )
         unchanged = unchanged + [existing[k].id for k in result.unchanged]
         _remember_refused(self._seen.setdefault(ctx.run_id, {}), result.quarantine, prepared, units)
+        if candidates:
+            refused = {q.source_key_hash for q in result.quarantine}
+            loaded = []
+            for unit_hash, key, part_keys in candidates:
+                if refused.intersection(part_keys):
+                    continue
+                ids = [existing[k].id for k in part_keys if k in existing]
+                new = [k for k in part_keys if k not in existing]
+                loaded.append(LoadedPart(unit_hash, key, ids, new))
+            parts.loaded = loaded
         clock = _tick(cpu, "transform", clock)
         load(
             self.registry,
@@ -582,6 +728,7 @@ class Pipeline:
             errors=errors,
             units=units,
             state=state,
+            parts=parts,
         )
         self._unchanged_of(ctx.run_id, tx).update(unchanged)
         _tick(cpu, "load", clock)

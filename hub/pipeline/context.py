@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from pyroaring import BitMap64
+
 from hub.connector import RawRecord, SourceError, Stream
 from hub.mappings import CompiledMapping
 
@@ -46,6 +48,27 @@ class RunContext:
         }
 
 
+class PartSpan(NamedTuple):
+    """Records ``start:end`` of a batch came in one part (:class:`hub.connector.RecordPart`)."""
+
+    unit: str
+    digest: bytes
+    start: int
+    end: int
+    #: Record-scope source errors the part held (a part with any is not remembered).
+    errors: int
+
+
+class KnownPart(NamedTuple):
+    """A part the registry holds as it is: not read again; its records count as unchanged."""
+
+    #: Its unit (``units.id``) and the keyed hash of its digest, as the registry stores them.
+    unit: int
+    key: bytes
+    #: The ids of the source records it gave (all of them loaded).
+    records: BitMap64
+
+
 @dataclass
 class Batch:
     """What ``extract`` hands on: records read, source errors, units completed, the cursor.
@@ -59,6 +82,10 @@ class Batch:
     #: Names of the units (files, flows) whose last record is in this batch or before.
     units: list[str] = field(default_factory=list)
     state: dict[str, Any] | None = None
+    #: The parts whose records are in ``records`` (a part is never split between batches).
+    parts: list[PartSpan] = field(default_factory=list)
+    #: Parts not read (the registry holds them as they are); they come before ``records``.
+    skipped: list[KnownPart] = field(default_factory=list)
 
 
 @dataclass

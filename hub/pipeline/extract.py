@@ -10,11 +10,16 @@ to what the cursor says). Records after the last cursor wait for the next batch.
 batch in which the connector gave no cursor at all (one per file, say) is loaded
 without one: after a crash the next run starts again from the last committed cursor
 and finds those records unchanged.
+
+A :class:`hub.connector.RecordPart` is read whole into one batch (``Batch.parts`` says
+where its records are), unless ``known`` finds it in the registry as it is: then it is
+not read at all (``Batch.skipped``), and its batch starts with it, so every record after
+it in the unit is processed knowing its records were seen (duplicates).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +29,7 @@ from hub.connector import (
     Connector,
     FieldRole,
     RawRecord,
+    RecordPart,
     SourceError,
     StateCheckpoint,
     Stream,
@@ -31,7 +37,7 @@ from hub.connector import (
 )
 from hub.errors import MappingFileError, RaccordoError
 from hub.mappings import CompiledMapping, compile_mapping, load_mapping, unknown_sources
-from hub.pipeline.context import Batch
+from hub.pipeline.context import Batch, KnownPart, PartSpan
 from hub.plugins import get_plugins
 from hub.pseudonyms import Keyring, KeySource
 
@@ -121,30 +127,42 @@ class Extract:
     """Batches of one stream's output (iterate once); see the module's docstring."""
 
     def __init__(
-        self, connector: Connector, stream: str, state: dict[str, Any], batch_size: int
+        self,
+        connector: Connector,
+        stream: str,
+        state: dict[str, Any],
+        batch_size: int,
+        *,
+        known: Callable[[RecordPart], KnownPart | None] | None = None,
     ) -> None:
         self.connector = connector
         self.stream = stream
         self.state = state
         self.batch_size = batch_size
+        self.known = known
         self._pending = Batch()
-        # Where the latest cursor cut the pending items: (records, errors, units, state).
-        self._cut: tuple[int, int, int, dict[str, Any]] | None = None
+        # Where the latest cursor cut the pending items: how many records, errors, units,
+        # parts and skipped parts it covers, and the state.
+        self._cut: tuple[int, int, int, int, int, dict[str, Any]] | None = None
 
     def __iter__(self) -> Iterator[Batch]:
-        size = self.batch_size
         for item in self.connector.read(self.stream, self.state):
             p = self._pending
             if isinstance(item, RawRecord):
                 p.records.append(item)
-                if len(p.records) >= size:
-                    batch = self._take_cut()
-                    if batch is None:  # no cursor since the last batch: none to wait for
-                        batch = self._take_all()
-                    if batch is not None:
-                        yield batch
+                if len(p.records) >= self.batch_size:
+                    yield from self._full()
+            elif isinstance(item, RecordPart):
+                yield from self._part(item)
             elif isinstance(item, StateCheckpoint):
-                self._cut = (len(p.records), len(p.errors), len(p.units), dict(item.state))
+                self._cut = (
+                    len(p.records),
+                    len(p.errors),
+                    len(p.units),
+                    len(p.parts),
+                    len(p.skipped),
+                    dict(item.state),
+                )
             elif isinstance(item, SourceError):
                 p.errors.append(item)
             elif isinstance(item, UnitComplete):
@@ -156,6 +174,39 @@ class Extract:
                 raise TypeError(f"connector yielded {type(item).__name__}")
         yield self._take_all()
 
+    def _full(self) -> Iterator[Batch]:
+        batch = self._take_cut()
+        if batch is None:  # no cursor since the last batch: none to wait for
+            batch = self._take_all()
+        yield batch
+
+    def _part(self, part: RecordPart) -> Iterator[Batch]:
+        found = self.known(part) if self.known is not None else None
+        if found is not None:
+            if self._pending.records:
+                # A skipped part starts its batch (see the module's docstring).
+                cut = self._take_cut()
+                if cut is not None:
+                    yield cut
+                if self._pending.records:
+                    yield self._take_all()
+            self._pending.skipped.append(found)
+            return
+        p = self._pending
+        start = len(p.records)
+        errors = 0
+        for item in part.items():
+            if isinstance(item, RawRecord):
+                p.records.append(item)
+            elif isinstance(item, SourceError):
+                p.errors.append(item)
+                errors += 1
+            else:  # a connector bug
+                raise TypeError(f"a RecordPart yielded {type(item).__name__}")
+        p.parts.append(PartSpan(part.unit, part.digest, start, len(p.records), errors))
+        if len(p.records) >= self.batch_size:
+            yield from self._full()
+
     def covered(self) -> Batch | None:
         """After the source failed midway: what the latest cursor covers, with it."""
         return self._take_cut()
@@ -163,10 +214,16 @@ class Extract:
     def _take_cut(self) -> Batch | None:
         if self._cut is None:
             return None
-        n, e, u, state = self._cut
+        n, e, u, k, s, state = self._cut
         p = self._pending
-        batch = Batch(p.records[:n], p.errors[:e], p.units[:u], state)
-        self._pending = Batch(p.records[n:], p.errors[e:], p.units[u:])
+        batch = Batch(p.records[:n], p.errors[:e], p.units[:u], state, p.parts[:k], p.skipped[:s])
+        self._pending = Batch(
+            p.records[n:],
+            p.errors[e:],
+            p.units[u:],
+            parts=[x._replace(start=x.start - n, end=x.end - n) for x in p.parts[k:]],
+            skipped=p.skipped[s:],
+        )
         self._cut = None
         return batch
 
@@ -174,7 +231,7 @@ class Extract:
         """Everything pending, with the latest cursor (records after it go along:
         after a crash they are read again and found unchanged)."""
         p = self._pending
-        p.state = self._cut[3] if self._cut is not None else None
+        p.state = self._cut[-1] if self._cut is not None else None
         self._pending = Batch()
         self._cut = None
         return p

@@ -15,7 +15,7 @@ from typing import Any
 from hub.connector import SourceError
 from hub.pipeline.context import RunContext
 from hub.pipeline.transform import Transformed
-from hub.registry import LoadTransaction, QuarantineEntry, Registry
+from hub.registry import LoadTransaction, PartChanges, QuarantineEntry, Registry
 
 
 def source_quarantine(errors: Sequence[SourceError]) -> list[QuarantineEntry]:
@@ -45,6 +45,7 @@ def load(
     errors: Sequence[SourceError],
     units: Sequence[str],
     state: dict[str, Any] | None,
+    parts: PartChanges | None = None,
 ) -> None:
     registry.commit_batch(
         run_id=ctx.run_id,
@@ -59,6 +60,7 @@ def load(
         unchanged=unchanged,
         completed_units=list(units),
         tx=tx,
+        parts=parts,
     )
     registry.add_warnings(
         run_id=ctx.run_id,

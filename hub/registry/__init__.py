@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
 from typing import Any, Literal, NamedTuple
@@ -37,7 +37,9 @@ __all__ = [
     "BatchCounts",
     "EntityRow",
     "LoadTransaction",
+    "LoadedPart",
     "LoadedRecord",
+    "PartChanges",
     "QuarantineEntry",
     "ReadAhead",
     "Registry",
@@ -149,6 +151,35 @@ def storage_error(e: sa.exc.DBAPIError) -> RaccordoError:
         where="registry_url",
         hint="check the database server and its disk; the sync resumes from its last commit",
     )
+
+
+class LoadedPart(NamedTuple):
+    """A part of a unit (:class:`hub.connector.RecordPart`) all of whose records a batch
+    loaded or found unchanged: remembered in ``unit_parts``."""
+
+    #: The keyed hashes of its unit and of its digest (16 bytes).
+    unit_hash: str
+    key: bytes
+    #: The ids of its records the registry held before the batch.
+    ids: list[int]
+    #: The source key hashes of its records new in the batch (ids known once written).
+    keys: list[str]
+
+
+@dataclass
+class PartChanges:
+    """What one batch did to the unit parts the registry holds (``unit_parts``)."""
+
+    #: Parts found as they are and not read (``(units.id, key)``): seen by the run.
+    skipped: Sequence[tuple[int, bytes]] = ()
+    #: The ids of their records: found unchanged by the run.
+    skipped_records: BitMap64 = field(default_factory=BitMap64)
+    #: Parts read whole, all of whose records loaded: remembered.
+    loaded: Sequence[LoadedPart] = ()
+    #: Parts that no longer hold what they say (a record of theirs changed): dropped.
+    dropped: Sequence[tuple[int, bytes]] = ()
+    #: Units all of whose parts are dropped (a record of theirs moved to another unit).
+    dropped_units: Collection[int] = ()
 
 
 class LoadedRecord(NamedTuple):
@@ -740,6 +771,7 @@ class Registry:
         unchanged: Sequence[int] = (),
         completed_units: Sequence[str] = (),
         tx: LoadTransaction | None = None,
+        parts: PartChanges | None = None,
     ) -> None:
         """Apply one batch: records, cancellations, quarantine, counters, state, together.
 
@@ -753,6 +785,8 @@ class Registry:
         (:meth:`LoadTransaction.batch_written`); if writing it fails, the whole
         transaction is rolled back (its earlier batches and state included), so
         the registry never holds part of a batch.
+
+        ``parts``: what the batch did to the unit parts the registry holds (``unit_parts``).
         """
 
         def write(conn: sa.Connection) -> None:
@@ -760,9 +794,15 @@ class Registry:
             stream_id = self._stream_id(conn, connector, stream)
             assert stream_id is not None
             persons = tx.person_ids if tx is not None else {}
-            self._apply_changes(conn, stream_id, org, run_id, changes, persons)
-            if unchanged:
-                seen = BitMap64(unchanged)
+            if parts is not None:
+                # Before the changes: a part is dropped for what changed before this batch.
+                self._drop_parts(conn, parts.dropped, parts.dropped_units)
+            written = self._apply_changes(conn, stream_id, org, run_id, changes, persons)
+            seen = BitMap64(unchanged)
+            if parts is not None:
+                seen |= parts.skipped_records
+                self._write_parts(conn, stream_id, run_id, parts, written)
+            if seen:
                 seen.run_optimize()
                 conn.execute(
                     t.run_unchanged.insert().values(run_id=run_id, records=seen.serialize())
@@ -885,13 +925,23 @@ class Registry:
             )
         )
         gone = list(not_loaded - self._unchanged_ids(conn, run_id))
-        self._drop_source_records(conn, gone)
+        # What the run did not see of the unit is gone from it: its parts too (those it
+        # saw hold only records it loaded or found unchanged, none of those removed now).
+        up = t.unit_parts
+        conn.execute(up.delete().where(up.c.unit == unit, up.c.run_id != run_id))
+        self._drop_source_records(conn, gone, keep_parts=True)
         return len(gone)
 
-    def _drop_source_records(self, conn: sa.Connection, ids: Sequence[int]) -> None:
-        """Delete source records and every row they own (set-based, by id)."""
+    def _drop_source_records(
+        self, conn: sa.Connection, ids: Sequence[int], *, keep_parts: bool = False
+    ) -> None:
+        """Delete source records and every row they own (set-based, by id); the parts of
+        their units go too (unless ``keep_parts``: the caller knows none holds them)."""
         sr = t.source_records
         for chunk in _chunks(list(ids), 900):
+            if not keep_parts:
+                units = sa.select(sr.c.unit).where(sr.c.id.in_(chunk)).distinct()
+                conn.execute(t.unit_parts.delete().where(t.unit_parts.c.unit.in_(units)))
             for kind in _OWNED_TABLES:
                 table = t.RECORD_TABLES[kind]
                 conn.execute(table.delete().where(table.c.source_record.in_(chunk)))
@@ -1017,7 +1067,7 @@ class Registry:
         run_id: int,
         changes: Sequence[SourceRecordChange],
         persons: dict[str, int],
-    ) -> None:
+    ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """Write a batch's changed source records and what they now produce, set-based.
 
         1. ``source_records``: one upsert; then their ids in one select per 900 keys.
@@ -1030,9 +1080,11 @@ class Registry:
 
         Each table's parameters are built column by column straight from the entities'
         values (no row dict per entity): a sync writes several rows per record here.
+
+        Returns the 16-byte key of each change's source key hash and the id of each key.
         """
         if not changes:
-            return
+            return {}, {}
         sr = t.source_records
         blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
         keys = {
@@ -1187,6 +1239,62 @@ class Registry:
             )
         if deletes:
             self._drop_source_records(conn, [ids[k] for k in deletes if k in ids])
+        return keys, ids
+
+    def unit_parts(self, unit: int, *, tx: LoadTransaction) -> dict[bytes, BitMap64]:
+        """The parts the registry holds of unit ``unit`` (``units.id``): their keys and the
+        ids of the source records each gave."""
+        up = t.unit_parts
+        rows = tx.conn.execute(sa.select(up.c.key, up.c.records).where(up.c.unit == unit))
+        return {bytes(k): BitMap64.deserialize(bytes(b)) for k, b in rows}
+
+    def _drop_parts(
+        self, conn: sa.Connection, dropped: Sequence[tuple[int, bytes]], units: Collection[int]
+    ) -> None:
+        up = t.unit_parts
+        if dropped:
+            conn.execute(
+                up.delete().where(up.c.unit == sa.bindparam("u"), up.c.key == sa.bindparam("k")),
+                [{"u": u, "k": k} for u, k in dropped],
+            )
+        for chunk in _chunks(sorted(units), 900):
+            conn.execute(up.delete().where(up.c.unit.in_(chunk)))
+
+    def _write_parts(
+        self,
+        conn: sa.Connection,
+        stream_id: int,
+        run_id: int,
+        parts: PartChanges,
+        written: tuple[Mapping[Any, bytes], Mapping[bytes, int]],
+    ) -> None:
+        """The parts this batch found (their run) and those it loaded whole (their ids)."""
+        up = t.unit_parts
+        if parts.skipped:
+            conn.execute(
+                up.update()
+                .where(up.c.unit == sa.bindparam("u"), up.c.key == sa.bindparam("k"))
+                .values(run_id=run_id),
+                [{"u": u, "k": k} for u, k in parts.skipped],
+            )
+        if not parts.loaded:
+            return
+        keys, ids = written
+        units = self._unit_ids(conn, stream_id, {p.unit_hash for p in parts.loaded})
+        rows = []
+        for p in parts.loaded:
+            records = BitMap64(p.ids)
+            records.update([ids[keys[k]] for k in p.keys])
+            records.run_optimize()
+            rows.append(
+                {
+                    "unit": units[p.unit_hash],
+                    "key": p.key,
+                    "records": records.serialize(),
+                    "run_id": run_id,
+                }
+            )
+        self._upsert(conn, up, rows, ["unit", "key"])
 
     def _upsert(
         self,

@@ -256,6 +256,25 @@ run_unchanged = sa.Table(
     sa.Index(None, "run_id"),
 )
 
+#: The parts (runs of consecutive records, :class:`hub.connector.RecordPart`) of a unit
+#: whose records all loaded, as last read (migration ``0010_unit_parts``): the keyed
+#: hash of the part's digest (with the mapping version), and a serialised roaring bitmap
+#: of the ids of the source records it gave. A changed file re-read finds its unchanged
+#: parts here and does not read them again: their records count as unchanged. A part's
+#: row goes when its unit is completed by a run that did not see it, when one of its
+#: records changes or is deleted, and when one of them moves to another unit.
+unit_parts = sa.Table(
+    "unit_parts",
+    metadata,
+    sa.Column("unit", sa.Integer, nullable=False),
+    sa.Column("key", KEY, nullable=False),
+    sa.Column("records", sa.LargeBinary, nullable=False),
+    # The last run that loaded or found it: a unit's completion drops the others.
+    sa.Column("run_id", sa.Integer, nullable=False),
+    # Looked up by unit (all of a unit's parts at once), replaced by (unit, key).
+    sa.PrimaryKeyConstraint("unit", "key"),
+)
+
 runs = sa.Table(
     "runs",
     metadata,

@@ -4,13 +4,15 @@ for connectors that live in their own repository.
 * the contract (BLUEPRINT §9): :class:`Connector`, :class:`ConnectorConfig`,
   :class:`Stream`, :class:`FieldSpec`, :class:`FieldRole`, the items a ``read``
   yields (:class:`RawRecord`, :class:`StateCheckpoint`, :class:`SourceError`,
-  :class:`UnitComplete`), :data:`WorkspacePath` / :data:`WorkspaceGlob`,
+  :class:`UnitComplete`, :class:`RecordPart`), :data:`WorkspacePath` / :data:`WorkspaceGlob`,
   :class:`IdentifierType`, :data:`hookimpl` to register, and
   :class:`SourceUnavailable` for a source that stops answering;
 * the hardened parsers of untrusted input: CSV (:func:`open_csv`,
   :func:`iter_rows`), spreadsheets (:func:`open_spreadsheet`), XML
   (:mod:`hub.inputs.xml`), each raising an :class:`InputError` for people;
 * :class:`FileInbox`: files as units with the content-hash cursor;
+* :func:`in_parts`: a unit's rows as :class:`RecordPart` s, so that a changed file is
+  re-read at the cost of what changed in it (:func:`expand_parts` undoes it);
 * :class:`IdentifierColumn` and :func:`column_fields`: the privacy role of each column of a
   tabular source, as ``raccordo.toml`` declares it;
 * :class:`ArrowBatchBuilder`: raw records into Arrow record batches.
@@ -28,12 +30,14 @@ from hub.connector import (
     JSONState,
     RawRecord,
     ReadItem,
+    RecordPart,
     SourceError,
     StateCheckpoint,
     Stream,
     UnitComplete,
     WorkspaceGlob,
     WorkspacePath,
+    expand_parts,
 )
 from hub.errors import SourceUnavailable
 from hub.hookspecs import HOOK_API_VERSION, hookimpl
@@ -45,6 +49,7 @@ from hub.pseudonyms import IdentifierType
 from hub.sdk.arrow import ArrowBatchBuilder
 from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox, file_digest
+from hub.sdk.parts import in_parts
 
 #: The hook API version a plugin module declares (``RACCORDO_HOOK_API = hub.sdk.HOOK_API``).
 HOOK_API = HOOK_API_VERSION
@@ -68,6 +73,7 @@ __all__ = [
     "JSONState",
     "RawRecord",
     "ReadItem",
+    "RecordPart",
     "SheetFile",
     "SourceError",
     "SourceUnavailable",
@@ -78,8 +84,10 @@ __all__ = [
     "WorkspaceGlob",
     "WorkspacePath",
     "column_fields",
+    "expand_parts",
     "file_digest",
     "hookimpl",
+    "in_parts",
     "iter_rows",
     "open_csv",
     "open_spreadsheet",

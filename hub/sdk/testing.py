@@ -34,6 +34,7 @@ from hub.connector import (
     ConnectorConfig,
     FieldRole,
     RawRecord,
+    RecordPart,
     SourceError,
     StateCheckpoint,
     Stream,
@@ -71,8 +72,29 @@ def connector_contract_tests(
         items: list[Any] = []
         records = 0
         for item in conn.read(stream, state):
-            items.append(item)
-            records += isinstance(item, RawRecord)
+            if isinstance(item, RecordPart):
+                # What a first read loads of it, checked to belong to it.
+                inner: list[Any] = list(item.items())
+                for x in inner:
+                    assert isinstance(x, RawRecord | SourceError), (
+                        f"{stream}: a part of {item.unit!r} holds a {type(x).__name__}"
+                    )
+                    if isinstance(x, RawRecord):
+                        assert x.unit == item.unit, (
+                            f"{stream}: a record of unit {x.unit!r} in a part of {item.unit!r}"
+                        )
+                    else:
+                        assert x.scope == "record", (
+                            f"{stream}: a part holds a unit-scope source error (yield it alone)"
+                        )
+                assert isinstance(item.digest, bytes) and len(item.digest) >= 16, (
+                    f"{stream}: a part's digest is at least 16 bytes"
+                )
+            else:
+                inner = [item]
+            for x in inner:
+                items.append(x)
+                records += isinstance(x, RawRecord)
             if records > stream_limit or len(items) > 10 * stream_limit + 10:
                 raise AssertionError(
                     f"{stream}: read more than {stream_limit} records; build the connector "
