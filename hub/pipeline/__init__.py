@@ -486,12 +486,17 @@ class Pipeline:
         parts = PartChanges()
         if batch.skipped:
             parts.skipped = [(k.unit, k.key) for k in batch.skipped]
-            parts.skipped_records = BitMap64.union(BitMap64(), *(k.records for k in batch.skipped))
-            n = len(parts.skipped_records)
-            counts.read += n
-            counts.unchanged += n
-            # Seen before every record of the batch: a later copy of one is a duplicate.
-            self._unchanged_of(ctx.run_id, tx).update(parts.skipped_records)
+            seen = self._unchanged_of(ctx.run_id, tx)
+            for k in batch.skipped:
+                # A record of the part the run found unchanged earlier in the unit (a copy
+                # of it came before) is a duplicate here, as it would be if it were read.
+                again = len(k.records & seen)
+                counts.read += len(k.records)
+                counts.unchanged += len(k.records) - again
+                counts.duplicates += again
+                # Seen before every record of the batch: a later copy of one is a duplicate.
+                seen |= k.records
+                parts.skipped_records |= k.records
         keys = [f.source_key_hash for f in fingerprints]
         existing, keep, unit_ids = self._loaded_and_kept(ctx, fingerprints, keys, counts, tx)
         # A key twice in the batch (a change feed) is left to transform, which keeps the last.

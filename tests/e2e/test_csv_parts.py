@@ -114,6 +114,11 @@ def _versions() -> Iterable[tuple[str, dict[str, list[Row]]]]:
     f1.pop(2950)
     f1[3] = _row(3, "3,00")
     yield "the repeat gone, another value changed", {"a.csv": f1, "b.csv": f2}
+    f1.insert(20, list(f1[2800]))
+    yield "a copy of a record before it", {"a.csv": f1, "b.csv": f2}
+    f1[1400] = _row(int(f1[1400][0]), "14,00")
+    yield "changed elsewhere, the copy before it still there", {"a.csv": f1, "b.csv": f2}
+    del f1[20]
     yield "b.csv gone", {"a.csv": f1}
 
 
