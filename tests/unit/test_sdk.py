@@ -97,3 +97,54 @@ def test_arrow_batches_hold_every_field_as_text_with_the_record_metadata() -> No
     assert tail is not None and tail.num_rows == 1
     with pytest.raises(ValueError, match="stream"):
         builder.add(RawRecord("other", {}))
+
+
+def _parts_of(rows: list[str], **kw: int) -> list[tuple[bytes, list[str]]]:
+    from hub.sdk import in_parts
+
+    parts = in_parts(
+        rows, unit="u", seed=b"settings", content=str.encode, build=lambda r: list(r), **kw
+    )
+    return [(p.digest, list(p.items())) for p in parts]  # type: ignore[misc]
+
+
+def test_parts_hold_every_row_once_in_order_within_their_bounds() -> None:
+    rows = [f"row {i};{'x' * (i % 13)}" for i in range(20_000)]
+    parts = _parts_of(rows)
+    assert [r for _, held in parts for r in held] == rows
+    sizes = [len(held) for _, held in parts]
+    assert all(64 <= n <= 8192 for n in sizes[:-1]) and 1 <= sizes[-1] <= 8192
+    assert 10 <= len(parts) <= 40  # about 1,024 rows each
+    assert len({d for d, _ in parts}) == len(parts)
+    capped = _parts_of(rows, average=1 << 20, min_rows=1, max_rows=500)
+    assert [len(held) for _, held in capped] == [500] * 40
+
+
+def test_an_edit_changes_only_the_parts_around_it() -> None:
+    """Content-defined cuts: a row changed, inserted or deleted changes its own part (and
+    at most the next, where the cut moved); the parts before and after are found again."""
+    rows = [f"row {i}" for i in range(30_000)]
+    before = {d for d, _ in _parts_of(rows)}
+    for edited in (
+        [*rows[:15_000], "row 15000 changed", *rows[15_001:]],
+        [*rows[:15_000], "a new row", "another", *rows[15_000:]],
+        [*rows[:15_000], *rows[15_010:]],
+    ):
+        after = [d for d, _ in _parts_of(edited)]
+        new = [d for d in after if d not in before]
+        assert 1 <= len(new) <= 2, len(new)
+        assert len(after) - len(new) >= len(before) - 3
+
+
+def test_a_part_digest_covers_the_seed_and_where_rows_end() -> None:
+    from hub.sdk import in_parts
+
+    def digest(rows: list[str], seed: bytes = b"s") -> bytes:
+        (part,) = in_parts(rows, unit="u", seed=seed, content=str.encode, build=list)
+        return part.digest
+
+    assert digest(["ab", "c"]) != digest(["a", "bc"])  # the same bytes, cut elsewhere
+    assert digest(["ab", "c"]) != digest(["ab", "c"], seed=b"other settings")
+    assert digest(["ab", "c"]) == digest(["ab", "c"])
+    with pytest.raises(ValueError, match="power of two"):
+        list(in_parts(["a"], unit="u", seed=b"", content=str.encode, build=list, average=1000))
