@@ -193,7 +193,7 @@ class SourceError:
 class RecordPart:
     """A run of consecutive records of a unit, offered with a digest of what produces them.
 
-    A file connector may yield its records in parts (:func:`hub.sdk.parts.in_parts` cuts
+    A file connector may yield its records in parts (:func:`hub.inputs.parts.in_parts` cuts
     them where their content says, so an edit changes one part and leaves the others
     as they were). ``digest`` covers everything that decides the part's records: their
     source content and whatever of the connector's settings shapes them; it is never

@@ -40,10 +40,10 @@ from hub.inputs.csv import (
     open_csv,
     width_problem,
 )
+from hub.inputs.parts import in_parts
 from hub.inputs.spreadsheet import KIND_NAMES, SheetFile, open_spreadsheet, sniff_kind
 from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox
-from hub.sdk.parts import in_parts
 
 RACCORDO_HOOK_API = 1
 
@@ -239,7 +239,7 @@ class CSVExportConnector(Connector):
         key_of: Callable[[dict[str, str]], str],
         at: list[int],
     ) -> Iterator[RecordPart]:
-        """A CSV text's rows as parts (:func:`hub.sdk.parts.in_parts`): a changed file is
+        """A CSV text's rows as parts (:func:`hub.inputs.parts.in_parts`): a changed file is
         re-read at the cost of the parts that changed. A part's digest covers its rows'
         values, the header and the connector's settings; not the line numbers, which only
         locate a record (a part is skipped only if all its records loaded last time)."""

@@ -11,7 +11,7 @@ breaks it yields a :class:`SourceError` at its own line while the others load.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from hub.connector import (
     Stream,
     UnitComplete,
 )
+from hub.inputs.parts import in_parts
 from hub.inputs.xml import (
     Source,
     UnsafeOrInvalidXML,
@@ -177,7 +178,7 @@ def iter_flow(
             yield SourceError(f"refused, nothing loaded from it: {e.reason}", where, rule="xml")
         return
     try:
-        yield from _records(source, kind, unit, location_prefix)
+        yield from _records(source, kind, unit, location_prefix, stream)
     except UnsafeOrInvalidXML as e:  # pragma: no cover - checked just before
         yield SourceError(f"refused while reading: {e.reason}", location_prefix, rule="xml")
         return
@@ -202,28 +203,19 @@ def _local(el: Any, tag: str, name: str) -> str:
     return name if el.tag == tag else str(etree.QName(el).localname)
 
 
-def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[ReadItem]:
+def _records(source: Source, kind: str, unit: str, prefix: str, stream: str) -> Iterator[ReadItem]:
+    """The header, then the unit's record elements as parts (:func:`hub.inputs.parts.in_parts`):
+    a changed flow is re-read at the cost of the parts that changed. A part's digest covers
+    its elements as they are written (without their line numbers, which only locate a
+    record) with the stream, the flow kind and the header."""
     schema = record_schema_for(kind)
     kind_tag = f"{{{NS}}}{kind}"
+    elements = iter_top_elements(source, {HEADER, kind}, keep=True)
     head: dict[str, str] | None = None
-    for el in iter_top_elements(source, {HEADER, kind}):
-        tag = el.tag
-        name = kind if tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
-        if name == HEADER and head is None:
-            problems = schema_problems(schema, el)
-            if problems:
-                p = problems[0]
-                yield SourceError(
-                    "refused, nothing loaded from it: the flow header does not follow the "
-                    f"official schema ({p.reason})",
-                    f"{prefix} line {p.line}",
-                    rule="xsd_header",
-                    field=p.field,
-                )
-                return
-            head = _header(el)
-            continue
-        if head is None:
+    seed = b""
+    for el in elements:
+        name = kind if el.tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
+        if name != HEADER:
             yield SourceError(
                 f"refused, nothing loaded from it: the flow does not start with {HEADER}",
                 f"{prefix} line {el.sourceline or 0}",
@@ -231,34 +223,79 @@ def _records(source: Source, kind: str, unit: str, prefix: str) -> Iterator[Read
                 field=HEADER,
             )
             return
-        if name != kind:
-            yield SourceError(
-                f"element skipped: {name} is not expected here (the official schema allows "
-                f"only {kind} after {HEADER}); the other records of the file load",
-                f"{prefix} line {el.sourceline or 0}",
-                rule="xsd",
-                field=name,
-                scope="record",
-            )
-            continue
         problems = schema_problems(schema, el)
         if problems:
             p = problems[0]
-            what = "beneficiary" if kind == "Beneficiario" else "SINBA record"
-            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
             yield SourceError(
-                f"{what} refused, the others of the file load: does not follow the official "
-                f"schema ({p.reason}){more}",
+                "refused, nothing loaded from it: the flow header does not follow the "
+                f"official schema ({p.reason})",
                 f"{prefix} line {p.line}",
-                rule="xsd",
+                rule="xsd_header",
                 field=p.field,
-                scope="record",
             )
-            continue
-        if kind == "Beneficiario":
-            yield from _ps_records(el, head, unit, prefix)
-        else:
-            yield _sinba_record(el, head, unit, prefix)
+            return
+        head = _header(el)
+        seed = b"\x1e".join([stream.encode(), kind.encode(), _content(el)])
+        break
+    if head is None:
+        return
+    header: dict[str, str] = head
+
+    def items(els: Sequence[Any]) -> Iterator[RawRecord | SourceError]:
+        for el in els:
+            yield from _element_records(el, schema, kind, kind_tag, header, unit, prefix)
+
+    # An element is a kilobyte or two (a CSV row a tenth of that): about 64 a part.
+    parts = in_parts(
+        elements, unit=unit, seed=seed, content=_content, build=items, average=64, min_rows=16
+    )
+    yield from parts
+
+
+def _content(el: Any) -> bytes:
+    """An element as written, for its part's digest."""
+    return bytes(etree.tostring(el, with_tail=False))
+
+
+def _element_records(
+    el: Any,
+    schema: etree.XMLSchema,
+    kind: str,
+    kind_tag: str,
+    head: dict[str, str],
+    unit: str,
+    prefix: str,
+) -> Iterator[RawRecord | SourceError]:
+    """The records of one element after the header (or why it gives none)."""
+    name = kind if el.tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
+    if name != kind:
+        yield SourceError(
+            f"element skipped: {name} is not expected here (the official schema allows "
+            f"only {kind} after {HEADER}); the other records of the file load",
+            f"{prefix} line {el.sourceline or 0}",
+            rule="xsd",
+            field=name,
+            scope="record",
+        )
+        return
+    problems = schema_problems(schema, el)
+    if problems:
+        p = problems[0]
+        what = "beneficiary" if kind == "Beneficiario" else "SINBA record"
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        yield SourceError(
+            f"{what} refused, the others of the file load: does not follow the official "
+            f"schema ({p.reason}){more}",
+            f"{prefix} line {p.line}",
+            rule="xsd",
+            field=p.field,
+            scope="record",
+        )
+        return
+    if kind == "Beneficiario":
+        yield from _ps_records(el, head, unit, prefix)
+    else:
+        yield _sinba_record(el, head, unit, prefix)
 
 
 def _header(el: Any) -> dict[str, str]:

@@ -91,7 +91,7 @@ class CSVFile:
         """The rows as ``(line where each starts, its values)``, without the header and the
         blank lines and without checking their width: what :meth:`rows` makes
         :class:`CSVRow` s of, for a reader that builds its records later or not at all
-        (:func:`hub.sdk.parts.in_parts`; :func:`width_problem` says what a row of another
+        (:func:`hub.inputs.parts.in_parts`; :func:`width_problem` says what a row of another
         width than the header's is)."""
         with self.stream() as text:
             reader = _reader(text, self.delimiter)

@@ -245,13 +245,17 @@ def iter_elements(
             raise _explain(e, last_line) from None
 
 
-def iter_top_elements(source: Source, tags: set[str] | None = None) -> Iterator[Any]:
+def iter_top_elements(
+    source: Source, tags: set[str] | None = None, *, keep: bool = False
+) -> Iterator[Any]:
     """Second pass: each complete child of the root, in document order.
 
     A child is yielded once its end tag has been read (its whole subtree is
     there, e.g. a ``Beneficiario`` with its ``PrestazioniSociali``), then
     cleared with its already-read siblings, so memory is bounded by the largest
-    child, not the document.
+    child, not the document. With ``keep`` (and ``tags``), a child asked for is taken
+    out of the document instead of cleared: it stays whole for as long as the caller
+    holds it (who then bounds the memory: :func:`hub.inputs.parts.in_parts` holds a part).
 
     With ``tags`` (local names: the children expected), only those children's end
     tags reach Python, as the parser reads them; the others are yielded, in their
@@ -259,6 +263,8 @@ def iter_top_elements(source: Source, tags: set[str] | None = None) -> Iterator[
     the memory bound are the same.
     """
     if not tags:
+        if keep:
+            raise ValueError("keep needs the tags of the children to keep")
         yield from _iter_top_all(source)
         return
     found = _root(source)
@@ -289,10 +295,13 @@ def iter_top_elements(source: Source, tags: set[str] | None = None) -> Iterator[
                     if prev is not None and prev is not done:  # not asked for, before it
                         yield from _unexpected(el.itersiblings(preceding=True), done, True)
                     yield el
-                    el.clear(keep_tail=True)
                     while el.getprevious() is not None:
                         del top[0]
-                    done = el
+                    if keep:
+                        top.remove(el)  # whole, out of the tree (``done`` stays None)
+                    else:
+                        el.clear(keep_tail=True)
+                        done = el
                 if top is not None:
                     # Children not asked for, complete (all but the last; at the end, all).
                     n = len(top) if not more else len(top) - 1

@@ -157,6 +157,8 @@ class Pipeline:
         #: Per run, per unit (``units.id``) it read parts of: the parts the registry holds
         #: (key → ids of their records), less those the run dropped.
         self._held: dict[int, dict[int, dict[bytes, BitMap64]]] = {}
+        #: Per run: the ids of the units it read parts of (None: not in the registry yet).
+        self._part_units: dict[int, dict[str, int | None]] = {}
         self.transform = Transform(self.pseudonymiser, district_comuni(config))
         #: CPU seconds of this process spent in each of :data:`STAGES`, over every run of
         #: this pipeline (``raccordo sync --timings``, bench/ingest.py).
@@ -408,15 +410,20 @@ class Pipeline:
         self._unchanged.pop(run_id, None)
         self._ahead.pop(run_id, None)
         self._held.pop(run_id, None)
+        self._part_units.pop(run_id, None)
 
     def _known_part(
         self, ctx: RunContext, tx: LoadTransaction, part: RecordPart
     ) -> KnownPart | None:
         """The registry's copy of ``part`` if it holds it as it is (see ``unit_parts``)."""
-        unit_hash = self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, part.unit)
-        unit = self.registry.unit_ids(ctx.connector, ctx.stream.name, [unit_hash], tx=tx).get(
-            unit_hash
-        )
+        units = self._part_units.setdefault(ctx.run_id, {})
+        if part.unit not in units:  # a unit has many parts: its id looked up once
+            unit_hash = self.pseudonymiser.key_hash(
+                "unit", ctx.connector, ctx.stream.name, part.unit
+            )
+            found = self.registry.unit_ids(ctx.connector, ctx.stream.name, [unit_hash], tx=tx)
+            units[part.unit] = found.get(unit_hash)
+        unit = units[part.unit]
         if unit is None:
             return None
         key = self._part_key(ctx, part.unit, part.digest)

@@ -44,12 +44,12 @@ from hub.hookspecs import HOOK_API_VERSION, hookimpl
 from hub.inputs import InputChanged, InputError
 from hub.inputs import xml as xml
 from hub.inputs.csv import CSVFile, CSVInputError, CSVRow, iter_rows, open_csv
+from hub.inputs.parts import in_parts
 from hub.inputs.spreadsheet import SheetFile, SpreadsheetInputError, open_spreadsheet, sniff_kind
 from hub.pseudonyms import IdentifierType
 from hub.sdk.arrow import ArrowBatchBuilder
 from hub.sdk.columns import IdentifierColumn, column_fields
 from hub.sdk.inbox import FileInbox, file_digest
-from hub.sdk.parts import in_parts
 
 #: The hook API version a plugin module declares (``RACCORDO_HOOK_API = hub.sdk.HOOK_API``).
 HOOK_API = HOOK_API_VERSION

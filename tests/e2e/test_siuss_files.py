@@ -161,10 +161,11 @@ import sys
 from pathlib import Path
 
 from connectors.siuss.flows import iter_flow
-from hub.connector import RawRecord, SourceError
+from hub.connector import RawRecord, SourceError, expand_parts
 
 n = refused = 0
-for item in iter_flow(Path(sys.argv[1]), stream="ps", unit="big", location_prefix="big"):
+flow = iter_flow(Path(sys.argv[1]), stream="ps", unit="big", location_prefix="big")
+for item in expand_parts(flow):
     if isinstance(item, SourceError):
         assert item.rule == "xsd" and item.field == "CodiceFiscale", item
         refused += 1

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from connectors.siuss_waas import SiussWaasConfig, SiussWaasConnector
 from connectors.siuss_waas.fake_server import BASE_TS_MS, FakeWaaS, Flow, flow_from_xml
 from hub.config import load_config
-from hub.connector import RawRecord, SourceError, StateCheckpoint
+from hub.connector import RawRecord, SourceError, StateCheckpoint, expand_parts
 from hub.errors import SourceUnavailable
 from hub.pipeline import Pipeline, open_keyring
 from hub.registry import Registry
@@ -71,13 +71,13 @@ TestSiussWaasContract = connector_contract_tests(lambda: connector(_contract_ser
 
 def test_official_samples_are_pulled_and_the_cursor_advances(server: FakeWaaS) -> None:
     conn = connector(server.url)
-    ps = list(conn.read("ps", {}))
-    sinba = list(conn.read("sinba", {}))
+    ps = list(expand_parts(conn.read("ps", {})))
+    sinba = list(expand_parts(conn.read("sinba", {})))
     assert len([i for i in ps if isinstance(i, RawRecord)]) == 4
     assert len([i for i in sinba if isinstance(i, RawRecord)]) == 1
     final = ps[-1]
     assert isinstance(final, StateCheckpoint) and final.state["since"] == BASE_TS_MS + 2000
-    assert [i for i in conn.read("ps", final.state) if isinstance(i, RawRecord)] == []
+    assert [i for i in expand_parts(conn.read("ps", final.state)) if isinstance(i, RawRecord)] == []
     assert all(
         q.get("since") is not None for _, path, q in server.requests if path.endswith("/flussi")
     )
@@ -87,19 +87,19 @@ def test_official_samples_are_pulled_and_the_cursor_advances(server: FakeWaaS) -
 def test_flows_sharing_a_timestamp_across_pages_are_neither_lost_nor_repeated() -> None:
     with FakeWaaS(many_flows(11), token=TOKEN) as srv:
         conn = connector(srv.url, limit=2)
-        items = list(conn.read("ps", {}))
+        items = list(expand_parts(conn.read("ps", {})))
         assert sorted(keys(items)) == sorted(f"PROT-{i}" for i in range(11))
         # Resume from every checkpoint: exactly the rest, every time.
         all_keys = keys(items)
         for n, item in enumerate(items):
             if isinstance(item, StateCheckpoint):
                 before = keys(items[:n])
-                assert before + keys(list(conn.read("ps", item.state))) == all_keys
+                assert before + keys(list(expand_parts(conn.read("ps", item.state)))) == all_keys
 
 
 def test_429_with_retry_after_is_honoured(server: FakeWaaS) -> None:
     server.faults.statuses = [(429, "1")]
-    items = list(connector(server.url).read("ps", {}))
+    items = list(expand_parts(connector(server.url).read("ps", {})))
     assert len(keys(items)) == 4
     flussi = [ts for ts, path, _ in server.requests if path.endswith("/flussi")]
     assert flussi[1] - flussi[0] >= 0.9  # waited as the server asked
@@ -108,26 +108,26 @@ def test_429_with_retry_after_is_honoured(server: FakeWaaS) -> None:
 def test_503_twice_and_a_slow_answer_are_retried(server: FakeWaaS) -> None:
     server.faults.statuses = [(503, None), (503, None)]
     server.faults.slow_s, server.faults.slow_requests = 2.5, 1
-    items = list(connector(server.url, timeout_s=1.0).read("ps", {}))
+    items = list(expand_parts(connector(server.url, timeout_s=1.0).read("ps", {})))
     assert len(keys(items)) == 4
 
 
 def test_retries_exhausted_and_token_refused_say_so_without_the_token(server: FakeWaaS) -> None:
     server.faults.statuses = [(503, None)] * 10
     with pytest.raises(SourceUnavailable) as e:
-        list(connector(server.url, max_retries=2).read("ps", {}))
+        list(expand_parts(connector(server.url, max_retries=2).read("ps", {})))
     assert "3 attempts" in str(e.value) and "HTTP 503" in str(e.value)
     assert TOKEN not in str(e.value)
     bad = SiussWaasConnector(SiussWaasConfig(base_url=server.url, token=SecretStr("nope")))
     with pytest.raises(SourceUnavailable, match="refused the token"):
-        list(bad.read("ps", {}))
+        list(expand_parts(bad.read("ps", {})))
     assert TOKEN not in repr(bad.config)
 
 
 def test_truncated_base64_refuses_only_that_flow(server: FakeWaaS) -> None:
     bad_id = server.flows[0].id
     server.faults.truncate = {bad_id}
-    items = list(connector(server.url).read("ps", {}))
+    items = list(expand_parts(connector(server.url).read("ps", {})))
     errors = [i for i in items if isinstance(i, SourceError)]
     assert len(errors) == 1 and "base64" in errors[0].reason and bad_id in errors[0].location
     assert len(keys(items)) == 1  # the minimal sample still arrives
@@ -140,13 +140,13 @@ def test_server_down_midway_then_resume_without_duplicates() -> None:
         conn = connector(srv.url, limit=2, max_retries=1)
         got: list[object] = []
         with pytest.raises(SourceUnavailable, match="connection refused"):
-            for item in conn.read("ps", {}):
+            for item in expand_parts(conn.read("ps", {})):
                 got.append(item)
         state = [i for i in got if isinstance(i, StateCheckpoint)][-1].state
         first = keys(got)
         assert 0 < len(first) < 12
         srv.up()
-        rest = keys(list(conn.read("ps", state)))
+        rest = keys(list(expand_parts(conn.read("ps", state))))
         assert sorted(first + rest) == sorted(f"PROT-{i}" for i in range(12))
         assert len(set(first) & set(rest)) == 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors.siuss.flows import iter_flow
-from hub.connector import RawRecord, SourceError
+from hub.connector import RawRecord, SourceError, expand_parts
 from hub.inputs import xml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inps"
@@ -71,7 +71,7 @@ def test_tree_builder_limits_refuse_the_file_in_the_first_pass() -> None:
     verdict = _verdict(xml.validate, huge)
     assert verdict is not None and "Text node too long" in verdict[0]
     assert verdict == _verdict(_per_element, huge)
-    items = list(iter_flow(deep, stream="ps", unit="u", location_prefix="f"))
+    items = list(expand_parts(iter_flow(deep, stream="ps", unit="u", location_prefix="f")))
     assert len(items) == 1 and isinstance(items[0], SourceError)
 
 
@@ -136,7 +136,7 @@ def test_many_unexpected_children_do_not_pile_up_between_expected_ones() -> None
 
 def test_records_are_the_same_with_unexpected_children_about() -> None:
     doc = _flow(120, {3: b"<Foo/>", 60: b"<SINBA/>", 120: b"<Foo/>"})
-    items = list(iter_flow(doc, stream="ps", unit="u", location_prefix="f"))
+    items = list(expand_parts(iter_flow(doc, stream="ps", unit="u", location_prefix="f")))
     records = [i for i in items if isinstance(i, RawRecord)]
     skipped = [i for i in items if isinstance(i, SourceError)]
     assert len(records) == 120
@@ -150,5 +150,5 @@ def test_records_are_the_same_with_unexpected_children_about() -> None:
 def test_a_flow_with_no_or_few_records(size: int) -> None:
     doc = _flow(size)
     assert _verdict(xml.validate, doc) is None
-    items = list(iter_flow(doc, stream="ps", unit="u", location_prefix="f"))
+    items = list(expand_parts(iter_flow(doc, stream="ps", unit="u", location_prefix="f")))
     assert sum(isinstance(i, RawRecord) for i in items) == size

@@ -33,8 +33,10 @@ T = TypeVar("T")
 AVERAGE_ROWS = 1024
 #: No part is cut before this many rows (a run of cut rows makes no tiny parts)...
 MIN_ROWS = 64
-#: ... nor grows beyond this many (a bound on what the connector buffers).
+#: ... nor grows beyond this many, or beyond this many bytes of content (bounds on what
+#: the connector holds: an XML element held whole takes several times its text).
 MAX_ROWS = 8192
+MAX_BYTES = 256 * 1024
 
 
 def in_parts(
@@ -47,6 +49,7 @@ def in_parts(
     average: int = AVERAGE_ROWS,
     min_rows: int = MIN_ROWS,
     max_rows: int = MAX_ROWS,
+    max_bytes: int = MAX_BYTES,
 ) -> Iterator[RecordPart]:
     """The parts of ``rows`` (see the module's docstring); ``seed``: the bytes of whatever
     else decides the records (the connector's settings, the file's header...)."""
@@ -56,13 +59,19 @@ def in_parts(
     crc32 = zlib.crc32
     buffer: list[T] = []
     contents: list[bytes] = []
+    size = 0
     for row in rows:
         data = content(row)
         buffer.append(row)
         contents.append(data)
-        if len(buffer) >= max_rows or (len(buffer) >= min_rows and not crc32(data) & mask):
+        size += len(data)
+        if (
+            len(buffer) >= max_rows
+            or size >= max_bytes
+            or (len(buffer) >= min_rows and not crc32(data) & mask)
+        ):
             yield _part(unit, seed, contents, buffer, build)
-            buffer, contents = [], []
+            buffer, contents, size = [], [], 0
     if buffer:
         yield _part(unit, seed, contents, buffer, build)
 
