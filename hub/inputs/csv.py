@@ -23,9 +23,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from hub.inputs import InputChanged, InputError
+
+_T = TypeVar("_T")
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_FIELD_CHARS = 64 * 1024
@@ -448,20 +450,19 @@ def check_rows(csv_file: CSVFile) -> None:
 
 def iter_value_rows(csv_file: CSVFile) -> Iterator[tuple[int, list[str]]]:
     """:meth:`CSVFile.value_rows` with the per-field size bound of :func:`iter_rows`."""
-    old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
-    try:
-        yield from csv_file.value_rows()
-    except csv.Error as e:
-        raise CSVInputError(f"a value is too long or malformed ({e})") from None
-    finally:
-        csv.field_size_limit(old_limit)
+    return _bounded(csv_file.value_rows())
 
 
 def iter_rows(csv_file: CSVFile) -> Iterator[CSVRow]:
     """Rows with a per-field size bound."""
+    return _bounded(csv_file.rows())
+
+
+def _bounded(rows: Iterator[_T]) -> Iterator[_T]:
+    """``rows`` read with the per-field size bound, a broken value as a CSVInputError."""
     old_limit = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
-        yield from csv_file.rows()
+        yield from rows
     except csv.Error as e:
         raise CSVInputError(f"a value is too long or malformed ({e})") from None
     finally:

@@ -1,28 +1,24 @@
 """A changed CSV file is re-read at the cost of its changed parts, with the same result.
 
-The oracle: the same sequence of file versions synced into two registries (same keys),
-one skipping the parts it holds as they are, one reading every record of every changed
-file (skipping turned off). After every sync both registries hold the same rows and the
-runs the same counters; and the first read only the parts that changed.
+The oracle (tests/support/parts.py): the same sequence of file versions synced into two
+registries (same keys), one skipping the parts it holds as they are, one reading every
+record of every changed file (skipping turned off). After every sync both registries hold
+the same rows and quarantine and the runs the same counters; and the first read only the
+parts that changed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import connectors.csv_export as csv_export
-from hub.config import load_config
 from hub.demo.people import NAMES_F, SURNAMES, codice_fiscale
-from hub.pipeline import Pipeline, open_keyring
-from hub.registry import Registry, RunSummary
-from tests.e2e.conftest import registry_dump
+from tests.support.parts import assert_skipping_changes_nothing, second_registry_url
 from tests.support.workspace import make_workspace
 
 HEADER = [
@@ -135,38 +131,6 @@ def _workspace(root: Path, url: str, keys_from: Path | None) -> tuple[Path, Path
     return ws, inbox
 
 
-def _sync(ws: Path) -> tuple[RunSummary, dict[str, list[tuple[object, ...]]], set[Any]]:
-    cfg = load_config(ws / "raccordo.toml")
-    reg = Registry.open(cfg.registry_url)
-    try:
-        (run,) = Pipeline(cfg, reg, open_keyring(cfg)).sync("csv")
-        quarantine = {
-            (q["location"], q["rule"], q["reason"], q["field"]) for q in reg.quarantine_entries()
-        }
-    finally:
-        reg.close()
-    return run, registry_dump(cfg.registry_url), quarantine
-
-
-def _counters(run: RunSummary) -> tuple[int, ...]:
-    return (
-        run.read,
-        run.loaded,
-        run.unchanged,
-        run.duplicates,
-        run.quarantined,
-        run.removed,
-        run.source_errors,
-    )
-
-
-def _second_url(registry_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if registry_url.startswith("sqlite"):
-        return f"sqlite:///{tmp_path / 'second.sqlite'}"
-    server = request.getfixturevalue("postgres_server")
-    return str(server.url(server.create_database(f"parts_{uuid.uuid4().hex[:8]}")))
-
-
 def test_skipping_the_parts_held_changes_nothing_but_what_is_read(
     registry_url: str,
     tmp_path: Path,
@@ -175,41 +139,28 @@ def test_skipping_the_parts_held_changes_nothing_but_what_is_read(
 ) -> None:
     skipping, skipping_in = _workspace(tmp_path / "skipping", registry_url, None)
     reading, reading_in = _workspace(
-        tmp_path / "reading", _second_url(registry_url, tmp_path, request), skipping
+        tmp_path / "reading", second_registry_url(registry_url, tmp_path, request), skipping
     )
-    read_parts: list[int] = []
-    offered = csv_export.in_parts
+    inboxes = {skipping: skipping_in, reading: reading_in}
 
-    def counting(rows: Iterable[Any], **kw: Any) -> Any:
-        build: Callable[[Any], Any] = kw.pop("build")
-
-        def counted(part_rows: Any) -> Any:
-            read_parts[-1] += 1
-            return build(part_rows)
-
-        return offered(rows, build=counted, **kw)
-
-    monkeypatch.setattr(csv_export, "in_parts", counting)
-    for what, files in _versions():
-        _write(skipping_in, files)
-        _write(reading_in, files)
-        read_parts.append(0)
-        run, rows, quarantine = _sync(skipping)
-        skipped_read = read_parts[-1]
-        with monkeypatch.context() as m:
-            m.setattr(Pipeline, "_known_part", lambda *_: None)
-            read_parts.append(0)
-            expected_run, expected_rows, expected_quarantine = _sync(reading)
-        assert run.balanced, what
-        assert _counters(run) == _counters(expected_run), what
-        assert rows == expected_rows, what
-        assert quarantine == expected_quarantine, what
+    def check(what: str, skipped_read: int, all_read: int) -> None:
         if what in ("one value changed", "both mended", "the repeat gone, another value changed"):
             # a.csv holds a few parts (1,024 rows each on average): one or two are read.
-            assert 1 <= skipped_read <= 2 < read_parts[-1], (what, skipped_read, read_parts[-1])
+            assert 1 <= skipped_read <= 2 < all_read, (what, skipped_read, all_read)
         if what == "rows inserted and deleted":
-            assert 2 <= skipped_read <= 3 < read_parts[-1], (what, skipped_read, read_parts[-1])
+            assert 2 <= skipped_read <= 3 < all_read, (what, skipped_read, all_read)
         if what == "a.csv changed elsewhere":
             # A record of a.csv was loaded from b.csv since: none of a.csv's parts can be
             # trusted to hold what the registry has (a re-read puts a.csv's version back).
-            assert skipped_read == read_parts[-1], (what, skipped_read, read_parts[-1])
+            assert skipped_read == all_read, (what, skipped_read, all_read)
+
+    assert_skipping_changes_nothing(
+        monkeypatch,
+        reader=csv_export,
+        connector="csv",
+        skipping=skipping,
+        reading=reading,
+        versions=_versions(),
+        write=lambda ws, files: _write(inboxes[ws], files),
+        check=check,
+    )
