@@ -81,6 +81,27 @@ RowOutputs = list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] | None
 
 
 @dataclass
+class SpecOutputs:
+    """What one ``[[records]]`` spec gives over a batch: a row per record (refused or not),
+    its key parts (``None``: the spec has no ``key``) and where its ``when`` holds
+    (``None``: it has none, every record gives the row)."""
+
+    model: str
+    keys: list[tuple[str, ...]] | None
+    rows: list[dict[str, Any]]
+    active: list[bool] | None
+
+
+@dataclass
+class ColumnOutputs:
+    """The fast path's result for a batch: per record whether the row path decides it
+    (``refused``), and each spec's outputs in the mapping's order."""
+
+    refused: list[bool]
+    specs: list[SpecOutputs]
+
+
+@dataclass
 class _Col:
     """One source field over the batch."""
 
@@ -412,9 +433,29 @@ class ColumnMapping:
     def apply(self, datas: Sequence[Mapping[str, Any]]) -> list[RowOutputs] | None:
         """Per record: its outputs, or ``None`` (the row path decides it). ``None`` for the
         whole batch when its values are not all text or whole numbers."""
+        batch = self.apply_columns(datas)
+        if batch is None:
+            return None
+        outputs: list[RowOutputs] = []
+        for i, refused in enumerate(batch.refused):
+            if refused:
+                outputs.append(None)
+                continue
+            outputs.append(
+                [
+                    (s.model, None if s.keys is None else s.keys[i], s.rows[i])
+                    for s in batch.specs
+                    if s.active is None or s.active[i]
+                ]
+            )
+        return outputs
+
+    def apply_columns(self, datas: Sequence[Mapping[str, Any]]) -> ColumnOutputs | None:
+        """The batch's outputs spec by spec, and which records the row path decides
+        (``refused``); ``None`` when its values are not all text or whole numbers."""
         n = len(datas)
         if n == 0:
-            return []
+            return ColumnOutputs([], [])
         cols: dict[str, _Col] = {}
         uncertain = pa.array([False] * n)
         for name in self._sources:
@@ -423,29 +464,17 @@ class ColumnMapping:
                 return None
             cols[name], odd = col
             uncertain = _or(uncertain, odd)
-        Entry = tuple[str, tuple[str, ...] | None, dict[str, Any]]
-        per_record: list[tuple[list[Entry], list[bool] | None]] = []
+        specs: list[SpecOutputs] = []
         for rec in self._records:
             active = rec.when(cols, n) if rec.when is not None else None
             bad, rows, keys = self._outputs(rec, cols, n)
             if active is not None:
                 bad = pc.and_(bad, active)
             uncertain = _or(uncertain, bad)
-            model = rec.model
-            entries: list[Entry] = (
-                [(model, None, row) for row in rows]
-                if keys is None
-                else [(model, k, row) for k, row in zip(keys, rows, strict=True)]
+            specs.append(
+                SpecOutputs(rec.model, keys, rows, None if active is None else active.to_pylist())
             )
-            per_record.append((entries, None if active is None else active.to_pylist()))
-        refused = uncertain.to_pylist()
-        if all(a is None for _, a in per_record):
-            columns = [entries for entries, _ in per_record]
-            return [None if r else [c[i] for c in columns] for i, r in enumerate(refused)]
-        return [
-            None if r else [e[i] for e, a in per_record if a is None or a[i]]
-            for i, r in enumerate(refused)
-        ]
+        return ColumnOutputs(uncertain.to_pylist(), specs)
 
     def _outputs(
         self, rec: _Record, cols: dict[str, _Col], n: int

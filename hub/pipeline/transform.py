@@ -14,13 +14,12 @@ import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
 from hub.mappings import CompiledMapping
-from hub.mappings.columns import RowOutputs
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
 from hub.quality import record_warnings
@@ -33,6 +32,10 @@ from hub.registry import (
 )
 from hub.registry.tables import OWNED_KINDS
 from hub.schema import model_for
+
+#: Row key hashes remembered between batches (a subject's key recurs in every record of
+#: the person): above this many the cache starts again.
+KEY_CACHE_SIZE = 200_000
 
 
 @dataclass
@@ -56,10 +59,33 @@ class Transform:
         self.pseudonymiser = pseudonymiser
         #: ISTAT codes of the district's comuni, for the data-quality warnings.
         self.district = district
-        self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
+        #: (model, key parts) → the row's key hash (subjects' keys repeat across records).
+        self._key_hashes: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
-    def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
-        return self.pseudonymiser.key16(model, *key)
+    def _output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
+        cache = self._key_hashes
+        kh = cache.get((model, key))
+        if kh is None:
+            if len(cache) >= KEY_CACHE_SIZE:
+                cache.clear()
+            kh = cache[(model, key)] = self.pseudonymiser.key16(model, *key)
+        return kh
+
+    def _output_key_hashes(self, model: str, keys: Sequence[tuple[str, ...]]) -> list[bytes]:
+        """The key hash of each key of a batch's rows of ``model``: each key not cached
+        computed once, all of them in one call to the pseudonymiser."""
+        cache = self._key_hashes
+        todo = list({(model, k) for k in keys if (model, k) not in cache})
+        if todo:
+            many = getattr(self.pseudonymiser, "key16_many", None)
+            if many is None:  # a pseudonymiser without the batch form
+                hashes = [self.pseudonymiser.key16(m, *k) for m, k in todo]
+            else:
+                hashes = many([(m, *k) for m, k in todo])
+            if len(cache) + len(todo) > KEY_CACHE_SIZE:
+                cache.clear()
+            cache.update(zip(todo, hashes, strict=True))
+        return [cache[(model, k)] for k in keys]
 
     def __call__(
         self,
@@ -100,13 +126,11 @@ class Transform:
                 counts.loaded += 1
                 counts.deleted += 1
                 continue
-            outputs = fast.get(i)
-            if outputs is not None:
-                # Decided in columns: mapped and validated; only the keys are left.
-                entities = self._entities(p, outputs)
-                mapped: list[tuple[str, Mapping[str, Any]]] = [
-                    (model, values) for model, _, values in outputs
-                ]
+            decided = fast.get(i)
+            if decided is not None:
+                # Decided in columns: mapped, validated and keyed.
+                entities = decided
+                mapped: list[tuple[str, Mapping[str, Any]]] = [(e[0], e[2]) for e in decided]
             else:
                 result = mapping.apply(p.data)
                 for table, code in result.unmapped:
@@ -131,7 +155,7 @@ class Transform:
                 p.source_key_hash,
                 record_hash,
                 "upsert",
-                tuple(entities),
+                entities,
                 p.unit_hash,
                 replaces=p.source_key_hash in loaded_before or p.source_key_hash in changes,
             )
@@ -144,9 +168,10 @@ class Transform:
         prepared: Sequence[Prepared],
         hashes: Sequence[bytes],
         existing: Mapping[str, bytes],
-    ) -> dict[int, list[tuple[str, tuple[str, ...] | None, dict[str, Any]]]]:
-        """The fast path's outputs of the records to map (by index); the others take the
-        row path (refused by a step, or left by the fast path to the row path)."""
+    ) -> dict[int, tuple[EntityRow, ...]]:
+        """The rows of the records the fast path decides (by index), built spec by spec over
+        the batch; the others take the row path (refused by a step, or left by the fast
+        path to the row path). The same rows, keys and positions as :meth:`_entities`."""
         columns = mapping.columns
         if columns is None:
             return {}
@@ -157,16 +182,86 @@ class Transform:
         ]
         if not todo:
             return {}
-        results: list[RowOutputs] | None = columns.apply([prepared[i].data for i in todo])
-        if results is None:
+        batch = columns.apply_columns([prepared[i].data for i in todo])
+        if batch is None:
             return {}
-        return {i: r for i, r in zip(todo, results, strict=True) if r is not None}
+        ok = [j for j, refused in enumerate(batch.refused) if not refused]
+        if not ok:
+            return {}
+        records = [prepared[todo[j]] for j in ok]
+        #: Per record, its identifier fields' pseudonyms → the person's key (None: none).
+        persons: list[dict[Any, str] | None] | None = None
+        #: Per model, the number of unkeyed outputs each record gave so far (positions).
+        positions: dict[str, list[int]] = {}
+        #: Per spec, its row of each record (None where its ``when`` does not hold).
+        per_spec: list[list[EntityRow | None]] = []
+        for spec in batch.specs:
+            model, rows = spec.model, spec.rows
+            active = spec.active
+            if spec.keys is not None:
+                keys = [spec.keys[j] for j in ok]
+                if persons is None:
+                    persons = [
+                        {r.data.get(name): person for name, person in r.person_keys}
+                        if r.person_keys
+                        else None
+                        for r in records
+                    ]
+                # A key naming an identifier field is built from the person's key, which
+                # needs no group operation to stay the same across key rotations (a
+                # pseudonym that came already pseudonymised is made epoch-independent by
+                # key16).
+                keys = [
+                    k if ps is None else tuple(map(ps.get, k, k))
+                    for k, ps in zip(keys, persons, strict=True)
+                ]
+                if active is not None:
+                    live = [active[j] for j in ok]
+                    wanted = [k for k, a in zip(keys, live, strict=True) if a]
+                    hashed = iter(self._output_key_hashes(model, wanted))
+                    per_spec.append(
+                        [
+                            EntityRow(model, next(hashed), rows[j]) if a else None
+                            for j, a in zip(ok, live, strict=True)
+                        ]
+                    )
+                else:
+                    per_spec.append(
+                        [
+                            EntityRow(model, kh, rows[j])
+                            for j, kh in zip(ok, self._output_key_hashes(model, keys), strict=True)
+                        ]
+                    )
+                continue
+            # Without a key: the n-th unkeyed output of this model in its record.
+            counts = positions.get(model)
+            if counts is None:
+                counts = positions[model] = [0] * len(ok)
+            out: list[EntityRow | None] = []
+            owned = model in OWNED_KINDS
+            for x, j in enumerate(ok):
+                if active is not None and not active[j]:
+                    out.append(None)
+                    continue
+                n = counts[x]
+                counts[x] = n + 1
+                if owned:
+                    # Identified by (source record, position) in the registry: no hash.
+                    out.append(EntityRow(model, None, rows[j], n))
+                    continue
+                out.append(EntityRow(model, _unkeyed_hash(records[x], model, n), rows[j]))
+            per_spec.append(out)
+        if any(s.active is not None for s in batch.specs):
+            rows_of = [tuple(e for e in t if e is not None) for t in zip(*per_spec, strict=True)]
+        else:
+            rows_of = list(zip(*per_spec, strict=True))
+        return {todo[j]: r for j, r in zip(ok, rows_of, strict=True)}
 
     def _entities(
         self,
         p: Prepared,
         outputs: Iterable[tuple[str, tuple[str, ...] | None, Mapping[str, Any]]],
-    ) -> list[EntityRow]:
+    ) -> tuple[EntityRow, ...]:
         """The record's outputs as rows, each with its identity: its key's hash, or (no
         ``key``, a kind a source record owns) its position among the record's outputs of
         that model."""
@@ -198,15 +293,12 @@ class Transform:
             # The n-th output of this model of the record, of a kind no source record owns (a
             # subject without a key): keyed by the record's own keyed source-key hash (no
             # second HMAC needed).
-            kh = hashlib.blake2b(
-                f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
-            ).digest()
-            entities.append(EntityRow(model, kh, values))
-        return entities
+            entities.append(EntityRow(model, _unkeyed_hash(p, model, n), values))
+        return tuple(entities)
 
     def _validate(
         self, org: str, p: Prepared, outputs: Any
-    ) -> tuple[list[EntityRow], Rejection | None]:
+    ) -> tuple[tuple[EntityRow, ...], Rejection | None]:
         rows: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] = []
         for out in outputs:
             validator, converted = _validator_for(out.model)
@@ -217,7 +309,7 @@ class Transform:
                 loc = ".".join(str(x) for x in err["loc"])
                 # pydantic's message may quote the input: keep only the message text
                 # (type + constraint), never the value.
-                return [], Rejection(f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
+                return (), Rejection(f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
             # The validated field values, as model_dump would give them (they are all
             # plain values, dates or Decimals), minus org; enums and tuples of enums
             # become the codes stored in the columns.
@@ -228,6 +320,15 @@ class Transform:
             key = None if out.key is None else tuple(str(k) for k in out.key)
             rows.append((out.model, key, row))
         return self._entities(p, rows), None
+
+
+def _unkeyed_hash(p: Prepared, model: str, n: int) -> bytes:
+    """The identity of the n-th output of ``model`` of a record, of a kind no source record
+    owns (a subject without a key): keyed by the record's own keyed source-key hash (no
+    second HMAC needed)."""
+    return hashlib.blake2b(
+        f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
+    ).digest()
 
 
 def quarantine_entry(p: Prepared, problem: Rejection) -> QuarantineEntry:
