@@ -26,9 +26,10 @@ import operator
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
+from itertools import repeat
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import pyarrow as pa
@@ -90,6 +91,13 @@ class SpecOutputs:
     keys: list[tuple[str, ...]] | None
     rows: list[dict[str, Any]]
     active: list[bool] | None
+    #: The rows' fields as columns, as the rows hold them (text, whole numbers, dates; a
+    #: ``decimal`` as its plain text), for checks over the batch such as
+    #: :func:`hub.quality.may_warn`; a field the spec never gives is absent (``None`` in
+    #: every row), one whose model default fills empty values is ``None`` (not known).
+    fields: dict[str, pa.Array | None] = field(default_factory=dict)
+    #: ``active`` as a column (``None``: the spec has no ``when``).
+    active_mask: pa.Array | None = None
 
 
 @dataclass
@@ -467,20 +475,30 @@ class ColumnMapping:
         specs: list[SpecOutputs] = []
         for rec in self._records:
             active = rec.when(cols, n) if rec.when is not None else None
-            bad, rows, keys = self._outputs(rec, cols, n)
+            bad, rows, keys, fields = self._outputs(rec, cols, n)
             if active is not None:
                 bad = pc.and_(bad, active)
             uncertain = _or(uncertain, bad)
             specs.append(
-                SpecOutputs(rec.model, keys, rows, None if active is None else active.to_pylist())
+                SpecOutputs(
+                    rec.model,
+                    keys,
+                    rows,
+                    None if active is None else active.to_pylist(),
+                    fields,
+                    active,
+                )
             )
         return ColumnOutputs(uncertain.to_pylist(), specs)
 
     def _outputs(
         self, rec: _Record, cols: dict[str, _Col], n: int
-    ) -> tuple[pa.Array, list[dict[str, Any]], list[tuple[str, ...]] | None]:
-        """The rows one record spec gives (all of them, refused or not) and where it refused:
-        a step of the mapping, a value the model refuses or a cross-field rule."""
+    ) -> tuple[
+        pa.Array, list[dict[str, Any]], list[tuple[str, ...]] | None, dict[str, pa.Array | None]
+    ]:
+        """The rows one record spec gives (all of them, refused or not), where it refused (a
+        step of the mapping, a value the model refuses or a cross-field rule), and the
+        rows' fields as columns (:attr:`SpecOutputs.fields`)."""
         bad = pa.array([False] * n)
         outs: dict[str, _Out] = {}
         for target, get in rec.getters:
@@ -496,12 +514,15 @@ class ColumnMapping:
         defaults = self._defaults[rec.model]
         names = list(model_targets)
         columns: list[list[Any]] = []
+        fields: dict[str, pa.Array | None] = {}
         for name in names:
             o_ = outs.get(name)
             if o_ is None:
                 if name not in defaults:  # required and not mapped: the row path says so
-                    return pa.array([True] * n), [{}] * n, None
+                    return pa.array([True] * n), [{}] * n, None, {}
                 columns.append([defaults[name]] * n)
+                if defaults[name] is not None:
+                    fields[name] = None
                 continue
             bad = _or(
                 bad, self._refused_values(rec.model, name, o_, n, required=name not in defaults)
@@ -510,13 +531,18 @@ class ColumnMapping:
             default = defaults.get(name)
             if default is not None:
                 values = [default if v is None else v for v in values]
+                fields[name] = None
+            elif o_.kind == "const":
+                fields[name] = pa.repeat(pa.scalar(o_.const), n)
+            else:
+                fields[name] = o_.values
             columns.append(values)
         bad = _or(bad, _cross_field_refused(rec.model, outs, n))
         # Every column holds n values (checked once here: zip's strict check per row doubles
         # the cost of building the rows).
         assert all(len(c) == n for c in columns)
-        rows = [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
-        return bad, rows, list(zip(*keys, strict=True)) if keys else None
+        rows = list(map(dict, map(zip, repeat(names, n), zip(*columns, strict=False))))
+        return bad, rows, list(zip(*keys, strict=True)) if keys else None, fields
 
     def _refused_values(
         self, model: str, name: str, o: _Out, n: int, *, required: bool

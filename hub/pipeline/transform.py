@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from hub.mappings import CompiledMapping
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
-from hub.quality import record_warnings
+from hub.quality import may_warn, record_warnings
 from hub.registry import (
     BatchCounts,
     EntityRow,
@@ -104,7 +104,7 @@ class Transform:
         changes = out.changes
         hashed = record_hasher(mapping.version)
         hashes = [b"" if p.problems else hashed(p.fingerprint) for p in prepared]
-        fast = self._fast_outputs(mapping, prepared, hashes, existing)
+        fast, quiet = self._fast_outputs(mapping, prepared, hashes, existing)
         for i, p in enumerate(prepared):
             if p.problems:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
@@ -128,9 +128,13 @@ class Transform:
                 continue
             decided = fast.get(i)
             if decided is not None:
-                # Decided in columns: mapped, validated and keyed.
+                # Decided in columns: mapped, validated and keyed; warnings only where the
+                # columns say a rule may fire.
                 entities = decided
-                mapped: list[tuple[str, Mapping[str, Any]]] = [(e[0], e[2]) for e in decided]
+                if i in quiet:
+                    mapped: list[tuple[str, Mapping[str, Any]]] = []
+                else:
+                    mapped = [(e[0], e[2]) for e in decided]
             else:
                 result = mapping.apply(p.data)
                 for table, code in result.unmapped:
@@ -147,7 +151,11 @@ class Transform:
                     continue
                 mapped = [(o.model, o.data) for o in result.outputs]
             # -- data-quality warnings (hub/quality.py): counted, never a refusal.
-            for w in record_warnings(mapped, cf_derived=p.cf_derived, district=self.district):
+            for w in (
+                record_warnings(mapped, cf_derived=p.cf_derived, district=self.district)
+                if mapped
+                else ()
+            ):
                 out.warnings.append(
                     WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
                 )
@@ -168,26 +176,28 @@ class Transform:
         prepared: Sequence[Prepared],
         hashes: Sequence[bytes],
         existing: Mapping[str, bytes],
-    ) -> dict[int, tuple[EntityRow, ...]]:
+    ) -> tuple[dict[int, tuple[EntityRow, ...]], set[int]]:
         """The rows of the records the fast path decides (by index), built spec by spec over
-        the batch; the others take the row path (refused by a step, or left by the fast
-        path to the row path). The same rows, keys and positions as :meth:`_entities`."""
+        the batch, and those of them for which no warning rule can fire
+        (:func:`hub.quality.may_warn`); the others take the row path (refused by a step, or
+        left by the fast path to the row path). The same rows, keys and positions as
+        :meth:`_entities`."""
         columns = mapping.columns
         if columns is None:
-            return {}
+            return {}, set()
         todo = [
             i
             for i, p in enumerate(prepared)
             if not p.problems and p.op == "upsert" and existing.get(p.source_key_hash) != hashes[i]
         ]
         if not todo:
-            return {}
+            return {}, set()
         batch = columns.apply_columns([prepared[i].data for i in todo])
         if batch is None:
-            return {}
+            return {}, set()
         ok = [j for j, refused in enumerate(batch.refused) if not refused]
         if not ok:
-            return {}
+            return {}, set()
         records = [prepared[todo[j]] for j in ok]
         #: Per record, its identifier fields' pseudonyms → the person's key (None: none).
         persons: list[dict[Any, str] | None] | None = None
@@ -255,7 +265,17 @@ class Transform:
             rows_of = [tuple(e for e in t if e is not None) for t in zip(*per_spec, strict=True)]
         else:
             rows_of = list(zip(*per_spec, strict=True))
-        return {todo[j]: r for j, r in zip(ok, rows_of, strict=True)}
+        may = may_warn(
+            [(spec.model, spec.fields, spec.active_mask) for spec in batch.specs],
+            len(todo),
+            cf_derived=[prepared[i].cf_derived for i in todo],
+            district=self.district,
+        )
+        quiet: set[int] = set()
+        if may is not None:
+            flags = may.to_pylist()
+            quiet = {todo[j] for j in ok if not flags[j]}
+        return {todo[j]: r for j, r in zip(ok, rows_of, strict=True)}, quiet
 
     def _entities(
         self,
