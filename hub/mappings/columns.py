@@ -276,10 +276,14 @@ def _compile_getter(spec: MappingFile, model: str, target: str, t: Any) -> _Gett
 
         def get_date(cols: dict[str, _Col], n: int) -> _Out:
             c = cols[src]
-            text = c.text
-            result = pa.nulls(n, pa.date32())
-            done = pa.array([False] * n)
-            earlier = pa.array([False] * n)
+            # Each distinct text read once (dates repeat: a few thousand days in a batch),
+            # then spread to the records that hold it.
+            encoded = pc.dictionary_encode(c.text)
+            text = encoded.dictionary
+            m = len(text)
+            result = pa.nulls(m, pa.date32())
+            done = pa.array([False] * m, pa.bool_())
+            earlier = pa.array([False] * m, pa.bool_())
             for fmt, strict, loose in plans:
                 eligible = pc.and_(
                     pc.fill_null(pc.match_substring_regex(text, strict), False),
@@ -295,6 +299,8 @@ def _compile_getter(spec: MappingFile, model: str, target: str, t: Any) -> _Gett
                 result = pc.if_else(ok, day, result)
                 done = _or(done, ok)
                 earlier = _or(earlier, pc.fill_null(pc.match_substring_regex(text, loose), False))
+            result = pc.take(result, encoded.indices)
+            done = pc.fill_null(pc.take(done, encoded.indices), False)
             bad = pc.and_(pc.invert(c.empty), pc.invert(done))
             return _missing(_Out(result, "date", bad), c.empty, optional, default)
 

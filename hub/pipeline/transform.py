@@ -261,10 +261,13 @@ class Transform:
                     continue
                 out.append(EntityRow(model, _unkeyed_hash(records[x], model, n), rows[j]))
             per_spec.append(out)
-        if any(s.active is not None for s in batch.specs):
-            rows_of = [tuple(e for e in t if e is not None) for t in zip(*per_spec, strict=True)]
-        else:
-            rows_of = list(zip(*per_spec, strict=True))
+        rows_of: list[tuple[Any, ...]] = list(zip(*per_spec, strict=True))
+        for spec in batch.specs:
+            if spec.active is not None:
+                # The records a ``when`` leaves without this row (usually few).
+                gaps = [x for x, j in enumerate(ok) if not spec.active[j]]
+                for x in gaps:
+                    rows_of[x] = tuple(e for e in rows_of[x] if e is not None)
         may = may_warn(
             [(spec.model, spec.fields, spec.active_mask) for spec in batch.specs],
             len(todo),
