@@ -88,7 +88,8 @@ class SpecOutputs:
     (``None``: it has none, every record gives the row)."""
 
     model: str
-    keys: list[tuple[str, ...]] | None
+    #: The key's parts as columns (one list of texts per part; ``None``: no ``key``).
+    key_columns: list[list[str]] | None
     rows: list[dict[str, Any]]
     active: list[bool] | None
     #: The rows' fields as columns, as the rows hold them (text, whole numbers, dates; a
@@ -98,6 +99,13 @@ class SpecOutputs:
     fields: dict[str, pa.Array | None] = field(default_factory=dict)
     #: ``active`` as a column (``None``: the spec has no ``when``).
     active_mask: pa.Array | None = None
+
+    @property
+    def keys(self) -> list[tuple[str, ...]] | None:
+        """Each record's key parts (``None``: the spec has no ``key``)."""
+        if self.key_columns is None:
+            return None
+        return list(zip(*self.key_columns, strict=True))
 
 
 @dataclass
@@ -119,6 +127,8 @@ class _Col:
     empty: pa.Array
     #: The values as given, when they are whole numbers (an int64 column), else None.
     ints: pa.Array | None
+    #: ``text`` as Python strings, once a key needs them.
+    texts: list[str] | None = None
 
 
 @dataclass
@@ -451,14 +461,15 @@ class ColumnMapping:
         if batch is None:
             return None
         outputs: list[RowOutputs] = []
+        keys = [s.keys for s in batch.specs]
         for i, refused in enumerate(batch.refused):
             if refused:
                 outputs.append(None)
                 continue
             outputs.append(
                 [
-                    (s.model, None if s.keys is None else s.keys[i], s.rows[i])
-                    for s in batch.specs
+                    (s.model, None if k is None else k[i], s.rows[i])
+                    for s, k in zip(batch.specs, keys, strict=True)
                     if s.active is None or s.active[i]
                 ]
             )
@@ -499,9 +510,7 @@ class ColumnMapping:
 
     def _outputs(
         self, rec: _Record, cols: dict[str, _Col], n: int
-    ) -> tuple[
-        pa.Array, list[dict[str, Any]], list[tuple[str, ...]] | None, dict[str, pa.Array | None]
-    ]:
+    ) -> tuple[pa.Array, list[dict[str, Any]], list[list[str]] | None, dict[str, pa.Array | None]]:
         """The rows one record spec gives (all of them, refused or not), where it refused (a
         step of the mapping, a value the model refuses or a cross-field rule), and the
         rows' fields as columns (:attr:`SpecOutputs.fields`)."""
@@ -515,7 +524,9 @@ class ColumnMapping:
         for k in rec.key or ():
             c = cols[k]
             bad = _or(bad, c.empty)
-            keys.append(c.text.to_pylist())
+            if c.texts is None:  # converted once per batch, whatever the specs keyed by it
+                c.texts = c.text.to_pylist()
+            keys.append(c.texts)
         model_targets = targets(rec.model)
         defaults = self._defaults[rec.model]
         names = list(model_targets)
@@ -548,7 +559,7 @@ class ColumnMapping:
         # the cost of building the rows).
         assert all(len(c) == n for c in columns)
         rows = list(map(dict, map(zip, repeat(names, n), zip(*columns, strict=False))))
-        return bad, rows, list(zip(*keys, strict=True)) if keys else None, fields
+        return bad, rows, keys or None, fields
 
     def _refused_values(
         self, model: str, name: str, o: _Out, n: int, *, required: bool

@@ -199,8 +199,14 @@ class Transform:
         if not ok:
             return {}, set()
         records = [prepared[todo[j]] for j in ok]
-        #: Per record, its identifier fields' pseudonyms → the person's key (None: none).
+        every = len(ok) == len(todo)
+        #: Per record, its identifier fields' pseudonyms → the person's key (None: none),
+        #: and all those pseudonyms: built when a key first needs them.
         persons: list[dict[Any, str] | None] | None = None
+        pseudonyms: set[Any] = set()
+        #: A key part's column (by identity: specs keyed by one field share it) → its
+        #: values over the records decided, identifier pseudonyms made persons' keys.
+        parts_of: dict[int, list[str]] = {}
         #: Per model, the number of unkeyed outputs each record gave so far (positions).
         positions: dict[str, list[int]] = {}
         #: Per spec, its row of each record (None where its ``when`` does not hold).
@@ -208,23 +214,33 @@ class Transform:
         for spec in batch.specs:
             model, rows = spec.model, spec.rows
             active = spec.active
-            if spec.keys is not None:
-                keys = [spec.keys[j] for j in ok]
-                if persons is None:
-                    persons = [
-                        {r.data.get(name): person for name, person in r.person_keys}
-                        if r.person_keys
-                        else None
-                        for r in records
-                    ]
-                # A key naming an identifier field is built from the person's key, which
-                # needs no group operation to stay the same across key rotations (a
-                # pseudonym that came already pseudonymised is made epoch-independent by
-                # key16).
-                keys = [
-                    k if ps is None else tuple(map(ps.get, k, k))
-                    for k, ps in zip(keys, persons, strict=True)
-                ]
+            if spec.key_columns is not None:
+                parts = []
+                for column in spec.key_columns:
+                    values = parts_of.get(id(column))
+                    if values is None:
+                        values = column if every else [column[j] for j in ok]
+                        if persons is None:
+                            persons = [
+                                {r.data.get(name): person for name, person in r.person_keys}
+                                if r.person_keys
+                                else None
+                                for r in records
+                            ]
+                            pseudonyms = set().union(*[ps for ps in persons if ps])
+                        # A key naming an identifier field is built from the person's key,
+                        # which needs no group operation to stay the same across key
+                        # rotations (a pseudonym that came already pseudonymised is made
+                        # epoch-independent by key16). A column holding none of the
+                        # batch's pseudonyms is left as it is.
+                        if not pseudonyms.isdisjoint(values):
+                            values = [
+                                v if ps is None else ps.get(v, v)
+                                for v, ps in zip(values, persons, strict=True)
+                            ]
+                        parts_of[id(column)] = values
+                    parts.append(values)
+                keys = list(zip(*parts, strict=True))
                 if active is not None:
                     live = [active[j] for j in ok]
                     wanted = [k for k, a in zip(keys, live, strict=True) if a]
