@@ -59,33 +59,33 @@ class Transform:
         self.pseudonymiser = pseudonymiser
         #: ISTAT codes of the district's comuni, for the data-quality warnings.
         self.district = district
-        #: (model, key parts) → the row's key hash (subjects' keys repeat across records).
-        self._key_hashes: dict[tuple[str, tuple[str, ...]], bytes] = {}
+        #: Per model, key parts → the row's key hash (subjects' keys recur across records).
+        self._key_hashes: dict[str, dict[tuple[str, ...], bytes]] = {}
 
     def _output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
-        cache = self._key_hashes
-        kh = cache.get((model, key))
+        cache = self._key_hashes.setdefault(model, {})
+        kh = cache.get(key)
         if kh is None:
             if len(cache) >= KEY_CACHE_SIZE:
                 cache.clear()
-            kh = cache[(model, key)] = self.pseudonymiser.key16(model, *key)
+            kh = cache[key] = self.pseudonymiser.key16(model, *key)
         return kh
 
     def _output_key_hashes(self, model: str, keys: Sequence[tuple[str, ...]]) -> list[bytes]:
         """The key hash of each key of a batch's rows of ``model``: each key not cached
         computed once, all of them in one call to the pseudonymiser."""
-        cache = self._key_hashes
-        todo = list({(model, k) for k in keys if (model, k) not in cache})
+        cache = self._key_hashes.setdefault(model, {})
+        todo = [k for k in dict.fromkeys(keys) if k not in cache]
         if todo:
             many = getattr(self.pseudonymiser, "key16_many", None)
             if many is None:  # a pseudonymiser without the batch form
-                hashes = [self.pseudonymiser.key16(m, *k) for m, k in todo]
+                hashes = [self.pseudonymiser.key16(model, *k) for k in todo]
             else:
-                hashes = many([(m, *k) for m, k in todo])
+                hashes = many(model, todo)
             if len(cache) + len(todo) > KEY_CACHE_SIZE:
                 cache.clear()
             cache.update(zip(todo, hashes, strict=True))
-        return [cache[(model, k)] for k in keys]
+        return list(map(cache.__getitem__, keys))
 
     def __call__(
         self,
