@@ -20,7 +20,7 @@ from hub.mappings import compile_mapping, load_mapping, parse_mapping
 from hub.mappings.columns import CROSS_FIELD_RULES, ColumnMapping
 from hub.mappings.engine import source_fields
 from hub.mappings.targets import plain
-from hub.pipeline.transform import Transform
+from hub.pipeline.transform import Transform, record_hasher, record_hashes
 from hub.pseudonyms import Keyring, KeySource, Pseudonymiser
 from hub.pseudonyms.stage import Prepared
 from hub.registry import BatchCounts
@@ -358,3 +358,16 @@ subject = { type = "field", source = "cf" }
         e.position for c in changes.values() for e in c.entities if e.kind == "intervention"
     }
     assert positions == {0, 1}
+
+
+def test_record_hashes_are_those_of_record_hasher() -> None:
+    """The batch form of the record hash decides *unchanged* like the pipeline's re-read path
+    (which uses record_hasher): the same bytes, and none for a refused record."""
+    prepared = [
+        Prepared(f"k{i}", "", "upsert", {}, (("f", "r", "m"),) if i == 3 else (), fingerprint=f)
+        for i, f in enumerate(["a", "b" * 40, "", "c", "é"])
+    ]
+    hashed = record_hasher("2026.1")
+    want = [b"" if p.problems else hashed(p.fingerprint) for p in prepared]
+    assert record_hashes("2026.1", prepared) == want
+    assert record_hashes("2026.2", prepared)[0] != want[0]
