@@ -34,8 +34,8 @@ from hub.registry import (
 from hub.registry.tables import OWNED_KINDS
 from hub.schema import model_for
 
-#: Row key hashes remembered between batches (a subject's key recurs in every record of
-#: the person): above this many the cache starts again.
+#: Row key hashes remembered between batches, over all models (a subject's key recurs in
+#: every record of the person): above this many the cache starts again.
 KEY_CACHE_SIZE = 200_000
 
 
@@ -67,10 +67,15 @@ class Transform:
         cache = self._key_hashes.setdefault(model, {})
         kh = cache.get(key)
         if kh is None:
-            if len(cache) >= KEY_CACHE_SIZE:
-                cache.clear()
             kh = cache[key] = self.pseudonymiser.key16(model, *key)
+            self._bound_cache()
         return kh
+
+    def _bound_cache(self) -> None:
+        """Forget every remembered key hash once they pass :data:`KEY_CACHE_SIZE` over all
+        models."""
+        if sum(map(len, self._key_hashes.values())) > KEY_CACHE_SIZE:
+            self._key_hashes.clear()
 
     def _output_key_hashes(self, model: str, keys: Sequence[tuple[str, ...]]) -> list[bytes]:
         """The key hash of each key of a batch's rows of ``model``: each key not cached
@@ -83,10 +88,11 @@ class Transform:
                 hashes = [self.pseudonymiser.key16(model, *k) for k in todo]
             else:
                 hashes = many(model, todo)
-            if len(cache) + len(todo) > KEY_CACHE_SIZE:
-                cache.clear()
             cache.update(zip(todo, hashes, strict=True))
-        return list(map(cache.__getitem__, keys))
+        out = list(map(cache.__getitem__, keys))
+        if todo:
+            self._bound_cache()
+        return out
 
     def __call__(
         self,

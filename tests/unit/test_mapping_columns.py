@@ -20,6 +20,7 @@ from hub.mappings import compile_mapping, load_mapping, parse_mapping
 from hub.mappings.columns import CROSS_FIELD_RULES, ColumnMapping
 from hub.mappings.engine import source_fields
 from hub.mappings.targets import plain
+from hub.pipeline import transform as transform_module
 from hub.pipeline.transform import Transform, record_hasher, record_hashes
 from hub.pseudonyms import Keyring, KeySource, Pseudonymiser
 from hub.pseudonyms.stage import Prepared
@@ -371,3 +372,31 @@ def test_record_hashes_are_those_of_record_hasher() -> None:
     want = [b"" if p.problems else hashed(p.fingerprint) for p in prepared]
     assert record_hashes("2026.1", prepared) == want
     assert record_hashes("2026.2", prepared)[0] != want[0]
+
+
+def test_transform_keys_rows_the_same_when_its_key_cache_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row keys remembered between batches are forgotten past a bound: batches that
+    pass it, their keys partly remembered, still get every key right."""
+    monkeypatch.setattr(transform_module, "KEY_CACHE_SIZE", 50)
+    spec = load_mapping(ROOT / "mappings" / "cartella-esempio.toml")
+    prepared = [
+        p._replace(data={**p.data, "ID_CARTELLA": f"C{i % 2000}"})
+        for i, p in enumerate(_prepared(spec, 3000, 9))
+    ]
+    keyring = Keyring.create(tmp_path / "k.json", KeySource.generate_key_file(tmp_path / "k.key"))
+    pseudonymiser = Pseudonymiser(keyring, "D1")
+    ctx = SimpleNamespace(mapping=compile_mapping(spec))
+    batches = [prepared[:700], prepared[300:1500], prepared[:2000]]
+    stage = Transform(pseudonymiser)
+    fresh = []
+    for batch in batches:
+        out = stage(ctx, "ORG", batch, {}, BatchCounts(), loaded_before=set())  # type: ignore[arg-type]
+        # The same batch through the row path of a stage that remembers nothing yet.
+        rows_only = Transform(pseudonymiser)
+        rows_only._fast_outputs = lambda *a: ({}, set())  # type: ignore[method-assign]
+        alone = rows_only(ctx, "ORG", batch, {}, BatchCounts(), loaded_before=set())  # type: ignore[arg-type]
+        assert out.changes == alone.changes
+        fresh.append(sum(len(c.entities) for c in out.changes.values()))
+    assert min(fresh) > 300
