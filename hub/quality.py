@@ -19,15 +19,19 @@ pipeline of today, a columnar one tomorrow) can call them:
   older than 110 at it.
 
 :func:`record_warnings` applies every rule to the common-schema records mapped
-from one source record.
+from one source record; :func:`may_warn` tells, over a batch's columns, which records
+it could give a warning for (the others need no call).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MAX_AGE = 110
 
@@ -257,3 +261,103 @@ def _dates(model: str, data: Mapping[str, Any], pair: tuple[str, str]) -> Qualit
         start_field=f"{model}.{pair[0]}",
         end_field=f"{model}.{pair[1]}",
     )
+
+
+#: One spec's outputs over a batch for :func:`may_warn`: its model, its fields as columns
+#: (absent: never given; ``None``: not known) and where it gives a row (``None``: always).
+SpecColumns = tuple[str, Mapping[str, "pa.Array | None"], "pa.Array | None"]
+
+
+def may_warn(
+    specs: Sequence[SpecColumns],
+    n: int,
+    *,
+    cf_derived: Sequence[tuple[int, str] | None],
+    district: Collection[str] = (),
+) -> pa.Array | None:
+    """Where :func:`record_warnings` may give a warning, over a batch of ``n`` records mapped
+    column by column (each spec giving at most one row per record, in the mapping's order):
+    a mask true wherever one of its rules may fire (it is then called for that record), so
+    a record outside it gets none. ``None`` when that cannot be told in columns (several
+    specs give the birth year the rules compare, or a field is not known)."""
+    people = [s for s in specs if s[0] in ("subject", "need_signal")]
+    if len(people) > 1:
+        return None
+    none = pa.repeat(pa.scalar(False), n)
+    may = none
+
+    def col(fields: Mapping[str, pa.Array | None], name: str) -> pa.Array | bool | None:
+        """The column, ``None`` if never given, ``False`` if not known."""
+        if name not in fields:
+            return None
+        c = fields[name]
+        return False if c is None else c
+
+    def where(active: pa.Array | None, mask: pa.Array) -> pa.Array:
+        mask = pc.fill_null(mask, False)
+        return mask if active is None else pc.and_(mask, active)
+
+    birth_year: pa.Array | None = None
+    if people:
+        model, fields, active = people[0]
+        by = col(fields, "birth_year")
+        if by is False:
+            return None
+        if isinstance(by, pa.Array):
+            if not pa.types.is_integer(by.type):
+                return None
+            birth_year = by if active is None else pc.if_else(active, by, pa.scalar(None, by.type))
+        if model == "subject" and any(c is not None for c in cf_derived):
+            cf_year = pa.array([None if c is None else c[0] for c in cf_derived], pa.int64())
+            cf_sex = pa.array([None if c is None else c[1] for c in cf_derived], pa.string())
+            sex = col(fields, "sex")
+            if sex is False:
+                return None
+            if isinstance(by, pa.Array):
+                may = pc.or_(may, where(active, pc.not_equal(by, cf_year)))
+            if isinstance(sex, pa.Array):
+                if not pa.types.is_string(sex.type):
+                    return None
+                may = pc.or_(may, where(active, pc.not_equal(sex, cf_sex)))
+    for model, fields, active in specs:
+        pair = DATE_PAIRS.get(model)
+        if pair is not None:
+            start, end = col(fields, pair[0]), col(fields, pair[1])
+            if start is False or end is False:
+                return None
+            if isinstance(end, pa.Array):
+                if (
+                    not isinstance(start, pa.Array)
+                    or not pa.types.is_date32(start.type)
+                    or not pa.types.is_date32(end.type)
+                ):
+                    may = pc.or_(may, where(active, pc.is_valid(end)))
+                else:
+                    in_order = pc.fill_null(pc.greater_equal(end, start), False)
+                    may = pc.or_(may, where(active, pc.and_(pc.is_valid(end), pc.invert(in_order))))
+        comune = COMUNE_FIELDS.get(model)
+        if comune is not None and district:
+            value = col(fields, comune[0])
+            if value is False:
+                return None
+            if isinstance(value, pa.Array):
+                if pa.types.is_string(value.type):
+                    inside = pc.is_in(value, value_set=pa.array(sorted(district), pa.string()))
+                    outside = pc.and_(pc.is_valid(value), pc.invert(inside))
+                else:
+                    outside = pc.is_valid(value)
+                may = pc.or_(may, where(active, outside))
+        event = EVENT_DATES.get(model)
+        if event is not None and birth_year is not None:
+            when = col(fields, event)
+            if when is False:
+                return None
+            if isinstance(when, pa.Array):
+                given = pc.and_(pc.is_valid(when), pc.is_valid(birth_year))
+                if pa.types.is_date32(when.type):
+                    age = pc.subtract(pc.year(when), birth_year)
+                    plausible = pc.and_(pc.greater_equal(age, 0), pc.less_equal(age, MAX_AGE))
+                    may = pc.or_(may, where(active, pc.and_(given, pc.invert(plausible))))
+                else:
+                    may = pc.or_(may, where(active, given))
+    return may

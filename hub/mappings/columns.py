@@ -26,9 +26,10 @@ import operator
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
+from itertools import repeat
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import pyarrow as pa
@@ -81,6 +82,42 @@ RowOutputs = list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] | None
 
 
 @dataclass
+class SpecOutputs:
+    """What one ``[[records]]`` spec gives over a batch: a row per record (refused or not),
+    its key parts (``None``: the spec has no ``key``) and where its ``when`` holds
+    (``None``: it has none, every record gives the row)."""
+
+    model: str
+    #: The key's parts as columns (one list of texts per part; ``None``: no ``key``).
+    key_columns: list[list[str]] | None
+    rows: list[dict[str, Any]]
+    active: list[bool] | None
+    #: The rows' fields as columns, as the rows hold them (text, whole numbers, dates; a
+    #: ``decimal`` as its plain text), for checks over the batch such as
+    #: :func:`hub.quality.may_warn`; a field the spec never gives is absent (``None`` in
+    #: every row), one whose model default fills empty values is ``None`` (not known).
+    fields: dict[str, pa.Array | None] = field(default_factory=dict)
+    #: ``active`` as a column (``None``: the spec has no ``when``).
+    active_mask: pa.Array | None = None
+
+    @property
+    def keys(self) -> list[tuple[str, ...]] | None:
+        """Each record's key parts (``None``: the spec has no ``key``)."""
+        if self.key_columns is None:
+            return None
+        return list(zip(*self.key_columns, strict=True))
+
+
+@dataclass
+class ColumnOutputs:
+    """The fast path's result for a batch: per record whether the row path decides it
+    (``refused``), and each spec's outputs in the mapping's order."""
+
+    refused: list[bool]
+    specs: list[SpecOutputs]
+
+
+@dataclass
 class _Col:
     """One source field over the batch."""
 
@@ -90,6 +127,8 @@ class _Col:
     empty: pa.Array
     #: The values as given, when they are whole numbers (an int64 column), else None.
     ints: pa.Array | None
+    #: ``text`` as Python strings, once a key needs them.
+    texts: list[str] | None = None
 
 
 @dataclass
@@ -247,10 +286,14 @@ def _compile_getter(spec: MappingFile, model: str, target: str, t: Any) -> _Gett
 
         def get_date(cols: dict[str, _Col], n: int) -> _Out:
             c = cols[src]
-            text = c.text
-            result = pa.nulls(n, pa.date32())
-            done = pa.array([False] * n)
-            earlier = pa.array([False] * n)
+            # Each distinct text read once (dates repeat: a few thousand days in a batch),
+            # then spread to the records that hold it.
+            encoded = pc.dictionary_encode(c.text)
+            text = encoded.dictionary
+            m = len(text)
+            result = pa.nulls(m, pa.date32())
+            done = pa.array([False] * m, pa.bool_())
+            earlier = pa.array([False] * m, pa.bool_())
             for fmt, strict, loose in plans:
                 eligible = pc.and_(
                     pc.fill_null(pc.match_substring_regex(text, strict), False),
@@ -266,6 +309,8 @@ def _compile_getter(spec: MappingFile, model: str, target: str, t: Any) -> _Gett
                 result = pc.if_else(ok, day, result)
                 done = _or(done, ok)
                 earlier = _or(earlier, pc.fill_null(pc.match_substring_regex(text, loose), False))
+            result = pc.take(result, encoded.indices)
+            done = pc.fill_null(pc.take(done, encoded.indices), False)
             bad = pc.and_(pc.invert(c.empty), pc.invert(done))
             return _missing(_Out(result, "date", bad), c.empty, optional, default)
 
@@ -412,9 +457,30 @@ class ColumnMapping:
     def apply(self, datas: Sequence[Mapping[str, Any]]) -> list[RowOutputs] | None:
         """Per record: its outputs, or ``None`` (the row path decides it). ``None`` for the
         whole batch when its values are not all text or whole numbers."""
+        batch = self.apply_columns(datas)
+        if batch is None:
+            return None
+        outputs: list[RowOutputs] = []
+        keys = [s.keys for s in batch.specs]
+        for i, refused in enumerate(batch.refused):
+            if refused:
+                outputs.append(None)
+                continue
+            outputs.append(
+                [
+                    (s.model, None if k is None else k[i], s.rows[i])
+                    for s, k in zip(batch.specs, keys, strict=True)
+                    if s.active is None or s.active[i]
+                ]
+            )
+        return outputs
+
+    def apply_columns(self, datas: Sequence[Mapping[str, Any]]) -> ColumnOutputs | None:
+        """The batch's outputs spec by spec, and which records the row path decides
+        (``refused``); ``None`` when its values are not all text or whole numbers."""
         n = len(datas)
         if n == 0:
-            return []
+            return ColumnOutputs([], [])
         cols: dict[str, _Col] = {}
         uncertain = pa.array([False] * n)
         for name in self._sources:
@@ -423,35 +489,31 @@ class ColumnMapping:
                 return None
             cols[name], odd = col
             uncertain = _or(uncertain, odd)
-        Entry = tuple[str, tuple[str, ...] | None, dict[str, Any]]
-        per_record: list[tuple[list[Entry], list[bool] | None]] = []
+        specs: list[SpecOutputs] = []
         for rec in self._records:
             active = rec.when(cols, n) if rec.when is not None else None
-            bad, rows, keys = self._outputs(rec, cols, n)
+            bad, rows, keys, fields = self._outputs(rec, cols, n)
             if active is not None:
                 bad = pc.and_(bad, active)
             uncertain = _or(uncertain, bad)
-            model = rec.model
-            entries: list[Entry] = (
-                [(model, None, row) for row in rows]
-                if keys is None
-                else [(model, k, row) for k, row in zip(keys, rows, strict=True)]
+            specs.append(
+                SpecOutputs(
+                    rec.model,
+                    keys,
+                    rows,
+                    None if active is None else active.to_pylist(),
+                    fields,
+                    active,
+                )
             )
-            per_record.append((entries, None if active is None else active.to_pylist()))
-        refused = uncertain.to_pylist()
-        if all(a is None for _, a in per_record):
-            columns = [entries for entries, _ in per_record]
-            return [None if r else [c[i] for c in columns] for i, r in enumerate(refused)]
-        return [
-            None if r else [e[i] for e, a in per_record if a is None or a[i]]
-            for i, r in enumerate(refused)
-        ]
+        return ColumnOutputs(uncertain.to_pylist(), specs)
 
     def _outputs(
         self, rec: _Record, cols: dict[str, _Col], n: int
-    ) -> tuple[pa.Array, list[dict[str, Any]], list[tuple[str, ...]] | None]:
-        """The rows one record spec gives (all of them, refused or not) and where it refused:
-        a step of the mapping, a value the model refuses or a cross-field rule."""
+    ) -> tuple[pa.Array, list[dict[str, Any]], list[list[str]] | None, dict[str, pa.Array | None]]:
+        """The rows one record spec gives (all of them, refused or not), where it refused (a
+        step of the mapping, a value the model refuses or a cross-field rule), and the
+        rows' fields as columns (:attr:`SpecOutputs.fields`)."""
         bad = pa.array([False] * n)
         outs: dict[str, _Out] = {}
         for target, get in rec.getters:
@@ -462,17 +524,22 @@ class ColumnMapping:
         for k in rec.key or ():
             c = cols[k]
             bad = _or(bad, c.empty)
-            keys.append(c.text.to_pylist())
+            if c.texts is None:  # converted once per batch, whatever the specs keyed by it
+                c.texts = c.text.to_pylist()
+            keys.append(c.texts)
         model_targets = targets(rec.model)
         defaults = self._defaults[rec.model]
         names = list(model_targets)
         columns: list[list[Any]] = []
+        fields: dict[str, pa.Array | None] = {}
         for name in names:
             o_ = outs.get(name)
             if o_ is None:
                 if name not in defaults:  # required and not mapped: the row path says so
-                    return pa.array([True] * n), [{}] * n, None
+                    return pa.array([True] * n), [{}] * n, None, {}
                 columns.append([defaults[name]] * n)
+                if defaults[name] is not None:
+                    fields[name] = None
                 continue
             bad = _or(
                 bad, self._refused_values(rec.model, name, o_, n, required=name not in defaults)
@@ -481,13 +548,18 @@ class ColumnMapping:
             default = defaults.get(name)
             if default is not None:
                 values = [default if v is None else v for v in values]
+                fields[name] = None
+            elif o_.kind == "const":
+                fields[name] = pa.repeat(pa.scalar(o_.const), n)
+            else:
+                fields[name] = o_.values
             columns.append(values)
         bad = _or(bad, _cross_field_refused(rec.model, outs, n))
         # Every column holds n values (checked once here: zip's strict check per row doubles
         # the cost of building the rows).
         assert all(len(c) == n for c in columns)
-        rows = [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
-        return bad, rows, list(zip(*keys, strict=True)) if keys else None
+        rows = list(map(dict, map(zip, repeat(names, n), zip(*columns, strict=False))))
+        return bad, rows, keys or None, fields
 
     def _refused_values(
         self, model: str, name: str, o: _Out, n: int, *, required: bool

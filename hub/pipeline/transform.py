@@ -11,19 +11,19 @@ outputs is kept.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
 from hub.mappings import CompiledMapping
-from hub.mappings.columns import RowOutputs
 from hub.pipeline.context import Rejection, RunContext
 from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
-from hub.quality import record_warnings
+from hub.quality import may_warn, record_warnings
 from hub.registry import (
     BatchCounts,
     EntityRow,
@@ -33,6 +33,10 @@ from hub.registry import (
 )
 from hub.registry.tables import OWNED_KINDS
 from hub.schema import model_for
+
+#: Row key hashes remembered between batches, over all models (a subject's key recurs in
+#: every record of the person): above this many the cache starts again.
+KEY_CACHE_SIZE = 200_000
 
 
 @dataclass
@@ -56,10 +60,39 @@ class Transform:
         self.pseudonymiser = pseudonymiser
         #: ISTAT codes of the district's comuni, for the data-quality warnings.
         self.district = district
-        self._output_key_hash = lru_cache(maxsize=200_000)(self._compute_output_key_hash)
+        #: Per model, key parts → the row's key hash (subjects' keys recur across records).
+        self._key_hashes: dict[str, dict[tuple[str, ...], bytes]] = {}
 
-    def _compute_output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
-        return self.pseudonymiser.key16(model, *key)
+    def _output_key_hash(self, model: str, key: tuple[str, ...]) -> bytes:
+        cache = self._key_hashes.setdefault(model, {})
+        kh = cache.get(key)
+        if kh is None:
+            kh = cache[key] = self.pseudonymiser.key16(model, *key)
+            self._bound_cache()
+        return kh
+
+    def _bound_cache(self) -> None:
+        """Forget every remembered key hash once they pass :data:`KEY_CACHE_SIZE` over all
+        models."""
+        if sum(map(len, self._key_hashes.values())) > KEY_CACHE_SIZE:
+            self._key_hashes.clear()
+
+    def _output_key_hashes(self, model: str, keys: Sequence[tuple[str, ...]]) -> list[bytes]:
+        """The key hash of each key of a batch's rows of ``model``: each key not cached
+        computed once, all of them in one call to the pseudonymiser."""
+        cache = self._key_hashes.setdefault(model, {})
+        todo = [k for k in dict.fromkeys(keys) if k not in cache]
+        if todo:
+            many = getattr(self.pseudonymiser, "key16_many", None)
+            if many is None:  # a pseudonymiser without the batch form
+                hashes = [self.pseudonymiser.key16(model, *k) for k in todo]
+            else:
+                hashes = many(model, todo)
+            cache.update(zip(todo, hashes, strict=True))
+        out = list(map(cache.__getitem__, keys))
+        if todo:
+            self._bound_cache()
+        return out
 
     def __call__(
         self,
@@ -76,9 +109,8 @@ class Transform:
         out = Transformed(counts)
         mapping = ctx.mapping
         changes = out.changes
-        hashed = record_hasher(mapping.version)
-        hashes = [b"" if p.problems else hashed(p.fingerprint) for p in prepared]
-        fast = self._fast_outputs(mapping, prepared, hashes, existing)
+        hashes = record_hashes(mapping.version, prepared)
+        fast, quiet = self._fast_outputs(mapping, prepared, hashes, existing)
         for i, p in enumerate(prepared):
             if p.problems:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
@@ -100,13 +132,15 @@ class Transform:
                 counts.loaded += 1
                 counts.deleted += 1
                 continue
-            outputs = fast.get(i)
-            if outputs is not None:
-                # Decided in columns: mapped and validated; only the keys are left.
-                entities = self._entities(p, outputs)
-                mapped: list[tuple[str, Mapping[str, Any]]] = [
-                    (model, values) for model, _, values in outputs
-                ]
+            decided = fast.get(i)
+            if decided is not None:
+                # Decided in columns: mapped, validated and keyed; warnings only where the
+                # columns say a rule may fire.
+                entities = decided
+                if i in quiet:
+                    mapped: list[tuple[str, Mapping[str, Any]]] = []
+                else:
+                    mapped = [(e[0], e[2]) for e in decided]
             else:
                 result = mapping.apply(p.data)
                 for table, code in result.unmapped:
@@ -123,7 +157,11 @@ class Transform:
                     continue
                 mapped = [(o.model, o.data) for o in result.outputs]
             # -- data-quality warnings (hub/quality.py): counted, never a refusal.
-            for w in record_warnings(mapped, cf_derived=p.cf_derived, district=self.district):
+            for w in (
+                record_warnings(mapped, cf_derived=p.cf_derived, district=self.district)
+                if mapped
+                else ()
+            ):
                 out.warnings.append(
                     WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
                 )
@@ -131,7 +169,7 @@ class Transform:
                 p.source_key_hash,
                 record_hash,
                 "upsert",
-                tuple(entities),
+                entities,
                 p.unit_hash,
                 replaces=p.source_key_hash in loaded_before or p.source_key_hash in changes,
             )
@@ -144,29 +182,137 @@ class Transform:
         prepared: Sequence[Prepared],
         hashes: Sequence[bytes],
         existing: Mapping[str, bytes],
-    ) -> dict[int, list[tuple[str, tuple[str, ...] | None, dict[str, Any]]]]:
-        """The fast path's outputs of the records to map (by index); the others take the
-        row path (refused by a step, or left by the fast path to the row path)."""
+    ) -> tuple[dict[int, tuple[EntityRow, ...]], set[int]]:
+        """The rows of the records the fast path decides (by index), built spec by spec over
+        the batch, and those of them for which no warning rule can fire
+        (:func:`hub.quality.may_warn`); the others take the row path (refused by a step, or
+        left by the fast path to the row path). The same rows, keys and positions as
+        :meth:`_entities`."""
         columns = mapping.columns
         if columns is None:
-            return {}
+            return {}, set()
         todo = [
             i
             for i, p in enumerate(prepared)
             if not p.problems and p.op == "upsert" and existing.get(p.source_key_hash) != hashes[i]
         ]
         if not todo:
-            return {}
-        results: list[RowOutputs] | None = columns.apply([prepared[i].data for i in todo])
-        if results is None:
-            return {}
-        return {i: r for i, r in zip(todo, results, strict=True) if r is not None}
+            return {}, set()
+        batch = columns.apply_columns([prepared[i].data for i in todo])
+        if batch is None:
+            return {}, set()
+        ok = [j for j, refused in enumerate(batch.refused) if not refused]
+        if not ok:
+            return {}, set()
+        records = [prepared[todo[j]] for j in ok]
+        every = len(ok) == len(todo)
+        #: Per record, its identifier fields' pseudonyms → the person's key (None: none),
+        #: and all those pseudonyms: built when a key first needs them.
+        persons: list[dict[Any, str] | None] | None = None
+        pseudonyms: set[Any] = set()
+        #: A key part's column (by identity: specs keyed by one field share it) → its
+        #: values over the records decided, identifier pseudonyms made persons' keys.
+        parts_of: dict[int, list[str]] = {}
+        #: Per model, the number of unkeyed outputs each record gave so far (positions),
+        #: and how many specs of the model have no key.
+        positions: dict[str, list[int]] = {}
+        unkeyed = Counter(s.model for s in batch.specs if s.key_columns is None)
+        #: Per spec, its row of each record (None where its ``when`` does not hold).
+        per_spec: list[list[EntityRow | None]] = []
+        for spec in batch.specs:
+            model, rows = spec.model, spec.rows
+            active = spec.active
+            if spec.key_columns is not None:
+                parts = []
+                for column in spec.key_columns:
+                    values = parts_of.get(id(column))
+                    if values is None:
+                        values = column if every else [column[j] for j in ok]
+                        if persons is None:
+                            persons = [
+                                {r.data.get(name): person for name, person in r.person_keys}
+                                if r.person_keys
+                                else None
+                                for r in records
+                            ]
+                            pseudonyms = set().union(*[ps for ps in persons if ps])
+                        # A key naming an identifier field is built from the person's key,
+                        # which needs no group operation to stay the same across key
+                        # rotations (a pseudonym that came already pseudonymised is made
+                        # epoch-independent by key16). A column holding none of the
+                        # batch's pseudonyms is left as it is.
+                        if not pseudonyms.isdisjoint(values):
+                            values = [
+                                v if ps is None else ps.get(v, v)
+                                for v, ps in zip(values, persons, strict=True)
+                            ]
+                        parts_of[id(column)] = values
+                    parts.append(values)
+                keys = list(zip(*parts, strict=True))
+                if active is not None:
+                    live = [active[j] for j in ok]
+                    wanted = [k for k, a in zip(keys, live, strict=True) if a]
+                    hashed = iter(self._output_key_hashes(model, wanted))
+                    per_spec.append(
+                        [
+                            EntityRow(model, next(hashed), rows[j]) if a else None
+                            for j, a in zip(ok, live, strict=True)
+                        ]
+                    )
+                else:
+                    per_spec.append(
+                        [
+                            EntityRow(model, kh, rows[j])
+                            for j, kh in zip(ok, self._output_key_hashes(model, keys), strict=True)
+                        ]
+                    )
+                continue
+            # Without a key: the n-th unkeyed output of this model in its record.
+            if active is None and model in OWNED_KINDS and unkeyed[model] == 1:
+                # The model's one unkeyed spec, giving a row in every record: position 0.
+                per_spec.append([EntityRow(model, None, rows[j], 0) for j in ok])
+                continue
+            counts = positions.get(model)
+            if counts is None:
+                counts = positions[model] = [0] * len(ok)
+            out: list[EntityRow | None] = []
+            owned = model in OWNED_KINDS
+            for x, j in enumerate(ok):
+                if active is not None and not active[j]:
+                    out.append(None)
+                    continue
+                n = counts[x]
+                counts[x] = n + 1
+                if owned:
+                    # Identified by (source record, position) in the registry: no hash.
+                    out.append(EntityRow(model, None, rows[j], n))
+                    continue
+                out.append(EntityRow(model, _unkeyed_hash(records[x], model, n), rows[j]))
+            per_spec.append(out)
+        rows_of: list[tuple[Any, ...]] = list(zip(*per_spec, strict=True))
+        for spec in batch.specs:
+            if spec.active is not None:
+                # The records a ``when`` leaves without this row (usually few).
+                gaps = [x for x, j in enumerate(ok) if not spec.active[j]]
+                for x in gaps:
+                    rows_of[x] = tuple(e for e in rows_of[x] if e is not None)
+        may = may_warn(
+            [(spec.model, spec.fields, spec.active_mask) for spec in batch.specs],
+            len(todo),
+            cf_derived=[prepared[i].cf_derived for i in todo],
+            district=self.district,
+        )
+        quiet: set[int] = set()
+        if may is not None:
+            flags = may.to_pylist()
+            quiet = {todo[j] for j in ok if not flags[j]}
+        return {todo[j]: r for j, r in zip(ok, rows_of, strict=True)}, quiet
 
     def _entities(
         self,
         p: Prepared,
         outputs: Iterable[tuple[str, tuple[str, ...] | None, Mapping[str, Any]]],
-    ) -> list[EntityRow]:
+    ) -> tuple[EntityRow, ...]:
         """The record's outputs as rows, each with its identity: its key's hash, or (no
         ``key``, a kind a source record owns) its position among the record's outputs of
         that model."""
@@ -198,15 +344,12 @@ class Transform:
             # The n-th output of this model of the record, of a kind no source record owns (a
             # subject without a key): keyed by the record's own keyed source-key hash (no
             # second HMAC needed).
-            kh = hashlib.blake2b(
-                f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
-            ).digest()
-            entities.append(EntityRow(model, kh, values))
-        return entities
+            entities.append(EntityRow(model, _unkeyed_hash(p, model, n), values))
+        return tuple(entities)
 
     def _validate(
         self, org: str, p: Prepared, outputs: Any
-    ) -> tuple[list[EntityRow], Rejection | None]:
+    ) -> tuple[tuple[EntityRow, ...], Rejection | None]:
         rows: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] = []
         for out in outputs:
             validator, converted = _validator_for(out.model)
@@ -217,7 +360,7 @@ class Transform:
                 loc = ".".join(str(x) for x in err["loc"])
                 # pydantic's message may quote the input: keep only the message text
                 # (type + constraint), never the value.
-                return [], Rejection(f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
+                return (), Rejection(f"{out.model}.{loc}", f"schema.{err['type']}", _safe_msg(err))
             # The validated field values, as model_dump would give them (they are all
             # plain values, dates or Decimals), minus org; enums and tuples of enums
             # become the codes stored in the columns.
@@ -228,6 +371,15 @@ class Transform:
             key = None if out.key is None else tuple(str(k) for k in out.key)
             rows.append((out.model, key, row))
         return self._entities(p, rows), None
+
+
+def _unkeyed_hash(p: Prepared, model: str, n: int) -> bytes:
+    """The identity of the n-th output of ``model`` of a record, of a kind no source record
+    owns (a subject without a key): keyed by the record's own keyed source-key hash (no
+    second HMAC needed)."""
+    return hashlib.blake2b(
+        f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
+    ).digest()
 
 
 def quarantine_entry(p: Prepared, problem: Rejection) -> QuarantineEntry:
@@ -288,3 +440,19 @@ def record_hasher(mapping_version: str) -> Callable[[str], bytes]:
         return blake2b(fingerprint.encode(), key=key, digest_size=16).digest()
 
     return record_hash
+
+
+def record_hashes(mapping_version: str, prepared: Sequence[Prepared]) -> list[bytes]:
+    """:func:`record_hasher`'s hash of each record of a batch (``b""`` for one refused by
+    pseudonymisation), each from a copy of the keyed BLAKE2b state: the same bytes, for
+    about two thirds of the cost."""
+    copy = hashlib.blake2b(key=mapping_version.encode()[:64], digest_size=16).copy
+    out = []
+    for p in prepared:
+        if p.problems:
+            out.append(b"")
+            continue
+        h = copy()
+        h.update(p.fingerprint.encode())
+        out.append(h.digest())
+    return out

@@ -114,6 +114,8 @@ class Pseudonymiser:
 
     def _init_common(self, record_key: bytes, stable_factor: bytes) -> None:
         self._rkey = record_key
+        #: The record key's HMAC-SHA256 state, copied for each key of :meth:`key16_many`.
+        self._rmac = hmac.new(record_key, digestmod=hashlib.sha256)
         #: The key of record fingerprints (keyed BLAKE2b), derived from the record key.
         self._fkey = hmac.digest(record_key, b"raccordo/fingerprint", hashlib.sha256)
         self._stable_factor = stable_factor
@@ -202,6 +204,23 @@ class Pseudonymiser:
         stable = self._stable
         msg = "\x1f".join([stable(p) if p.startswith(TEXT_PREFIX) else p for p in parts])
         return hmac.digest(self._rkey, msg.encode(), hashlib.sha256)[:16]
+
+    def key16_many(self, first: str, keys: Iterable[Sequence[str]]) -> list[bytes]:
+        """``key16(first, *key)`` of each key (the same bytes), for a batch's keys at once:
+        each HMAC from a copy of the keyed state, about half the cost of one
+        ``hmac.digest`` call."""
+        stable = self._stable
+        copy = self._rmac.copy
+        head = stable(first) + "\x1f"
+        out = []
+        for parts in keys:
+            text = "\x1f".join(parts)
+            if TEXT_PREFIX in text:  # a part may be a pseudonym: made epoch-independent
+                text = "\x1f".join([stable(p) if p.startswith(TEXT_PREFIX) else p for p in parts])
+            h = copy()
+            h.update((head + text).encode())
+            out.append(h.digest()[:16])
+        return out
 
     def person_key(self, identifier: Identifier) -> str:
         """An epoch-independent keyed token of a person (``p1.<base64url of 16 bytes>``):

@@ -189,3 +189,13 @@ def test_quota_is_counted_again_after_a_restart(tmp_path: Path, keyring: Keyring
     now[0] += 24 * 3600 + 1
     later = _service(tmp_path, keyring, now, daily_quota=100)
     assert later.post("/v1/evaluate", json={"elements": _elements(20)}).status_code == 200
+
+
+def test_key16_many_gives_the_bytes_key16_gives(keyring: Keyring) -> None:
+    """The batch form the transform stage uses: the same key hashes, pseudonym parts made
+    epoch-independent as key16 makes them (and text merely containing the prefix not)."""
+    ps = Pseudonymiser(keyring, "D1")
+    p = ps.pseudonym(parse_identifier(CF))
+    keys = [("1001", "05/03/2020"), (p, "2020"), ("p1.abc",), ("xv2.", p), ("", "")]
+    assert ps.key16_many("assessment", keys) == [ps.key16("assessment", *k) for k in keys]
+    assert len(set(ps.key16_many("assessment", keys))) == len(keys)

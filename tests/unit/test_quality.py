@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
+
+import pyarrow as pa
 
 from hub.orchestration import refusal_line
 from hub.quality import (
     cf_consistency,
     comune_in_district,
     dates_in_order,
+    may_warn,
     plausible_birth_year,
     record_warnings,
 )
@@ -98,3 +102,88 @@ def test_refusal_line_says_how_many_units_and_where() -> None:
     line = refusal_line(bad)
     assert line.startswith("siuss: 2 unit(s)") and "raccordo quarantine list --run 4" in line
     assert "--run 5" not in line
+
+
+def _random_outputs(
+    rng: random.Random,
+) -> tuple[list[tuple[str, dict[str, object]]], tuple[int, str] | None]:
+    """One source record's outputs as the column path gives them (typed values) and its
+    CF-derived year and sex: mostly ordinary, each odd value the rules look for (other
+    sex or year than the CF's, an end before its start, a comune outside the district, a
+    birth after the event or too long before it) rare, so that most records that warn
+    break one rule only."""
+
+    def odd() -> bool:
+        return rng.random() < 0.03
+
+    def span() -> tuple[dt.date | None, dt.date | None]:
+        start = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 1500))
+        end = start + dt.timedelta(days=rng.randint(-30, -1) if odd() else rng.randint(0, 90))
+        return rng.choice([start, start, None]) if odd() else start, rng.choice([end, None])
+
+    # Odd years at the edges of the age rule (born 0-4 years after, or 109-113 years before
+    # events of 2020-2024).
+    year = rng.randint(2020, 2024) if odd() else rng.randint(1907, 1915) if odd() else 1970
+    sex = rng.choice(["F", "M"])
+    other = {"F": "M", "M": "F"}[sex]
+    cf = None if rng.random() < 0.2 else (year + 1 if odd() else year, other if odd() else sex)
+    opened, closed = span()
+    started, ended = span()
+    assessed, until = span()
+    return [
+        (
+            "subject",
+            {
+                "birth_year": None if odd() else year,
+                "sex": None if odd() else sex,
+                "residence_comune_istat": "001272" if odd() else "003106",
+            },
+        ),
+        ("case_episode", {"opened_on": opened, "closed_on": closed}),
+        (
+            "intervention",
+            {
+                "started_on": started,
+                "ended_on": ended,
+                "comune_istat": rng.choice([None, "X"]) if odd() else "003024",
+            },
+        ),
+        ("assessment", {"assessed_on": assessed, "valid_until": until}),
+    ], cf
+
+
+def test_may_warn_marks_every_record_a_rule_warns_about() -> None:
+    """The column path asks for warnings only where may_warn says so: a record it leaves
+    out must be one record_warnings has nothing to say about (and it must leave some out,
+    or it would be no use)."""
+    rng = random.Random(11)
+    n = 4000
+    drawn = [_random_outputs(rng) for _ in range(n)]
+    records = [r for r, _ in drawn]
+    cf = [c for _, c in drawn]
+    # The assessment's ``when``: some records give none.
+    active = [rng.random() < 0.7 for _ in range(n)]
+    specs = []
+    for s, (model, _) in enumerate(records[0]):
+        names = list(records[0][s][1])
+        fields = {name: pa.array([r[s][1][name] for r in records]) for name in names}
+        mask = pa.array(active) if model == "assessment" else None
+        specs.append((model, fields, mask))
+    may = may_warn(specs, n, cf_derived=cf, district=NOVARA)
+    assert may is not None
+    flags = may.to_pylist()
+    warned = 0
+    for i, outputs in enumerate(records):
+        given = [o for o in outputs if o[0] != "assessment" or active[i]]
+        if record_warnings(given, cf_derived=cf[i], district=NOVARA):
+            warned += 1
+            assert flags[i], (i, given, cf[i])
+    assert 0 < warned <= sum(flags) < n // 2
+
+
+def test_may_warn_cannot_tell_with_two_specs_giving_the_birth_year() -> None:
+    fields = {"birth_year": pa.array([1950])}
+    assert (
+        may_warn([("subject", fields, None), ("subject", fields, None)], 1, cf_derived=[None])
+        is None
+    )
