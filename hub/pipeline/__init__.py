@@ -314,7 +314,7 @@ class Pipeline:
         # Parts held as they are are not read again, unless everything is mapped again (or
         # records of several organisations share the batches).
         skip = not (ctx.full_refresh or ctx.multi_org)
-        known = functools.partial(self._known_part, ctx, tx) if skip else None
+        known = functools.partial(self._known_part, ctx, tx, pseudonymise) if skip else None
         extract = Extract(connector, stream.name, state, hub.batch_size, known=known)
 
         def flush(batch: Batch) -> None:
@@ -413,14 +413,16 @@ class Pipeline:
         self._part_units.pop(run_id, None)
 
     def _known_part(
-        self, ctx: RunContext, tx: LoadTransaction, part: RecordPart
+        self,
+        ctx: RunContext,
+        tx: LoadTransaction,
+        pseudonymise: PseudonymiseStage,
+        part: RecordPart,
     ) -> KnownPart | None:
         """The registry's copy of ``part`` if it holds it as it is (see ``unit_parts``)."""
         units = self._part_units.setdefault(ctx.run_id, {})
         if part.unit not in units:  # a unit has many parts: its id looked up once
-            unit_hash = self.pseudonymiser.key_hash(
-                "unit", ctx.connector, ctx.stream.name, part.unit
-            )
+            unit_hash = pseudonymise.unit_hash(part.unit)
             found = self.registry.unit_ids(ctx.connector, ctx.stream.name, [unit_hash], tx=tx)
             units[part.unit] = found.get(unit_hash)
         unit = units[part.unit]
@@ -485,10 +487,7 @@ class Pipeline:
         cpu = self.stage_cpu
         clock = time.process_time()
         fingerprints = pseudonymise.fingerprints(records, org)
-        units = [
-            self.pseudonymiser.key_hash("unit", ctx.connector, ctx.stream.name, u)
-            for u in batch.units
-        ]
+        units = [pseudonymise.unit_hash(u) for u in batch.units]
         counts = BatchCounts(read=len(records), source_errors=len(batch.errors))
         parts = PartChanges()
         if batch.skipped:
@@ -530,7 +529,7 @@ class Pipeline:
                 todo.append((record, fp))
         counts.unchanged += len(unchanged)
         self._drop_changed_parts(ctx, parts, [fp for _, fp in todo], existing, unit_ids, tx)
-        candidates = self._part_candidates(ctx, spans, records, keys, keep, repeated)
+        candidates = self._part_candidates(ctx, pseudonymise, spans, records, keys, keep, repeated)
         clock = _tick(cpu, "fingerprint", clock)
         prepared = pseudonymise([r for r, _ in todo], org, [fp for _, fp in todo])
         _tick(cpu, "pseudonymise", clock)
@@ -588,6 +587,7 @@ class Pipeline:
     def _part_candidates(
         self,
         ctx: RunContext,
+        pseudonymise: PseudonymiseStage,
         spans: Sequence[PartSpan],
         records: Sequence[RawRecord],
         keys: Sequence[str],
@@ -607,10 +607,8 @@ class Pipeline:
             part_keys = list(keys[start:end])
             if repeated is not None and any(repeated[k] > 1 for k in part_keys):
                 continue
-            unit_hash = self.pseudonymiser.key_hash(
-                "unit", ctx.connector, ctx.stream.name, span.unit
-            )
-            out.append((unit_hash, self._part_key(ctx, span.unit, span.digest), part_keys))
+            key = self._part_key(ctx, span.unit, span.digest)
+            out.append((pseudonymise.unit_hash(span.unit), key, part_keys))
         return out
 
     def load_prepared(
@@ -784,7 +782,7 @@ def pseudonymised_batches(
         return PseudonymisedBatch(
             [(g_org, stage(records, g_org)) for g_org, records in groups],
             batch.errors,
-            [pseudonymiser.key_hash("unit", name, stream.name, u) for u in batch.units],
+            [stage.unit_hash(u) for u in batch.units],
             batch.state,
         )
 

@@ -277,15 +277,19 @@ class PseudonymiseStage:
         ]
 
     def _unit_hash(self, record: RawRecord) -> str | None:
-        if record.unit is None:
-            return None
-        # Every record of a file (or flow) names the same unit: hash it once.
-        unit_hash = self._units.get(record.unit)
+        return None if record.unit is None else self.unit_hash(record.unit)
+
+    def unit_hash(self, unit: str) -> str:
+        """The keyed hash of a unit (a file, a flow) of this stream, as the registry keys it.
+
+        Every record of a unit names it, and so do its parts and its completion: it is
+        computed once per run (remembered with the stage's other outcomes)."""
+        unit_hash = self._units.get(unit)
         if unit_hash is None:
             if len(self._units) >= CACHE_SIZE:
                 self._units.clear()
-            unit_hash = self._units[record.unit] = self.pseudonymiser.key_hash(
-                "unit", self.connector, self.stream.name, record.unit
+            unit_hash = self._units[unit] = self.pseudonymiser.key_hash(
+                "unit", self.connector, self.stream.name, unit
             )
         return unit_hash
 
