@@ -54,7 +54,8 @@ NS = "http://inps.it/Casellario"
 
 
 def people(n: int, rng: random.Random) -> list[tuple[str, str, str, int, str]]:
-    out, seen = [], set()
+    out: list[tuple[str, str, str, int, str]] = []
+    seen: set[str] = set()
     while len(out) < n:
         sex = rng.choice("FM")
         name = rng.choice(NAMES_F if sex == "F" else NAMES_M)
@@ -145,7 +146,7 @@ org = "CISS"
 PG_URL_ENV = "RACCORDO_BENCH_REGISTRY_URL"
 
 
-def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, float]:
+def run_raccordo(kind: str, source: Path, work: Path) -> dict[str, Any]:
     from hub.config import load_config
     from hub.service import Hub
     from hub.workspace import init_workspace

@@ -28,6 +28,7 @@ Figures and how to read them: docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import math
 import datetime as dt
 import random
 import statistics
@@ -262,6 +263,11 @@ def queries(year: int) -> dict[str, Callable[[sa.Engine, bool], object]]:
     }
 
 
+def _ms(value: float) -> str:
+    """A duration in the tables (``--no-live`` leaves the live column empty)."""
+    return "" if math.isnan(value) else f"{value:,.0f} ms"
+
+
 def _median_ms(fn: Callable[[], object], runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -371,7 +377,7 @@ def any_period(engine: sa.Engine, live: bool) -> None:
         for name, q in qs.items():
             ms = _median_ms(lambda q=q: q(True), 5)  # type: ignore[misc]
             live_ms = _median_ms(lambda q=q: q(False), 1) if live else float("nan")  # type: ignore[misc]
-            print(f"| {name} | {label} | {ms:,.0f} ms | {live_ms:,.0f} ms |", flush=True)
+            print(f"| {name} | {label} | {ms:,.0f} ms | {_ms(live_ms)} |", flush=True)
         ms = _median_ms(lambda p=p: ind.release_tables(engine, p), 5)  # type: ignore[misc]
         print(f"| every table of the district release | {label} | {ms:,.0f} ms | |")
         sensitive = [tb for tb in ind.release_tables(engine, p) if tb.sensitive]
@@ -407,7 +413,7 @@ def run(url: str, n: int, live: bool, touched_only: bool = False) -> None:
     for name, q in queries(year).items():
         cached = _median_ms(lambda q=q: q(engine, True), 5)  # type: ignore[misc]
         live_ms = _median_ms(lambda q=q: q(engine, False), 1) if live else float("nan")  # type: ignore[misc]
-        print(f"| {name} | {cached:,.0f} ms | {live_ms:,.0f} ms |", flush=True)
+        print(f"| {name} | {cached:,.0f} ms | {_ms(live_ms)} |", flush=True)
     release = ind.release_tables(engine, Period.year(year))
     ms = _median_ms(lambda: protect([tb for tb in release if tb.sensitive], 5, Ledger()), 5)
     print(
