@@ -28,8 +28,8 @@ Figures and how to read them: docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import math
 import datetime as dt
+import math
 import random
 import statistics
 import sys
