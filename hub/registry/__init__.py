@@ -1634,6 +1634,11 @@ class Registry:
             return int(conn.execute(q).scalar_one())
 
 
+#: How many pseudonym ids a load transaction remembers between commits (the distinct people
+#: and households of a 1,000,000-record export, as the pseudonymise stage's own bound).
+PERSON_IDS_LIMIT = 1_000_000
+
+
 class LoadTransaction:
     """One database transaction holding several batches of a sync.
 
@@ -1676,8 +1681,11 @@ class LoadTransaction:
         #: Transactions committed (for tests and progress reports).
         self.commits = 0
         #: Text pseudonym → ``pseudonyms`` id, for the batches of this transaction (an id
-        #: added in it is valid only once it commits; a rollback closes it).
+        #: added in it is valid only once it commits; a rollback closes it). Forgotten at a
+        #: commit once it holds more than ``person_ids_limit`` (about 150 bytes each), so a
+        #: sync of any size keeps it bounded; a person met again is then looked up once more.
         self.person_ids: dict[str, int] = {}
+        self.person_ids_limit = PERSON_IDS_LIMIT
 
     @property
     def conn(self) -> sa.Connection:
@@ -1710,6 +1718,8 @@ class LoadTransaction:
             return
         self._tx.commit()
         self.commits += 1
+        if len(self.person_ids) > self.person_ids_limit:
+            self.person_ids.clear()  # committed: their rows are there for the next look-up
         self._tx = self._conn.begin()
         self._pending = 0
         self._since = time.monotonic()

@@ -122,3 +122,52 @@ def test_the_transaction_is_also_committed_after_commit_seconds(registry_url: st
     assert tx.commits == 2
     tx.close()
     reg.close()
+
+
+def test_pseudonym_ids_forgotten_at_a_commit_are_found_again_not_added_twice(
+    registry_url: str,
+) -> None:
+    """The transaction's pseudonym → id memory is bounded: past its limit it is emptied at
+    a commit, and a person met again afterwards still names the one ``pseudonyms`` row."""
+    from hub.registry import tables as t
+    from tests.support.rows import pseudonyms_of
+
+    reg = Registry.open(registry_url)
+    run = _start(reg)
+    tx = reg.load_transaction(commit_every=1, commit_seconds=3600, sqlite_cache_mib=16)
+    tx.person_ids_limit = 1
+    people = ["anna", "bruno", "anna", "carla", "bruno", "anna"]
+    for n, name in enumerate(people):
+        reg.commit_batch(
+            run_id=run,
+            connector="c",
+            stream="s",
+            org="O",
+            changes=[
+                SourceRecordChange(
+                    f"k.src{n:04d}aaaaaaaaaaaaaaa",
+                    f"r{n}",
+                    "upsert",
+                    (
+                        EntityRow(
+                            "case_episode",
+                            f"k.ep{n:04d}aaaaaaaaaaaaaaaa",
+                            _row(pseudonym(name), dt.date(2020, 1, 1)),
+                        ),
+                    ),
+                )
+            ],
+            quarantine=[],
+            counts=BatchCounts(read=1, loaded=1),
+            state={"next": n + 1},
+            retention=dt.timedelta(days=30),
+            tx=tx,
+        )
+        tx.batch_written(1)
+        assert len(tx.person_ids) <= 2  # emptied at the commits once past the limit
+    tx.close()
+    with reg.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.pseudonyms)).scalar() == 3
+        named = pseudonyms_of(conn, t.case_episodes)
+    assert sorted(named) == sorted(pseudonym(p) for p in people)
+    reg.close()
