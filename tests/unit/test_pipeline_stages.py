@@ -237,6 +237,75 @@ def test_each_kind_of_outcome_is_given_back_from_the_stage_memory(
     assert CF not in repr(first)
 
 
+@pytest.mark.parametrize("optional", [False, True])
+def test_a_field_of_one_fixed_type_gives_what_a_type_field_naming_it_gives(
+    pseudonymiser: Pseudonymiser, optional: bool
+) -> None:
+    """The stage decides a field of one fixed type (and a LOCAL id of the organisation)
+    for the whole column at once; a field whose type (or ente) another field names, record
+    by record. Both must give the same records: absent, empty, None, a number, invalid and
+    valid values, with birth year and sex."""
+    rows: list[dict[str, object]] = [
+        {"k": "1", "cf": CF, "nucleo": "7"},
+        {"k": "2", "cf": "RSSMRA80A01H501X", "nucleo": 12},
+        {"k": "3", "cf": "", "nucleo": ""},
+        {"k": "4", "cf": None, "nucleo": None},
+        {"k": "5"},
+        {"k": "6", "cf": f"  {CF.lower()} ", "nucleo": " 7"},
+        {"k": "7", "cf": CF, "nucleo": "7"},
+    ]
+
+    def fields(fixed: bool) -> tuple[FieldSpec, ...]:
+        return (
+            FieldSpec("k"),
+            FieldSpec(
+                "cf",
+                FieldRole.IDENTIFIER,
+                identifier_type=IdentifierType.CF if fixed else None,
+                type_field=None if fixed else "tipo",
+                derive_birth_year_and_sex=True,
+                optional=optional,
+            ),
+            FieldSpec(
+                "nucleo",
+                FieldRole.IDENTIFIER,
+                identifier_type=IdentifierType.LOCAL,
+                namespace_field=None if fixed else "ente",
+                optional=optional,
+            ),
+            *(() if fixed else (FieldSpec("tipo"), FieldSpec("ente"))),
+        )
+
+    def prepared(fixed: bool) -> list[tuple[object, ...]]:
+        stream = Stream("s", fields(fixed), source_key=("k",))
+        records = [
+            RawRecord("s", r if fixed else {**r, "tipo": "CF", "ente": "ORG"}, "x", key=str(r["k"]))
+            for r in rows
+        ]
+        out = PseudonymiseStage(pseudonymiser, connector="c", stream=stream)(records, "ORG")
+        # The type and ente fields are data fields of their own: left out of the comparison.
+        return [
+            (
+                {k: v for k, v in p.data.items() if k not in ("tipo", "ente")},
+                p.problems,
+                p.cf_derived,
+                p.person_keys,
+            )
+            for p in out
+        ]
+
+    fixed, named = prepared(True), prepared(False)
+    assert fixed == named
+    assert [list(data) for data, *_ in fixed] == [list(data) for data, *_ in named]  # key order
+    valid = fixed[0]
+    assert valid[2] == (1980, "M") and valid[0]["cf__birth_year"] == 1980
+    assert fixed[5][0]["cf"] == valid[0]["cf"]  # normalised
+    assert {**fixed[6][0], "k": "1"} == valid[0] and fixed[6][1:] == valid[1:]  # repeated
+    assert fixed[1][0]["cf"] == INVALID_MARKER and fixed[1][1][0][0] == "cf"
+    assert fixed[1][0]["nucleo"].startswith("v2.")  # a number is read as its text
+    assert "cf" not in fixed[4][0] and "nucleo" not in fixed[4][0]  # absent: nothing
+
+
 def test_a_fingerprint_changes_with_any_declared_value_whatever_its_form(
     pseudonymiser: Pseudonymiser,
 ) -> None:
