@@ -19,13 +19,21 @@ from tests.unit.test_registry import _row
 PSEUDONYM = pseudonym("p")
 
 
-def _episode(n: int, opened: dt.date | None) -> EntityRow:
+def _episode(n: int, opened: dt.date | None, subject: str = PSEUDONYM) -> EntityRow:
     # The same case-episode row as the registry tests; a None date breaks NOT NULL.
-    return EntityRow("case_episode", f"k.ep{n:04d}aaaaaaaaaaaaaaaa", _row(PSEUDONYM, opened))
+    return EntityRow("case_episode", f"k.ep{n:04d}aaaaaaaaaaaaaaaa", _row(subject, opened))
 
 
-def _write(reg: Registry, tx: LoadTransaction, run: int, n: int, *, broken: bool = False) -> None:
-    """One batch of one record, whose state says ``next = n + 1``."""
+def _write(
+    reg: Registry,
+    tx: LoadTransaction,
+    run: int,
+    n: int,
+    *,
+    broken: bool = False,
+    subject: str = PSEUDONYM,
+) -> None:
+    """One batch of one record of ``subject``, whose state says ``next = n + 1``."""
     opened = None if broken else dt.date(2020, 1, 1) + dt.timedelta(days=n)
     reg.commit_batch(
         run_id=run,
@@ -34,7 +42,7 @@ def _write(reg: Registry, tx: LoadTransaction, run: int, n: int, *, broken: bool
         org="O",
         changes=[
             SourceRecordChange(
-                f"k.src{n:04d}aaaaaaaaaaaaaaa", f"r{n}", "upsert", (_episode(n, opened),)
+                f"k.src{n:04d}aaaaaaaaaaaaaaa", f"r{n}", "upsert", (_episode(n, opened, subject),)
             )
         ],
         quarantine=[],
@@ -138,32 +146,7 @@ def test_pseudonym_ids_forgotten_at_a_commit_are_found_again_not_added_twice(
     tx.person_ids_limit = 1
     people = ["anna", "bruno", "anna", "carla", "bruno", "anna"]
     for n, name in enumerate(people):
-        reg.commit_batch(
-            run_id=run,
-            connector="c",
-            stream="s",
-            org="O",
-            changes=[
-                SourceRecordChange(
-                    f"k.src{n:04d}aaaaaaaaaaaaaaa",
-                    f"r{n}",
-                    "upsert",
-                    (
-                        EntityRow(
-                            "case_episode",
-                            f"k.ep{n:04d}aaaaaaaaaaaaaaaa",
-                            _row(pseudonym(name), dt.date(2020, 1, 1)),
-                        ),
-                    ),
-                )
-            ],
-            quarantine=[],
-            counts=BatchCounts(read=1, loaded=1),
-            state={"next": n + 1},
-            retention=dt.timedelta(days=30),
-            tx=tx,
-        )
-        tx.batch_written(1)
+        _write(reg, tx, run, n, subject=pseudonym(name))
         assert len(tx.person_ids) <= 2  # emptied at the commits once past the limit
     tx.close()
     with reg.engine.connect() as conn:
