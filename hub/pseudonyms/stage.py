@@ -132,34 +132,6 @@ _Group = tuple[IdentifierType | None, str | None]
 _Key = tuple[_Group, str | None]
 
 
-class _Slot:
-    """What an identifier field is in a record when it has no outcome key (a marker)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_ABSENT = _Slot("absent")  # the field is not in the record
-_BLANK = _Slot("blank")  # an optional field left empty
-_UNKNOWN_TYPE = _Slot("unknown type")  # the type field names no known identifier type
-
-
-class _Gives(NamedTuple):
-    """What one identifier field's outcome gives a record: the fields it sets (the pseudonym
-    or a marker, and birth year and sex if asked), the person key (with the field's name) of
-    a pseudonymised one, a codice fiscale's (birth year, sex), or a problem."""
-
-    data: dict[str, Any]
-    person: tuple[str, str] | None
-    derived: tuple[int, str] | None
-    problem: tuple[str, str, str] | None
-
-
 #: Separates the fields of a record's content when they are all text (see :func:`_contents`).
 _SEP = "\x1f"
 
@@ -271,78 +243,15 @@ class PseudonymiseStage:
         org: str,
         fingerprints: Sequence[Fingerprint] | None = None,
     ) -> list[Prepared]:
-        """Pseudonymise ``records`` of ``org`` (``fingerprints``: theirs, if computed).
-
-        Identifier field by identifier field over the batch: each field's outcome keys, then
-        every new distinct identifier resolved at once, then what each distinct outcome
-        gives a record (:class:`_Gives`, once per batch); a record then takes its data
-        fields and what each of its identifiers gives.
-        """
+        """Pseudonymise ``records`` of ``org`` (``fingerprints``: theirs, if computed)."""
         if fingerprints is None:
             fingerprints = self.fingerprints(records, org)
-        if not self.identifier_fields:
-            return [
-                Prepared(
-                    fp.source_key_hash,
-                    r.location,
-                    r.op,
-                    self._data_of(r.data),
-                    (),
-                    fp.unit_hash,
-                    None,
-                    fp.fingerprint,
-                    (),
-                )
-                for r, fp in zip(records, fingerprints, strict=True)
-            ]
-        datas = [r.data for r in records]
-        slots = [self._slots(spec, datas, org) for spec in self.identifier_fields]
-        self._resolve({k for column in slots for k in column if type(k) is tuple})
-        gives = [
-            self._gives(spec, column)
-            for spec, column in zip(self.identifier_fields, slots, strict=True)
+        plans = [self._plan(r, org) for r in records]
+        self._resolve({k for plan in plans for _, k, _ in plan if k is not None})
+        return [
+            self._prepare(r, plan, fp)
+            for r, plan, fp in zip(records, plans, fingerprints, strict=True)
         ]
-        fields, values = self.data_fields, self._data_values
-        out = []
-        for r, fp, given in zip(records, fingerprints, zip(*gives, strict=True), strict=True):
-            raw = r.data
-            try:
-                data = dict(zip(fields, values(raw), strict=True))
-            except KeyError:  # some field absent: the present ones
-                data = {f: raw[f] for f in fields if f in raw}
-            problems: list[tuple[str, str, str]] = []
-            person_keys: list[tuple[str, str]] = []
-            cf_derived: tuple[int, str] | None = None
-            for g in given:
-                if g is None:  # the field is not in the record
-                    continue
-                data.update(g.data)
-                if g.person is not None:
-                    person_keys.append(g.person)
-                    if cf_derived is None:
-                        cf_derived = g.derived
-                elif g.problem is not None:
-                    problems.append(g.problem)
-            out.append(
-                Prepared(
-                    fp.source_key_hash,
-                    r.location,
-                    r.op,
-                    data,
-                    tuple(problems),
-                    fp.unit_hash,
-                    cf_derived,
-                    fp.fingerprint,
-                    tuple(person_keys),
-                )
-            )
-        return out
-
-    def _data_of(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            return dict(zip(self.data_fields, self._data_values(raw), strict=True))
-        except KeyError:
-            return {f: raw[f] for f in self.data_fields if f in raw}
 
     def fingerprints(self, records: Sequence[RawRecord], org: str) -> list[Fingerprint]:
         """Each record's key hash, unit hash and fingerprint: keyed hashes only, nothing
@@ -385,103 +294,32 @@ class PseudonymiseStage:
         return unit_hash
 
     # -- internals ----------------------------------------------------------------
-    def _slots(
-        self, spec: FieldSpec, datas: Sequence[Mapping[str, Any]], org: str
-    ) -> list[_Key | _Slot]:
-        """Per record, what its ``spec`` field is: its outcome key, or ``_ABSENT`` (not in
-        the record), ``_UNKNOWN_TYPE`` (its type field names no known type) or ``_BLANK``
-        (an optional field left empty)."""
-        name, optional = spec.name, spec.optional
-        expected, type_field, namespace_field = (
-            spec.identifier_type,
-            spec.type_field,
-            spec.namespace_field,
-        )
-        if not type_field and not (expected is IdentifierType.LOCAL and namespace_field):
-            # One group for the whole column (the usual case): no per-record decisions.
-            group: _Group = (expected, org if expected is IdentifierType.LOCAL else None)
-            out: list[_Key | _Slot] = []
-            append = out.append
-            for d in datas:
-                value = d.get(name, _ABSENT)
-                if value is _ABSENT:
-                    append(_ABSENT)
-                    continue
-                text = value if type(value) is str else None if value is None else str(value)
-                if optional and not (text or "").strip():
-                    append(_BLANK)
-                else:
-                    append((group, text))
-            return out
-        out = []
-        for raw in datas:
-            if name not in raw:
-                out.append(_ABSENT)
+    def _plan(self, record: RawRecord, org: str) -> list[tuple[FieldSpec, _Key | None, str | None]]:
+        """Per identifier field: (spec, outcome key, or None and a problem rule)."""
+        raw = record.data
+        plan: list[tuple[FieldSpec, _Key | None, str | None]] = []
+        for spec in self.identifier_fields:
+            if spec.name not in raw:
                 continue
-            kind = expected
-            if type_field:
+            expected = spec.identifier_type
+            if spec.type_field:
                 try:
-                    kind = identifier_type_named(str(raw.get(type_field) or ""))
+                    expected = identifier_type_named(str(raw.get(spec.type_field) or ""))
                 except ValueError:
-                    out.append(_UNKNOWN_TYPE)
+                    plan.append((spec, None, "unknown_type"))
                     continue
-            value = raw[name]
+            value = raw[spec.name]
             text = None if value is None else str(value)
-            if optional and not (text or "").strip():
-                out.append(_BLANK)
+            if spec.optional and not (text or "").strip():
+                plan.append((spec, None, None))
                 continue
             namespace = None
-            if kind is IdentifierType.LOCAL:
-                namespace = str(raw.get(namespace_field) or "") if namespace_field else org
-            out.append(((kind, namespace), text))
-        return out
-
-    def _gives(self, spec: FieldSpec, slots: Sequence[_Key | _Slot]) -> list[_Gives | None]:
-        """What each record's ``spec`` field gives it (``None``: not in the record), built
-        once per distinct outcome of the batch."""
-        name = spec.name
-        tables = self._outcomes
-        memo: dict[Any, _Gives] = {}
-        blank = _Gives({name: None}, None, None, None)
-        unknown = _Gives(
-            {name: INVALID_MARKER},
-            None,
-            None,
-            (name, "unknown_type", f"{spec.type_field}: not a known identifier type"),
-        )
-        out: list[_Gives | None] = []
-        append = out.append
-        for slot in slots:
-            if type(slot) is not tuple:
-                append(None if slot is _ABSENT else blank if slot is _BLANK else unknown)
-                continue
-            outcome = tables[slot[0]][slot[1]]
-            given = memo.get(outcome)
-            if given is None:
-                given = memo[outcome] = self._give(spec, outcome, blank)
-            append(given)
-        return out
-
-    def _give(self, spec: FieldSpec, outcome: Outcome, absent: _Gives) -> _Gives:
-        """What one identifier's outcome gives a record (see :func:`_pack`)."""
-        name = spec.name
-        if outcome is None:  # an absent identifier (type NONE)
-            return absent
-        if not isinstance(outcome, str):
-            return _Gives({name: INVALID_MARKER}, None, None, (name, outcome.rule, outcome.message))
-        # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
-        person = (name, outcome[:_PERSON_KEY_LEN])
-        if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
-            return _Gives({name: outcome[_PERSON_KEY_LEN:]}, person, None, None)
-        code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
-        derived = self._derived.get(code)
-        if derived is None:
-            derived = self._derived[code] = (int(code[:4]), code[4])
-        data: dict[str, Any] = {name: outcome[_PERSON_KEY_LEN + 5 :]}
-        if spec.derive_birth_year_and_sex:
-            data[f"{name}__birth_year"] = derived[0]
-            data[f"{name}__sex"] = derived[1]
-        return _Gives(data, person, derived, None)
+            if expected is IdentifierType.LOCAL:
+                namespace = (
+                    str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
+                )
+            plan.append((spec, ((expected, namespace), text), None))
+        return plan
 
     def _resolve(self, keys: set[_Key]) -> None:
         """Validate each new distinct identifier once; pseudonymise the valid ones at once."""
@@ -531,3 +369,64 @@ class PseudonymiseStage:
             )
             for group, text in valid[ident]:
                 tables[group][text] = outcome
+
+    def _prepare(
+        self,
+        record: RawRecord,
+        plan: list[tuple[FieldSpec, _Key | None, str | None]],
+        fp: Fingerprint,
+    ) -> Prepared:
+        raw = record.data
+        data: dict[str, Any]
+        try:
+            data = dict(zip(self.data_fields, self._data_values(raw), strict=True))
+        except KeyError:  # some field absent: the present ones
+            data = {f: raw[f] for f in self.data_fields if f in raw}
+        problems: list[tuple[str, str, str]] = []
+        cf_derived: tuple[int, str] | None = None
+        person_keys: list[tuple[str, str]] = []
+        tables = self._outcomes
+        for spec, okey, rule in plan:
+            if okey is None:
+                if rule == "unknown_type":
+                    problems.append(
+                        (spec.name, rule, f"{spec.type_field}: not a known identifier type")
+                    )
+                    data[spec.name] = INVALID_MARKER
+                else:
+                    data[spec.name] = None
+                continue
+            outcome = tables[okey[0]][okey[1]]
+            if outcome is None:  # an absent identifier (type NONE)
+                data[spec.name] = None
+                continue
+            if not isinstance(outcome, str):
+                problems.append((spec.name, outcome.rule, outcome.message))
+                data[spec.name] = INVALID_MARKER
+                continue
+            # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
+            person_keys.append((spec.name, outcome[:_PERSON_KEY_LEN]))
+            if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
+                data[spec.name] = outcome[_PERSON_KEY_LEN:]
+                continue
+            data[spec.name] = outcome[_PERSON_KEY_LEN + 5 :]
+            code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
+            derived = self._derived.get(code)
+            if derived is None:
+                derived = self._derived[code] = (int(code[:4]), code[4])
+            if cf_derived is None:
+                cf_derived = derived
+            if spec.derive_birth_year_and_sex:
+                data[f"{spec.name}__birth_year"] = derived[0]
+                data[f"{spec.name}__sex"] = derived[1]
+        return Prepared(
+            fp.source_key_hash,
+            record.location,
+            record.op,
+            data,
+            tuple(problems),
+            fp.unit_hash,
+            cf_derived,
+            fp.fingerprint,
+            tuple(person_keys),
+        )
