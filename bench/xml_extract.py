@@ -4,8 +4,10 @@
 
 Generates the flow ``bench/ingest.py`` loads (``write_xml``) in a temporary directory, then
 times: the checking pass (``validate``), the second pass alone (``iter_top_elements``), the
-second pass with each record's XSD validation (``schema_problems``), the records built
-(``_records``: both plus the RawRecords) and the whole ``iter_flow``. docs/performance.md.
+second pass with each record's XSD validation (``schema_problems``), the second pass cut into
+parts with their digests and no record built (what a re-read does for a part it skips), the
+records built (``_records``, every part read: XSD plus the RawRecords) and the whole
+``iter_flow``. docs/performance.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ingest import write_xml  # noqa: E402
 
 from connectors.siuss import flows  # noqa: E402
+from hub.connector import expand_parts  # noqa: E402
 from hub.inputs import xml  # noqa: E402
 
 
@@ -49,18 +52,25 @@ def main() -> None:
             for el in xml.iter_top_elements(path, tags):
                 xml.schema_problems(schema, el)
 
+        def digests() -> None:  # what a re-read of a changed file does for each part
+            for _item in flows._records(path, "Beneficiario", "u", "flow.xml", "ps"):
+                pass
+
         def records() -> None:
-            for _item in flows._records(path, "Beneficiario", "u", "flow.xml"):
+            for _item in expand_parts(flows._records(path, "Beneficiario", "u", "f", "ps")):
                 pass
 
         def whole() -> None:
-            for _item in flows.iter_flow(path, stream="ps", unit="u", location_prefix="f"):
+            for _item in expand_parts(
+                flows.iter_flow(path, stream="ps", unit="u", location_prefix="f")
+            ):
                 pass
 
         parts: dict[str, Callable[[], None]] = {
             "checking pass (validate)": first,
             "second pass alone": second,
             "second pass + XSD per record": second_xsd,
+            "second pass + parts (digests)": digests,
             "second pass + XSD + records": records,
             "iter_flow (all of it)": whole,
         }
