@@ -15,7 +15,8 @@ process (so memory peaks are separate):
 It prints records/s for both, the ratio raccordo/floor, the peak RSS and the registry's
 bytes per record; with ``--json`` the last line is one JSON object
 ``{"csv": {"records", "floor_rps", "raccordo_rps", "ratio_cpu", "ratio_wall",
-"peak_rss_mib", "bytes_per_record"}, "xml": {...}}``.
+"peak_rss_mib", "bytes_per_record", "reread_same_ratio_cpu", "reread_one_ratio_cpu",
+"reread_one_peak_rss_mib"}, "xml": {...}}``.
 Figures and how to read them: docs/performance.md.
 """
 
