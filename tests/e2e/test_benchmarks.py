@@ -40,10 +40,18 @@ def test_ingest_json_last_line_has_every_figure_for_both_formats() -> None:
     assert set(last) == {"csv", "xml"}
     for kind, figures in last.items():
         assert figures["records"] == 1500, kind
-        for name in ("floor_rps", "raccordo_rps", "peak_rss_mib", "bytes_per_record"):
+        for name in (
+            "floor_rps",
+            "raccordo_rps",
+            "peak_rss_mib",
+            "bytes_per_record",
+            "reread_one_peak_rss_mib",
+        ):
             assert figures[name] > 0, (kind, name)
         for name in ("ratio_cpu", "ratio_wall", "reread_same_ratio_cpu", "reread_one_ratio_cpu"):
             assert 0 < figures[name] < 100, (kind, name)
+    # The re-read with one record changed changes one record of each format.
+    assert out.count("one record changed: read 1,500, loaded 1 in") == 2
     # The human part names the goals and each stage's CPU.
     assert out.count("CPU by stage: extract") == 2
     assert "goal: raccordo at 60% of the floor" in out
