@@ -241,13 +241,20 @@ def _records(source: Source, kind: str, unit: str, prefix: str, stream: str) -> 
         return
     header: dict[str, str] = head
 
-    def items(els: Sequence[Any]) -> Iterator[RawRecord | SourceError]:
-        for el in els:
-            yield from _element_records(el, schema, kind, kind_tag, header, unit, prefix)
+    def items(els: Sequence[tuple[int, Any]]) -> Iterator[RawRecord | SourceError]:
+        for n, el in els:
+            yield from _element_records(el, n, schema, kind, kind_tag, header, unit, prefix)
 
-    # An element is a kilobyte or two (a CSV row a tenth of that): about 64 a part.
+    # An element is a kilobyte or two (a CSV row a tenth of that): about 64 a part. Each
+    # goes with its position after the header, which locates it where lines cannot.
     parts = in_parts(
-        elements, unit=unit, seed=seed, content=_content, build=items, average=64, min_rows=16
+        enumerate(elements, start=1),
+        unit=unit,
+        seed=seed,
+        content=_numbered_content,
+        build=items,
+        average=64,
+        min_rows=16,
     )
     yield from parts
 
@@ -257,8 +264,27 @@ def _content(el: Any) -> bytes:
     return bytes(etree.tostring(el, with_tail=False))
 
 
+def _numbered_content(row: tuple[int, Any]) -> bytes:
+    # Only the element: its position would change every part after an insertion.
+    return _content(row[1])
+
+
+#: The last line number libxml2 keeps exactly for an element (16 bits; past it, lxml's
+#: ``sourceline`` of an element taken out of its document is 65,535 or a neighbour's line).
+LAST_EXACT_LINE = 65_534
+
+
+def _where(prefix: str, line: int | None, what: str) -> str:
+    """Where a record is: its line, or (past the lines libxml2 counts exactly) ``what``, its
+    position in the flow."""
+    if line and line <= LAST_EXACT_LINE:
+        return f"{prefix} line {line}"
+    return f"{prefix} {what} (past line {LAST_EXACT_LINE + 1:,})"
+
+
 def _element_records(
     el: Any,
+    n: int,
     schema: etree.XMLSchema,
     kind: str,
     kind_tag: str,
@@ -266,13 +292,13 @@ def _element_records(
     unit: str,
     prefix: str,
 ) -> Iterator[RawRecord | SourceError]:
-    """The records of one element after the header (or why it gives none)."""
+    """The records of one element after the header, the ``n``-th (or why it gives none)."""
     name = kind if el.tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
     if name != kind:
         yield SourceError(
             f"element skipped: {name} is not expected here (the official schema allows "
             f"only {kind} after {HEADER}); the other records of the file load",
-            f"{prefix} line {el.sourceline or 0}",
+            _where(prefix, el.sourceline, f"element {n:,} after {HEADER}"),
             rule="xsd",
             field=name,
             scope="record",
@@ -286,16 +312,16 @@ def _element_records(
         yield SourceError(
             f"{what} refused, the others of the file load: does not follow the official "
             f"schema ({p.reason}){more}",
-            f"{prefix} line {p.line}",
+            _where(prefix, p.line, f"{kind} {n:,}"),
             rule="xsd",
             field=p.field,
             scope="record",
         )
         return
     if kind == "Beneficiario":
-        yield from _ps_records(el, head, unit, prefix)
+        yield from _ps_records(el, n, head, unit, prefix)
     else:
-        yield _sinba_record(el, head, unit, prefix)
+        yield _sinba_record(el, n, head, unit, prefix)
 
 
 def _header(el: Any) -> dict[str, str]:
@@ -311,7 +337,9 @@ def _a(el: Any, name: str) -> str:
     return str(el.get(name) or "").strip()
 
 
-def _ps_records(el: Any, head: dict[str, str], unit: str, prefix: str) -> Iterator[RawRecord]:
+def _ps_records(
+    el: Any, n: int, head: dict[str, str], unit: str, prefix: str
+) -> Iterator[RawRecord]:
     """One record per PrestazioniSociali of a (valid, complete) Beneficiario element.
 
     The element has passed the schema, so its children's tags are compared as strings
@@ -319,6 +347,7 @@ def _ps_records(el: Any, head: dict[str, str], unit: str, prefix: str) -> Iterat
     """
     person: dict[str, str] = dict(head)
     person["cf"] = (el.get("CodiceFiscale") or "").strip()
+    given = 0  # PrestazioniSociali so far
     for child in el:
         tag = child.tag
         if tag == _ANAGRAFICA:
@@ -334,10 +363,13 @@ def _ps_records(el: Any, head: dict[str, str], unit: str, prefix: str) -> Iterat
         elif tag == _PRESTAZIONE:
             rec = person.copy()
             op = _prestazione(child, rec)
+            given += 1
             yield RawRecord(
                 STREAM_PS,
                 rec,
-                location=f"{prefix} line {child.sourceline}",
+                location=_where(
+                    prefix, child.sourceline, f"Beneficiario {n:,}, PrestazioniSociali {given}"
+                ),
                 op="delete" if op == "C" else "upsert",
                 unit=unit,
             )
@@ -380,7 +412,7 @@ def _prestazione(el: Any, rec: dict[str, str]) -> str:
     return op
 
 
-def _sinba_record(el: Any, head: dict[str, str], unit: str, prefix: str) -> RawRecord:
+def _sinba_record(el: Any, n: int, head: dict[str, str], unit: str, prefix: str) -> RawRecord:
     codes = [str(c.text or "").strip() for c in el.iter(_CODICE_PRESTAZIONE)]
     return RawRecord(
         STREAM_SINBA,
@@ -394,6 +426,6 @@ def _sinba_record(el: Any, head: dict[str, str], unit: str, prefix: str) -> RawR
             "cittadinanza_residenza": _a(el, "CodiceNazioneResidenza"),
             "luogo_vita": _a(el, "LuogoVita"),
         },
-        location=f"{prefix} line {el.sourceline}",
+        location=_where(prefix, el.sourceline, f"SINBA {n:,}"),
         unit=unit,
     )
