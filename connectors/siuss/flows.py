@@ -279,6 +279,8 @@ def _where(prefix: str, line: int | None, what: str) -> str:
     position in the flow."""
     if line and line <= LAST_EXACT_LINE:
         return f"{prefix} line {line}"
+    if not line:  # no line known at all
+        return f"{prefix} {what}"
     return f"{prefix} {what} (past line {LAST_EXACT_LINE + 1:,})"
 
 

@@ -61,3 +61,10 @@ def test_records_past_line_65535_are_located_by_their_position(tmp_path: Path) -
     (error,) = errors
     assert error.location == f"flusso.xml Beneficiario {BROKEN_AT:,} (past line 65,535)"
     assert "65535" not in " ".join(r.location for r in records)
+
+
+def test_a_record_of_no_known_line_is_located_by_its_position_alone() -> None:
+    assert flows._where("f.xml", 12, "Beneficiario 3") == "f.xml line 12"
+    assert flows._where("f.xml", 0, "Beneficiario 3") == "f.xml Beneficiario 3"
+    assert flows._where("f.xml", None, "SINBA 3") == "f.xml SINBA 3"
+    assert flows._where("f.xml", 70_000, "SINBA 3") == "f.xml SINBA 3 (past line 65,535)"
