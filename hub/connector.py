@@ -205,12 +205,22 @@ class RecordPart:
 
     ``items`` may be called once, and only while the connector's ``read`` is at this
     part (it may read a buffer the connector reuses).
+
+    A ``provisional`` part comes before its connector has read the rest of its unit (a file
+    that may still turn out broken, which loads nothing): the pipeline decides at once
+    whether it reads it, as for any part, but holds what it read (and that it skipped it)
+    until the next item of the read that is not a provisional part, and then loads it
+    before that item; if that item is a unit-scope :class:`SourceError` (the unit was
+    refused), it drops them instead. A read that ends with parts still provisional is a
+    connector bug. So one pass can both check a file and offer its parts, and a re-read
+    that changed one part need not read the file twice.
     """
 
     unit: str
     digest: bytes
     #: The records (and record-scope source errors) of the part, in order.
     items: Callable[[], Iterable[RawRecord | SourceError]] = field(repr=False)
+    provisional: bool = False
 
     def __repr__(self) -> str:  # never show data
         return f"RecordPart(unit={self.unit!r})"
@@ -221,12 +231,37 @@ ReadItem = RawRecord | StateCheckpoint | SourceError | UnitComplete | RecordPart
 
 def expand_parts(items: Iterable[ReadItem]) -> Iterator[ReadItem]:
     """A connector's output with every :class:`RecordPart` replaced by what it holds (what a
-    first read loads): for tests and tools that look at records one by one."""
+    first read loads): for tests and tools that look at records one by one.
+
+    What provisional parts hold comes once they are confirmed, and not at all if their
+    unit is refused (see :class:`RecordPart`)."""
+    held: list[RawRecord | SourceError] = []
+    holding: str | None = None  # the unit of the provisional parts held
     for item in items:
+        if isinstance(item, RecordPart) and item.provisional:
+            held.extend(item.items())
+            holding = item.unit
+            continue
+        if holding is not None:
+            if not (isinstance(item, SourceError) and item.scope == "unit"):
+                yield from held
+            held, holding = [], None
         if isinstance(item, RecordPart):
             yield from item.items()
         else:
             yield item
+    if holding is not None:
+        raise ProvisionalPartsLeft(holding)
+
+
+class ProvisionalPartsLeft(TypeError):
+    """A connector's read ended with parts still provisional (a connector bug)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__(
+            f"the connector's read ended with provisional parts of unit {unit!r} neither "
+            "confirmed nor refused (see RecordPart.provisional)"
+        )
 
 
 @dataclass(frozen=True)

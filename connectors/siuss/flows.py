@@ -11,7 +11,8 @@ breaks it yields a :class:`SourceError` at its own line while the others load.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Generator, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from hub.inputs.xml import (
     first_child_name,
     iter_top_elements,
     load_schema,
+    root_name,
     schema_problems,
     validate,
 )
@@ -149,6 +151,14 @@ def flow_kind(source: Source, *, max_bytes: int) -> str:
     return kind
 
 
+#: Most record elements the pipeline may read of a flow not yet read to its end (it holds
+#: their records, not loading them, until the flow proves whole: :class:`RecordPart`'s
+#: ``provisional``). A re-read that changed a few parts needs a single pass over the file;
+#: past this many elements (a first read, a flow mostly changed) the rest of the flow is
+#: checked by a pass of its own, as a first read always was, before its parts go on.
+HELD_ELEMENTS = 4096
+
+
 def iter_flow(
     source: Source,
     *,
@@ -159,30 +169,40 @@ def iter_flow(
 ) -> Iterator[ReadItem]:
     """The records of one unit for ``stream`` (nothing if it is the other flow type).
 
-    A first streaming pass refuses the whole unit when it is hostile (DTD,
-    entities), oversize, not well-formed or truncated. The second pass checks
-    the header (``IdentificazioneFlusso`` with its ``Ente``) against the official
-    schema — an invalid header refuses the unit — then each record element
-    (``Beneficiario`` or ``SINBA``) alone: one that breaks the schema becomes a
-    :class:`SourceError` at its own line naming the field, and the others load.
+    A unit that is hostile (DTD, entities), oversize, not well-formed or truncated is
+    refused whole: one :class:`SourceError` and no record. The header
+    (``IdentificazioneFlusso`` with its ``Ente``) is checked against the official schema
+    — an invalid header refuses the unit — then each record element (``Beneficiario`` or
+    ``SINBA``) alone: one that breaks the schema becomes a :class:`SourceError` at its own
+    line naming the field, and the others load.
+
+    Records come in provisional parts while the flow has not been read to its end (see
+    :data:`HELD_ELEMENTS`), so a flow broken anywhere still loads nothing: its refusal
+    drops them.
     """
     try:
         kind = flow_kind(source, max_bytes=max_bytes)
-        if kind != FLOW_OF_STREAM[stream]:
-            return
-        validate(source, None, root="Flusso", max_bytes=max_bytes)
     except UnsafeOrInvalidXML as e:
-        # Report a refused unit once: on the stream its kind belongs to, or on "ps".
+        # Its kind unknown, a refused unit is reported once, on "ps".
         if stream == STREAM_PS:
-            where = f"{location_prefix} line {e.line}" if e.line else location_prefix
-            yield SourceError(f"refused, nothing loaded from it: {e.reason}", where, rule="xml")
+            yield _refused(e, location_prefix)
+        return
+    if kind != FLOW_OF_STREAM[stream]:
         return
     try:
-        yield from _records(source, kind, unit, location_prefix, stream)
-    except UnsafeOrInvalidXML as e:  # pragma: no cover - checked just before
-        yield SourceError(f"refused while reading: {e.reason}", location_prefix, rule="xml")
+        if root_name(source) != "Flusso":
+            raise UnsafeOrInvalidXML("not a SIUSS flow: its root element is not Flusso")
+        read = yield from _records(source, kind, unit, location_prefix, stream, max_bytes)
+    except UnsafeOrInvalidXML as e:
+        yield _refused(e, location_prefix)
         return
-    yield UnitComplete(unit)
+    if read:
+        yield UnitComplete(unit)
+
+
+def _refused(e: UnsafeOrInvalidXML, prefix: str) -> SourceError:
+    where = f"{prefix} line {e.line}" if e.line else prefix
+    return SourceError(f"refused, nothing loaded from it: {e.reason}", where, rule="xml")
 
 
 #: The namespace of both flows; once an element has passed the schema, its children's
@@ -203,11 +223,28 @@ def _local(el: Any, tag: str, name: str) -> str:
     return name if el.tag == tag else str(etree.QName(el).localname)
 
 
-def _records(source: Source, kind: str, unit: str, prefix: str, stream: str) -> Iterator[ReadItem]:
+def _records(
+    source: Source, kind: str, unit: str, prefix: str, stream: str, max_bytes: int
+) -> Generator[ReadItem, None, bool]:
     """The header, then the unit's record elements as parts (:func:`hub.inputs.parts.in_parts`):
     a changed flow is re-read at the cost of the parts that changed. A part's digest covers
     its elements as they are written (without their line numbers, which only locate a
-    record) with the stream, the flow kind and the header."""
+    record) with the stream, the flow kind and the header.
+
+    Whether the unit was read (False: its header refused it). Raises UnsafeOrInvalidXML,
+    with the words of :func:`hub.inputs.xml.validate`, if the flow breaks anywhere."""
+    try:
+        return (yield from _read_parts(source, kind, unit, prefix, stream, max_bytes))
+    except UnsafeOrInvalidXML:
+        # The pass that reads the parts met it: say it as the checking pass does (the
+        # same parser fed the same blocks, so the same fault), with its line.
+        validate(source, None, root="Flusso", max_bytes=max_bytes)
+        raise  # pragma: no cover - validate raises the same fault
+
+
+def _read_parts(
+    source: Source, kind: str, unit: str, prefix: str, stream: str, max_bytes: int
+) -> Generator[ReadItem, None, bool]:
     schema = record_schema_for(kind)
     kind_tag = f"{{{NS}}}{kind}"
     elements = iter_top_elements(source, {HEADER, kind}, keep=True)
@@ -222,7 +259,7 @@ def _records(source: Source, kind: str, unit: str, prefix: str, stream: str) -> 
                 rule="xsd_header",
                 field=HEADER,
             )
-            return
+            return False
         problems = schema_problems(schema, el)
         if problems:
             p = problems[0]
@@ -233,15 +270,20 @@ def _records(source: Source, kind: str, unit: str, prefix: str, stream: str) -> 
                 rule="xsd_header",
                 field=p.field,
             )
-            return
+            return False
         head = _header(el)
         seed = b"\x1e".join([stream.encode(), kind.encode(), _content(el)])
         break
     if head is None:
-        return
+        # No element at all after the root: the pass that checks says what is wrong.
+        validate(source, None, root="Flusso", max_bytes=max_bytes)
+        return True
     header: dict[str, str] = head
+    held = 0  # elements the pipeline read of the parts offered provisionally
 
     def items(els: Sequence[tuple[int, Any]]) -> Iterator[RawRecord | SourceError]:
+        nonlocal held
+        held += len(els)
         for n, el in els:
             yield from _element_records(el, n, schema, kind, kind_tag, header, unit, prefix)
 
@@ -256,7 +298,18 @@ def _records(source: Source, kind: str, unit: str, prefix: str, stream: str) -> 
         average=64,
         min_rows=16,
     )
-    yield from parts
+    checked = False
+    for part in parts:
+        if checked:
+            yield part
+            continue
+        yield dataclasses.replace(part, provisional=True)
+        if held > HELD_ELEMENTS:
+            # Too much to hold: check the rest of the flow first (a first read, a flow
+            # mostly changed), and then the parts need not wait for its end.
+            validate(source, None, root="Flusso", max_bytes=max_bytes)
+            checked = True
+    return True
 
 
 def _content(el: Any) -> bytes:

@@ -137,6 +137,12 @@ def _root(source: Source) -> tuple[str, int] | None:
     return None
 
 
+def root_name(source: Source) -> str | None:
+    """The local name of the root element; None when the document breaks before it."""
+    found = _root(source)
+    return None if found is None else found[0]
+
+
 def _prune(root: Any) -> None:
     """Drop every complete element under ``root``: at each level of the path still open,
     all children but the last (never the last: the tree builder may still add to it)."""

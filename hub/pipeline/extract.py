@@ -15,12 +15,20 @@ A :class:`hub.connector.RecordPart` is read whole into one batch (``Batch.parts`
 where its records are), unless ``known`` finds it in the registry as it is: then it is
 not read at all (``Batch.skipped``), and its batch starts with it, so every record after
 it in the unit is processed knowing its records were seen (duplicates).
+
+A provisional part (its unit not yet read to the end) is looked up and read the same way
+when it comes, but what that gave is held, and placed as above only when the connector
+confirms the unit (its next item that is not a provisional part) or dropped if it refuses
+it (a unit-scope source error). A held part found in the registry was looked up before
+the held parts ahead of it loaded: if one of those changed a record that it repeats (the
+same source key twice in one file), that copy counts as unchanged rather than as a
+duplicate, as within one batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -28,6 +36,7 @@ from hub.config import Config
 from hub.connector import (
     Connector,
     FieldRole,
+    ProvisionalPartsLeft,
     RawRecord,
     RecordPart,
     SourceError,
@@ -141,12 +150,22 @@ class Extract:
         self.batch_size = batch_size
         self.known = known
         self._pending = Batch()
+        # Provisional parts taken, not placed yet (see the module's docstring).
+        self._held: list[_Taken] = []
         # Where the latest cursor cut the pending items: how many records, errors, units,
         # parts and skipped parts it covers, and the state.
         self._cut: tuple[int, int, int, int, int, dict[str, Any]] | None = None
 
     def __iter__(self) -> Iterator[Batch]:
         for item in self.connector.read(self.stream, self.state):
+            if isinstance(item, RecordPart) and item.provisional:
+                self._held.append(self._take(item))
+                continue
+            if self._held:
+                held, self._held = self._held, []
+                if not (isinstance(item, SourceError) and item.scope == "unit"):
+                    for taken in held:  # confirmed: in order, before this item
+                        yield from self._place(taken)
             p = self._pending
             if isinstance(item, RawRecord):
                 p.records.append(item)
@@ -172,6 +191,8 @@ class Extract:
                 p.units.append(item.unit)
             else:  # a connector bug, not bad data
                 raise TypeError(f"connector yielded {type(item).__name__}")
+        if self._held:
+            raise ProvisionalPartsLeft(self._held[0].part.unit)
         yield self._take_all()
 
     def _full(self) -> Iterator[Batch]:
@@ -181,7 +202,21 @@ class Extract:
         yield batch
 
     def _part(self, part: RecordPart) -> Iterator[Batch]:
+        yield from self._place(self._take(part))
+
+    def _take(self, part: RecordPart) -> _Taken:
+        """The part looked up in the registry, or read (while the connector is at it)."""
         found = self.known(part) if self.known is not None else None
+        if found is not None:
+            return _Taken(part, found, [])
+        items = list(part.items())
+        for item in items:
+            if not isinstance(item, RawRecord | SourceError):  # a connector bug
+                raise TypeError(f"a RecordPart yielded {type(item).__name__}")
+        return _Taken(part, None, items)
+
+    def _place(self, taken: _Taken) -> Iterator[Batch]:
+        part, found = taken.part, taken.found
         if found is not None:
             if self._pending.records:
                 # A skipped part starts its batch (see the module's docstring).
@@ -195,14 +230,12 @@ class Extract:
         p = self._pending
         start = len(p.records)
         errors = 0
-        for item in part.items():
+        for item in taken.items:
             if isinstance(item, RawRecord):
                 p.records.append(item)
-            elif isinstance(item, SourceError):
+            else:
                 p.errors.append(item)
                 errors += 1
-            else:  # a connector bug
-                raise TypeError(f"a RecordPart yielded {type(item).__name__}")
         p.parts.append(PartSpan(part.unit, part.digest, start, len(p.records), errors))
         if len(p.records) >= self.batch_size:
             yield from self._full()
@@ -235,6 +268,14 @@ class Extract:
         self._pending = Batch()
         self._cut = None
         return p
+
+
+class _Taken(NamedTuple):
+    """A part as :meth:`Extract._take` found it: in the registry, or read."""
+
+    part: RecordPart
+    found: KnownPart | None
+    items: list[RawRecord | SourceError]
 
 
 def _listing(names: list[str], limit: int = 40) -> str:

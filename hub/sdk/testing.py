@@ -71,7 +71,12 @@ def connector_contract_tests(
     def read_all(conn: Connector, stream: str, state: dict[str, Any]) -> list[Any]:
         items: list[Any] = []
         records = 0
+        provisional: str | None = None  # the unit of provisional parts not yet confirmed
         for item in conn.read(stream, state):
+            if provisional is not None and not (isinstance(item, RecordPart) and item.provisional):
+                provisional = None  # confirmed (or refused) by this item
+            if isinstance(item, RecordPart) and item.provisional:
+                provisional = item.unit
             if isinstance(item, RecordPart):
                 # What a first read loads of it, checked to belong to it.
                 inner: list[Any] = list(item.items())
@@ -100,6 +105,10 @@ def connector_contract_tests(
                     f"{stream}: read more than {stream_limit} records; build the connector "
                     "over a smaller source for the contract suite, or raise stream_limit"
                 )
+        assert provisional is None, (
+            f"{stream}: the read ended with provisional parts of {provisional!r} neither "
+            "confirmed nor refused (see RecordPart.provisional)"
+        )
         return items
 
     def records_of(items: list[Any]) -> list[RawRecord]:

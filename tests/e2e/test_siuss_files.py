@@ -279,3 +279,111 @@ def test_a_bad_sinba_record_is_quarantined_alone(tmp_path: Path) -> None:
     line = flow[: flow.index(b"B2")].count(b"\n") + 1
     assert entry["location"] == f"sinba.xml line {line}"
     reg.close()
+
+
+def _counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the whole-flow checking passes (:func:`hub.inputs.xml.validate`) of the reads."""
+    from connectors.siuss import flows
+
+    calls: list[int] = []
+    real = flows.validate
+
+    def counted(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flows, "validate", counted)
+    return calls
+
+
+@pytest.mark.parametrize("held", [40, 4096], ids=["checked-midway", "held-to-the-end"])
+def test_a_flow_broken_near_its_end_loads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: int
+) -> None:
+    """Its first parts are read in the same pass that finds the break (held, not loaded):
+    refused whole, whether the pass checked the rest first (more than ``HELD_ELEMENTS``)
+    or held every part to the end."""
+    from connectors.siuss import flows
+
+    monkeypatch.setattr(flows, "HELD_ELEMENTS", held)
+    flow = _flow_of([_beneficiary(i) for i in range(300)])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cut = flow[: len(flow) - 60]
+    (inbox / "flow.xml").write_bytes(cut)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    ps = runs["siuss_ps"]
+    assert (ps.read, ps.loaded, ps.source_errors) == (0, 0, 1)
+    assert reg.count("intervention") == 0
+    (entry,) = reg.quarantine_entries(limit=100)
+    assert "nothing loaded" in entry["reason"] and "truncated" in entry["reason"]
+    last_line = cut.count(b"\n") + 1
+    assert entry["location"] == f"flow.xml line {last_line}"
+    reg.close()
+
+
+def test_a_re_read_of_a_flow_with_one_change_reads_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first read of a flow longer than ``HELD_ELEMENTS`` checks it in a pass of its own;
+    re-reading it with one beneficiary changed (in its middle) needs no such pass: the
+    changed part is held until the end of the one pass, then loaded."""
+    from connectors.siuss import flows
+
+    monkeypatch.setattr(flows, "HELD_ELEMENTS", 150)  # more than a part, half the flow
+    checks = _counting_checks(monkeypatch)
+    beneficiaries = [_beneficiary(i) for i in range(300)]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "flow.xml").write_bytes(_flow_of(beneficiaries))
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    assert (runs["siuss_ps"].read, runs["siuss_ps"].loaded, len(checks)) == (300, 300, 1)
+    reg.close()
+    beneficiaries[150] = beneficiaries[150].replace(b"A2.16", b"A1.09")
+    (inbox / "flow.xml").write_bytes(_flow_of(beneficiaries))
+    checks.clear()
+    runs, reg = _sync(ws)
+    ps = runs["siuss_ps"]
+    assert (ps.read, ps.loaded, ps.unchanged, ps.source_errors) == (300, 1, 299, 0)
+    assert checks == []
+    with reg.engine.connect() as conn:
+        codes = sorted(r[0] for r in conn.execute(sa.select(t.interventions.c.service_code)))
+    assert codes == ["A1.09"] + ["A2.16"] * 299
+    reg.close()
+
+
+def test_a_truncated_sinba_flow_is_refused_on_its_own_stream(tmp_path: Path) -> None:
+    sinba = (FIXTURES / "sample-sinba-1.xml").read_bytes()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "sinba.xml").write_bytes(sinba[: len(sinba) - 40])
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    s = runs["siuss_sinba"]
+    assert (s.read, s.loaded, s.source_errors) == (0, 0, 1)
+    assert runs["siuss_ps"].source_errors == 0  # said once
+    (entry,) = reg.quarantine_entries(limit=100)
+    assert entry["location"].startswith("sinba.xml line ") and "truncated" in entry["reason"]
+    reg.close()
+
+
+def test_a_new_version_refused_for_its_header_keeps_what_the_old_one_loaded(
+    tmp_path: Path,
+) -> None:
+    """A refused unit is not complete: what its earlier version loaded stays."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    flow = _flow_of([_beneficiary(1), _beneficiary(2)])
+    (inbox / "flow.xml").write_bytes(flow)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    assert reg.count("intervention") == 2
+    reg.close()
+    (inbox / "flow.xml").write_bytes(flow.replace(b'Codice="H501"', b'Codice=""'))
+    runs, reg = _sync(ws)
+    ps = runs["siuss_ps"]
+    assert (ps.loaded, ps.removed, ps.source_errors) == (0, 0, 1)
+    assert reg.count("intervention") == 2
+    reg.close()
