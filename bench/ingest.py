@@ -533,30 +533,39 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
 
 
 def change_one_record(kind: str, source: Path) -> None:
-    """Change one value of one record of ``source`` in place: the first record's amount,
-    digit by digit, to another of the same length (so nothing else in the file moves).
+    """Change one value of one record of ``source`` in place: the amount of the first record
+    after the middle of the file, digit by digit, to another of the same length (so nothing
+    else in the file moves). In the middle: a re-read pays for the parts it reads and for
+    everything before the change it cannot skip.
 
-    Only the file's first block is read: reading the whole file here (about 420 MB of XML at
+    Only one block of the file is read: reading the whole file here (about 420 MB of XML at
     1,000,000 records), as this did before 2026-12-02, put two copies of it in the re-read's
     process and made its peak RSS look like the pipeline's.
     """
     field = b";" if kind == "csv" else b'ImportoMensile="'
     with source.open("r+b") as f:
-        head = f.read(1 << 20)
-        if kind == "csv":
-            line = head.index(b"\r\n") + 2  # the first record, after the header
-            at = line
-            for _ in range(16):  # the amount is the 17th column
-                at = head.index(field, at) + 1
-            end = head.index(b";", at)
-        else:
-            at = head.index(field) + len(field)
-            end = head.index(b'"', at)
-        old = head[at:end]
-        digits = bytes(b for b in old if chr(b).isdigit())
+        middle = source.stat().st_size // 2
+        f.seek(middle)
+        block = f.read(1 << 20)
+        start = 0
+        while True:  # the first such record whose amount has digits
+            if kind == "csv":
+                start = block.index(b"\r\n", start) + 2  # the next record's first byte
+                at = start
+                for _ in range(16):  # the amount is the 17th column
+                    at = block.index(field, at) + 1
+                end = block.index(b";", at)
+            else:
+                at = block.index(field, start) + len(field)
+                end = start = block.index(b'"', at)
+            old = block[at:end]
+            digits = bytes(b for b in old if chr(b).isdigit())
+            if digits:
+                break
         to = b"1" if digits and set(digits) == {ord("9")} else b"9"
         new = bytes(to[0] if chr(b).isdigit() else b for b in old)
-        f.seek(at)
+        assert len(new) == len(old) and new != old
+        f.seek(middle + at)
         f.write(new)
 
 

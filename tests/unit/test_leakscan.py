@@ -249,3 +249,17 @@ def test_binary_keys_and_pseudonyms_are_not_read_as_names_but_text_in_them_is(
     found = scan_database(f"sqlite:///{db}", names=[name])
     assert sorted(kinds(found)) == [KIND_CF, KIND_NAME]
     assert KIND_NAME in kinds(scan_paths([tmp_path], names=[name]))
+
+
+def test_a_short_name_in_binary_with_printable_bytes_on_one_side_is_no_leak(
+    tmp_path: Path,
+) -> None:
+    """The bytes the demo's test once met in its registry (an organisation code, then a
+    16-byte key whose random bytes spelt "UGO" with four printable bytes after it): random
+    binary, stored twice (table and index). A name with text on both sides is found."""
+    key = b'\xd2\xf6\xb0\xeb\xc8UGO"-*g\x84\xa6\x8d\x86'
+    (tmp_path / "pages.bin").write_bytes((b"\x02\x0f\x19\x00CISS-BORGO" + key) * 2)
+    assert scan_paths([tmp_path], names=["Ugo"]) == []
+    (tmp_path / "log.txt").write_bytes(b"\x00\x01\x02 nome: UGO, anni 80\x00\x03")
+    (found,) = scan_paths([tmp_path], names=["Ugo"])
+    assert found.kind == KIND_NAME and "log.txt" in found.where
