@@ -217,9 +217,9 @@ def _in_text(text: str, add: Callable[[int, int, str], None]) -> Callable[[int, 
 
     def add_if_text(start: int, end: int, kind: str) -> None:
         left, right = text[max(0, start - 4) : start], text[end : end + 4]
-        if (len(left) == 4 or start < 4) and (len(right) == 4 or end + 4 > len(text)):
-            if _printable(left) and _printable(right):
-                add(start, end, kind)
+        # Shorter than four only at the start or the end of the text.
+        if _printable(left) and _printable(right):
+            add(start, end, kind)
 
     return add_if_text
 
