@@ -192,7 +192,7 @@ class Extract:
             else:  # a connector bug, not bad data
                 raise TypeError(f"connector yielded {type(item).__name__}")
         if self._held:
-            raise ProvisionalPartsLeft(self._held[0].part.unit)
+            raise ProvisionalPartsLeft(self._held[0].unit)
         yield self._take_all()
 
     def _full(self) -> Iterator[Batch]:
@@ -208,15 +208,15 @@ class Extract:
         """The part looked up in the registry, or read (while the connector is at it)."""
         found = self.known(part) if self.known is not None else None
         if found is not None:
-            return _Taken(part, found, [])
+            return _Taken(part.unit, part.digest, found, [])
         items = list(part.items())
         for item in items:
             if not isinstance(item, RawRecord | SourceError):  # a connector bug
                 raise TypeError(f"a RecordPart yielded {type(item).__name__}")
-        return _Taken(part, None, items)
+        return _Taken(part.unit, part.digest, None, items)
 
     def _place(self, taken: _Taken) -> Iterator[Batch]:
-        part, found = taken.part, taken.found
+        found = taken.found
         if found is not None:
             if self._pending.records:
                 # A skipped part starts its batch (see the module's docstring).
@@ -236,7 +236,7 @@ class Extract:
             else:
                 p.errors.append(item)
                 errors += 1
-        p.parts.append(PartSpan(part.unit, part.digest, start, len(p.records), errors))
+        p.parts.append(PartSpan(taken.unit, taken.digest, start, len(p.records), errors))
         if len(p.records) >= self.batch_size:
             yield from self._full()
 
@@ -271,9 +271,11 @@ class Extract:
 
 
 class _Taken(NamedTuple):
-    """A part as :meth:`Extract._take` found it: in the registry, or read."""
+    """A part as :meth:`Extract._take` found it: in the registry, or read. Not the part
+    itself: its ``items`` may hold what the connector read (a held part must not keep it)."""
 
-    part: RecordPart
+    unit: str
+    digest: bytes
     found: KnownPart | None
     items: list[RawRecord | SourceError]
 
