@@ -243,7 +243,7 @@ def expand_parts(items: Iterable[ReadItem]) -> Iterator[ReadItem]:
             holding = item.unit
             continue
         if holding is not None:
-            if not (isinstance(item, SourceError) and item.scope == "unit"):
+            if not refuses_unit(item):
                 yield from held
             held, holding = [], None
         if isinstance(item, RecordPart):
@@ -252,6 +252,12 @@ def expand_parts(items: Iterable[ReadItem]) -> Iterator[ReadItem]:
             yield item
     if holding is not None:
         raise ProvisionalPartsLeft(holding)
+
+
+def refuses_unit(item: ReadItem) -> bool:
+    """Whether ``item`` refuses its unit (a unit-scope :class:`SourceError`): what drops
+    the provisional parts before it (see :class:`RecordPart`)."""
+    return isinstance(item, SourceError) and item.scope == "unit"
 
 
 class ProvisionalPartsLeft(TypeError):

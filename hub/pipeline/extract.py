@@ -43,6 +43,7 @@ from hub.connector import (
     StateCheckpoint,
     Stream,
     UnitComplete,
+    refuses_unit,
 )
 from hub.errors import MappingFileError, RaccordoError
 from hub.mappings import CompiledMapping, compile_mapping, load_mapping, unknown_sources
@@ -163,7 +164,7 @@ class Extract:
                 continue
             if self._held:
                 held, self._held = self._held, []
-                if not (isinstance(item, SourceError) and item.scope == "unit"):
+                if not refuses_unit(item):
                     for taken in held:  # confirmed: in order, before this item
                         yield from self._place(taken)
             p = self._pending

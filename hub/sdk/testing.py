@@ -33,6 +33,7 @@ from hub.connector import (
     Connector,
     ConnectorConfig,
     FieldRole,
+    ProvisionalPartsLeft,
     RawRecord,
     RecordPart,
     SourceError,
@@ -105,10 +106,7 @@ def connector_contract_tests(
                     f"{stream}: read more than {stream_limit} records; build the connector "
                     "over a smaller source for the contract suite, or raise stream_limit"
                 )
-        assert provisional is None, (
-            f"{stream}: the read ended with provisional parts of {provisional!r} neither "
-            "confirmed nor refused (see RecordPart.provisional)"
-        )
+        assert provisional is None, f"{stream}: {ProvisionalPartsLeft(provisional)}"
         return items
 
     def records_of(items: list[Any]) -> list[RawRecord]:
