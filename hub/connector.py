@@ -251,7 +251,7 @@ def expand_parts(items: Iterable[ReadItem]) -> Iterator[ReadItem]:
         else:
             yield item
     if holding is not None:
-        raise ProvisionalPartsLeft(holding)
+        raise ProvisionalPartsLeft()
 
 
 def refuses_unit(item: ReadItem) -> bool:
@@ -263,10 +263,12 @@ def refuses_unit(item: ReadItem) -> bool:
 class ProvisionalPartsLeft(TypeError):
     """A connector's read ended with parts still provisional (a connector bug)."""
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self) -> None:
+        # Not the unit's name: the run's error is stored, and a file may be named after
+        # a person.
         super().__init__(
-            f"the connector's read ended with provisional parts of unit {unit!r} neither "
-            "confirmed nor refused (see RecordPart.provisional)"
+            "the connector's read ended with provisional parts neither confirmed nor "
+            "refused (see RecordPart.provisional)"
         )
 
 

@@ -193,7 +193,7 @@ class Extract:
             else:  # a connector bug, not bad data
                 raise TypeError(f"connector yielded {type(item).__name__}")
         if self._held:
-            raise ProvisionalPartsLeft(self._held[0].unit)
+            raise ProvisionalPartsLeft()
         yield self._take_all()
 
     def _full(self) -> Iterator[Batch]:

@@ -106,7 +106,7 @@ def connector_contract_tests(
                     f"{stream}: read more than {stream_limit} records; build the connector "
                     "over a smaller source for the contract suite, or raise stream_limit"
                 )
-        assert provisional is None, f"{stream}: {ProvisionalPartsLeft(provisional)}"
+        assert provisional is None, f"{stream}, unit {provisional!r}: {ProvisionalPartsLeft()}"
         return items
 
     def records_of(items: list[Any]) -> list[RawRecord]:
