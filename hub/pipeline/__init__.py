@@ -546,6 +546,7 @@ class Pipeline:
             tx=tx,
             parts=parts,
             candidates=candidates,
+            made_pseudonyms=pseudonymise.made,
         )
         return counts
 
@@ -701,10 +702,12 @@ class Pipeline:
         tx: LoadTransaction,
         parts: PartChanges,
         candidates: Sequence[tuple[str, bytes, list[str]]] = (),
+        made_pseudonyms: Mapping[str, tuple[int, bytes]] | None = None,
     ) -> None:
         """transform → load of pseudonymised records, with the ids of those already found
         unchanged (``unchanged``); the run then remembers what it refused and found unchanged.
-        ``candidates``: the parts to remember if none of their records is refused."""
+        ``candidates``: the parts to remember if none of their records is refused;
+        ``made_pseudonyms``: those the stage made for the batch (stored as they are)."""
         cpu = self.stage_cpu
         clock = time.process_time()
         result = self.transform(
@@ -739,6 +742,7 @@ class Pipeline:
             units=units,
             state=state,
             parts=parts,
+            made_pseudonyms=made_pseudonyms,
         )
         self._unchanged_of(ctx.run_id, tx).update(unchanged)
         _tick(cpu, "load", clock)

@@ -9,7 +9,7 @@ their rows are not rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hub.connector import SourceError
@@ -46,7 +46,10 @@ def load(
     units: Sequence[str],
     state: dict[str, Any] | None,
     parts: PartChanges | None = None,
+    made_pseudonyms: Mapping[str, tuple[int, bytes]] | None = None,
 ) -> None:
+    """``made_pseudonyms``: those the pseudonymise stage made for the batch (stored without
+    decoding their text again)."""
     registry.commit_batch(
         run_id=ctx.run_id,
         connector=ctx.connector,
@@ -61,6 +64,7 @@ def load(
         completed_units=list(units),
         tx=tx,
         parts=parts,
+        made_pseudonyms=made_pseudonyms,
     )
     registry.add_warnings(
         run_id=ctx.run_id,

@@ -66,7 +66,11 @@ class BatchPseudonymiser(Protocol):
 
     def pseudonymise_many(
         self, identifiers: Sequence[Identifier], *, remember: bool = True
-    ) -> list[bytes]: ...
+    ) -> list[bytes]:
+        """One 32-byte pseudonym per identifier, each a canonical ristretto255 element
+        (the load stores them without checking them again: a remote client checks the
+        service's answers)."""
+        ...
 
     def key_hash(self, *parts: str) -> str: ...
 
@@ -235,6 +239,10 @@ class PseudonymiseStage:
         self._units: dict[str, str] = {}
         #: Identifiers pseudonymised (distinct per batch), for tests and progress.
         self.pseudonymised = 0
+        #: The pseudonyms the last call made (text → epoch and 32-byte element): the load
+        #: stores them without decoding and checking their text again (their elements come
+        #: from the group operation, or from a service whose answers were checked).
+        self.made: dict[str, tuple[int, bytes]] = {}
 
     # -- the stage ----------------------------------------------------------------
     def __call__(
@@ -246,6 +254,7 @@ class PseudonymiseStage:
         """Pseudonymise ``records`` of ``org`` (``fingerprints``: theirs, if computed)."""
         if fingerprints is None:
             fingerprints = self.fingerprints(records, org)
+        self.made = {}
         plans = [self._plan(r, org) for r in records]
         self._resolve({k for plan in plans for _, k, _ in plan if k is not None})
         return [
@@ -358,15 +367,16 @@ class PseudonymiseStage:
             raise RuntimeError("the pseudonymiser answered a different number of pseudonyms")
         self.pseudonymised += len(idents)
         epoch = self.pseudonymiser.epoch
+        made = self.made
         for ident, digest in zip(idents, digests, strict=True):
+            text = pseudonym_text(epoch, digest)
+            made[text] = (epoch, digest)
             derived = (
                 cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
                 if ident.type is IdentifierType.CF
                 else None
             )
-            outcome = _pack(
-                pseudonym_text(epoch, digest), self.pseudonymiser.person_key(ident), derived
-            )
+            outcome = _pack(text, self.pseudonymiser.person_key(ident), derived)
             for group, text in valid[ident]:
                 tables[group][text] = outcome
 

@@ -772,6 +772,7 @@ class Registry:
         completed_units: Sequence[str] = (),
         tx: LoadTransaction | None = None,
         parts: PartChanges | None = None,
+        made_pseudonyms: Mapping[str, tuple[int, bytes]] | None = None,
     ) -> None:
         """Apply one batch: records, cancellations, quarantine, counters, state, together.
 
@@ -787,6 +788,8 @@ class Registry:
         the registry never holds part of a batch.
 
         ``parts``: what the batch did to the unit parts the registry holds (``unit_parts``).
+        ``made_pseudonyms``: those the pipeline's stage made for this batch (see
+        :meth:`person_ids`).
         """
 
         def write(conn: sa.Connection) -> None:
@@ -797,7 +800,9 @@ class Registry:
             if parts is not None:
                 # Before the changes: a part is dropped for what changed before this batch.
                 self._drop_parts(conn, parts.dropped, parts.dropped_units)
-            written = self._apply_changes(conn, stream_id, org, run_id, changes, persons)
+            written = self._apply_changes(
+                conn, stream_id, org, run_id, changes, persons, made_pseudonyms
+            )
             seen = BitMap64(unchanged)
             if parts is not None:
                 seen |= parts.skipped_records
@@ -1003,12 +1008,20 @@ class Registry:
                 self._save_state(conn, connector, stream, state, run_id)
 
     def person_ids(
-        self, conn: sa.Connection, texts: Iterable[Any], cache: dict[str, int] | None = None
+        self,
+        conn: sa.Connection,
+        texts: Iterable[Any],
+        cache: dict[str, int] | None = None,
+        *,
+        made: Mapping[str, tuple[int, bytes]] | None = None,
     ) -> dict[str, int]:
         """The ``pseudonyms`` id of each text pseudonym (``v2.<epoch>.<b64>``), added when new
         (values of ``texts`` that are not text, such as ``None``, are skipped).
 
         ``cache`` (a load transaction's) remembers ids between batches of one transaction.
+        ``made``: pseudonyms the pipeline's own stage just made (text → epoch and element,
+        :attr:`hub.pseudonyms.stage.PseudonymiseStage.made`), stored as given; every other
+        text is decoded and must be a group element.
         """
         cache = {} if cache is None else cache
         todo = {x for x in texts if isinstance(x, str) and x not in cache}
@@ -1018,7 +1031,15 @@ class Registry:
             raw: dict[bytes, str] = {}
             epochs: list[int] = []
             values: list[bytes] = []
+            known = made or {}
             for text in todo:
+                given = known.get(text)
+                if given is not None:
+                    epoch, value = given
+                    raw[value] = text
+                    epochs.append(epoch)
+                    values.append(value)
+                    continue
                 try:
                     epoch, value = parse_pseudonym_text(text)
                 except ValueError:
@@ -1067,6 +1088,7 @@ class Registry:
         run_id: int,
         changes: Sequence[SourceRecordChange],
         persons: dict[str, int],
+        made: Mapping[str, tuple[int, bytes]] | None = None,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """Write a batch's changed source records and what they now produce, set-based.
 
@@ -1199,7 +1221,7 @@ class Registry:
             texts.update(values.get(name) for name in _PERSON_FIELDS)
         texts.discard(None)
         if texts:
-            self.person_ids(conn, texts, persons)
+            self.person_ids(conn, texts, persons, made=made)
             get = persons.get
             for _, names, columns, _, _ in writes:
                 for i, name in enumerate(names):

@@ -154,3 +154,65 @@ def test_pseudonym_ids_forgotten_at_a_commit_are_found_again_not_added_twice(
         named = pseudonyms_of(conn, t.case_episodes)
     assert sorted(named) == sorted(pseudonym(p) for p in people)
     reg.close()
+
+
+def _one_record(reg: Registry, run: int, subject: str, **made: tuple[int, bytes]) -> None:
+    reg.commit_batch(
+        run_id=run,
+        connector="c",
+        stream="s",
+        org="O",
+        changes=[
+            SourceRecordChange(
+                "k.src0000aaaaaaaaaaaaaaa",
+                "r0",
+                "upsert",
+                (_episode(0, dt.date(2020, 1, 1), subject),),
+            )
+        ],
+        quarantine=[],
+        counts=BatchCounts(read=1, loaded=1),
+        state={"next": 1},
+        retention=dt.timedelta(days=30),
+        made_pseudonyms={subject: made["given"]} if made else None,
+    )
+
+
+def test_a_text_that_is_no_group_element_is_refused_and_the_batch_is_not_written(
+    registry_url: str,
+) -> None:
+    """Pseudonyms the pipeline's stage did not make are decoded and checked: a well-formed
+    text whose 32 bytes are no ristretto255 element (a value mapped into ``subject`` that
+    never went through the stage) is refused in one line, and nothing of its batch stays."""
+    from hub.errors import RaccordoError
+    from hub.pseudonyms.pseudonymiser import pseudonym_text
+    from hub.registry import tables as t
+
+    reg = Registry.open(registry_url)
+    run = _start(reg)
+    fake = pseudonym_text(1, b"\xff" * 32)  # not a canonical encoding
+    with pytest.raises(RaccordoError, match="not a v2 pseudonym"):
+        _one_record(reg, run, fake)
+    with reg.engine.connect() as conn:
+        for table in (t.pseudonyms, t.case_episodes, t.source_records):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+    reg.close()
+
+
+def test_pseudonyms_the_stage_made_are_stored_as_it_gave_them(registry_url: str) -> None:
+    """The stage hands over the elements it made with their texts; the registry stores
+    those elements (the same row a decoded text gives: the person is found again later)."""
+    from hub.registry import tables as t
+    from tests.support.rows import element
+
+    reg = Registry.open(registry_url)
+    run = _start(reg)
+    text = pseudonym("anna")
+    _one_record(reg, run, text, given=(1, element("anna")))
+    tx = reg.load_transaction(commit_every=1, commit_seconds=3600, sqlite_cache_mib=16)
+    _write(reg, tx, run, 1, subject=text)  # the same person, from its text this time
+    tx.close()
+    with reg.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.pseudonyms.c.epoch, t.pseudonyms.c.value)).all()
+    assert [(e, bytes(v)) for e, v in rows] == [(1, element("anna"))]
+    reg.close()
