@@ -369,14 +369,14 @@ class PseudonymiseStage:
         epoch = self.pseudonymiser.epoch
         made = self.made
         for ident, digest in zip(idents, digests, strict=True):
-            text = pseudonym_text(epoch, digest)
-            made[text] = (epoch, digest)
+            pseudonym = pseudonym_text(epoch, digest)
+            made[pseudonym] = (epoch, digest)
             derived = (
                 cf_birth_year_and_sex(ident.value, reference_year=self.reference_year)
                 if ident.type is IdentifierType.CF
                 else None
             )
-            outcome = _pack(text, self.pseudonymiser.person_key(ident), derived)
+            outcome = _pack(pseudonym, self.pseudonymiser.person_key(ident), derived)
             for group, text in valid[ident]:
                 tables[group][text] = outcome
 

@@ -1034,20 +1034,16 @@ class Registry:
             known = made or {}
             for text in todo:
                 given = known.get(text)
-                if given is not None:
-                    epoch, value = given
-                    raw[value] = text
-                    epochs.append(epoch)
-                    values.append(value)
-                    continue
-                try:
-                    epoch, value = parse_pseudonym_text(text)
-                except ValueError:
-                    raise RaccordoError(
-                        "a value given as a pseudonym is not a v2 pseudonym",
-                        where="subject/household",
-                        hint="identifier fields must go through the pseudonymise stage",
-                    ) from None
+                if given is None:
+                    try:
+                        given = parse_pseudonym_text(text)
+                    except ValueError:
+                        raise RaccordoError(
+                            "a value given as a pseudonym is not a v2 pseudonym",
+                            where="subject/household",
+                            hint="identifier fields must go through the pseudonymise stage",
+                        ) from None
+                epoch, value = given
                 raw[value] = text
                 epochs.append(epoch)
                 values.append(value)

@@ -26,14 +26,16 @@ def _episode(n: int, opened: dt.date | None, subject: str = PSEUDONYM) -> Entity
 
 def _write(
     reg: Registry,
-    tx: LoadTransaction,
+    tx: LoadTransaction | None,
     run: int,
     n: int,
     *,
     broken: bool = False,
     subject: str = PSEUDONYM,
+    made: dict[str, tuple[int, bytes]] | None = None,
 ) -> None:
-    """One batch of one record of ``subject``, whose state says ``next = n + 1``."""
+    """One batch of one record of ``subject``, whose state says ``next = n + 1`` (``tx``
+    None: a transaction of its own; ``made``: the pseudonyms the stage made for it)."""
     opened = None if broken else dt.date(2020, 1, 1) + dt.timedelta(days=n)
     reg.commit_batch(
         run_id=run,
@@ -50,8 +52,10 @@ def _write(
         state={"next": n + 1},
         retention=dt.timedelta(days=30),
         tx=tx,
+        made_pseudonyms=made,
     )
-    tx.batch_written(1)
+    if tx is not None:
+        tx.batch_written(1)
 
 
 def _seen_from_outside(url: str) -> tuple[int, dict[str, object], int]:
@@ -156,28 +160,6 @@ def test_pseudonym_ids_forgotten_at_a_commit_are_found_again_not_added_twice(
     reg.close()
 
 
-def _one_record(reg: Registry, run: int, subject: str, **made: tuple[int, bytes]) -> None:
-    reg.commit_batch(
-        run_id=run,
-        connector="c",
-        stream="s",
-        org="O",
-        changes=[
-            SourceRecordChange(
-                "k.src0000aaaaaaaaaaaaaaa",
-                "r0",
-                "upsert",
-                (_episode(0, dt.date(2020, 1, 1), subject),),
-            )
-        ],
-        quarantine=[],
-        counts=BatchCounts(read=1, loaded=1),
-        state={"next": 1},
-        retention=dt.timedelta(days=30),
-        made_pseudonyms={subject: made["given"]} if made else None,
-    )
-
-
 def test_a_text_that_is_no_group_element_is_refused_and_the_batch_is_not_written(
     registry_url: str,
 ) -> None:
@@ -192,7 +174,7 @@ def test_a_text_that_is_no_group_element_is_refused_and_the_batch_is_not_written
     run = _start(reg)
     fake = pseudonym_text(1, b"\xff" * 32)  # not a canonical encoding
     with pytest.raises(RaccordoError, match="not a v2 pseudonym"):
-        _one_record(reg, run, fake)
+        _write(reg, None, run, 0, subject=fake)
     with reg.engine.connect() as conn:
         for table in (t.pseudonyms, t.case_episodes, t.source_records):
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
@@ -208,7 +190,7 @@ def test_pseudonyms_the_stage_made_are_stored_as_it_gave_them(registry_url: str)
     reg = Registry.open(registry_url)
     run = _start(reg)
     text = pseudonym("anna")
-    _one_record(reg, run, text, given=(1, element("anna")))
+    _write(reg, None, run, 0, subject=text, made={text: (1, element("anna"))})
     tx = reg.load_transaction(commit_every=1, commit_seconds=3600, sqlite_cache_mib=16)
     _write(reg, tx, run, 1, subject=text)  # the same person, from its text this time
     tx.close()
