@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_RECORDS ?= 200000
 
 .PHONY: demo airflow airflow-cluster test lint typecheck unit install bench clean help
 
@@ -13,7 +14,7 @@ help:
 	@echo "make airflow - the demo district under Airflow 3 (airflow standalone, http://localhost:8080)"
 	@echo "make airflow-cluster - the demo district on an Airflow 3 CeleryExecutor cluster (http://127.0.0.1:18580)"
 	@echo "make test   - install what is needed (incl. PostgreSQL) and run lint, mypy and every test"
-	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make bench  - the ingestion benchmark, all loops (bench/ingest.py; BENCH_RECORDS=200000; the others: docs/performance.md)"
 
 ASSETS := hub/web/static/vendor/bootstrap-italia/css/bootstrap-italia.min.css
 
@@ -60,7 +61,7 @@ test: $(STAMP) $(ASSETS)
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
-	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/ingest.py --records $(BENCH_RECORDS)
 
 clean:
 	rm -rf $(VENV) demo-workspace demo-cluster .pytest_cache .mypy_cache .ruff_cache node_modules hub/web/static/vendor

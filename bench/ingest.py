@@ -266,6 +266,16 @@ REGISTRY_ROWS = {
         "case_episode": ["subject", "area", "opened_on", "closed_on"],
     },
 }
+#: The keys the real mappings declare for the keyed rows (``source key``: the record's own,
+#: ID_CARTELLA), so that the reference loops write as many rows as a sync does.
+ROW_KEYS = {
+    "csv": {
+        "subject": ["subject"],
+        "case_episode": ["source key", "opened_on"],
+        "assessment": ["subject", "assessed_on"],
+    },
+    "xml": {"subject": ["subject"], "case_episode": ["subject", "service_code", "started_on"]},
+}
 AREAS = {"ANZIANI": "ELD", "2": "ELD"}
 SERVICES = {"SAD": "A2.14"}
 
@@ -346,6 +356,38 @@ def parse_records(kind: str, source: Path, pseudo: Any) -> Any:
                 del el.getparent()[0]
 
 
+def _registry_statements(kind: str) -> tuple[dict[str, str], str]:
+    """The upserts the *registry* and *columnar* loops write the registry's tables with:
+    per row kind, and for ``source_records``."""
+    statements = {}
+    for k, cols in REGISTRY_ROWS[kind].items():
+        # Interventions have no mapping key: the registry keys them by (source record,
+        # position); keyed rows of the tables a source record owns by a partial index.
+        if k == "intervention":
+            names = ["org", "source_record", "position", "run_id", *cols]
+            conflict, where = ["source_record", "position"], ""
+        else:
+            names = ["org", "key_hash", "source_record", "run_id", *cols]
+            conflict = ["org", "key_hash"]
+            where = " where key_hash is not null" if k != "subject" else ""
+        data = ", ".join(f"{n} IS NOT excluded.{n}" for n in cols)
+        table = {"case_episode": "case_episodes"}.get(k, k + "s")
+        statements[k] = (
+            f"insert into {table} ({', '.join(names)}) values ({', '.join('?' * len(names))}) "
+            f"on conflict ({', '.join(conflict)}){where} do update set "
+            + ", ".join(f"{n} = excluded.{n}" for n in names if n not in conflict)
+            + f" where {data.replace(', ', ' OR ')}"
+        )
+    # Storage v2: persons are ids of ``pseudonyms``; source records have integer ids (a fresh
+    # registry: numbered here, as the upsert would); keys and hashes are 16 bytes.
+    sr_sql = (
+        "insert into source_records (id, stream_id, org, key, record_hash, unit, run_id) "
+        "values (?, ?, ?, ?, ?, ?, ?) on conflict (stream_id, key) do update set "
+        "record_hash = excluded.record_hash, run_id = excluded.run_id"
+    )
+    return statements, sr_sql
+
+
 def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[str, float]:
     """Hand-written loops, none of Raccordo's machinery (no XSD, mapping engine,
     pydantic, accounting or quarantine):
@@ -414,32 +456,7 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
         k: [i for i, c in enumerate(cols) if c in ("subject", "household")]
         for k, cols in REGISTRY_ROWS[kind].items()
     }
-    statements = {}
-    for k, cols in REGISTRY_ROWS[kind].items():
-        # Interventions have no mapping key: the registry keys them by (source record,
-        # position); keyed rows of the tables a source record owns by a partial index.
-        if k == "intervention":
-            names = ["org", "source_record", "position", "run_id", *cols]
-            conflict, where = ["source_record", "position"], ""
-        else:
-            names = ["org", "key_hash", "source_record", "run_id", *cols]
-            conflict = ["org", "key_hash"]
-            where = " where key_hash is not null" if k != "subject" else ""
-        data = ", ".join(f"{n} IS NOT excluded.{n}" for n in cols)
-        table = {"case_episode": "case_episodes"}.get(k, k + "s")
-        statements[k] = (
-            f"insert into {table} ({', '.join(names)}) values ({', '.join('?' * len(names))}) "
-            f"on conflict ({', '.join(conflict)}){where} do update set "
-            + ", ".join(f"{n} = excluded.{n}" for n in names if n not in conflict)
-            + f" where {data.replace(', ', ' OR ')}"
-        )
-    # Storage v2: persons are ids of ``pseudonyms``; source records have integer ids (a fresh
-    # registry: numbered here, as the upsert would); keys and hashes are 16 bytes.
-    sr_sql = (
-        "insert into source_records (id, stream_id, org, key, record_hash, unit, run_id) "
-        "values (?, ?, ?, ?, ?, ?, ?) on conflict (stream_id, key) do update set "
-        "record_hash = excluded.record_hash, run_id = excluded.run_id"
-    )
+    statements, sr_sql = _registry_statements(kind)
     persons: dict[str, int] = {}
     new_persons: list[tuple[int, int, bytes]] = []
 
@@ -510,7 +527,17 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
                     continue  # no presa in carico on this record
                 if k == "assessment" and row[1] is None:
                     continue
-                kh = None if k == "intervention" else k16(k, *map(str, row[:2]))
+                kh = (
+                    None
+                    if k == "intervention"
+                    else k16(
+                        k,
+                        *(
+                            source_key if c == "source key" else str(values[columns.index(c)])
+                            for c in ROW_KEYS[kind][k]
+                        ),
+                    )
+                )
                 for i in person_at[k]:
                     row[i] = person(row[i])
                 if kh is None:
@@ -529,6 +556,202 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
         "cpu_seconds": time.process_time() - c0,
         # The executemany calls and commits alone (SQLite's work and the binding of values).
         "writes_cpu_seconds": writes_cpu,
+    }
+
+
+#: The CSV's fields a real sync declares (all but the personal ones), for the columnar
+#: loop's record fingerprints.
+CSV_DECLARED = [c for c in HEADER.split(";") if c not in ("COGNOME", "NOME", "NOTE")]
+
+
+def run_columnar(source: Path, work: Path) -> dict[str, float]:
+    """Reference (CSV only): the *registry* loop's writes behind an ideal columnar front end.
+
+    What a pipeline whose per-record work is all vectorised could reach, with none of
+    Raccordo's accounting, quarantine or id look-ups: pyarrow's streaming CSV reader (Arrow
+    batches of text columns); per record one keyed hash of its declared fields (the
+    fingerprint, also its record hash) and one of its source key; each distinct identifier
+    validated and pseudonymised once (the floor's function); the mapping as column
+    operations (code tables as dictionary look-ups, dates checked and made ISO, decimal
+    commas, integers, flags); the row keys the real mapping declares (case episode: case file
+    and opening date; assessment: person and date; subject: person), one keyed hash each;
+    then the rows the real mapping writes, into the registry's own tables (created by its
+    migrations), by the same statements as the *registry* loop.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from hub.pseudonyms import IdentifierType, group, parse_identifier
+    from hub.pseudonyms.pseudonymiser import hash_input
+    from hub.registry import Registry
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "columnar.sqlite"
+    Registry.open(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA cache_size=-1048576")  # as a sync's load transaction
+    db.execute("insert into streams (id, connector, stream) values (1, 'bench', 'r')")
+    statements, sr_sql = _registry_statements("csv")
+    names = HEADER.split(";")
+    t0, c0 = time.perf_counter(), time.process_time()
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(encoding="cp1252", block_size=1 << 20),
+        parse_options=pacsv.ParseOptions(delimiter=";"),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+        ),
+    )
+    key = b"k" * 32
+    keyed = hashlib.blake2b(key=key, digest_size=16).copy
+    scalar = group.scalar_from_wide(b"k" * 64)
+    #: (type, value) → the person's id in ``pseudonyms`` (each distinct one pseudonymised once).
+    persons: dict[tuple[str, str], int] = {}
+    date_ok = r"^(\d\d/\d\d/\d{4})?$"
+    null_text = pa.scalar(None, pa.string())
+
+    def hashes(*columns: list[str]) -> list[bytes]:
+        out = []
+        for parts in zip(*columns, strict=True):
+            h = keyed()
+            h.update("\x1f".join(map(str, parts)).encode())
+            out.append(h.digest())
+        return out
+
+    def person_column(values: list[str], kind_: str) -> tuple[list[int], list[tuple[object, ...]]]:
+        new = []
+        for v in dict.fromkeys(values):
+            if (kind_, v) not in persons:
+                ident = parse_identifier(v, IdentifierType[kind_], namespace="CISS")
+                raw = group.multiply(scalar, group.hash_to_group(hash_input(ident, "BENCH")))
+                pid = persons[(kind_, v)] = len(persons) + 1
+                new.append((pid, 1, raw))
+        return [persons[(kind_, v)] for v in values], new
+
+    def iso(column: pa.Array) -> pa.Array:
+        text = pc.binary_join_element_wise(
+            pc.utf8_slice_codeunits(column, 6, 10),
+            pc.utf8_slice_codeunits(column, 3, 5),
+            pc.utf8_slice_codeunits(column, 0, 2),
+            "-",
+        )
+        return pc.if_else(pc.equal(column, ""), null_text, text)
+
+    n = refused = 0
+    for batch in reader:
+        col = dict(zip(batch.schema.names, batch.columns, strict=True))
+        text = {c: col[c].to_pylist() for c in CSV_DECLARED}
+        m = len(text["ID_CARTELLA"])
+        fingerprints = hashes(*(text[c] for c in CSV_DECLARED))
+        source_keys = hashes(text["ID_CARTELLA"])
+        subject, new_subjects = person_column(text["CODICE_FISCALE"], "CF")
+        household, new_households = person_column(text["ID_NUCLEO"], "LOCAL")
+        dates = ("DATA_PRESA_IN_CARICO", "DATA_CHIUSURA", "DATA_INIZIO", "DATA_FINE",
+                 "DATA_VALUTAZIONE")  # fmt: skip
+        ok = pc.and_(
+            pc.and_(*(pc.match_substring_regex(col[c], date_ok) for c in dates[:2])),
+            pc.and_(*(pc.match_substring_regex(col[c], date_ok) for c in dates[2:4])),
+        )
+        ok = pc.and_(ok, pc.match_substring_regex(col[dates[4]], date_ok))
+        refused += m - pc.sum(ok.cast(pa.int64())).as_py()  # would be quarantined
+        iso_of = {c: iso(col[c]).to_pylist() for c in dates}
+        area = list(map(AREAS.get, text["AREA"]))
+        service = list(map(SERVICES.get, text["COD_INTERVENTO"]))
+        amount = pc.replace_substring(pc.replace_substring(col["IMPORTO"], ".", ""), ",", ".")
+        year = pc.cast(col["ANNO_NASCITA"], pa.int32()).to_pylist()
+        disability = pc.equal(col["INVALIDITA"], "S").to_pylist()
+        nss = pc.equal(col["NON_AUTOSUFFICIENTE"], "S").to_pylist()
+        comune = text["COMUNE_RESIDENZA_ISTAT"]
+        sids = range(n + 1, n + m + 1)
+        org, run = ["CISS"] * m, [1] * m
+        db.executemany(
+            "insert into pseudonyms (id, epoch, value) values (?, ?, ?)",
+            new_subjects + new_households,
+        )
+        db.executemany(
+            sr_sql, zip(sids, run, org, source_keys, fingerprints, [None] * m, run, strict=True)
+        )
+        subject_keys = hashes(["subject"] * m, text["CODICE_FISCALE"])
+        db.executemany(
+            statements["subject"],
+            zip(
+                org,
+                subject_keys,
+                sids,
+                run,
+                subject,
+                household,
+                year,
+                text["SESSO"],
+                comune,
+                strict=True,
+            ),
+        )
+        opened = iso_of["DATA_PRESA_IN_CARICO"]
+        db.executemany(
+            statements["case_episode"],
+            (
+                row
+                for row in zip(
+                    org,
+                    hashes(["case_episode"] * m, text["ID_CARTELLA"], opened),
+                    sids,
+                    run,
+                    subject,
+                    area,
+                    opened,
+                    iso_of["DATA_CHIUSURA"],
+                    strict=True,
+                )
+                if row[6] is not None
+            ),
+        )
+        db.executemany(
+            statements["intervention"],
+            zip(
+                org,
+                sids,
+                [0] * m,
+                run,
+                subject,
+                service,
+                area,
+                iso_of["DATA_INIZIO"],
+                iso_of["DATA_FINE"],
+                amount.to_pylist(),
+                comune,
+                strict=True,
+            ),
+        )
+        assessed = iso_of["DATA_VALUTAZIONE"]
+        db.executemany(
+            statements["assessment"],
+            (
+                row
+                for row in zip(
+                    org,
+                    hashes(["assessment"] * m, subject, assessed),
+                    sids,
+                    run,
+                    subject,
+                    assessed,
+                    disability,
+                    nss,
+                    strict=True,
+                )
+                if row[5] is not None
+            ),
+        )
+        n += m
+    db.commit()
+    return {
+        "records": n,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+        "refused": refused,
     }
 
 
@@ -595,6 +818,8 @@ def run_reread(kind: str, source: Path, work: Path, change: bool) -> dict[str, f
 def child(mode: str, kind: str, source: str, work: str) -> None:
     if mode in ("raccordo", "raccordo-pg"):
         result = run_raccordo(kind, Path(source), Path(work))
+    elif mode == "columnar":
+        result = run_columnar(Path(source), Path(work))
     elif mode in ("reread-same", "reread-one"):
         result = run_reread(kind, Path(source), Path(work), change=mode == "reread-one")
     else:
@@ -603,8 +828,8 @@ def child(mode: str, kind: str, source: str, work: str) -> None:
     print(json.dumps(result))
 
 
-#: The loops run, in this order; ratios are against the first.
-MODES = ("floor", "idempotent", "registry", "raccordo")
+#: The loops run, in this order; ratios are against the first (``columnar``: CSV only).
+MODES = ("floor", "idempotent", "registry", "columnar", "raccordo")
 #: Goals of issue 3: share of the floor's records/s.
 GOALS = {"csv": 0.60, "xml": 0.50}
 
@@ -680,6 +905,8 @@ def main() -> None:
             )
             results = {}
             modes: tuple[str, ...] = ("floor", "raccordo") if args.quick else MODES
+            if kind != "csv":
+                modes = tuple(m for m in modes if m != "columnar")
             if pg is not None:
                 modes += ("raccordo-pg",)
             for mode in modes:
@@ -778,6 +1005,10 @@ def main() -> None:
             if "bound" in results:
                 summary[kind]["registry_writes_bound_ratio_cpu"] = round(
                     fl["cpu_seconds"] / results["bound"]["cpu_seconds"], 4
+                )
+            if "columnar" in results:
+                summary[kind]["columnar_ratio_cpu"] = round(
+                    fl["cpu_seconds"] / results["columnar"]["cpu_seconds"], 4
                 )
             if "raccordo-pg" in results:
                 p_ = results["raccordo-pg"]
