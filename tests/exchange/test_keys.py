@@ -126,6 +126,27 @@ def test_raw_keys_of_before_still_open_and_one_command_encrypts_them(
         open_home(path)
 
 
+def test_a_raw_key_of_before_that_begins_with_a_brace_is_still_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One raw key in 256 begins with "{", the first byte of an encrypted key file: the two are
+    # told apart by length (CI once failed on such a key, drawn at random).
+    path = _home(tmp_path)
+    raw_signing, raw_kem = b"{" + bytes(range(1, 32)), b"{" + bytes(range(1, 96))
+    (path / "keys" / "signing.key").write_bytes(raw_signing)
+    (path / "keys" / "hpke.key").write_bytes(raw_kem)
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    old = open_home(path)
+    assert not old.keys_encrypted
+    assert crypto.private_bytes(old.signing_key) == raw_signing
+    assert old.kem_key.to_bytes() == raw_kem
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    res = runner.invoke(app, ["exchange", "encrypt-keys", "--home", str(path)])
+    assert res.exit_code == 0, res.output
+    migrated = open_home(path)
+    assert migrated.keys_encrypted and migrated.kem_key.to_bytes() == raw_kem
+
+
 def test_a_push_workers_key_is_encrypted_with_the_workers_own_passphrase(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
