@@ -32,6 +32,7 @@ from hub.inputs.parts import in_parts
 from hub.inputs.xml import (
     Source,
     UnsafeOrInvalidXML,
+    conforms,
     element_schema,
     first_child_name,
     iter_top_elements,
@@ -280,12 +281,16 @@ def _read_parts(
         return True
     header: dict[str, str] = head
     held = 0  # elements the pipeline read of the parts offered provisionally
+    #: The checking pass found the whole flow follows the official schema: no element needs
+    #: a check of its own (one pass in libxml2 costs less than a check per element).
+    whole = False
 
     def items(els: Sequence[tuple[int, Any]]) -> Iterator[RawRecord | SourceError]:
         nonlocal held
         held += len(els)
+        each = None if whole else schema
         for n, el in els:
-            yield from _element_records(el, n, schema, kind, kind_tag, header, unit, prefix)
+            yield from _element_records(el, n, each, kind, kind_tag, header, unit, prefix)
 
     # An element is a kilobyte or two (a CSV row a tenth of that): about 64 a part. Each
     # goes with its position after the header, which locates it where lines cannot.
@@ -306,8 +311,13 @@ def _read_parts(
         yield dataclasses.replace(part, provisional=True)
         if held > HELD_ELEMENTS:
             # Too much to hold: check the rest of the flow first (a first read, a flow
-            # mostly changed), and then the parts need not wait for its end.
-            validate(source, None, root="Flusso", max_bytes=max_bytes)
+            # mostly changed), and then the parts need not wait for its end. The pass checks
+            # the official schema too: if the whole flow follows it, the elements still to
+            # come are not checked one by one. If not, the pass that checks well-formedness
+            # alone says why the flow is refused, or each element is checked alone.
+            whole = conforms(source, schema_for(kind), root="Flusso", max_bytes=max_bytes)
+            if not whole:
+                validate(source, None, root="Flusso", max_bytes=max_bytes)
             checked = True
     return True
 
@@ -340,14 +350,16 @@ def _where(prefix: str, line: int | None, what: str) -> str:
 def _element_records(
     el: Any,
     n: int,
-    schema: etree.XMLSchema,
+    schema: etree.XMLSchema | None,
     kind: str,
     kind_tag: str,
     head: dict[str, str],
     unit: str,
     prefix: str,
 ) -> Iterator[RawRecord | SourceError]:
-    """The records of one element after the header, the ``n``-th (or why it gives none)."""
+    """The records of one element after the header, the ``n``-th (or why it gives none);
+    ``schema``: the record schema to check it against (None: the whole flow passed the
+    official one)."""
     name = kind if el.tag == kind_tag else _local(el, _HEADER_TAG, HEADER)
     if name != kind:
         yield SourceError(
@@ -359,7 +371,7 @@ def _element_records(
             scope="record",
         )
         return
-    problems = schema_problems(schema, el)
+    problems = [] if schema is None else schema_problems(schema, el)
     if problems:
         p = problems[0]
         what = "beneficiary" if kind == "Beneficiario" else "SINBA record"

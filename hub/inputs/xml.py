@@ -8,9 +8,9 @@ whatever the file size. A first streaming pass checks safety and well-formedness
 building the tree as the second pass will (so that it meets the same limits) but
 handing no element to Python, so a file broken anywhere yields nothing at all;
 validation against an XSD is either whole-document (:func:`validate` with a
-schema) or record by record (:func:`element_schema` + :func:`schema_problems`),
-so that one bad record is refused alone. Messages never quote values from the document (they may be
-codici fiscali).
+schema, or :func:`conforms`, which only says yes or no, all in libxml2) or record by record
+(:func:`element_schema` + :func:`schema_problems`), so that one bad record is refused
+alone. Messages never quote values from the document (they may be codici fiscali).
 """
 
 from __future__ import annotations
@@ -191,6 +191,48 @@ def validate(
     # of the last complete element (and will not change: same parser, same blocks).
     _validate_per_element(source, None, root=root)
     raise _syntax_error(error, source, 0)  # pragma: no cover - the line above raises
+
+
+def conforms(
+    source: Source, schema: etree.XMLSchema, *, root: str, max_bytes: int = MAX_BYTES
+) -> bool:
+    """One streaming pass, all of it in libxml2: whether the whole document is well-formed,
+    complete, has the root ``root`` and follows ``schema`` (validated as it is parsed; only
+    the root's start and end reach Python). Flat memory, as :func:`validate`.
+
+    ``False`` says only that some check failed, not which: :func:`validate` (without a
+    schema) and :func:`schema_problems` say what and where. An unsafe prolog (size,
+    DOCTYPE) raises :class:`UnsafeOrInvalidXML` as in :func:`validate`.
+
+    The root's end is required explicitly: lxml's parser with a schema does not report a
+    document cut short (its ``close()`` returns the partial tree without an error).
+    """
+    check_prolog(source, max_bytes=max_bytes)
+    with _open(source) as f:
+        name = getattr(f, "name", None)
+        parser = etree.XMLPullParser(
+            ("start", "end"),
+            tag=f"{{*}}{root}",
+            schema=schema,
+            base_url=name if isinstance(name, str) else None,
+            **_parse_args(),
+        )
+        top = None
+        closed = False
+        try:
+            while block := f.read(_BLOCK):
+                parser.feed(block)
+                for ev, el in parser.read_events():
+                    if top is None:
+                        top = el  # the first event is a start: the root's, if it is ``root``
+                    elif ev == "end" and el is top:
+                        closed = True
+                if top is not None:
+                    _prune(top)
+            parser.close()
+        except etree.XMLSyntaxError:
+            return False
+    return closed and top is not None and top.getparent() is None
 
 
 def _syntax_error(e: etree.XMLSyntaxError, source: Source, last_line: int) -> UnsafeOrInvalidXML:

@@ -281,19 +281,85 @@ def test_a_bad_sinba_record_is_quarantined_alone(tmp_path: Path) -> None:
     reg.close()
 
 
-def _counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the whole-flow checking passes (:func:`hub.inputs.xml.validate`) of the reads."""
+def _counting_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the whole-flow checking passes of the reads: :func:`hub.inputs.xml.conforms`
+    (well-formed and following the official schema) and :func:`hub.inputs.xml.validate`
+    (well-formed alone, read when the first says no)."""
+    from connectors.siuss import flows
+
+    calls: list[str] = []
+    for name in ("conforms", "validate"):
+        real = getattr(flows, name)
+
+        def counted(*args: object, _real: object = real, _name: str = name, **kw: object) -> object:
+            calls.append(_name)
+            return _real(*args, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(flows, name, counted)
+    return calls
+
+
+def _counting_element_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the checks of single elements against the record schema."""
     from connectors.siuss import flows
 
     calls: list[int] = []
-    real = flows.validate
+    real = flows.schema_problems
 
-    def counted(*args: object, **kwargs: object) -> None:
+    def counted(*args: object, **kwargs: object) -> object:
         calls.append(1)
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(flows, "validate", counted)
+    monkeypatch.setattr(flows, "schema_problems", counted)
     return calls
+
+
+def test_a_conforming_flow_past_the_check_point_is_not_checked_element_by_element(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checking pass of a long flow validates it against the official schema too: when
+    the whole flow follows it, the elements after the check point are not checked again."""
+    from connectors.siuss import flows
+
+    monkeypatch.setattr(flows, "HELD_ELEMENTS", 40)
+    checks, each = _counting_checks(monkeypatch), _counting_element_checks(monkeypatch)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "flow.xml").write_bytes(_flow_of([_beneficiary(i) for i in range(300)]))
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    assert (runs["siuss_ps"].read, runs["siuss_ps"].loaded) == (300, 300)
+    assert checks == ["conforms"]
+    # Those read before the check point were checked one by one; none of those after.
+    assert 40 < len(each) < 300
+    reg.close()
+
+
+def test_a_schema_fault_after_the_check_point_still_refuses_that_beneficiary_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checking pass says no (one beneficiary past the check point breaks the XSD): the
+    flow is well-formed, so each element is checked alone and only that one is refused."""
+    from connectors.siuss import flows
+
+    monkeypatch.setattr(flows, "HELD_ELEMENTS", 40)
+    checks = _counting_checks(monkeypatch)
+    beneficiaries = [_beneficiary(i) for i in range(300)]
+    beneficiaries[250] = beneficiaries[250].replace(b"RSSMRK66C14H501U", b"RSSMRK6XC14H501U")
+    flow = _flow_of(beneficiaries)
+    bad_line = flow[: flow.index(b"RSSMRK6XC14H501U")].count(b"\n") + 1
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "flow.xml").write_bytes(flow)
+    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
+    runs, reg = _sync(ws)
+    ps = runs["siuss_ps"]
+    assert (ps.read, ps.loaded, ps.source_errors) == (299, 299, 1)
+    assert checks == ["conforms", "validate"]
+    (entry,) = reg.quarantine_entries(limit=100)
+    assert entry["location"] == f"flow.xml line {bad_line}"
+    assert entry["rule"] == "xsd" and entry["field"] == "CodiceFiscale"
+    reg.close()
 
 
 @pytest.mark.parametrize("held", [40, 4096], ids=["checked-midway", "held-to-the-end"])
@@ -339,7 +405,7 @@ def test_a_re_read_of_a_flow_with_one_change_reads_it_once(
     (inbox / "flow.xml").write_bytes(_flow_of(beneficiaries))
     ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
     runs, reg = _sync(ws)
-    assert (runs["siuss_ps"].read, runs["siuss_ps"].loaded, len(checks)) == (300, 300, 1)
+    assert (runs["siuss_ps"].read, runs["siuss_ps"].loaded, checks) == (300, 300, ["conforms"])
     reg.close()
     beneficiaries[150] = beneficiaries[150].replace(b"A2.16", b"A1.09")
     (inbox / "flow.xml").write_bytes(_flow_of(beneficiaries))

@@ -152,3 +152,55 @@ def test_a_flow_with_no_or_few_records(size: int) -> None:
     assert _verdict(xml.validate, doc) is None
     items = list(expand_parts(iter_flow(doc, stream="ps", unit="u", location_prefix="f")))
     assert sum(isinstance(i, RawRecord) for i in items) == size
+
+
+def _in_last(doc: bytes, old: bytes, new: bytes) -> bytes:
+    """``doc`` with the last ``old`` replaced by ``new``: a fault in the flow's last record."""
+    at = doc.rindex(old)
+    return doc[:at] + new + doc[at + len(old) :]
+
+
+def _in_middle(doc: bytes, what: bytes) -> bytes:
+    return doc[: len(doc) // 2] + what + doc[len(doc) // 2 :]
+
+
+#: Faults the one-pass check must see, by name.
+FAULTS = {
+    "cut short at the end": lambda d: d[:-12],
+    "cut short inside a tag": lambda d: d[: len(d) // 2],
+    "a mismatched end tag": lambda d: _in_last(d, b"</Beneficiario>", b"</Beneficiari>"),
+    "a stray ampersand": lambda d: _in_middle(d, b"&"),
+    "bytes that are not UTF-8": lambda d: _in_middle(d, b"\xff\xfe"),
+    "a second root": lambda d: d + b"<Flusso/>",
+    "text after the root": lambda d: d + b"garbage",
+    "a value the schema refuses": lambda d: _in_last(d, b'AreaUtenza="2"', b'AreaUtenza="99"'),
+    "a required attribute missing": lambda d: _in_last(d, b'PresaCarico="1" ', b""),
+    "an element the schema does not allow": lambda d: _in_last(
+        d, b"<Indirizzo", b"<Foo/><Indirizzo"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FAULTS))
+def test_conforms_is_false_for_a_flow_broken_anywhere(case: str) -> None:
+    """The one-pass check in libxml2 (what lets the SIUSS reader skip the per-record checks)
+    says no to every kind of fault, the last of the flow's records included."""
+    from connectors.siuss.flows import schema_for
+
+    schema = schema_for("Beneficiario")
+    good = _flow(300)
+    assert xml.conforms(good, schema, root="Flusso")
+    bad = FAULTS[case](good)
+    assert bad != good
+    assert not xml.conforms(bad, schema, root="Flusso"), case
+
+
+def test_conforms_refuses_an_unsafe_document_as_validate_does() -> None:
+    from connectors.siuss.flows import schema_for
+
+    doc = _flow(3).replace(
+        HEAD, HEAD.replace(b"<Flusso", b'<!DOCTYPE x [<!ENTITY e "x">]>\n<Flusso')
+    )
+    with pytest.raises(xml.UnsafeOrInvalidXML, match="DOCTYPE"):
+        xml.conforms(doc, schema_for("Beneficiario"), root="Flusso")
+    assert not xml.conforms(_flow(3), schema_for("Beneficiario"), root="Other")
