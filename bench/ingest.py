@@ -388,6 +388,15 @@ def _registry_statements(kind: str) -> tuple[dict[str, str], str]:
     return statements, sr_sql
 
 
+def _sync_page_cache() -> int:
+    """The page cache of a sync's load transaction (``[hub] sqlite_cache_mib``, its default),
+    as ``PRAGMA cache_size`` takes it (negative: KiB). Until 2026-12-03 the reference loops
+    used 1 GiB, more than a sync has since the default went to 192 MiB."""
+    from hub.config import HubSettings
+
+    return -int(HubSettings.model_fields["sqlite_cache_mib"].default) * 1024
+
+
 def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[str, float]:
     """Hand-written loops, none of Raccordo's machinery (no XSD, mapping engine,
     pydantic, accounting or quarantine):
@@ -427,7 +436,7 @@ def run_floor(kind: str, source: Path, work: Path, mode: str = "floor") -> dict[
             "content_hash text not null)"
         )
     if mode != "floor":
-        db.execute("PRAGMA cache_size=-1048576")  # as a sync's load transaction
+        db.execute(f"PRAGMA cache_size={_sync_page_cache()}")
     commit_every = 1000 if mode == "floor" else 200_000
 
     def keyed(*parts: str) -> str:
@@ -592,7 +601,7 @@ def run_columnar(source: Path, work: Path) -> dict[str, float]:
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA cache_size=-1048576")  # as a sync's load transaction
+    db.execute(f"PRAGMA cache_size={_sync_page_cache()}")
     db.execute("insert into streams (id, connector, stream) values (1, 'bench', 'r')")
     statements, sr_sql = _registry_statements("csv")
     names = HEADER.split(";")
