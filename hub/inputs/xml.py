@@ -116,14 +116,36 @@ _TRUNCATED = (
 )
 
 
-def _pull_parser(f: IO[bytes], events: tuple[str, ...], tags: list[str]) -> Any:
+def _pull_parser(
+    f: IO[bytes],
+    events: tuple[str, ...],
+    tags: list[str],
+    schema: etree.XMLSchema | None = None,
+) -> Any:
     name = getattr(f, "name", None)
     return etree.XMLPullParser(
         events,
         tag=tags,
+        schema=schema,
         base_url=name if isinstance(name, str) else None,
         **_parse_args(),
     )
+
+
+def _pruned_events(f: IO[bytes], parser: Any) -> Iterator[tuple[str, Any]]:
+    """Feed ``parser`` the blocks of ``f`` and give its events; after each block, drop what
+    is complete under the first element an event named (:func:`_prune`). A syntax error
+    (``feed`` or ``close``) reaches the caller's loop."""
+    top = None
+    while block := f.read(_BLOCK):
+        parser.feed(block)
+        for ev, el in parser.read_events():
+            if top is None:
+                top = el
+            yield ev, el
+        if top is not None:
+            _prune(top)
+    parser.close()
 
 
 def _root(source: Source) -> tuple[str, int] | None:
@@ -173,16 +195,9 @@ def validate(
     with _open(source) as f:
         # Events: only the root's start, to hold it (a deeper element of its name too).
         parser = _pull_parser(f, ("start",), [f"{{*}}{root}"])
-        top = None
         try:
-            while block := f.read(_BLOCK):
-                parser.feed(block)
-                for _ev, el in parser.read_events():
-                    if top is None:
-                        top = el
-                if top is not None:
-                    _prune(top)
-            parser.close()
+            for _ in _pruned_events(f, parser):
+                pass
         except etree.XMLSyntaxError as e:
             error = e
         else:
@@ -209,27 +224,15 @@ def conforms(
     """
     check_prolog(source, max_bytes=max_bytes)
     with _open(source) as f:
-        name = getattr(f, "name", None)
-        parser = etree.XMLPullParser(
-            ("start", "end"),
-            tag=f"{{*}}{root}",
-            schema=schema,
-            base_url=name if isinstance(name, str) else None,
-            **_parse_args(),
-        )
+        parser = _pull_parser(f, ("start", "end"), [f"{{*}}{root}"], schema)
         top = None
         closed = False
         try:
-            while block := f.read(_BLOCK):
-                parser.feed(block)
-                for ev, el in parser.read_events():
-                    if top is None:
-                        top = el  # the first event is a start: the root's, if it is ``root``
-                    elif ev == "end" and el is top:
-                        closed = True
-                if top is not None:
-                    _prune(top)
-            parser.close()
+            for ev, el in _pruned_events(f, parser):
+                if top is None:
+                    top = el  # the first event is a start: the root's, if it is ``root``
+                elif ev == "end" and el is top:
+                    closed = True
         except etree.XMLSyntaxError:
             return False
     return closed and top is not None and top.getparent() is None

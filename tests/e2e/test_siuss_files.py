@@ -63,6 +63,16 @@ def _sync(ws: Path) -> tuple[dict[str, RunSummary], Registry]:
     return {r.mapping: r for r in runs}, reg
 
 
+def _sync_flow(
+    tmp_path: Path, flow: bytes, name: str = "flow.xml"
+) -> tuple[dict[str, RunSummary], Registry]:
+    """One sync of an inbox holding ``flow`` alone (as ``name``), into a SQLite registry."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / name).write_bytes(flow)
+    return _sync(_workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox))
+
+
 TestSiussFilesContract = connector_contract_tests(
     lambda: SiussFilesConnector(SiussFilesConfig(inbox=FIXTURES, pattern="sample-*.xml"))
 )
@@ -248,11 +258,7 @@ def test_one_beneficiary_breaking_the_xsd_is_quarantined_alone(
 
 def test_an_invalid_header_refuses_the_whole_file(tmp_path: Path) -> None:
     flow = _flow_of([_beneficiary(1), _beneficiary(2)]).replace(b'Codice="H501"', b'Codice=""')
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "flow.xml").write_bytes(flow)
-    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
-    runs, reg = _sync(ws)
+    runs, reg = _sync_flow(tmp_path, flow)
     assert (runs["siuss_ps"].loaded, runs["siuss_ps"].source_errors) == (0, 1)
     (entry,) = reg.quarantine_entries(limit=100)
     assert entry["rule"] == "xsd_header" and entry["field"] == "Codice"
@@ -267,11 +273,7 @@ def test_a_bad_sinba_record_is_quarantined_alone(tmp_path: Path) -> None:
     one = sinba[start:end]
     bad = one.replace(b'Disabilita="1"', b'Disabilita="9"').replace(b"PROVA BENEF", b"B2")
     flow = sinba[:start] + one + bad + one.replace(b"PROVA BENEF", b"B3") + sinba[end:]
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "sinba.xml").write_bytes(flow)
-    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
-    runs, reg = _sync(ws)
+    runs, reg = _sync_flow(tmp_path, flow, "sinba.xml")
     s = runs["siuss_sinba"]
     assert (s.loaded, s.source_errors) == (2, 1)
     (entry,) = reg.quarantine_entries(limit=100)
@@ -323,11 +325,7 @@ def test_a_conforming_flow_past_the_check_point_is_not_checked_element_by_elemen
 
     monkeypatch.setattr(flows, "HELD_ELEMENTS", 40)
     checks, each = _counting_checks(monkeypatch), _counting_element_checks(monkeypatch)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "flow.xml").write_bytes(_flow_of([_beneficiary(i) for i in range(300)]))
-    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
-    runs, reg = _sync(ws)
+    runs, reg = _sync_flow(tmp_path, _flow_of([_beneficiary(i) for i in range(300)]))
     assert (runs["siuss_ps"].read, runs["siuss_ps"].loaded) == (300, 300)
     assert checks == ["conforms"]
     # Those read before the check point were checked one by one; none of those after.
@@ -348,11 +346,7 @@ def test_a_schema_fault_after_the_check_point_still_refuses_that_beneficiary_alo
     beneficiaries[250] = beneficiaries[250].replace(b"RSSMRK66C14H501U", b"RSSMRK6XC14H501U")
     flow = _flow_of(beneficiaries)
     bad_line = flow[: flow.index(b"RSSMRK6XC14H501U")].count(b"\n") + 1
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "flow.xml").write_bytes(flow)
-    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
-    runs, reg = _sync(ws)
+    runs, reg = _sync_flow(tmp_path, flow)
     ps = runs["siuss_ps"]
     assert (ps.read, ps.loaded, ps.source_errors) == (299, 299, 1)
     assert checks == ["conforms", "validate"]
@@ -422,11 +416,7 @@ def test_a_re_read_of_a_flow_with_one_change_reads_it_once(
 
 def test_a_truncated_sinba_flow_is_refused_on_its_own_stream(tmp_path: Path) -> None:
     sinba = (FIXTURES / "sample-sinba-1.xml").read_bytes()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "sinba.xml").write_bytes(sinba[: len(sinba) - 40])
-    ws = _workspace(tmp_path, f"sqlite:///{tmp_path}/r.sqlite", inbox)
-    runs, reg = _sync(ws)
+    runs, reg = _sync_flow(tmp_path, sinba[: len(sinba) - 40], "sinba.xml")
     s = runs["siuss_sinba"]
     assert (s.read, s.loaded, s.source_errors) == (0, 0, 1)
     assert runs["siuss_ps"].source_errors == 0  # said once
