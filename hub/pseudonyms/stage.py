@@ -136,6 +136,22 @@ _Group = tuple[IdentifierType | None, str | None]
 _Key = tuple[_Group, str | None]
 
 
+class _Marker:
+    """What a record asks of the stage for one identifier field, when not an outcome key."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: The identifier field is not in the record: nothing is set.
+_ABSENT = _Marker("_ABSENT")
+#: The field naming the identifier's type names no known type: refused.
+_UNKNOWN_TYPE = _Marker("_UNKNOWN_TYPE")
+
+
 #: Separates the fields of a record's content when they are all text (see :func:`_contents`).
 _SEP = "\x1f"
 
@@ -255,12 +271,11 @@ class PseudonymiseStage:
         if fingerprints is None:
             fingerprints = self.fingerprints(records, org)
         self.made = {}
-        plans = [self._plan(r, org) for r in records]
-        self._resolve({k for plan in plans for _, k, _ in plan if k is not None})
-        return [
-            self._prepare(r, plan, fp)
-            for r, plan, fp in zip(records, plans, fingerprints, strict=True)
-        ]
+        datas = [r.data for r in records]
+        # Field by field over the batch (no per-record plan): each record's outcome key.
+        plans = [self._plan_column(spec, datas, org) for spec in self.identifier_fields]
+        self._resolve({k for column in plans for k in column if type(k) is tuple})
+        return self._prepare_all(records, datas, plans, fingerprints)
 
     def fingerprints(self, records: Sequence[RawRecord], org: str) -> list[Fingerprint]:
         """Each record's key hash, unit hash and fingerprint: keyed hashes only, nothing
@@ -303,32 +318,51 @@ class PseudonymiseStage:
         return unit_hash
 
     # -- internals ----------------------------------------------------------------
-    def _plan(self, record: RawRecord, org: str) -> list[tuple[FieldSpec, _Key | None, str | None]]:
-        """Per identifier field: (spec, outcome key, or None and a problem rule)."""
-        raw = record.data
-        plan: list[tuple[FieldSpec, _Key | None, str | None]] = []
-        for spec in self.identifier_fields:
-            if spec.name not in raw:
-                continue
-            expected = spec.identifier_type
-            if spec.type_field:
-                try:
-                    expected = identifier_type_named(str(raw.get(spec.type_field) or ""))
-                except ValueError:
-                    plan.append((spec, None, "unknown_type"))
-                    continue
-            value = raw[spec.name]
-            text = None if value is None else str(value)
-            if spec.optional and not (text or "").strip():
-                plan.append((spec, None, None))
-                continue
-            namespace = None
-            if expected is IdentifierType.LOCAL:
-                namespace = (
-                    str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
-                )
-            plan.append((spec, ((expected, namespace), text), None))
-        return plan
+    def _plan_column(
+        self, spec: FieldSpec, datas: Sequence[Mapping[str, Any]], org: str
+    ) -> list[_Key | _Marker | None]:
+        """Per record, what identifier field ``spec`` asks of the stage: the outcome key of
+        its value, ``_ABSENT`` (the field is not in the record), ``None`` (an optional one
+        left blank) or ``_UNKNOWN_TYPE`` (its type field names no known type)."""
+        name = spec.name
+        values = [d.get(name, _ABSENT) for d in datas]
+        expected = spec.identifier_type
+        if not spec.type_field and not (expected is IdentifierType.LOCAL and spec.namespace_field):
+            # One outcome table for the whole column (the usual case).
+            group = (expected, org if expected is IdentifierType.LOCAL else None)
+            if not spec.optional:
+                return [
+                    v if v is _ABSENT else (group, v if v is None or type(v) is str else str(v))
+                    for v in values
+                ]
+            return [
+                v
+                if v is _ABSENT
+                else (None if v is None or not (text := str(v)).strip() else (group, text))
+                for v in values
+            ]
+        return [
+            v if v is _ABSENT else self._plan_one(spec, d, v, org)
+            for d, v in zip(datas, values, strict=True)
+        ]
+
+    def _plan_one(
+        self, spec: FieldSpec, raw: Mapping[str, Any], value: Any, org: str
+    ) -> _Key | _Marker | None:
+        """:meth:`_plan_column` for one record whose field names its type or namespace."""
+        expected = spec.identifier_type
+        if spec.type_field:
+            try:
+                expected = identifier_type_named(str(raw.get(spec.type_field) or ""))
+            except ValueError:
+                return _UNKNOWN_TYPE
+        text = None if value is None else str(value)
+        if spec.optional and not (text or "").strip():
+            return None
+        namespace = None
+        if expected is IdentifierType.LOCAL:
+            namespace = str(raw.get(spec.namespace_field) or "") if spec.namespace_field else org
+        return ((expected, namespace), text)
 
     def _resolve(self, keys: set[_Key]) -> None:
         """Validate each new distinct identifier once; pseudonymise the valid ones at once."""
@@ -380,63 +414,78 @@ class PseudonymiseStage:
             for group, text in valid[ident]:
                 tables[group][text] = outcome
 
-    def _prepare(
+    def _prepare_all(
         self,
-        record: RawRecord,
-        plan: list[tuple[FieldSpec, _Key | None, str | None]],
-        fp: Fingerprint,
-    ) -> Prepared:
-        raw = record.data
-        data: dict[str, Any]
-        try:
-            data = dict(zip(self.data_fields, self._data_values(raw), strict=True))
-        except KeyError:  # some field absent: the present ones
-            data = {f: raw[f] for f in self.data_fields if f in raw}
-        problems: list[tuple[str, str, str]] = []
-        cf_derived: tuple[int, str] | None = None
-        person_keys: list[tuple[str, str]] = []
+        records: Sequence[RawRecord],
+        datas: Sequence[Mapping[str, Any]],
+        plans: Sequence[list[_Key | _Marker | None]],
+        fingerprints: Sequence[Fingerprint],
+    ) -> list[Prepared]:
+        """Each record with its data fields, pseudonyms in place of its identifiers."""
         tables = self._outcomes
-        for spec, okey, rule in plan:
-            if okey is None:
-                if rule == "unknown_type":
-                    problems.append(
-                        (spec.name, rule, f"{spec.type_field}: not a known identifier type")
-                    )
-                    data[spec.name] = INVALID_MARKER
-                else:
+        #: Per identifier field, each record's outcome (or its plan's marker), column-wise.
+        outcomes = [
+            (spec, [tables[k[0]][k[1]] if type(k) is tuple else k for k in column])
+            for spec, column in zip(self.identifier_fields, plans, strict=True)
+        ]
+        fields, values_of = self.data_fields, self._data_values
+        derived_of = self._derived
+        out = []
+        for i, (record, raw, fp) in enumerate(zip(records, datas, fingerprints, strict=True)):
+            data: dict[str, Any]
+            try:
+                data = dict(zip(fields, values_of(raw), strict=True))
+            except KeyError:  # some field absent: the present ones
+                data = {f: raw[f] for f in fields if f in raw}
+            problems: list[tuple[str, str, str]] = []
+            cf_derived: tuple[int, str] | None = None
+            person_keys: list[tuple[str, str]] = []
+            for spec, column in outcomes:
+                outcome = column[i]
+                if outcome is _ABSENT:
+                    continue
+                if outcome is None:  # an absent identifier (type NONE, or optional and blank)
                     data[spec.name] = None
-                continue
-            outcome = tables[okey[0]][okey[1]]
-            if outcome is None:  # an absent identifier (type NONE)
-                data[spec.name] = None
-                continue
-            if not isinstance(outcome, str):
-                problems.append((spec.name, outcome.rule, outcome.message))
-                data[spec.name] = INVALID_MARKER
-                continue
-            # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
-            person_keys.append((spec.name, outcome[:_PERSON_KEY_LEN]))
-            if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
-                data[spec.name] = outcome[_PERSON_KEY_LEN:]
-                continue
-            data[spec.name] = outcome[_PERSON_KEY_LEN + 5 :]
-            code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
-            derived = self._derived.get(code)
-            if derived is None:
-                derived = self._derived[code] = (int(code[:4]), code[4])
-            if cf_derived is None:
-                cf_derived = derived
-            if spec.derive_birth_year_and_sex:
-                data[f"{spec.name}__birth_year"] = derived[0]
-                data[f"{spec.name}__sex"] = derived[1]
-        return Prepared(
-            fp.source_key_hash,
-            record.location,
-            record.op,
-            data,
-            tuple(problems),
-            fp.unit_hash,
-            cf_derived,
-            fp.fingerprint,
-            tuple(person_keys),
-        )
+                    continue
+                if type(outcome) is not str:
+                    if isinstance(outcome, InvalidIdentifier):
+                        problems.append((spec.name, outcome.rule, outcome.message))
+                    else:  # _UNKNOWN_TYPE
+                        problems.append(
+                            (
+                                spec.name,
+                                "unknown_type",
+                                f"{spec.type_field}: not a known identifier type",
+                            )
+                        )
+                    data[spec.name] = INVALID_MARKER
+                    continue
+                # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
+                person_keys.append((spec.name, outcome[:_PERSON_KEY_LEN]))
+                if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
+                    data[spec.name] = outcome[_PERSON_KEY_LEN:]
+                    continue
+                data[spec.name] = outcome[_PERSON_KEY_LEN + 5 :]
+                code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
+                derived = derived_of.get(code)
+                if derived is None:
+                    derived = derived_of[code] = (int(code[:4]), code[4])
+                if cf_derived is None:
+                    cf_derived = derived
+                if spec.derive_birth_year_and_sex:
+                    data[f"{spec.name}__birth_year"] = derived[0]
+                    data[f"{spec.name}__sex"] = derived[1]
+            out.append(
+                Prepared(
+                    fp.source_key_hash,
+                    record.location,
+                    record.op,
+                    data,
+                    tuple(problems),
+                    fp.unit_hash,
+                    cf_derived,
+                    fp.fingerprint,
+                    tuple(person_keys),
+                )
+            )
+        return out
