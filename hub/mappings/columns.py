@@ -28,8 +28,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cache
-from itertools import repeat
+from functools import cache, cached_property
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import pyarrow as pa
@@ -90,8 +89,13 @@ class SpecOutputs:
     model: str
     #: The key's parts as columns (one list of texts per part; ``None``: no ``key``).
     key_columns: list[list[str]] | None
-    rows: list[dict[str, Any]]
+    #: The model's fields the rows hold, and each one's values over the batch (a row per
+    #: record: its values at the record's index, in ``names`` order).
+    names: tuple[str, ...]
+    columns: list[list[Any]]
     active: list[bool] | None
+    #: How many records the batch has.
+    size: int
     #: The rows' fields as columns, as the rows hold them (text, whole numbers, dates; a
     #: ``decimal`` as its plain text), for checks over the batch such as
     #: :func:`hub.quality.may_warn`; a field the spec never gives is absent (``None`` in
@@ -99,6 +103,15 @@ class SpecOutputs:
     fields: dict[str, pa.Array | None] = field(default_factory=dict)
     #: ``active`` as a column (``None``: the spec has no ``when``).
     active_mask: pa.Array | None = None
+
+    @cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as dicts, one per record (what :meth:`ColumnMapping.apply` gives; the
+        pipeline's fast path keeps the columns)."""
+        if not self.columns:  # refused whole (the row path says why): no field
+            return [{} for _ in range(self.size)]
+        names = self.names
+        return [dict(zip(names, row, strict=True)) for row in zip(*self.columns, strict=True)]
 
     @property
     def keys(self) -> list[tuple[str, ...]] | None:
@@ -492,7 +505,7 @@ class ColumnMapping:
         specs: list[SpecOutputs] = []
         for rec in self._records:
             active = rec.when(cols, n) if rec.when is not None else None
-            bad, rows, keys, fields = self._outputs(rec, cols, n)
+            bad, names, columns, keys, fields = self._outputs(rec, cols, n)
             if active is not None:
                 bad = pc.and_(bad, active)
             uncertain = _or(uncertain, bad)
@@ -500,8 +513,10 @@ class ColumnMapping:
                 SpecOutputs(
                     rec.model,
                     keys,
-                    rows,
+                    names,
+                    columns,
                     None if active is None else active.to_pylist(),
+                    n,
                     fields,
                     active,
                 )
@@ -510,10 +525,17 @@ class ColumnMapping:
 
     def _outputs(
         self, rec: _Record, cols: dict[str, _Col], n: int
-    ) -> tuple[pa.Array, list[dict[str, Any]], list[list[str]] | None, dict[str, pa.Array | None]]:
-        """The rows one record spec gives (all of them, refused or not), where it refused (a
-        step of the mapping, a value the model refuses or a cross-field rule), and the
-        rows' fields as columns (:attr:`SpecOutputs.fields`)."""
+    ) -> tuple[
+        pa.Array,
+        tuple[str, ...],
+        list[list[Any]],
+        list[list[str]] | None,
+        dict[str, pa.Array | None],
+    ]:
+        """The rows one record spec gives (all of them, refused or not) as the model's field
+        names and a column of values for each, where it refused (a step of the mapping, a
+        value the model refuses or a cross-field rule), its key's columns, and the rows'
+        fields as Arrow columns (:attr:`SpecOutputs.fields`)."""
         bad = pa.array([False] * n)
         outs: dict[str, _Out] = {}
         for target, get in rec.getters:
@@ -536,7 +558,7 @@ class ColumnMapping:
             o_ = outs.get(name)
             if o_ is None:
                 if name not in defaults:  # required and not mapped: the row path says so
-                    return pa.array([True] * n), [{}] * n, None, {}
+                    return pa.array([True] * n), (), [], None, {}
                 columns.append([defaults[name]] * n)
                 if defaults[name] is not None:
                     fields[name] = None
@@ -555,11 +577,9 @@ class ColumnMapping:
                 fields[name] = o_.values
             columns.append(values)
         bad = _or(bad, _cross_field_refused(rec.model, outs, n))
-        # Every column holds n values (checked once here: zip's strict check per row doubles
-        # the cost of building the rows).
+        # Every column holds n values (checked once here: the rows are read by index).
         assert all(len(c) == n for c in columns)
-        rows = list(map(dict, map(zip, repeat(names, n), zip(*columns, strict=False))))
-        return bad, rows, keys or None, fields
+        return bad, tuple(names), columns, keys or None, fields
 
     def _refused_values(
         self, model: str, name: str, o: _Out, n: int, *, required: bool

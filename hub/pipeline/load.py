@@ -65,6 +65,7 @@ def load(
         tx=tx,
         parts=parts,
         made_pseudonyms=made_pseudonyms,
+        columns=result.columns,
     )
     registry.add_warnings(
         run_id=ctx.run_id,

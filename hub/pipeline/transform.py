@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
-from typing import Any, get_args, get_origin
+from typing import Any, NamedTuple, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -26,6 +26,8 @@ from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
 from hub.quality import may_warn, record_warnings
 from hub.registry import (
     BatchCounts,
+    ColumnChanges,
+    ColumnRows,
     EntityRow,
     QuarantineEntry,
     SourceRecordChange,
@@ -39,12 +41,23 @@ from hub.schema import model_for
 KEY_CACHE_SIZE = 200_000
 
 
+class _Decided(NamedTuple):
+    """A record the fast path decided: its index in the batch's :class:`ColumnChanges`, and
+    whether it was loaded before (or came earlier in the batch)."""
+
+    at: int
+    replaces: bool
+
+
 @dataclass
 class Transformed:
-    """What ``load`` writes for one batch."""
+    """What ``load`` writes for one batch: ``changes`` record by record, or, when the fast
+    path decided every change and each is a new record, ``columns`` instead."""
 
     counts: BatchCounts
     changes: dict[str, SourceRecordChange] = field(default_factory=dict)
+    #: New records with their rows as columns (then ``changes`` is empty).
+    columns: ColumnChanges | None = None
     unchanged: list[str] = field(default_factory=list)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     #: Data-quality warnings of records that load (``hub.quality``): never a refusal.
@@ -108,9 +121,12 @@ class Transform:
         ``loaded_before``: the source keys loaded before (their old rows may go)."""
         out = Transformed(counts)
         mapping = ctx.mapping
-        changes = out.changes
+        changes: dict[str, SourceRecordChange | _Decided] = {}
         hashes = record_hashes(mapping.version, prepared)
-        fast, quiet = self._fast_outputs(mapping, prepared, hashes, existing)
+        index, fast, quiet = self._fast_outputs(mapping, prepared, hashes, existing)
+        at = {i: x for x, i in enumerate(index)}
+        #: The batch's changes are all records the fast path decided, new and not repeated.
+        only_fast = True
         for i, p in enumerate(prepared):
             if p.problems:
                 out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
@@ -125,22 +141,23 @@ class Transform:
                 counts.unchanged += 1
                 out.unchanged.append(p.source_key_hash)
                 continue
+            replaces = p.source_key_hash in loaded_before or p.source_key_hash in changes
             if p.op == "delete":
                 changes[p.source_key_hash] = SourceRecordChange(
                     p.source_key_hash, record_hash, "delete", (), p.unit_hash
                 )
                 counts.loaded += 1
                 counts.deleted += 1
+                only_fast = False
                 continue
-            decided = fast.get(i)
-            if decided is not None:
+            x = at.get(i)
+            if x is not None:
+                assert fast is not None
                 # Decided in columns: mapped, validated and keyed; warnings only where the
                 # columns say a rule may fire.
-                entities = decided
-                if i in quiet:
-                    mapped: list[tuple[str, Mapping[str, Any]]] = []
-                else:
-                    mapped = [(e[0], e[2]) for e in decided]
+                mapped = () if i in quiet else fast.outputs(x)
+                changes[p.source_key_hash] = _Decided(x, replaces)
+                only_fast = only_fast and not replaces
             else:
                 result = mapping.apply(p.data)
                 for table, code in result.unmapped:
@@ -156,6 +173,15 @@ class Transform:
                     counts.quarantined += 1
                     continue
                 mapped = [(o.model, o.data) for o in result.outputs]
+                changes[p.source_key_hash] = SourceRecordChange(
+                    p.source_key_hash,
+                    record_hash,
+                    "upsert",
+                    entities,
+                    p.unit_hash,
+                    replaces=replaces,
+                )
+                only_fast = False
             # -- data-quality warnings (hub/quality.py): counted, never a refusal.
             for w in (
                 record_warnings(mapped, cf_derived=p.cf_derived, district=self.district)
@@ -165,15 +191,18 @@ class Transform:
                 out.warnings.append(
                     WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
                 )
-            changes[p.source_key_hash] = SourceRecordChange(
-                p.source_key_hash,
-                record_hash,
-                "upsert",
-                entities,
-                p.unit_hash,
-                replaces=p.source_key_hash in loaded_before or p.source_key_hash in changes,
-            )
             counts.loaded += 1
+        if fast is not None and only_fast and len(changes) == len(fast):
+            # Every change is a new record decided in columns: they go to load as columns.
+            out.columns = fast
+            return out
+        one_by_one = fast.changes() if fast is not None else []
+        out.changes = {
+            k: c
+            if isinstance(c, SourceRecordChange)
+            else one_by_one[c.at]._replace(replaces=c.replaces)
+            for k, c in changes.items()
+        }
         return out
 
     def _fast_outputs(
@@ -182,30 +211,35 @@ class Transform:
         prepared: Sequence[Prepared],
         hashes: Sequence[bytes],
         existing: Mapping[str, bytes],
-    ) -> tuple[dict[int, tuple[EntityRow, ...]], set[int]]:
-        """The rows of the records the fast path decides (by index), built spec by spec over
-        the batch, and those of them for which no warning rule can fire
-        (:func:`hub.quality.may_warn`); the others take the row path (refused by a step, or
-        left by the fast path to the row path). The same rows, keys and positions as
-        :meth:`_entities`."""
+    ) -> tuple[list[int], ColumnChanges | None, set[int]]:
+        """The records the fast path decides (their indexes in the batch), their rows as
+        columns, built spec by spec over the batch, and those of them for which no warning
+        rule can fire (:func:`hub.quality.may_warn`); the others take the row path (refused
+        by a step, or left by the fast path to the row path). The same rows, keys and
+        positions as :meth:`_entities`."""
         columns = mapping.columns
         if columns is None:
-            return {}, set()
+            return [], None, set()
         todo = [
             i
             for i, p in enumerate(prepared)
             if not p.problems and p.op == "upsert" and existing.get(p.source_key_hash) != hashes[i]
         ]
         if not todo:
-            return {}, set()
+            return [], None, set()
         batch = columns.apply_columns([prepared[i].data for i in todo])
         if batch is None:
-            return {}, set()
+            return [], None, set()
         ok = [j for j, refused in enumerate(batch.refused) if not refused]
         if not ok:
-            return {}, set()
+            return [], None, set()
         records = [prepared[todo[j]] for j in ok]
         every = len(ok) == len(todo)
+
+        def decided(values: list[Any]) -> list[Any]:
+            """A column over the batch's records, cut to those decided."""
+            return values if every else [values[j] for j in ok]
+
         #: Per record, its identifier fields' pseudonyms → the person's key (None: none),
         #: and all those pseudonyms: built when a key first needs them.
         persons: list[dict[Any, str] | None] | None = None
@@ -217,17 +251,17 @@ class Transform:
         #: and how many specs of the model have no key.
         positions: dict[str, list[int]] = {}
         unkeyed = Counter(s.model for s in batch.specs if s.key_columns is None)
-        #: Per spec, its row of each record (None where its ``when`` does not hold).
-        per_spec: list[list[EntityRow | None]] = []
+        out: list[ColumnRows] = []
         for spec in batch.specs:
-            model, rows = spec.model, spec.rows
-            active = spec.active
+            model = spec.model
+            active = None if spec.active is None else decided(spec.active)
+            rows = [decided(c) for c in spec.columns]
             if spec.key_columns is not None:
                 parts = []
                 for column in spec.key_columns:
                     values = parts_of.get(id(column))
                     if values is None:
-                        values = column if every else [column[j] for j in ok]
+                        values = decided(column)
                         if persons is None:
                             persons = [
                                 {r.data.get(name): person for name, person in r.person_keys}
@@ -249,53 +283,35 @@ class Transform:
                         parts_of[id(column)] = values
                     parts.append(values)
                 keys = list(zip(*parts, strict=True))
+                ident: list[bytes | int | None]
                 if active is not None:
-                    live = [active[j] for j in ok]
-                    wanted = [k for k, a in zip(keys, live, strict=True) if a]
+                    wanted = [k for k, a in zip(keys, active, strict=True) if a]
                     hashed = iter(self._output_key_hashes(model, wanted))
-                    per_spec.append(
-                        [
-                            EntityRow(model, next(hashed), rows[j]) if a else None
-                            for j, a in zip(ok, live, strict=True)
-                        ]
-                    )
+                    ident = [next(hashed) if a else None for a in active]
                 else:
-                    per_spec.append(
-                        [
-                            EntityRow(model, kh, rows[j])
-                            for j, kh in zip(ok, self._output_key_hashes(model, keys), strict=True)
-                        ]
-                    )
+                    ident = list(self._output_key_hashes(model, keys))
+                out.append(ColumnRows(model, spec.names, rows, ident, False))
                 continue
             # Without a key: the n-th unkeyed output of this model in its record.
-            if active is None and model in OWNED_KINDS and unkeyed[model] == 1:
+            owned = model in OWNED_KINDS
+            if active is None and owned and unkeyed[model] == 1:
                 # The model's one unkeyed spec, giving a row in every record: position 0.
-                per_spec.append([EntityRow(model, None, rows[j], 0) for j in ok])
+                out.append(ColumnRows(model, spec.names, rows, [0] * len(ok), True))
                 continue
             counts = positions.get(model)
             if counts is None:
                 counts = positions[model] = [0] * len(ok)
-            out: list[EntityRow | None] = []
-            owned = model in OWNED_KINDS
-            for x, j in enumerate(ok):
-                if active is not None and not active[j]:
-                    out.append(None)
+            ident = []
+            for x in range(len(ok)):
+                if active is not None and not active[x]:
+                    ident.append(None)
                     continue
                 n = counts[x]
                 counts[x] = n + 1
-                if owned:
-                    # Identified by (source record, position) in the registry: no hash.
-                    out.append(EntityRow(model, None, rows[j], n))
-                    continue
-                out.append(EntityRow(model, _unkeyed_hash(records[x], model, n), rows[j]))
-            per_spec.append(out)
-        rows_of: list[tuple[Any, ...]] = list(zip(*per_spec, strict=True))
-        for spec in batch.specs:
-            if spec.active is not None:
-                # The records a ``when`` leaves without this row (usually few).
-                gaps = [x for x, j in enumerate(ok) if not spec.active[j]]
-                for x in gaps:
-                    rows_of[x] = tuple(e for e in rows_of[x] if e is not None)
+                # Owned: identified by (source record, position) in the registry, no hash;
+                # else by a hash of the record's own keyed source-key hash.
+                ident.append(n if owned else _unkeyed_hash(records[x], model, n))
+            out.append(ColumnRows(model, spec.names, rows, ident, owned))
         may = may_warn(
             [(spec.model, spec.fields, spec.active_mask) for spec in batch.specs],
             len(todo),
@@ -306,7 +322,17 @@ class Transform:
         if may is not None:
             flags = may.to_pylist()
             quiet = {todo[j] for j in ok if not flags[j]}
-        return {todo[j]: r for j, r in zip(ok, rows_of, strict=True)}, quiet
+        index = [todo[j] for j in ok]
+        return (
+            index,
+            ColumnChanges(
+                [r.source_key_hash for r in records],
+                [hashes[i] for i in index],
+                [r.unit_hash for r in records],
+                out,
+            ),
+            quiet,
+        )
 
     def _entities(
         self,

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
 from pyroaring import BitMap64
@@ -35,6 +35,8 @@ from hub.registry.migrate import upgrade
 
 __all__ = [
     "BatchCounts",
+    "ColumnChanges",
+    "ColumnRows",
     "EntityRow",
     "LoadTransaction",
     "LoadedPart",
@@ -97,6 +99,74 @@ class SourceRecordChange(NamedTuple):
     unit_hash: str | None = None
     #: The record was loaded before: what it produced then may need removing.
     replaces: bool = True
+
+
+class ColumnRows(NamedTuple):
+    """The rows one mapping spec gives over the records of a :class:`ColumnChanges`, as
+    columns: the row of record ``i`` holds ``columns[c][i]`` for each name ``names[c]``."""
+
+    kind: str
+    #: The model's fields (``subject`` / ``household`` as text pseudonyms, as in
+    #: :class:`EntityRow`).
+    names: tuple[str, ...]
+    columns: Sequence[Sequence[Any]]
+    #: Each record's row identity: its key hash (16 bytes) or, ``by_position``, its
+    #: position among the record's outputs of that kind; ``None``: the record gives no row.
+    ident: Sequence[bytes | int | None]
+    by_position: bool
+
+
+@dataclass
+class ColumnChanges:
+    """New source records, none loaded before and none twice, with their rows as columns:
+    what the transform stage's fast path gives for a batch it decides whole. The registry
+    writes the columns as they are, without a row object per output; :meth:`changes` gives
+    the same records one by one (what the row path gives)."""
+
+    source_key_hashes: list[str]
+    #: Their keyed record hashes (16 bytes each).
+    record_hashes: list[bytes]
+    unit_hashes: list[str | None]
+    #: One per mapping spec, in the mapping's order.
+    rows: list[ColumnRows]
+
+    def __len__(self) -> int:
+        return len(self.source_key_hashes)
+
+    def outputs(self, i: int) -> list[tuple[str, dict[str, Any]]]:
+        """Record ``i``'s rows as (kind, values), in spec order."""
+        return [
+            (spec.kind, dict(zip(spec.names, (c[i] for c in spec.columns), strict=True)))
+            for spec in self.rows
+            if spec.ident[i] is not None
+        ]
+
+    def changes(self) -> list[SourceRecordChange]:
+        """The same records one by one, each with its rows in spec order."""
+        per_spec = [
+            (spec, list(zip(*spec.columns, strict=True)) if spec.columns else None)
+            for spec in self.rows
+        ]
+        out = []
+        for i, (skh, record_hash, unit_hash) in enumerate(
+            zip(self.source_key_hashes, self.record_hashes, self.unit_hashes, strict=True)
+        ):
+            entities = []
+            for spec, rows in per_spec:
+                ident = spec.ident[i]
+                if ident is None:
+                    continue
+                values = {} if rows is None else dict(zip(spec.names, rows[i], strict=True))
+                if spec.by_position:
+                    entities.append(EntityRow(spec.kind, None, values, cast(int, ident)))
+                else:
+                    entities.append(EntityRow(spec.kind, cast(bytes, ident), values))
+            out.append(
+                SourceRecordChange(
+                    skh, record_hash, "upsert", tuple(entities), unit_hash, replaces=False
+                )
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -299,6 +369,17 @@ def _data_columns(
     own columns) and each one's values over ``data``."""
     names = tuple(n for n in data[0] if n not in _REGISTRY_COLUMNS)
     return names, [list(map(operator.itemgetter(n), data)) for n in names]
+
+
+class _TableWrite(NamedTuple):
+    """One table's rows of a batch, as the columns of ``names``."""
+
+    kind: str
+    names: tuple[str, ...]
+    columns: list[Any]
+    rows: int
+    #: Keyed rows (conflict on ``(org, key_hash)``), else by position.
+    keyed: bool
 
 
 class Registry:
@@ -773,6 +854,7 @@ class Registry:
         tx: LoadTransaction | None = None,
         parts: PartChanges | None = None,
         made_pseudonyms: Mapping[str, tuple[int, bytes]] | None = None,
+        columns: ColumnChanges | None = None,
     ) -> None:
         """Apply one batch: records, cancellations, quarantine, counters, state, together.
 
@@ -789,7 +871,8 @@ class Registry:
 
         ``parts``: what the batch did to the unit parts the registry holds (``unit_parts``).
         ``made_pseudonyms``: those the pipeline's stage made for this batch (see
-        :meth:`person_ids`).
+        :meth:`person_ids`). ``columns``: new records with their rows as columns (the
+        transform stage's fast path), written like ``changes``.
         """
 
         def write(conn: sa.Connection) -> None:
@@ -801,7 +884,7 @@ class Registry:
                 # Before the changes: a part is dropped for what changed before this batch.
                 self._drop_parts(conn, parts.dropped, parts.dropped_units)
             written = self._apply_changes(
-                conn, stream_id, org, run_id, changes, persons, made_pseudonyms
+                conn, stream_id, org, run_id, changes, persons, made_pseudonyms, columns
             )
             seen = BitMap64(unchanged)
             if parts is not None:
@@ -819,6 +902,8 @@ class Registry:
             # its entry, and one loaded now has none.
             qt = t.quarantine
             settled = [c.source_key_hash for c in changes]
+            if columns is not None:
+                settled += columns.source_key_hashes
             settled += [q.source_key_hash for q in quarantine if q.source_key_hash]
             # (one look-up first: a stream with no entry, the usual case, has none to delete)
             if settled and self._has_quarantine(conn, connector, stream):
@@ -1085,6 +1170,7 @@ class Registry:
         changes: Sequence[SourceRecordChange],
         persons: dict[str, int],
         made: Mapping[str, tuple[int, bytes]] | None = None,
+        columns: ColumnChanges | None = None,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """Write a batch's changed source records and what they now produce, set-based.
 
@@ -1098,12 +1184,18 @@ class Registry:
 
         Each table's parameters are built column by column straight from the entities'
         values (no row dict per entity): a sync writes several rows per record here.
+        ``columns``: new records whose rows come as columns (:meth:`_apply_columns`); with
+        ``changes`` too, they are written as changes after them.
 
         Returns the 16-byte key of each change's source key hash and the id of each key.
         """
+        if columns is not None and changes:
+            changes = [*changes, *columns.changes()]
+            columns = None
+        if columns is not None:
+            return self._apply_columns(conn, stream_id, org, run_id, columns, persons, made)
         if not changes:
             return {}, {}
-        sr = t.source_records
         blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
         keys = {
             k: blake2b(k.encode(), digest_size=16).digest() if isinstance(k, str) else h16(k)
@@ -1112,31 +1204,19 @@ class Registry:
         deletes = [keys[c.source_key_hash] for c in changes if c.op == "delete"]
         upserts = [c for c in changes if c.op == "upsert"]
         if upserts:
-            units = self._unit_ids(conn, stream_id, {c.unit_hash for c in upserts if c.unit_hash})
-            self._write_columns(
+            self._write_source_records(
                 conn,
-                sr,
-                ("stream_id", "org", "key", "record_hash", "unit", "run_id"),
+                stream_id,
+                org,
+                run_id,
+                [keys[c.source_key_hash] for c in upserts],
                 [
-                    repeat(stream_id, len(upserts)),
-                    repeat(org, len(upserts)),
-                    [keys[c.source_key_hash] for c in upserts],
-                    [
-                        h
-                        if type(h := c.record_hash) is bytes and len(h) == 16
-                        else h16(c.record_hash)
-                        for c in upserts
-                    ],
-                    [None if c.unit_hash is None else units[c.unit_hash] for c in upserts],
-                    repeat(run_id, len(upserts)),
+                    h if type(h := c.record_hash) is bytes and len(h) == 16 else h16(c.record_hash)
+                    for c in upserts
                 ],
-                ("stream_id", "key"),
-                rows=len(upserts),
+                [c.unit_hash for c in upserts],
             )
-        ids: dict[bytes, int] = {}
-        for chunk in _chunks(list(set(keys.values())), 900):
-            sql = self._ids_sql("source_records", len(chunk), scoped=True)
-            ids.update({bytes(k): int(i) for i, k in _driver_rows(conn, sql, (stream_id, *chunk))})
+        ids = self._source_record_ids(conn, stream_id, set(keys.values()))
 
         # Only records loaded before can leave stale rows behind (new ones cannot).
         touched = {
@@ -1186,44 +1266,34 @@ class Registry:
                 rows[kh] = (values, sid)
 
         # The parameters of each table's writes, column by column.
-        writes: list[tuple[str, tuple[str, ...], list[Any], int, bool]] = []
-        texts: set[Any] = set()
+        writes: list[_TableWrite] = []
         for kind, by_key in keyed.items():
             data = [v for v, _ in by_key.values()]
-            names, columns = _data_columns(kind, data)
+            names, columns_ = _data_columns(kind, data)
             n = len(data)
-            columns[:0] = [
+            columns_[:0] = [
                 repeat(org, n),
                 list(by_key),
                 [sid for _, sid in by_key.values()],
                 repeat(run_id, n),
             ]
             writes.append(
-                (kind, ("org", "key_hash", "source_record", "run_id", *names), columns, n, True)
+                _TableWrite(
+                    kind, ("org", "key_hash", "source_record", "run_id", *names), columns_, n, True
+                )
             )
         for kind, (data, sids, positions) in placed.items():
-            names, columns = _data_columns(kind, data)
+            names, columns_ = _data_columns(kind, data)
             n = len(data)
-            columns[:0] = [repeat(org, n), sids, positions, repeat(run_id, n)]
+            columns_[:0] = [repeat(org, n), sids, positions, repeat(run_id, n)]
             writes.append(
-                (kind, ("org", "source_record", "position", "run_id", *names), columns, n, False)
+                _TableWrite(
+                    kind, ("org", "source_record", "position", "run_id", *names), columns_, n, False
+                )
             )
-        # Person ids for every pseudonym the rows name.
-        for _, names, columns, _, _ in writes:
-            for i, name in enumerate(names):
-                if name in _PERSON_FIELDS:
-                    texts.update(columns[i])
+        texts: set[Any] = set()
         for values in replaced:
             texts.update(values.get(name) for name in _PERSON_FIELDS)
-        texts.discard(None)
-        if texts:
-            self.person_ids(conn, texts, persons, made=made)
-            get = persons.get
-            for _, names, columns, _, _ in writes:
-                for i, name in enumerate(names):
-                    if name in _PERSON_FIELDS:
-                        # The pseudonym's id; any other value (None) as it is.
-                        columns[i] = list(map(get, columns[i], columns[i]))
 
         if touched:
             for kind in _OWNED_TABLES:
@@ -1240,24 +1310,210 @@ class Registry:
                             stale.append(int(found[0]))
                 for chunk_ids in _chunks(stale, 900):
                     conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
-        for kind, names, columns, n, is_keyed in writes:
-            table = t.RECORD_TABLES[kind]
+        self._write_tables(conn, writes, texts, persons, made)
+        if deletes:
+            self._drop_source_records(conn, [ids[k] for k in deletes if k in ids])
+        return keys, ids
+
+    def _apply_columns(
+        self,
+        conn: sa.Connection,
+        stream_id: int,
+        org: str,
+        run_id: int,
+        columns: ColumnChanges,
+        persons: dict[str, int],
+        made: Mapping[str, tuple[int, bytes]] | None,
+    ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
+        """:meth:`_apply_changes` of new records whose rows come as columns: the same rows,
+        in the same order, written by the same statements, with no row object per output.
+
+        New records produced nothing before, so nothing is stale. A kind given by one spec
+        whose rows all differ is written from the spec's own columns; otherwise its rows are
+        taken record by record, spec by spec, as :meth:`_apply_changes` takes them.
+        """
+        if not len(columns):
+            return {}, {}
+        blake2b = hashlib.blake2b
+        skhs = columns.source_key_hashes
+        keys = {k: blake2b(k.encode(), digest_size=16).digest() for k in skhs}
+        if len(keys) != len(skhs):
+            raise ValueError("a source record twice among new records given as columns")
+        self._write_source_records(
+            conn,
+            stream_id,
+            org,
+            run_id,
+            list(keys.values()),
+            columns.record_hashes,
+            columns.unit_hashes,
+        )
+        ids = self._source_record_ids(conn, stream_id, keys.values())
+        sids = [ids[k] for k in keys.values()]
+
+        by_kind: dict[str, list[ColumnRows]] = {}
+        for spec in columns.rows:
+            by_kind.setdefault(spec.kind, []).append(spec)
+        writes: list[_TableWrite] = []
+        replaced: list[tuple[tuple[str, ...], tuple[Any, ...]]] = []
+        for kind, specs in by_kind.items():
+            names = specs[0].names
+            if any(s.names != names for s in specs):
+                raise ValueError(f"the specs of {kind!r} give different fields")
+            # Keyed rows first, then those by position: one write of each, as the row form.
+            for group in (
+                [s for s in specs if not s.by_position],
+                [s for s in specs if s.by_position],
+            ):
+                if group:
+                    writes.append(self._column_writes(org, run_id, kind, group, sids, replaced))
+        texts: set[Any] = set()
+        for names, values in replaced:
+            texts.update(v for n, v in zip(names, values, strict=True) if n in _PERSON_FIELDS)
+        self._write_tables(conn, writes, texts, persons, made)
+        return keys, ids
+
+    def _column_writes(
+        self,
+        org: str,
+        run_id: int,
+        kind: str,
+        specs: Sequence[ColumnRows],
+        sids: Sequence[int],
+        replaced: list[tuple[tuple[str, ...], tuple[Any, ...]]],
+    ) -> _TableWrite:
+        """The write of ``kind``'s rows that ``specs`` give (all keyed, or all by position)."""
+        names = specs[0].names
+        by_position = specs[0].by_position
+
+        def write(
+            idents: Sequence[Any], rows_sids: Sequence[int], columns: list[Any]
+        ) -> _TableWrite:
+            n = len(rows_sids)
+            if by_position:
+                head = ("org", "source_record", "position", "run_id")
+                lead = [repeat(org, n), rows_sids, idents, repeat(run_id, n)]
+            else:
+                head = ("org", "key_hash", "source_record", "run_id")
+                lead = [repeat(org, n), idents, rows_sids, repeat(run_id, n)]
+            return _TableWrite(kind, (*head, *names), lead + columns, n, not by_position)
+
+        def transposed(data: list[tuple[Any, ...]]) -> list[Any]:
+            return [list(c) for c in zip(*data, strict=True)] if data else [[] for _ in names]
+
+        only = specs[0] if len(specs) == 1 else None
+        if (
+            only is not None
+            and None not in only.ident
+            and (by_position or len(set(only.ident)) == len(only.ident))
+        ):
+            # Every record gives one row and no two share a key: the spec's columns as they are.
+            return write(only.ident, sids, list(only.columns))
+        # Record by record, spec by spec (the rows' order of the row form).
+        per_spec = [(s.ident, list(zip(*s.columns, strict=True))) for s in specs]
+        items: list[tuple[Any, tuple[Any, ...], int]] = []
+        for i, sid in enumerate(sids):
+            for ident, rows in per_spec:
+                x = ident[i]
+                if x is not None:
+                    items.append((x, rows[i], sid))
+        if by_position:
+            return write(
+                [x for x, _, _ in items],
+                [sid for _, _, sid in items],
+                transposed([row for _, row, _ in items]),
+            )
+        keyed: dict[Any, tuple[tuple[Any, ...], int]] = {}
+        for kh, row, sid in items:
+            prev = keyed.get(kh)
+            if prev is not None:
+                # As in _apply_changes: the first record that gave the row its values keeps it.
+                if prev[0] == row:
+                    continue
+                replaced.append((names, prev[0]))
+            keyed[kh] = (row, sid)
+        data = [v for v, _ in keyed.values()]
+        return write(list(keyed), [sid for _, sid in keyed.values()], transposed(data))
+
+    def _write_source_records(
+        self,
+        conn: sa.Connection,
+        stream_id: int,
+        org: str,
+        run_id: int,
+        keys: Sequence[bytes],
+        record_hashes: Sequence[bytes],
+        unit_hashes: Sequence[str | None],
+    ) -> None:
+        """One upsert of ``source_records`` (16-byte keys and record hashes)."""
+        units = self._unit_ids(conn, stream_id, {u for u in unit_hashes if u})
+        n = len(keys)
+        self._write_columns(
+            conn,
+            t.source_records,
+            ("stream_id", "org", "key", "record_hash", "unit", "run_id"),
+            [
+                repeat(stream_id, n),
+                repeat(org, n),
+                keys,
+                record_hashes,
+                [None if u is None else units[u] for u in unit_hashes],
+                repeat(run_id, n),
+            ],
+            ("stream_id", "key"),
+            rows=n,
+        )
+
+    def _source_record_ids(
+        self, conn: sa.Connection, stream_id: int, keys: Iterable[bytes]
+    ) -> dict[bytes, int]:
+        """The ids of the stream's source records with these 16-byte keys (those it has)."""
+        ids: dict[bytes, int] = {}
+        for chunk in _chunks(list(keys), 900):
+            sql = self._ids_sql("source_records", len(chunk), scoped=True)
+            ids.update({bytes(k): int(i) for i, k in _driver_rows(conn, sql, (stream_id, *chunk))})
+        return ids
+
+    def _write_tables(
+        self,
+        conn: sa.Connection,
+        writes: Sequence[_TableWrite],
+        texts: set[Any],
+        persons: dict[str, int],
+        made: Mapping[str, tuple[int, bytes]] | None,
+    ) -> None:
+        """Each table's write, once the pseudonyms its rows name are stored and their ids
+        put in place of their texts (``texts``: other pseudonyms to store, those of values
+        a later record of the batch replaced)."""
+        # Person ids for every pseudonym the rows name.
+        for w in writes:
+            for i, name in enumerate(w.names):
+                if name in _PERSON_FIELDS:
+                    texts.update(w.columns[i])
+        texts.discard(None)
+        if texts:
+            self.person_ids(conn, texts, persons, made=made)
+            get = persons.get
+            for w in writes:
+                for i, name in enumerate(w.names):
+                    if name in _PERSON_FIELDS:
+                        # The pseudonym's id; any other value (None) as it is.
+                        w.columns[i] = list(map(get, w.columns[i], w.columns[i]))
+        for w in writes:
+            table = t.RECORD_TABLES[w.kind]
             # One statement per table and no look-up of the current rows: the upsert
             # itself leaves a row whose values are unchanged untouched.
             self._write_columns(
                 conn,
                 table,
-                names,
-                columns,
-                ("org", "key_hash") if is_keyed else ("source_record", "position"),
-                rows=n,
-                unless_same=_DATA_COLUMNS[kind],
+                w.names,
+                w.columns,
+                ("org", "key_hash") if w.keyed else ("source_record", "position"),
+                rows=w.rows,
+                unless_same=_DATA_COLUMNS[w.kind],
                 # Owned tables index the keyed rows only (the others have a position).
-                where=t.KEYED_ROWS if is_keyed and kind in t.OWNED_KINDS else None,
+                where=t.KEYED_ROWS if w.keyed and w.kind in t.OWNED_KINDS else None,
             )
-        if deletes:
-            self._drop_source_records(conn, [ids[k] for k in deletes if k in ids])
-        return keys, ids
 
     def unit_parts(self, unit: int, *, tx: LoadTransaction) -> dict[bytes, BitMap64]:
         """The parts the registry holds of unit ``unit`` (``units.id``): their keys and the
