@@ -19,6 +19,7 @@ import json
 import operator
 import os
 import re
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -2054,7 +2055,22 @@ _LOADED = "key, record_hash, run_id, unit, id"
 _SQLITE_CACHE = -65536
 
 
+def _sqlite_date_adapters() -> None:
+    """Dates and timestamps go to SQLite as the ISO text the standard library's default
+    adapters give (``2020-03-05``, ``2020-03-05 10:00:00``), through adapters registered
+    here: Python 3.12 deprecates the default ones, and a date's own ``isoformat`` (a C
+    method) costs about a third less than the default adapter's Python function, for the
+    several dates of every record a sync writes."""
+    sqlite3.register_adapter(dt.date, dt.date.isoformat)
+    sqlite3.register_adapter(dt.datetime, _iso_timestamp)
+
+
+def _iso_timestamp(value: dt.datetime) -> str:
+    return value.isoformat(" ")
+
+
 def _sqlite_pragmas(engine: sa.Engine) -> None:
+    _sqlite_date_adapters()
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
