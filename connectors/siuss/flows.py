@@ -327,7 +327,7 @@ def _content(el: Any) -> bytes:
     a quarter less CPU than libxml2's serialisation to bytes, whose ASCII output writes a
     character reference for each other character; the bytes are the same for an element
     all of ASCII, so only the parts holding other characters are read again once)."""
-    return etree.tostring(el, with_tail=False, encoding="unicode").encode()
+    return str(etree.tostring(el, with_tail=False, encoding="unicode")).encode()
 
 
 def _numbered_content(row: tuple[int, Any]) -> bytes:

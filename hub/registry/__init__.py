@@ -2071,6 +2071,7 @@ def _iso_timestamp(value: dt.datetime) -> str:
 
 def _sqlite_pragmas(engine: sa.Engine) -> None:
     _sqlite_date_adapters()
+
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
