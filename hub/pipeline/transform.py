@@ -52,11 +52,11 @@ class _Decided(NamedTuple):
 @dataclass
 class Transformed:
     """What ``load`` writes for one batch: ``changes`` record by record, or, when the fast
-    path decided every change and each is a new record, ``columns`` instead."""
+    path decided every change and none is twice in the batch, ``columns`` instead."""
 
     counts: BatchCounts
     changes: dict[str, SourceRecordChange] = field(default_factory=dict)
-    #: New records with their rows as columns (then ``changes`` is empty).
+    #: The records with their rows as columns (then ``changes`` is empty).
     columns: ColumnChanges | None = None
     unchanged: list[str] = field(default_factory=list)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
@@ -125,7 +125,7 @@ class Transform:
         hashes = record_hashes(mapping.version, prepared)
         index, fast, quiet = self._fast_outputs(mapping, prepared, hashes, existing)
         at = {i: x for x, i in enumerate(index)}
-        #: The batch's changes are all records the fast path decided, new and not repeated.
+        #: The batch's changes are all records the fast path decided, none twice.
         only_fast = True
         for i, p in enumerate(prepared):
             if p.problems:
@@ -141,7 +141,8 @@ class Transform:
                 counts.unchanged += 1
                 out.unchanged.append(p.source_key_hash)
                 continue
-            replaces = p.source_key_hash in loaded_before or p.source_key_hash in changes
+            twice = p.source_key_hash in changes
+            replaces = twice or p.source_key_hash in loaded_before
             if p.op == "delete":
                 changes[p.source_key_hash] = SourceRecordChange(
                     p.source_key_hash, record_hash, "delete", (), p.unit_hash
@@ -157,7 +158,7 @@ class Transform:
                 # columns say a rule may fire.
                 mapped = () if i in quiet else fast.outputs(x)
                 changes[p.source_key_hash] = _Decided(x, replaces)
-                only_fast = only_fast and not replaces
+                only_fast = only_fast and not twice
             else:
                 result = mapping.apply(p.data)
                 for table, code in result.unmapped:
@@ -193,7 +194,14 @@ class Transform:
                 )
             counts.loaded += 1
         if fast is not None and only_fast and len(changes) == len(fast):
-            # Every change is a new record decided in columns: they go to load as columns.
+            # Every change is a record decided in columns, none twice: they go to load as
+            # columns, with which of them were loaded before.
+            flags = [False] * len(fast)
+            for c in changes.values():
+                assert isinstance(c, _Decided)
+                flags[c.at] = c.replaces
+            if any(flags):
+                fast.replaces = flags
             out.columns = fast
             return out
         one_by_one = fast.changes() if fast is not None else []

@@ -119,8 +119,8 @@ class ColumnRows(NamedTuple):
 
 @dataclass
 class ColumnChanges:
-    """New source records, none loaded before and none twice, with their rows as columns:
-    what the transform stage's fast path gives for a batch it decides whole. The registry
+    """Source records, none twice, with their rows as columns: what the transform stage's
+    fast path gives for a batch it decides whole. The registry
     writes the columns as they are, without a row object per output; :meth:`changes` gives
     the same records one by one (what the row path gives)."""
 
@@ -130,6 +130,9 @@ class ColumnChanges:
     unit_hashes: list[str | None]
     #: One per mapping spec, in the mapping's order.
     rows: list[ColumnRows]
+    #: Per record, whether it was loaded before (what it produced then may need removing);
+    #: ``None``: none was.
+    replaces: list[bool] | None = None
 
     def __len__(self) -> int:
         return len(self.source_key_hashes)
@@ -149,6 +152,7 @@ class ColumnChanges:
             for spec in self.rows
         ]
         out = []
+        replaces = self.replaces or [False] * len(self)
         for i, (skh, record_hash, unit_hash) in enumerate(
             zip(self.source_key_hashes, self.record_hashes, self.unit_hashes, strict=True)
         ):
@@ -164,7 +168,7 @@ class ColumnChanges:
                     entities.append(EntityRow(spec.kind, cast(bytes, ident), values))
             out.append(
                 SourceRecordChange(
-                    skh, record_hash, "upsert", tuple(entities), unit_hash, replaces=False
+                    skh, record_hash, "upsert", tuple(entities), unit_hash, replaces=replaces[i]
                 )
             )
         return out
@@ -1108,9 +1112,12 @@ class Registry:
         ``made``: pseudonyms the pipeline's own stage just made (text → epoch and element,
         :attr:`hub.pseudonyms.stage.PseudonymiseStage.made`), stored as given; every other
         text is decoded and must be a group element.
+
+        New pseudonyms are added in the order of their texts, so their ids do not depend on
+        the order the texts came in (nor on the process's string hashing).
         """
         cache = {} if cache is None else cache
-        todo = {x for x in texts if isinstance(x, str) and x not in cache}
+        todo = sorted({x for x in texts if isinstance(x, str) and x not in cache})
         if todo:
             from hub.pseudonyms.pseudonymiser import parse_pseudonym_text
 
@@ -1297,24 +1304,34 @@ class Registry:
             texts.update(values.get(name) for name in _PERSON_FIELDS)
 
         if touched:
-            for kind in _OWNED_TABLES:
-                table = t.RECORD_TABLES[kind]
-                stale: list[int] = []
-                for chunk in _chunks(list(touched), 900):
-                    q = sa.select(
-                        table.c.id, table.c.key_hash, table.c.position, table.c.source_record
-                    ).where(table.c.source_record.in_(chunk))
-                    for found in conn.execute(q).all():
-                        key: bytes | None = found[1]
-                        ident = int(found[2]) if key is None else bytes(key)
-                        if (kind, ident) not in produced_now.get(int(found[3]), ()):
-                            stale.append(int(found[0]))
-                for chunk_ids in _chunks(stale, 900):
-                    conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
+            self._drop_stale(conn, list(touched), produced_now)
         self._write_tables(conn, writes, texts, persons, made)
         if deletes:
             self._drop_source_records(conn, [ids[k] for k in deletes if k in ids])
         return keys, ids
+
+    def _drop_stale(
+        self,
+        conn: sa.Connection,
+        touched: Sequence[int],
+        produced_now: Mapping[int, Collection[tuple[str, bytes | int]]],
+    ) -> None:
+        """Delete the rows of the source records ``touched`` (ids) that they no longer produce
+        (``produced_now``: per id, (kind, key hash) or (kind, position) of each row)."""
+        for kind in _OWNED_TABLES:
+            table = t.RECORD_TABLES[kind]
+            stale: list[int] = []
+            for chunk in _chunks(touched, 900):
+                q = sa.select(
+                    table.c.id, table.c.key_hash, table.c.position, table.c.source_record
+                ).where(table.c.source_record.in_(chunk))
+                for found in conn.execute(q).all():
+                    key: bytes | None = found[1]
+                    ident = int(found[2]) if key is None else bytes(key)
+                    if (kind, ident) not in produced_now.get(int(found[3]), ()):
+                        stale.append(int(found[0]))
+            for chunk_ids in _chunks(stale, 900):
+                conn.execute(table.delete().where(table.c.id.in_(chunk_ids)))
 
     def _apply_columns(
         self,
@@ -1329,9 +1346,10 @@ class Registry:
         """:meth:`_apply_changes` of new records whose rows come as columns: the same rows,
         in the same order, written by the same statements, with no row object per output.
 
-        New records produced nothing before, so nothing is stale. A kind given by one spec
-        whose rows all differ is written from the spec's own columns; otherwise its rows are
-        taken record by record, spec by spec, as :meth:`_apply_changes` takes them.
+        The rows that records loaded before (``columns.replaces``) no longer produce are
+        deleted first. A kind given by one spec whose rows all differ is written from the
+        spec's own columns; otherwise its rows are taken record by record, spec by spec, as
+        :meth:`_apply_changes` takes them.
         """
         if not len(columns):
             return {}, {}
@@ -1339,7 +1357,7 @@ class Registry:
         skhs = columns.source_key_hashes
         keys = {k: blake2b(k.encode(), digest_size=16).digest() for k in skhs}
         if len(keys) != len(skhs):
-            raise ValueError("a source record twice among new records given as columns")
+            raise ValueError("a source record twice among the records given as columns")
         self._write_source_records(
             conn,
             stream_id,
@@ -1351,6 +1369,15 @@ class Registry:
         )
         ids = self._source_record_ids(conn, stream_id, keys.values())
         sids = [ids[k] for k in keys.values()]
+        if columns.replaces is not None and any(columns.replaces):
+            at = [x for x, r in enumerate(columns.replaces) if r]
+            produced_now: dict[int, set[tuple[str, bytes | int]]] = {sids[x]: set() for x in at}
+            for spec in columns.rows:
+                for x in at:
+                    ident = spec.ident[x]
+                    if ident is not None:
+                        produced_now[sids[x]].add((spec.kind, ident))
+            self._drop_stale(conn, [sids[x] for x in at], produced_now)
 
         by_kind: dict[str, list[ColumnRows]] = {}
         for spec in columns.rows:

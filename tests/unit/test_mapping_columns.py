@@ -430,7 +430,8 @@ def test_rows_given_as_columns_load_what_the_same_records_one_by_one_load(
     """A batch the fast path decides whole goes to the registry as columns; written so, the
     registry holds exactly what the same records written one by one give: the same rows
     with the same ids, the same shared rows (a subject several records give, its values
-    changed by a later one) and the same pseudonyms, over two batches."""
+    changed by a later one) and the same pseudonyms, over three batches, the last one giving
+    records of the first again with other rows."""
     spec = (
         parse_mapping(UNKEYED_SPEC) if name == "unkeyed" else load_mapping(ROOT / "mappings" / name)
     )
@@ -441,7 +442,7 @@ def test_rows_given_as_columns_load_what_the_same_records_one_by_one_load(
     persons = ("cf", "CODICE_FISCALE", "ID_NUCLEO", "household_id")
     prepared = [
         p._replace(source_key_hash=f"k1.{i}")
-        for i, p in enumerate(_prepared(spec, 2000, 11))
+        for i, p in enumerate(_prepared(spec, 4000, 11))
         if all(p.data.get(f) is None or p.data[f] in made for f in persons)
     ]
     keyring = Keyring.create(tmp_path / "k.json", KeySource.generate_key_file(tmp_path / "k.key"))
@@ -452,12 +453,28 @@ def test_rows_given_as_columns_load_what_the_same_records_one_by_one_load(
     decided = [prepared[i] for i in index]
     half = len(decided) // 2
     ctx = SimpleNamespace(mapping=mapping)
+    first, second = decided[:half], decided[half:]
+    # A third batch gives half the records of the first again, with the content of others
+    # (their rows change: those no longer produced must go), and some new ones.
+    k = half // 2
+    again = [
+        p._replace(data=q.data, person_keys=q.person_keys, cf_derived=q.cf_derived)
+        for p, q in zip(first[:k], second[:k], strict=True)
+    ]
+    new = [p._replace(source_key_hash=p.source_key_hash + "b") for p in second[k:]]
+    loaded = {p.source_key_hash for p in first}
     outs = [
-        stage(ctx, "ORG", b, {}, BatchCounts(), loaded_before=set())  # type: ignore[arg-type]
-        for b in (decided[:half], decided[half:])
+        stage(ctx, "ORG", b, {}, BatchCounts(), loaded_before=before)  # type: ignore[arg-type]
+        for b, before in ((first, set()), (second, set()), (again + new, loaded))
     ]
     assert all(o.columns is not None and not o.changes for o in outs)
-    assert [len(o.columns) for o in outs if o.columns is not None] == [half, len(decided) - half]
+    assert [len(o.columns) for o in outs if o.columns is not None] == [
+        half,
+        len(second),
+        len(second),
+    ]
+    assert outs[2].columns is not None
+    assert outs[2].columns.replaces == [True] * k + [False] * (len(second) - k)
     dumps = []
     for url, as_columns in zip(two_registry_urls, (True, False), strict=True):
         reg = Registry.open(url)
@@ -497,9 +514,10 @@ def test_rows_given_as_columns_load_what_the_same_records_one_by_one_load(
     columns, one_by_one = dumps
     assert columns == one_by_one
     # Something was written: the records, their rows, subjects shared between records.
-    assert len(columns["source_records"]) == len(decided)
+    records = len(decided) + len(new)
+    assert len(columns["source_records"]) == records
     if name == "unkeyed":  # two subjects without a key per record: each its own row
-        assert len(columns["subject"]) == 2 * len(decided)
+        assert len(columns["subject"]) == 2 * records
     else:
-        assert 0 < len(columns["subject"]) < len(decided)
-    assert sum(len(columns[k]) for k in tables_module.OWNED_KINDS) >= len(decided)
+        assert 0 < len(columns["subject"]) < records
+    assert sum(len(columns[k]) for k in tables_module.OWNED_KINDS) >= records
