@@ -120,9 +120,9 @@ class ColumnRows(NamedTuple):
 @dataclass
 class ColumnChanges:
     """Source records, none twice, with their rows as columns: what the transform stage's
-    fast path gives for a batch it decides whole. The registry
-    writes the columns as they are, without a row object per output; :meth:`changes` gives
-    the same records one by one (what the row path gives)."""
+    fast path gives for a batch it decides whole. The registry writes the columns as they
+    are, without a row object per output; :meth:`changes` gives the same records one by one
+    (what the row path gives)."""
 
     source_key_hashes: list[str]
     #: Their keyed record hashes (16 bytes each).
@@ -385,6 +385,30 @@ class _TableWrite(NamedTuple):
     rows: int
     #: Keyed rows (conflict on ``(org, key_hash)``), else by position.
     keyed: bool
+
+
+def _table_write(
+    kind: str,
+    names: tuple[str, ...],
+    columns: list[Any],
+    *,
+    org: str,
+    run_id: int,
+    idents: Sequence[Any],
+    sids: Sequence[int],
+    keyed: bool,
+) -> _TableWrite:
+    """``kind``'s rows (``columns`` of the model fields ``names``) with the registry's own
+    columns in front: the organisation, each row's key hash (``keyed``) or position
+    (``idents``), its source record (``sids``) and the run."""
+    n = len(sids)
+    if keyed:
+        head = ("org", "key_hash", "source_record", "run_id")
+        lead = [repeat(org, n), idents, sids, repeat(run_id, n)]
+    else:
+        head = ("org", "source_record", "position", "run_id")
+        lead = [repeat(org, n), sids, idents, repeat(run_id, n)]
+    return _TableWrite(kind, (*head, *names), lead + columns, n, keyed)
 
 
 class Registry:
@@ -876,7 +900,7 @@ class Registry:
 
         ``parts``: what the batch did to the unit parts the registry holds (``unit_parts``).
         ``made_pseudonyms``: those the pipeline's stage made for this batch (see
-        :meth:`person_ids`). ``columns``: new records with their rows as columns (the
+        :meth:`person_ids`). ``columns``: records with their rows as columns (the
         transform stage's fast path), written like ``changes``.
         """
 
@@ -1192,7 +1216,7 @@ class Registry:
 
         Each table's parameters are built column by column straight from the entities'
         values (no row dict per entity): a sync writes several rows per record here.
-        ``columns``: new records whose rows come as columns (:meth:`_apply_columns`); with
+        ``columns``: records whose rows come as columns (:meth:`_apply_columns`); with
         ``changes`` too, they are written as changes after them.
 
         Returns the 16-byte key of each change's source key hash and the id of each key.
@@ -1276,27 +1300,31 @@ class Registry:
         # The parameters of each table's writes, column by column.
         writes: list[_TableWrite] = []
         for kind, by_key in keyed.items():
-            data = [v for v, _ in by_key.values()]
-            names, columns_ = _data_columns(kind, data)
-            n = len(data)
-            columns_[:0] = [
-                repeat(org, n),
-                list(by_key),
-                [sid for _, sid in by_key.values()],
-                repeat(run_id, n),
-            ]
+            names, columns_ = _data_columns(kind, [v for v, _ in by_key.values()])
             writes.append(
-                _TableWrite(
-                    kind, ("org", "key_hash", "source_record", "run_id", *names), columns_, n, True
+                _table_write(
+                    kind,
+                    names,
+                    columns_,
+                    org=org,
+                    run_id=run_id,
+                    idents=list(by_key),
+                    sids=[sid for _, sid in by_key.values()],
+                    keyed=True,
                 )
             )
         for kind, (data, sids, positions) in placed.items():
             names, columns_ = _data_columns(kind, data)
-            n = len(data)
-            columns_[:0] = [repeat(org, n), sids, positions, repeat(run_id, n)]
             writes.append(
-                _TableWrite(
-                    kind, ("org", "source_record", "position", "run_id", *names), columns_, n, False
+                _table_write(
+                    kind,
+                    names,
+                    columns_,
+                    org=org,
+                    run_id=run_id,
+                    idents=positions,
+                    sids=sids,
+                    keyed=False,
                 )
             )
         texts: set[Any] = set()
@@ -1343,7 +1371,7 @@ class Registry:
         persons: dict[str, int],
         made: Mapping[str, tuple[int, bytes]] | None,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
-        """:meth:`_apply_changes` of new records whose rows come as columns: the same rows,
+        """:meth:`_apply_changes` of records whose rows come as columns: the same rows,
         in the same order, written by the same statements, with no row object per output.
 
         The rows that records loaded before (``columns.replaces``) no longer produce are
@@ -1417,14 +1445,16 @@ class Registry:
         def write(
             idents: Sequence[Any], rows_sids: Sequence[int], columns: list[Any]
         ) -> _TableWrite:
-            n = len(rows_sids)
-            if by_position:
-                head = ("org", "source_record", "position", "run_id")
-                lead = [repeat(org, n), rows_sids, idents, repeat(run_id, n)]
-            else:
-                head = ("org", "key_hash", "source_record", "run_id")
-                lead = [repeat(org, n), idents, rows_sids, repeat(run_id, n)]
-            return _TableWrite(kind, (*head, *names), lead + columns, n, not by_position)
+            return _table_write(
+                kind,
+                names,
+                columns,
+                org=org,
+                run_id=run_id,
+                idents=idents,
+                sids=rows_sids,
+                keyed=not by_position,
+            )
 
         def transposed(data: list[tuple[Any, ...]]) -> list[Any]:
             return [list(c) for c in zip(*data, strict=True)] if data else [[] for _ in names]
