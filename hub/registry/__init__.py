@@ -909,11 +909,12 @@ class Registry:
             stream_id = self._stream_id(conn, connector, stream)
             assert stream_id is not None
             persons = tx.person_ids if tx is not None else {}
+            shared = tx.shared_rows if tx is not None else {}
             if parts is not None:
                 # Before the changes: a part is dropped for what changed before this batch.
                 self._drop_parts(conn, parts.dropped, parts.dropped_units)
             written = self._apply_changes(
-                conn, stream_id, org, run_id, changes, persons, made_pseudonyms, columns
+                conn, stream_id, org, run_id, changes, persons, made_pseudonyms, columns, shared
             )
             seen = BitMap64(unchanged)
             if parts is not None:
@@ -1203,6 +1204,7 @@ class Registry:
         persons: dict[str, int],
         made: Mapping[str, tuple[int, bytes]] | None = None,
         columns: ColumnChanges | None = None,
+        shared: dict[str, dict[bytes, tuple[Any, ...]]] | None = None,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """Write a batch's changed source records and what they now produce, set-based.
 
@@ -1217,7 +1219,9 @@ class Registry:
         Each table's parameters are built column by column straight from the entities'
         values (no row dict per entity): a sync writes several rows per record here.
         ``columns``: records whose rows come as columns (:meth:`_apply_columns`); with
-        ``changes`` too, they are written as changes after them.
+        ``changes`` too, they are written as changes after them. ``shared``: the load
+        transaction's :attr:`LoadTransaction.shared_rows` (used by the columns, forgotten
+        by a batch written as changes).
 
         Returns the 16-byte key of each change's source key hash and the id of each key.
         """
@@ -1225,7 +1229,18 @@ class Registry:
             changes = [*changes, *columns.changes()]
             columns = None
         if columns is not None:
-            return self._apply_columns(conn, stream_id, org, run_id, columns, persons, made)
+            return self._apply_columns(
+                conn,
+                stream_id,
+                org,
+                run_id,
+                columns,
+                persons,
+                made,
+                {} if shared is None else shared,
+            )
+        if shared:
+            shared.clear()  # rows written below without looking at what it says of them
         if not changes:
             return {}, {}
         blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
@@ -1370,6 +1385,7 @@ class Registry:
         columns: ColumnChanges,
         persons: dict[str, int],
         made: Mapping[str, tuple[int, bytes]] | None,
+        shared: dict[str, dict[bytes, tuple[Any, ...]]],
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """:meth:`_apply_changes` of records whose rows come as columns: the same rows,
         in the same order, written by the same statements, with no row object per output.
@@ -1377,7 +1393,9 @@ class Registry:
         The rows that records loaded before (``columns.replaces``) no longer produce are
         deleted first. A kind given by one spec whose rows all differ is written from the
         spec's own columns; otherwise its rows are taken record by record, spec by spec, as
-        :meth:`_apply_changes` takes them.
+        :meth:`_apply_changes` takes them. A row of a kind many records share whose values
+        this load transaction already wrote (``shared``, :attr:`LoadTransaction.shared_rows`)
+        is not sent again.
         """
         if not len(columns):
             return {}, {}
@@ -1422,7 +1440,10 @@ class Registry:
                 [s for s in specs if s.by_position],
             ):
                 if group:
-                    writes.append(self._column_writes(org, run_id, kind, group, sids, replaced))
+                    written = None if kind in t.OWNED_KINDS else shared.setdefault(kind, {})
+                    writes.append(
+                        self._column_writes(org, run_id, kind, group, sids, replaced, written)
+                    )
         texts: set[Any] = set()
         for names, values in replaced:
             texts.update(v for n, v in zip(names, values, strict=True) if n in _PERSON_FIELDS)
@@ -1437,8 +1458,12 @@ class Registry:
         specs: Sequence[ColumnRows],
         sids: Sequence[int],
         replaced: list[tuple[tuple[str, ...], tuple[Any, ...]]],
+        written: dict[bytes, tuple[Any, ...]] | None = None,
     ) -> _TableWrite:
-        """The write of ``kind``'s rows that ``specs`` give (all keyed, or all by position)."""
+        """The write of ``kind``'s rows that ``specs`` give (all keyed, or all by position).
+
+        ``written`` (keyed rows only): key hash → the values this load transaction wrote to
+        that row; a row given the same values again is left out, the others are noted."""
         names = specs[0].names
         by_position = specs[0].by_position
 
@@ -1461,7 +1486,8 @@ class Registry:
 
         only = specs[0] if len(specs) == 1 else None
         if (
-            only is not None
+            written is None
+            and only is not None
             and None not in only.ident
             and (by_position or len(set(only.ident)) == len(only.ident))
         ):
@@ -1490,6 +1516,12 @@ class Registry:
                     continue
                 replaced.append((names, prev[0]))
             keyed[kh] = (row, sid)
+        if written is not None:
+            if len(written) + len(keyed) > SHARED_ROWS_LIMIT:
+                written.clear()
+            # Only the rows new to the transaction, or given other values.
+            keyed = {kh: v for kh, v in keyed.items() if written.get(kh) != v[0]}
+            written.update((kh, v[0]) for kh, v in keyed.items())
         data = [v for v, _ in keyed.values()]
         return write(list(keyed), [sid for _, sid in keyed.values()], transposed(data))
 
@@ -1969,6 +2001,10 @@ class Registry:
 #: How many pseudonym ids a load transaction remembers between commits (the distinct people
 #: and households of a 1,000,000-record export, as the pseudonymise stage's own bound).
 PERSON_IDS_LIMIT = 1_000_000
+#: How many shared rows (:attr:`LoadTransaction.shared_rows`) a load transaction remembers
+#: before it forgets them all (about 450 bytes each): the distinct people of a commit
+#: interval of 200,000 records are about a third of that.
+SHARED_ROWS_LIMIT = 300_000
 
 
 class LoadTransaction:
@@ -2018,6 +2054,14 @@ class LoadTransaction:
         #: sync of any size keeps it bounded; a person met again is then looked up once more.
         self.person_ids: dict[str, int] = {}
         self.person_ids_limit = PERSON_IDS_LIMIT
+        #: Per kind many records share (not owned by one record: ``subject``), key hash →
+        #: the values this transaction wrote to that row (pseudonyms as texts). A later
+        #: batch giving a row the same values again does not send it: the upsert would leave
+        #: it as it is (``DO UPDATE ... WHERE`` a value differs), and no one else can have
+        #: changed it since (SQLite: the transaction holds the write lock; PostgreSQL: the
+        #: upsert locked the row, even where it did not update it). Forgotten at every
+        #: commit and rollback, and whenever a batch goes record by record.
+        self.shared_rows: dict[str, dict[bytes, tuple[Any, ...]]] = {}
 
     @property
     def conn(self) -> sa.Connection:
@@ -2050,6 +2094,7 @@ class LoadTransaction:
             return
         self._tx.commit()
         self.commits += 1
+        self.shared_rows.clear()
         if len(self.person_ids) > self.person_ids_limit:
             self.person_ids.clear()  # committed: their rows are there for the next look-up
         self._tx = self._conn.begin()
@@ -2063,6 +2108,7 @@ class LoadTransaction:
         self._tx.rollback()
         self._tx = None
         self.person_ids.clear()
+        self.shared_rows.clear()
         self._release()
 
     def close(self) -> None:
