@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
@@ -909,7 +909,7 @@ class Registry:
             stream_id = self._stream_id(conn, connector, stream)
             assert stream_id is not None
             persons = tx.person_ids if tx is not None else {}
-            shared = tx.shared_rows if tx is not None else {}
+            shared = tx.shared_rows if tx is not None else SharedRows()
             if parts is not None:
                 # Before the changes: a part is dropped for what changed before this batch.
                 self._drop_parts(conn, parts.dropped, parts.dropped_units)
@@ -1204,7 +1204,7 @@ class Registry:
         persons: dict[str, int],
         made: Mapping[str, tuple[int, bytes]] | None = None,
         columns: ColumnChanges | None = None,
-        shared: dict[str, dict[bytes, tuple[Any, ...]]] | None = None,
+        shared: SharedRows | None = None,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """Write a batch's changed source records and what they now produce, set-based.
 
@@ -1237,9 +1237,9 @@ class Registry:
                 columns,
                 persons,
                 made,
-                {} if shared is None else shared,
+                SharedRows() if shared is None else shared,
             )
-        if shared:
+        if shared is not None:
             shared.clear()  # rows written below without looking at what it says of them
         if not changes:
             return {}, {}
@@ -1385,7 +1385,7 @@ class Registry:
         columns: ColumnChanges,
         persons: dict[str, int],
         made: Mapping[str, tuple[int, bytes]] | None,
-        shared: dict[str, dict[bytes, tuple[Any, ...]]],
+        shared: SharedRows,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """:meth:`_apply_changes` of records whose rows come as columns: the same rows,
         in the same order, written by the same statements, with no row object per output.
@@ -1440,9 +1440,16 @@ class Registry:
                 [s for s in specs if s.by_position],
             ):
                 if group:
-                    written = None if kind in t.OWNED_KINDS else shared.setdefault(kind, {})
                     writes.append(
-                        self._column_writes(org, run_id, kind, group, sids, replaced, written)
+                        self._column_writes(
+                            org,
+                            run_id,
+                            kind,
+                            group,
+                            sids,
+                            replaced,
+                            None if kind in t.OWNED_KINDS else shared,
+                        )
                     )
         texts: set[Any] = set()
         for names, values in replaced:
@@ -1458,12 +1465,12 @@ class Registry:
         specs: Sequence[ColumnRows],
         sids: Sequence[int],
         replaced: list[tuple[tuple[str, ...], tuple[Any, ...]]],
-        written: dict[bytes, tuple[Any, ...]] | None = None,
+        shared: SharedRows | None = None,
     ) -> _TableWrite:
         """The write of ``kind``'s rows that ``specs`` give (all keyed, or all by position).
 
-        ``written`` (keyed rows only): key hash → the values this load transaction wrote to
-        that row; a row given the same values again is left out, the others are noted."""
+        ``shared`` (keyed rows of a kind no record owns): what the load transaction wrote of
+        them; a row given the same values again is left out."""
         names = specs[0].names
         by_position = specs[0].by_position
 
@@ -1486,7 +1493,7 @@ class Registry:
 
         only = specs[0] if len(specs) == 1 else None
         if (
-            written is None
+            shared is None
             and only is not None
             and None not in only.ident
             and (by_position or len(set(only.ident)) == len(only.ident))
@@ -1516,12 +1523,8 @@ class Registry:
                     continue
                 replaced.append((names, prev[0]))
             keyed[kh] = (row, sid)
-        if written is not None:
-            if len(written) + len(keyed) > SHARED_ROWS_LIMIT:
-                written.clear()
-            # Only the rows new to the transaction, or given other values.
-            keyed = {kh: v for kh, v in keyed.items() if written.get(kh) != v[0]}
-            written.update((kh, v[0]) for kh, v in keyed.items())
+        if shared is not None:  # only the rows new to the transaction, or given other values
+            keyed = shared.to_send(kind, keyed)
         data = [v for v, _ in keyed.values()]
         return write(list(keyed), [sid for _, sid in keyed.values()], transposed(data))
 
@@ -2005,6 +2008,62 @@ PERSON_IDS_LIMIT = 1_000_000
 #: before it forgets them all (about 450 bytes each): the distinct people of a commit
 #: interval of 200,000 records are about a third of that.
 SHARED_ROWS_LIMIT = 300_000
+#: A kind whose rows a load transaction has looked at this many times...
+SHARED_ROWS_PROBE = 50_000
+#: ... and found fewer than one in this many given the values it wrote is no longer
+#: remembered (a source whose shared rows change with every record gains nothing from it).
+SHARED_ROWS_RATE = 100
+
+
+class SharedRows:
+    """The rows of the kinds many records share (not owned by one record: ``subject``) that
+    one load transaction wrote, by kind and key hash, with their values (pseudonyms as
+    texts): a later batch giving a row the same values again need not send it.
+
+    The upsert would leave such a row as it is (``DO UPDATE ... WHERE`` a value differs),
+    and no other writer can have changed it since: SQLite's write lock and PostgreSQL's row
+    lock (taken by the upsert even where it did not update) are held to the commit. So the
+    transaction forgets them at every commit and rollback, and whenever a batch goes record
+    by record (its rows are written without looking here). A kind for which this saves
+    nothing (fewer than one row in :data:`SHARED_ROWS_RATE` after :data:`SHARED_ROWS_PROBE`
+    looked at) is not remembered for the rest of the transaction: it would cost memory alone.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[bytes, tuple[Any, ...]]] = {}
+        self._looked: Counter[str] = Counter()
+        self._kept: Counter[str] = Counter()
+        self._off: set[str] = set()
+
+    def clear(self) -> None:
+        """Forget the rows (not what was learnt of each kind)."""
+        self._rows.clear()
+
+    def __len__(self) -> int:
+        return sum(map(len, self._rows.values()))
+
+    def to_send(
+        self, kind: str, keyed: dict[Any, tuple[tuple[Any, ...], int]]
+    ) -> dict[Any, tuple[tuple[Any, ...], int]]:
+        """Of ``keyed`` (key hash → the row's values and its source record), those not
+        written with the same values in this transaction; remembered as written."""
+        if kind in self._off:
+            return keyed
+        rows = self._rows.setdefault(kind, {})
+        if len(rows) + len(keyed) > SHARED_ROWS_LIMIT:
+            rows.clear()
+        out = {kh: v for kh, v in keyed.items() if rows.get(kh) != v[0]}
+        self._looked[kind] += len(keyed)
+        self._kept[kind] += len(keyed) - len(out)
+        if (
+            self._looked[kind] >= SHARED_ROWS_PROBE
+            and self._kept[kind] * SHARED_ROWS_RATE < self._looked[kind]
+        ):
+            self._off.add(kind)
+            del self._rows[kind]
+        else:
+            rows.update((kh, v[0]) for kh, v in out.items())
+        return out
 
 
 class LoadTransaction:
@@ -2054,14 +2113,8 @@ class LoadTransaction:
         #: sync of any size keeps it bounded; a person met again is then looked up once more.
         self.person_ids: dict[str, int] = {}
         self.person_ids_limit = PERSON_IDS_LIMIT
-        #: Per kind many records share (not owned by one record: ``subject``), key hash →
-        #: the values this transaction wrote to that row (pseudonyms as texts). A later
-        #: batch giving a row the same values again does not send it: the upsert would leave
-        #: it as it is (``DO UPDATE ... WHERE`` a value differs), and no one else can have
-        #: changed it since (SQLite: the transaction holds the write lock; PostgreSQL: the
-        #: upsert locked the row, even where it did not update it). Forgotten at every
-        #: commit and rollback, and whenever a batch goes record by record.
-        self.shared_rows: dict[str, dict[bytes, tuple[Any, ...]]] = {}
+        #: The shared rows this transaction wrote (:class:`SharedRows`).
+        self.shared_rows = SharedRows()
 
     @property
     def conn(self) -> sa.Connection:

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from hub import registry as registry_module
 from hub.mappings import compile_mapping, load_mapping, parse_mapping
 from hub.mappings.columns import CROSS_FIELD_RULES, ColumnMapping
 from hub.mappings.engine import source_fields
@@ -27,7 +28,7 @@ from hub.pipeline import transform as transform_module
 from hub.pipeline.transform import Transform, record_hasher, record_hashes
 from hub.pseudonyms import Keyring, KeySource, Pseudonymiser
 from hub.pseudonyms.stage import Prepared
-from hub.registry import BatchCounts, Registry
+from hub.registry import BatchCounts, Registry, SharedRows
 from hub.registry import tables as tables_module
 from hub.schema import MODELS, model_for
 
@@ -616,3 +617,23 @@ def test_a_subject_row_written_record_by_record_in_between_is_written_again(
 
     assert values(after_second) != values(after_first)
     assert values(in_one) == values(after_first)
+
+
+def test_shared_rows_that_change_with_every_record_are_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A load transaction remembers the shared rows it wrote only while that spares writes:
+    rows whose values change with every batch are all sent and, past the probe, no longer
+    held; rows given the same values again are left out and stay remembered."""
+    monkeypatch.setattr(registry_module, "SHARED_ROWS_PROBE", 1000)
+    changing, repeating = SharedRows(), SharedRows()
+    for batch in range(10):
+        rows = {bytes([i % 256, i // 256]): ((f"v{batch}", i), i) for i in range(300)}
+        assert changing.to_send("subject", rows) == rows  # every value new: all sent
+        same = {k: (("v0", i), i) for k, (_, i) in rows.items()}
+        assert len(repeating.to_send("subject", same)) == (300 if batch == 0 else 0)
+    assert len(changing) == 0  # switched off after 1,000 rows looked at, none spared
+    assert len(repeating) == 300
+    # Forgotten at a commit: the same rows are sent again.
+    repeating.clear()
+    assert len(repeating.to_send("subject", same)) == 300
