@@ -1,6 +1,7 @@
 """Ingestion speed: SIUSS XML → registry and CSV → registry, against a floor.
 
-    .venv/bin/python bench/ingest.py [--records 1000000] [--only csv|xml] [--quick] [--json] [--rounds N]
+    .venv/bin/python bench/ingest.py [--records 1000000] [--only csv|xml] [--quick] [--json]
+        [--rounds N] [--postgres] [--dlt]
 
 For each format the same generated records are loaded twice, each in its own
 process (so memory peaks are separate):
