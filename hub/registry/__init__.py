@@ -1202,9 +1202,9 @@ class Registry:
         run_id: int,
         changes: Sequence[SourceRecordChange],
         persons: dict[str, int],
-        made: Mapping[str, tuple[int, bytes]] | None = None,
-        columns: ColumnChanges | None = None,
-        shared: SharedRows | None = None,
+        made: Mapping[str, tuple[int, bytes]] | None,
+        columns: ColumnChanges | None,
+        shared: SharedRows,
     ) -> tuple[dict[Any, bytes], dict[bytes, int]]:
         """Write a batch's changed source records and what they now produce, set-based.
 
@@ -1229,18 +1229,8 @@ class Registry:
             changes = [*changes, *columns.changes()]
             columns = None
         if columns is not None:
-            return self._apply_columns(
-                conn,
-                stream_id,
-                org,
-                run_id,
-                columns,
-                persons,
-                made,
-                SharedRows() if shared is None else shared,
-            )
-        if shared is not None:
-            shared.clear()  # rows written below without looking at what it says of them
+            return self._apply_columns(conn, stream_id, org, run_id, columns, persons, made, shared)
+        shared.clear()  # rows written below without looking at what it says of them
         if not changes:
             return {}, {}
         blake2b = hashlib.blake2b  # h16 of each text key, without a call per key
