@@ -77,3 +77,23 @@ def test_pseudonyms_remote_equals_embedded() -> None:
 def test_exchange_end_to_end_runs() -> None:
     out = _run("exchange.py", "--records", "1000")
     assert "end to end:" in out
+
+
+@pytest.mark.parametrize("kind", ["csv", "xml"])
+def test_the_columnar_reference_writes_the_rows_a_sync_writes(kind: str, tmp_path: Path) -> None:
+    """The columnar loop is a reference for the pipeline only if it does the same work: the
+    same rows in the same tables, from the same generated records."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import ingest  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(BENCH))
+    source = tmp_path / "src" / f"source.{kind}"
+    source.parent.mkdir()
+    (ingest.write_csv if kind == "csv" else ingest.write_xml)(source, 1500)
+    synced = ingest.run_raccordo(kind, source, tmp_path / "raccordo")
+    columnar = ingest.run_columnar(kind, source, tmp_path / "columnar")
+    assert synced["rows"] == columnar["rows"]
+    assert columnar["rows"]["source_records"] == 1500
+    assert columnar["refused"] == 0 and columnar["duty_cpu_seconds"] > 0
+    assert (columnar["schema_cpu_seconds"] > 0) == (kind == "xml")
