@@ -607,12 +607,17 @@ class _Columnar:
         self._person_mac = hmac.new(b"p" * 32, digestmod=hashlib.sha256).copy
         #: CPU spent on what a pipeline must do beyond the idealised loop (see run_columnar).
         self.duty_cpu = 0.0
+        #: CPU of the group operations and of SQLite's writes (``executemany``, commits).
+        self.group_cpu = self.writes_cpu = 0.0
         #: The last batch's part digests (64 records each), as a file connector makes them.
         self.part_digests: list[bytes] = []
 
     def duty(self, since: float) -> float:
+        return self._add("duty_cpu", since)
+
+    def _add(self, what: str, since: float) -> float:
         now = time.process_time()
-        self.duty_cpu += now - since
+        setattr(self, what, getattr(self, what) + now - since)
         return now
 
     def _in_chunks(self, sql: str, values: list[Any]) -> list[tuple[Any, ...]]:
@@ -646,8 +651,9 @@ class _Columnar:
             if (kind_, v) not in persons:
                 message = hash_input(parse_identifier(v, IdentifierType[kind_], namespace="CISS"),
                                      "BENCH")  # fmt: skip
-                raw = group.multiply(self._scalar, group.hash_to_group(message))
                 clock = time.process_time()
+                raw = group.multiply(self._scalar, group.hash_to_group(message))
+                clock = self._add("group_cpu", clock)
                 h = mac()
                 h.update(message)
                 fresh.append((v, raw, h.digest()[:16]))
@@ -667,12 +673,22 @@ class _Columnar:
                 pid = len(persons) + 1
                 new.append((pid, 1, raw))
             persons[(kind_, v)] = (pid, person_key)
+        clock = time.process_time()
         self.db.executemany("insert into pseudonyms (id, epoch, value) values (?, ?, ?)", new)
+        self._add("writes_cpu", clock)
         got = list(map(persons.__getitem__, zip([kind_] * len(values), values, strict=True)))
         return [g[0] for g in got], [g[1] for g in got]
 
+    def commit(self) -> None:
+        clock = time.process_time()
+        self.db.commit()
+        self._add("writes_cpu", clock)
+
     def write(self, kind_: str, rows: Any) -> None:
+        rows = list(rows)  # built here: the write's CPU is SQLite's alone
+        clock = time.process_time()
         self.db.executemany(self.statements[kind_], rows)
+        self._add("writes_cpu", clock)
 
     def source_records(self, keys: list[str], contents: list[str]) -> range:
         """The batch's ``source_records``: their keyed key and record hash (of the
@@ -702,10 +718,12 @@ class _Columnar:
         self.duty(clock)
         sids = range(last + 1, last + 1 + m)
         run = [1] * m
-        self.db.executemany(
-            self.sr_sql,
-            zip(sids, run, ["CISS"] * m, skeys, record_hashes, [None] * m, run, strict=True),
+        rows = list(
+            zip(sids, run, ["CISS"] * m, skeys, record_hashes, [None] * m, run, strict=True)
         )
+        clock = time.process_time()
+        self.db.executemany(self.sr_sql, rows)
+        self._add("writes_cpu", clock)
         return sids
 
 
@@ -750,6 +768,8 @@ def run_columnar(kind: str, source: Path, work: Path) -> dict[str, float]:
         "cpu_seconds": time.process_time() - c0,
         "schema_cpu_seconds": schema_cpu,
         "duty_cpu_seconds": col.duty_cpu,
+        "group_cpu_seconds": col.group_cpu,
+        "writes_cpu_seconds": col.writes_cpu,
         "refused": refused,
         "rows": table_rows(col.db),
     }
@@ -862,7 +882,7 @@ def _columnar_csv(source: Path, col: _Columnar) -> tuple[int, int]:
             ),
         )  # fmt: skip
         n += m
-    col.db.commit()
+    col.commit()
     return n, refused
 
 
@@ -952,7 +972,7 @@ def _columnar_xml(source: Path, col: _Columnar) -> int:
             ),
         )  # fmt: skip
         n += m
-    col.db.commit()
+    col.commit()
     return n
 
 
