@@ -491,13 +491,17 @@ class ColumnMapping:
     def apply_columns(self, datas: Sequence[Mapping[str, Any]]) -> ColumnOutputs | None:
         """The batch's outputs spec by spec, and which records the row path decides
         (``refused``); ``None`` when its values are not all text or whole numbers."""
-        n = len(datas)
+        return self.apply_to_columns(len(datas), lambda name: _values_of(datas, name))
+
+    def apply_to_columns(self, n: int, values: Callable[[str], list[Any]]) -> ColumnOutputs | None:
+        """:meth:`apply_columns` of ``n`` records given as columns: ``values(name)`` is
+        field ``name`` over them (``None`` where a record lacks it)."""
         if n == 0:
             return ColumnOutputs([], [])
         cols: dict[str, _Col] = {}
         uncertain = pa.array([False] * n)
         for name in self._sources:
-            col = _source_column(_values_of(datas, name))
+            col = _source_column(values(name))
             if col is None:
                 return None
             cols[name], odd = col

@@ -80,6 +80,7 @@ from hub.pseudonyms.stage import (
     TYPE_ALIASES,
     Fingerprint,
     Prepared,
+    PreparedBatch,
     PseudonymiseStage,
     identifier_type_named,
 )
@@ -691,7 +692,7 @@ class Pipeline:
         self,
         ctx: RunContext,
         org: str,
-        prepared: list[Prepared],
+        prepared: Sequence[Prepared],
         existing: Mapping[str, LoadedRecord],
         counts: BatchCounts,
         *,
@@ -710,16 +711,17 @@ class Pipeline:
         ``made_pseudonyms``: those the stage made for the batch (stored as they are)."""
         cpu = self.stage_cpu
         clock = time.process_time()
+        batch = PreparedBatch.of(prepared)
         result = self.transform(
             ctx,
             org,
-            prepared,
-            {} if ctx.full_refresh else _hashes_of(existing, prepared),
+            batch,
+            {} if ctx.full_refresh else _hashes_of(existing, batch.source_key_hashes),
             counts,
             loaded_before=existing.keys(),
         )
         unchanged = unchanged + [existing[k].id for k in result.unchanged]
-        _remember_refused(self._seen.setdefault(ctx.run_id, {}), result.quarantine, prepared, units)
+        _remember_refused(self._seen.setdefault(ctx.run_id, {}), result.quarantine, batch, units)
         if candidates:
             refused = {q.source_key_hash for q in result.quarantine}
             loaded = []
@@ -753,7 +755,7 @@ class PseudonymisedBatch:
     """One batch after ``extract → pseudonymise``: no clear identifier, no registry needed."""
 
     #: (organisation, its records), in the order the direct sync loads them.
-    groups: list[tuple[str, list[Prepared]]]
+    groups: list[tuple[str, Sequence[Prepared]]]
     errors: list[SourceError]
     #: Keyed hashes of the units (files, flows) completed with this batch.
     unit_hashes: list[str]
@@ -838,13 +840,14 @@ class _Keyed(Protocol):
 _unit_hash_of = operator.attrgetter("unit_hash")
 
 
-def _hashes_of(existing: Mapping[str, LoadedRecord], todo: Sequence[Prepared]) -> dict[str, bytes]:
-    """The stored record hashes of the records still to map (not the whole batch's)."""
+def _hashes_of(existing: Mapping[str, LoadedRecord], todo: Sequence[str]) -> dict[str, bytes]:
+    """The stored record hashes of the records still to map (``todo``: their source key
+    hashes; not the whole batch's)."""
     out = {}
-    for p in todo:
-        before = existing.get(p.source_key_hash)
+    for skh in todo:
+        before = existing.get(skh)
         if before is not None:
-            out[p.source_key_hash] = before.record_hash
+            out[skh] = before.record_hash
     return out
 
 
@@ -902,12 +905,20 @@ def _without_duplicates(
 def _remember_refused(
     refused: dict[str, set[str]],
     quarantine: Sequence[QuarantineEntry],
-    prepared: Sequence[Prepared],
+    prepared: PreparedBatch,
     completed_units: Sequence[str],
 ) -> None:
     """Keep the keys of this batch's quarantined records per unit, and forget the units this
     batch completed (they cannot repeat a record any more)."""
-    unit_of = {p.source_key_hash: p.unit_hash for p in prepared if p.unit_hash is not None}
+    unit_of = (
+        {
+            skh: unit
+            for skh, unit in zip(prepared.source_key_hashes, prepared.unit_hashes, strict=True)
+            if unit is not None
+        }
+        if quarantine
+        else {}
+    )
     for q in quarantine:
         unit = unit_of.get(q.source_key_hash or "")
         if unit is not None and q.source_key_hash is not None:

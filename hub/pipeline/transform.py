@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from hub.mappings import CompiledMapping
 from hub.pipeline.context import Rejection, RunContext
-from hub.pseudonyms.stage import BatchPseudonymiser, Prepared
+from hub.pseudonyms.stage import BatchPseudonymiser, Prepared, PreparedBatch
 from hub.quality import may_warn, record_warnings
 from hub.registry import (
     BatchCounts,
@@ -121,31 +121,30 @@ class Transform:
         ``loaded_before``: the source keys loaded before (their old rows may go)."""
         out = Transformed(counts)
         mapping = ctx.mapping
+        batch = PreparedBatch.of(prepared)
         changes: dict[str, SourceRecordChange | _Decided] = {}
-        hashes = record_hashes(mapping.version, prepared)
-        index, fast, quiet = self._fast_outputs(mapping, prepared, hashes, existing)
+        hashes = record_hashes(mapping.version, batch)
+        index, fast, quiet = self._fast_outputs(mapping, batch, hashes, existing)
         at = {i: x for x, i in enumerate(index)}
         #: The batch's changes are all records the fast path decided, none twice.
         only_fast = True
-        for i, p in enumerate(prepared):
-            if p.problems:
-                out.quarantine.append(quarantine_entry(p, Rejection(*p.problems[0])))
+        skhs, ops, problems = batch.source_key_hashes, batch.ops, batch.problems
+        for i, skh in enumerate(skhs):
+            if problems[i]:
+                out.quarantine.append(quarantine_entry(batch[i], Rejection(*problems[i][0])))
                 counts.quarantined += 1
                 continue
             record_hash = hashes[i]
-            if (
-                p.op == "upsert"
-                and existing.get(p.source_key_hash) == record_hash
-                and p.source_key_hash not in changes
-            ):
+            op = ops[i]
+            if op == "upsert" and existing.get(skh) == record_hash and skh not in changes:
                 counts.unchanged += 1
-                out.unchanged.append(p.source_key_hash)
+                out.unchanged.append(skh)
                 continue
-            twice = p.source_key_hash in changes
-            replaces = twice or p.source_key_hash in loaded_before
-            if p.op == "delete":
-                changes[p.source_key_hash] = SourceRecordChange(
-                    p.source_key_hash, record_hash, "delete", (), p.unit_hash
+            twice = skh in changes
+            replaces = twice or skh in loaded_before
+            if op == "delete":
+                changes[skh] = SourceRecordChange(
+                    skh, record_hash, "delete", (), batch.unit_hashes[i]
                 )
                 counts.loaded += 1
                 counts.deleted += 1
@@ -157,9 +156,10 @@ class Transform:
                 # Decided in columns: mapped, validated and keyed; warnings only where the
                 # columns say a rule may fire.
                 mapped = () if i in quiet else fast.outputs(x)
-                changes[p.source_key_hash] = _Decided(x, replaces)
+                changes[skh] = _Decided(x, replaces)
                 only_fast = only_fast and not twice
             else:
+                p = batch[i]
                 result = mapping.apply(p.data)
                 for table, code in result.unmapped:
                     slot = counts.unmapped.setdefault(table, {})
@@ -174,23 +174,18 @@ class Transform:
                     counts.quarantined += 1
                     continue
                 mapped = [(o.model, o.data) for o in result.outputs]
-                changes[p.source_key_hash] = SourceRecordChange(
-                    p.source_key_hash,
-                    record_hash,
-                    "upsert",
-                    entities,
-                    p.unit_hash,
-                    replaces=replaces,
+                changes[skh] = SourceRecordChange(
+                    skh, record_hash, "upsert", entities, p.unit_hash, replaces=replaces
                 )
                 only_fast = False
             # -- data-quality warnings (hub/quality.py): counted, never a refusal.
             for w in (
-                record_warnings(mapped, cf_derived=p.cf_derived, district=self.district)
+                record_warnings(mapped, cf_derived=batch.cf_derived[i], district=self.district)
                 if mapped
                 else ()
             ):
                 out.warnings.append(
-                    WarningEntry(p.location, w.rule, w.field, w.message, p.source_key_hash)
+                    WarningEntry(batch.locations[i], w.rule, w.field, w.message, skh)
                 )
             counts.loaded += 1
         if fast is not None and only_fast and len(changes) == len(fast):
@@ -216,42 +211,48 @@ class Transform:
     def _fast_outputs(
         self,
         mapping: CompiledMapping,
-        prepared: Sequence[Prepared],
+        records: Sequence[Prepared],
         hashes: Sequence[bytes],
         existing: Mapping[str, bytes],
     ) -> tuple[list[int], ColumnChanges | None, set[int]]:
         """The records the fast path decides (their indexes in the batch), their rows as
-        columns, built spec by spec over the batch, and those of them for which no warning
-        rule can fire (:func:`hub.quality.may_warn`); the others take the row path (refused
-        by a step, or left by the fast path to the row path). The same rows, keys and
-        positions as :meth:`_entities`."""
+        columns, built spec by spec over the batch's columns, and those of them for which no
+        warning rule can fire (:func:`hub.quality.may_warn`); the others take the row path
+        (refused by a step, or left by the fast path to the row path). The same rows, keys
+        and positions as :meth:`_entities`."""
         columns = mapping.columns
         if columns is None:
             return [], None, set()
+        prepared = PreparedBatch.of(records)
+        skhs, ops, problems = prepared.source_key_hashes, prepared.ops, prepared.problems
         todo = [
             i
-            for i, p in enumerate(prepared)
-            if not p.problems and p.op == "upsert" and existing.get(p.source_key_hash) != hashes[i]
+            for i, skh in enumerate(skhs)
+            if not problems[i] and ops[i] == "upsert" and existing.get(skh) != hashes[i]
         ]
         if not todo:
             return [], None, set()
-        batch = columns.apply_columns([prepared[i].data for i in todo])
+        whole = len(todo) == len(prepared)
+        batch = columns.apply_to_columns(
+            len(todo), lambda name: prepared.values(name, None if whole else todo)
+        )
         if batch is None:
             return [], None, set()
         ok = [j for j, refused in enumerate(batch.refused) if not refused]
         if not ok:
             return [], None, set()
-        records = [prepared[todo[j]] for j in ok]
         every = len(ok) == len(todo)
+        #: The records decided, by their index in the batch.
+        index = todo if every else [todo[j] for j in ok]
 
         def decided(values: list[Any]) -> list[Any]:
             """A column over the batch's records, cut to those decided."""
             return values if every else [values[j] for j in ok]
 
-        #: Per record, its identifier fields' pseudonyms → the person's key (None: none),
-        #: and all those pseudonyms: built when a key first needs them.
-        persons: list[dict[Any, str] | None] | None = None
-        pseudonyms: set[Any] = set()
+        #: Per identifier field with person keys: its pseudonyms and person keys over the
+        #: records decided, and the pseudonyms of those that have one; built when a key
+        #: first needs them.
+        persons: list[tuple[list[Any], list[str | None], set[Any]]] | None = None
         #: A key part's column (by identity: specs keyed by one field share it) → its
         #: values over the records decided, identifier pseudonyms made persons' keys.
         parts_of: dict[int, list[str]] = {}
@@ -271,23 +272,27 @@ class Transform:
                     if values is None:
                         values = decided(column)
                         if persons is None:
-                            persons = [
-                                {r.data.get(name): person for name, person in r.person_keys}
-                                if r.person_keys
-                                else None
-                                for r in records
-                            ]
-                            pseudonyms = set().union(*[ps for ps in persons if ps])
+                            persons = []
+                            for name, keys_ in prepared.person_keys.items():
+                                pseudonyms = prepared.values(name, index)
+                                person = [keys_[i] for i in index]
+                                given = {
+                                    ps
+                                    for ps, pk in zip(pseudonyms, person, strict=True)
+                                    if pk is not None
+                                }
+                                persons.append((pseudonyms, person, given))
                         # A key naming an identifier field is built from the person's key,
                         # which needs no group operation to stay the same across key
                         # rotations (a pseudonym that came already pseudonymised is made
                         # epoch-independent by key16). A column holding none of the
                         # batch's pseudonyms is left as it is.
-                        if not pseudonyms.isdisjoint(values):
-                            values = [
-                                v if ps is None else ps.get(v, v)
-                                for v, ps in zip(values, persons, strict=True)
-                            ]
+                        for pseudonyms, person, given in persons:
+                            if not given.isdisjoint(values):
+                                values = [
+                                    pk if pk is not None and v == ps else v
+                                    for v, ps, pk in zip(values, pseudonyms, person, strict=True)
+                                ]
                         parts_of[id(column)] = values
                     parts.append(values)
                 keys = list(zip(*parts, strict=True))
@@ -318,25 +323,24 @@ class Transform:
                 counts[x] = n + 1
                 # Owned: identified by (source record, position) in the registry, no hash;
                 # else by a hash of the record's own keyed source-key hash.
-                ident.append(n if owned else _unkeyed_hash(records[x], model, n))
+                ident.append(n if owned else _unkeyed_hash(skhs[index[x]], model, n))
             out.append(ColumnRows(model, spec.names, rows, ident, owned))
         may = may_warn(
             [(spec.model, spec.fields, spec.active_mask) for spec in batch.specs],
             len(todo),
-            cf_derived=[prepared[i].cf_derived for i in todo],
+            cf_derived=[prepared.cf_derived[i] for i in todo],
             district=self.district,
         )
         quiet: set[int] = set()
         if may is not None:
             flags = may.to_pylist()
             quiet = {todo[j] for j in ok if not flags[j]}
-        index = [todo[j] for j in ok]
         return (
             index,
             ColumnChanges(
-                [r.source_key_hash for r in records],
+                [skhs[i] for i in index],
                 [hashes[i] for i in index],
-                [r.unit_hash for r in records],
+                [prepared.unit_hashes[i] for i in index],
                 out,
             ),
             quiet,
@@ -378,7 +382,7 @@ class Transform:
             # The n-th output of this model of the record, of a kind no source record owns (a
             # subject without a key): keyed by the record's own keyed source-key hash (no
             # second HMAC needed).
-            entities.append(EntityRow(model, _unkeyed_hash(p, model, n), values))
+            entities.append(EntityRow(model, _unkeyed_hash(p.source_key_hash, model, n), values))
         return tuple(entities)
 
     def _validate(
@@ -407,12 +411,12 @@ class Transform:
         return self._entities(p, rows), None
 
 
-def _unkeyed_hash(p: Prepared, model: str, n: int) -> bytes:
+def _unkeyed_hash(source_key_hash: str, model: str, n: int) -> bytes:
     """The identity of the n-th output of ``model`` of a record, of a kind no source record
     owns (a subject without a key): keyed by the record's own keyed source-key hash (no
     second HMAC needed)."""
     return hashlib.blake2b(
-        f"{model}|{n}".encode(), key=p.source_key_hash.encode()[:64], digest_size=16
+        f"{model}|{n}".encode(), key=source_key_hash.encode()[:64], digest_size=16
     ).digest()
 
 
@@ -481,12 +485,13 @@ def record_hashes(mapping_version: str, prepared: Sequence[Prepared]) -> list[by
     pseudonymisation), each from a copy of the keyed BLAKE2b state: the same bytes, for
     about two thirds of the cost."""
     copy = hashlib.blake2b(key=mapping_version.encode()[:64], digest_size=16).copy
+    batch = PreparedBatch.of(prepared)
     out = []
-    for p in prepared:
-        if p.problems:
+    for fingerprint, problems in zip(batch.fingerprints, batch.problems, strict=True):
+        if problems:
             out.append(b"")
             continue
         h = copy()
-        h.update(p.fingerprint.encode())
+        h.update(fingerprint.encode())
         out.append(h.digest())
     return out

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
@@ -113,6 +113,133 @@ class Prepared(NamedTuple):
     #: (identifier field, :meth:`~hub.pseudonyms.Pseudonymiser.person_key` of its value) for
     #: each identifier pseudonymised: what row keys naming that field are built from.
     person_keys: tuple[tuple[str, str], ...] = ()
+
+
+#: Held in a column of :class:`PreparedBatch` where a record lacks the field.
+ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "ABSENT", "__slots__": ()})()
+
+
+class PreparedBatch(Sequence[Prepared]):
+    """A batch of :class:`Prepared` records held column by column: what leaves the stage.
+
+    Transform's fast path reads the columns without a record object or a data dict per
+    record; ``batch[i]`` builds record ``i`` for the paths that take one (quarantine, the
+    row path, push mode), equal to the one the stage used to build.
+
+    ``columns`` holds each data field over the batch, pseudonyms in place of identifiers,
+    :data:`ABSENT` where a record lacks the field; ``person_keys`` each identifier field's
+    person keys (``None`` where the record has none).
+    """
+
+    __slots__ = (
+        "_absent",
+        "cf_derived",
+        "columns",
+        "fingerprints",
+        "locations",
+        "ops",
+        "person_keys",
+        "problems",
+        "source_key_hashes",
+        "unit_hashes",
+    )
+
+    def __init__(
+        self,
+        *,
+        source_key_hashes: list[str],
+        locations: list[str],
+        ops: list[str],
+        columns: dict[str, list[Any]],
+        problems: list[tuple[tuple[str, str, str], ...]],
+        unit_hashes: list[str | None],
+        cf_derived: list[tuple[int, str] | None],
+        fingerprints: list[str],
+        person_keys: dict[str, list[str | None]],
+        absent: frozenset[str],
+    ) -> None:
+        self.source_key_hashes = source_key_hashes
+        self.locations = locations
+        self.ops = ops
+        self.columns = columns
+        self.problems = problems
+        self.unit_hashes = unit_hashes
+        self.cf_derived = cf_derived
+        self.fingerprints = fingerprints
+        self.person_keys = person_keys
+        #: The columns holding ABSENT somewhere.
+        self._absent = absent
+
+    @classmethod
+    def of(cls, records: Sequence[Prepared]) -> PreparedBatch:
+        """The columns of records built one by one (push mode, tests)."""
+        if isinstance(records, PreparedBatch):
+            return records
+        names = list(dict.fromkeys(k for p in records for k in p.data))
+        columns = {n: [p.data.get(n, ABSENT) for p in records] for n in names}
+        keyed = list(dict.fromkeys(name for p in records for name, _ in p.person_keys))
+        person_keys = {n: [dict(p.person_keys).get(n) for p in records] for n in keyed}
+        return cls(
+            source_key_hashes=[p.source_key_hash for p in records],
+            locations=[p.location for p in records],
+            ops=[p.op for p in records],
+            columns=columns,
+            problems=[p.problems for p in records],
+            unit_hashes=[p.unit_hash for p in records],
+            cf_derived=[p.cf_derived for p in records],
+            fingerprints=[p.fingerprint for p in records],
+            person_keys=person_keys,
+            absent=frozenset(n for n, c in columns.items() if any(v is ABSENT for v in c)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.source_key_hashes)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("record index out of range")
+        absent = self._absent
+        data = {n: c[i] for n, c in self.columns.items() if n not in absent or c[i] is not ABSENT}
+        return Prepared(
+            self.source_key_hashes[i],
+            self.locations[i],
+            self.ops[i],
+            data,
+            self.problems[i],
+            self.unit_hashes[i],
+            self.cf_derived[i],
+            self.fingerprints[i],
+            tuple((n, c[i]) for n, c in self.person_keys.items() if c[i] is not None),
+        )
+
+    def __iter__(self) -> Iterator[Prepared]:
+        return (self[i] for i in range(len(self)))
+
+    def values(self, name: str, at: Sequence[int] | None = None) -> list[Any]:
+        """Field ``name`` of the records ``at`` (all: ``None``), ``None`` where absent."""
+        column = self.columns.get(name)
+        if column is None:
+            return [None] * (len(self) if at is None else len(at))
+        if at is not None:
+            column = [column[i] for i in at]
+        if name in self._absent:
+            return [None if v is ABSENT else v for v in column]
+        return column if at is not None else list(column)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a batch or list of the same records, in the same order."""
+        if not isinstance(other, PreparedBatch | list | tuple):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # never the values
+        return f"PreparedBatch({len(self)} records)"
 
 
 class Fingerprint(NamedTuple):
@@ -266,7 +393,7 @@ class PseudonymiseStage:
         records: Sequence[RawRecord],
         org: str,
         fingerprints: Sequence[Fingerprint] | None = None,
-    ) -> list[Prepared]:
+    ) -> PreparedBatch:
         """Pseudonymise ``records`` of ``org`` (``fingerprints``: theirs, if computed)."""
         if fingerprints is None:
             fingerprints = self.fingerprints(records, org)
@@ -420,72 +547,91 @@ class PseudonymiseStage:
         datas: Sequence[Mapping[str, Any]],
         plans: Sequence[list[_Key | _Marker | None]],
         fingerprints: Sequence[Fingerprint],
-    ) -> list[Prepared]:
-        """Each record with its data fields, pseudonyms in place of its identifiers."""
-        tables = self._outcomes
-        #: Per identifier field, each record's outcome (or its plan's marker), column-wise.
-        outcomes = [
-            (spec, [tables[k[0]][k[1]] if type(k) is tuple else k for k in column])
-            for spec, column in zip(self.identifier_fields, plans, strict=True)
-        ]
-        fields, values_of = self.data_fields, self._data_values
-        derived_of = self._derived
-        out = []
-        for i, (record, raw, fp) in enumerate(zip(records, datas, fingerprints, strict=True)):
-            data: dict[str, Any]
+    ) -> PreparedBatch:
+        """The batch's data fields as columns, pseudonyms in place of its identifiers."""
+        n = len(records)
+        columns: dict[str, list[Any]] = {}
+        absent: set[str] = set()
+        if not n:
+            return PreparedBatch.of([])
+        for name in self.data_fields:
             try:
-                data = dict(zip(fields, values_of(raw), strict=True))
-            except KeyError:  # some field absent: the present ones
-                data = {f: raw[f] for f in fields if f in raw}
-            problems: list[tuple[str, str, str]] = []
-            cf_derived: tuple[int, str] | None = None
-            person_keys: list[tuple[str, str]] = []
-            for spec, column in outcomes:
-                outcome = column[i]
-                if outcome is _ABSENT:
-                    continue
-                if outcome is None:  # an absent identifier (type NONE, or optional and blank)
-                    data[spec.name] = None
-                    continue
-                if type(outcome) is not str:
-                    if isinstance(outcome, InvalidIdentifier):
-                        problems.append((spec.name, outcome.rule, outcome.message))
-                    else:  # _UNKNOWN_TYPE
-                        problems.append(
-                            (
-                                spec.name,
-                                "unknown_type",
-                                f"{spec.type_field}: not a known identifier type",
-                            )
-                        )
-                    data[spec.name] = INVALID_MARKER
-                    continue
-                # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
-                person_keys.append((spec.name, outcome[:_PERSON_KEY_LEN]))
-                if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
-                    data[spec.name] = outcome[_PERSON_KEY_LEN:]
-                    continue
-                data[spec.name] = outcome[_PERSON_KEY_LEN + 5 :]
-                code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
-                derived = derived_of.get(code)
-                if derived is None:
-                    derived = derived_of[code] = (int(code[:4]), code[4])
-                if cf_derived is None:
-                    cf_derived = derived
+                columns[name] = list(map(operator.itemgetter(name), datas))  # C speed
+            except KeyError:  # some record lacks it
+                columns[name] = [d.get(name, ABSENT) for d in datas]
+                absent.add(name)
+        problems: list[tuple[tuple[str, str, str], ...]] = [()] * n
+        cf_derived: list[tuple[int, str] | None] = [None] * n
+        person_keys: dict[str, list[str | None]] = {}
+        tables = self._outcomes
+        for spec, plan in zip(self.identifier_fields, plans, strict=True):
+            # Each distinct outcome of the column read once: (the field's value, its person
+            # key, the CF-derived birth year and sex, the problem).
+            read: dict[Any, tuple[Any, str | None, tuple[int, str] | None, Any]] = {}
+            rows = []
+            for k in plan:
+                outcome = tables[k[0]][k[1]] if type(k) is tuple else k
+                got = read.get(outcome)
+                if got is None:
+                    got = read[outcome] = self._read_outcome(spec, outcome)
+                rows.append(got)
+            value, person, derived, problem = (list(c) for c in zip(*rows, strict=True))
+            columns[spec.name] = value
+            if _ABSENT in read:
+                absent.add(spec.name)
+            if any(p is not None for p in person):
+                person_keys[spec.name] = person
+            if any(d is not None for d in derived):
                 if spec.derive_birth_year_and_sex:
-                    data[f"{spec.name}__birth_year"] = derived[0]
-                    data[f"{spec.name}__sex"] = derived[1]
-            out.append(
-                Prepared(
-                    fp.source_key_hash,
-                    record.location,
-                    record.op,
-                    data,
-                    tuple(problems),
-                    fp.unit_hash,
-                    cf_derived,
-                    fp.fingerprint,
-                    tuple(person_keys),
-                )
-            )
-        return out
+                    columns[f"{spec.name}__birth_year"] = [
+                        ABSENT if d is None else d[0] for d in derived
+                    ]
+                    columns[f"{spec.name}__sex"] = [ABSENT if d is None else d[1] for d in derived]
+                    if None in derived:
+                        absent.update((f"{spec.name}__birth_year", f"{spec.name}__sex"))
+                # The first codice fiscale of the record gives its birth year and sex.
+                cf_derived = [
+                    c if c is not None else d for c, d in zip(cf_derived, derived, strict=True)
+                ]
+            if any(p is not None for p in problem):
+                problems = [
+                    ps if p is None else (*ps, p) for ps, p in zip(problems, problem, strict=True)
+                ]
+        return PreparedBatch(
+            source_key_hashes=[f.source_key_hash for f in fingerprints],
+            locations=[r.location for r in records],
+            ops=[r.op for r in records],
+            columns=columns,
+            problems=problems,
+            unit_hashes=[f.unit_hash for f in fingerprints],
+            cf_derived=cf_derived,
+            fingerprints=[f.fingerprint for f in fingerprints],
+            person_keys=person_keys,
+            absent=frozenset(absent),
+        )
+
+    def _read_outcome(
+        self, spec: FieldSpec, outcome: Any
+    ) -> tuple[Any, str | None, tuple[int, str] | None, tuple[str, str, str] | None]:
+        """One identifier field's outcome as a record holds it: the field's value (its
+        pseudonym, None, ``INVALID_MARKER`` or ``ABSENT``), its person key, the birth year
+        and sex of a codice fiscale, and why it was refused."""
+        if outcome is _ABSENT:
+            return ABSENT, None, None, None
+        if outcome is None:  # an absent identifier (type NONE, or optional and blank)
+            return None, None, None, None
+        if type(outcome) is not str:
+            if isinstance(outcome, InvalidIdentifier):
+                return INVALID_MARKER, None, None, (spec.name, outcome.rule, outcome.message)
+            # _UNKNOWN_TYPE
+            why = (spec.name, "unknown_type", f"{spec.type_field}: not a known identifier type")
+            return INVALID_MARKER, None, None, why
+        # _pack's layout: person key, then YYYYS for a codice fiscale, then "v2.…".
+        person = outcome[:_PERSON_KEY_LEN]
+        if outcome.startswith(TEXT_PREFIX, _PERSON_KEY_LEN):  # no birth year and sex
+            return outcome[_PERSON_KEY_LEN:], person, None, None
+        code = outcome[_PERSON_KEY_LEN : _PERSON_KEY_LEN + 5]
+        derived = self._derived.get(code)
+        if derived is None:
+            derived = self._derived[code] = (int(code[:4]), code[4])
+        return outcome[_PERSON_KEY_LEN + 5 :], person, derived, None

@@ -16,7 +16,12 @@ from hub.pipeline.extract import Extract
 from hub.pseudonyms import Identifier, Keyring, KeySource, Pseudonymiser, parse_identifier
 from hub.pseudonyms import stage as stage_module
 from hub.pseudonyms.identifiers import IdentifierType, cf_birth_year_and_sex
-from hub.pseudonyms.stage import INVALID_MARKER, PseudonymiseStage, pseudonym_text
+from hub.pseudonyms.stage import (
+    INVALID_MARKER,
+    PreparedBatch,
+    PseudonymiseStage,
+    pseudonym_text,
+)
 
 CF = "RSSMRA80A01H501U"
 
@@ -368,3 +373,48 @@ def test_prepared_data_holds_the_declared_data_fields_a_record_has(
     assert whole.data == {"id": "9", "a": "1", "b": "2"}  # no personal or undeclared field
     assert list(whole.data) == ["id", "a", "b"]
     assert partial.data == {"id": "8", "b": None}
+
+
+def test_the_stage_hands_on_columns_that_give_back_each_record_as_it_was_built(
+    pseudonymiser: Pseudonymiser,
+) -> None:
+    """What leaves the stage is a batch of columns (no data dict per record); each record
+    taken out of it is the one built from the records one by one, and a column read for
+    transform holds None where a record lacks the field."""
+    stream = Stream(
+        "s",
+        fields=(
+            FieldSpec("k"),
+            FieldSpec("a"),
+            FieldSpec(
+                "cf",
+                FieldRole.IDENTIFIER,
+                identifier_type=IdentifierType.CF,
+                derive_birth_year_and_sex=True,
+            ),
+        ),
+        source_key=("k",),
+    )
+    rows = [
+        {"k": "1", "a": "x", "cf": CF},
+        {"k": "2", "cf": "NOT A CF"},  # a lacks; cf refused
+        {"k": "3", "a": "y"},  # cf absent: nothing of it
+    ]
+    records = [RawRecord("s", r, f"line {i}", key=r["k"]) for i, r in enumerate(rows, 2)]
+    batch = PseudonymiseStage(pseudonymiser, connector="c", stream=stream)(records, "ORG")
+    assert isinstance(batch, PreparedBatch) and len(batch) == 3
+    one, two, three = batch
+    assert list(one.data) == ["k", "a", "cf", "cf__birth_year", "cf__sex"]
+    assert one.data["cf"] == pseudonymiser.pseudonym(parse_identifier(CF))
+    assert one.cf_derived == (1980, "M") and one.person_keys[0][0] == "cf"
+    assert two.data == {"k": "2", "cf": INVALID_MARKER} and two.problems[0][0] == "cf"
+    assert three.data == {"k": "3", "a": "y"} and not three.problems and not three.person_keys
+    assert batch.values("a") == ["x", None, "y"]
+    assert batch.values("cf__sex", [0, 2]) == ["M", None]
+    assert batch.values("not declared") == [None, None, None]
+    # The same records, built one by one, make the same columns.
+    again = PreparedBatch.of(list(batch))
+    assert again == batch and list(again) == [one, two, three]
+    assert again.values("a") == batch.values("a") and again.person_keys == batch.person_keys
+    assert batch[-1] == three and batch[1:] == [two, three]
+    assert CF not in repr(batch)
