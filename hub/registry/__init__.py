@@ -347,6 +347,9 @@ _DATA_COLUMNS = {
 }
 
 
+#: Source records per ``INSERT ... RETURNING`` statement on SQLite (6 values each, within
+#: SQLite's 32,766 parameters).
+RETURNING_ROWS = 5000
 #: From this many rows, a PostgreSQL write goes through a staging table loaded with COPY
 #: (:meth:`Registry._upsert_staged`); fewer go as one multi-row statement.
 COPY_MIN_ROWS = 200
@@ -1394,7 +1397,7 @@ class Registry:
         keys = {k: blake2b(k.encode(), digest_size=16).digest() for k in skhs}
         if len(keys) != len(skhs):
             raise ValueError("a source record twice among the records given as columns")
-        self._write_source_records(
+        ids = self._written_source_records(
             conn,
             stream_id,
             org,
@@ -1403,7 +1406,6 @@ class Registry:
             columns.record_hashes,
             columns.unit_hashes,
         )
-        ids = self._source_record_ids(conn, stream_id, keys.values())
         sids = [ids[k] for k in keys.values()]
         if columns.replaces is not None and any(columns.replaces):
             at = [x for x, r in enumerate(columns.replaces) if r]
@@ -1546,6 +1548,53 @@ class Registry:
             ("stream_id", "key"),
             rows=n,
         )
+
+    def _written_source_records(
+        self,
+        conn: sa.Connection,
+        stream_id: int,
+        org: str,
+        run_id: int,
+        keys: Sequence[bytes],
+        record_hashes: Sequence[bytes],
+        unit_hashes: Sequence[str | None],
+    ) -> dict[bytes, int]:
+        """:meth:`_write_source_records` of distinct keys, and the ids of those records.
+
+        On SQLite the upsert itself gives the ids back (``RETURNING``, one multi-row
+        statement per :data:`RETURNING_ROWS` records) instead of a look-up by key after it;
+        elsewhere the look-up follows the write."""
+        if self.dialect != "sqlite":
+            self._write_source_records(
+                conn, stream_id, org, run_id, keys, record_hashes, unit_hashes
+            )
+            return self._source_record_ids(conn, stream_id, keys)
+        units = self._unit_ids(conn, stream_id, {u for u in unit_hashes if u})
+        unit_ids = [None if u is None else units[u] for u in unit_hashes]
+        names = ("stream_id", "org", "key", "record_hash", "unit", "run_id")
+        conflict = ("stream_id", "key")
+        action = self._conflict_action(t.source_records, names, conflict, (), False)
+        ids: dict[bytes, int] = {}
+        for start in range(0, len(keys), RETURNING_ROWS):
+            end = min(start + RETURNING_ROWS, len(keys))
+            n = end - start
+            sql = self._plain_sql(
+                ("returning", n),
+                f"INSERT INTO source_records ({', '.join(names)}) VALUES "  # noqa: S608
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * n)
+                + f" ON CONFLICT {self._conflict_target(conflict, None)} {action}"
+                " RETURNING id, key",
+            )
+            params: list[Any] = []
+            for row in zip(
+                keys[start:end], record_hashes[start:end], unit_ids[start:end], strict=True
+            ):
+                params += (stream_id, org, row[0], row[1], row[2], run_id)
+            ids.update({bytes(k): int(i) for i, k in _driver_rows(conn, sql, params)})
+        if len(ids) != len(keys):  # the update left a row alone: it gave no id back
+            missing = [k for k in keys if k not in ids]
+            ids.update(self._source_record_ids(conn, stream_id, missing))
+        return ids
 
     def _source_record_ids(
         self, conn: sa.Connection, stream_id: int, keys: Iterable[bytes]
@@ -2181,9 +2230,18 @@ def _driver_rows(conn: sa.Connection, sql: str, params: Sequence[Any]) -> list[t
     transaction): for the look-ups that read a row per source record, where building
     SQLAlchemy rows would cost more than the query."""
     cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.dialect.loaded_dbapi
     try:
         cur.execute(sql, tuple(params))
         return list(cur.fetchall())
+    except dbapi.Error as e:
+        # As SQLAlchemy raises it for its own statements (the sync's one-line error for a
+        # refused write or a full disk), and never with the statement's values.
+        # The statement's start only: a multi-row one holds thousands of placeholders.
+        statement = sql if len(sql) <= 120 else sql[:120] + "…"
+        raise sa.exc.DBAPIError.instance(
+            statement, None, e, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+        ) from None
     finally:
         cur.close()
 
