@@ -296,8 +296,6 @@ def _iso(d: str) -> str | None:
 def parse_records(kind: str, source: Path, pseudo: Any) -> Any:
     """(source key, field tuple) per record: parse + validate/pseudonymise the identifiers,
     the field values converted as the mapping would (dates, codes, amounts, flags)."""
-    from lxml import etree
-
     if kind == "csv":
         with source.open(encoding="cp1252", newline="") as f:
             rows = csv.reader(f, delimiter=";")
@@ -326,6 +324,35 @@ def parse_records(kind: str, source: Path, pseudo: Any) -> Any:
                     ),
                 )
         return
+    for el, person in _ps_elements(source):
+        start, end = el.get("DataInizioPrestazione"), el.get("DataFinePrestazione")
+        yield (
+            el.get("ProtocolloDomanda"),
+            (
+                pseudo("CF", el.getparent().get("CodiceFiscale")),
+                int(person["year"] or 0),
+                person["sex"],
+                person["comune"],
+                person["citizenship"],
+                el.get("CodicePrestazione"),
+                AREAS[el.get("AreaUtenza")],
+                start,
+                end,
+                el.get("ImportoMensile"),
+                el.get("QuotaUtente"),
+                person["comune"],
+                start if el.get("PresaCarico") == "1" else None,
+                end,
+            ),
+        )
+
+
+def _ps_elements(source: Path) -> Any:
+    """Each ``PrestazioniSociali`` element of a PS flow with its beneficiary's attributes
+    (birth year, sex, citizenship, comune); each beneficiary is dropped once parsed, so
+    memory stays flat."""
+    from lxml import etree
+
     person: dict[str, str | None] = {}
     for _ev, el in etree.iterparse(
         str(source), events=("end",), resolve_entities=False, no_network=True, load_dtd=False
@@ -338,27 +365,7 @@ def parse_records(kind: str, source: Path, pseudo: Any) -> Any:
         elif tag == "Indirizzo":
             person["comune"] = el.get("CodiceComune")
         elif tag == "PrestazioniSociali":
-            cf = el.getparent().get("CodiceFiscale")
-            start, end = el.get("DataInizioPrestazione"), el.get("DataFinePrestazione")
-            yield (
-                el.get("ProtocolloDomanda"),
-                (
-                    pseudo("CF", cf),
-                    int(person["year"] or 0),
-                    person["sex"],
-                    person["comune"],
-                    person["citizenship"],
-                    el.get("CodicePrestazione"),
-                    AREAS[el.get("AreaUtenza")],
-                    start,
-                    end,
-                    el.get("ImportoMensile"),
-                    el.get("QuotaUtente"),
-                    person["comune"],
-                    start if el.get("PresaCarico") == "1" else None,
-                    end,
-                ),
-            )
+            yield el, person
         elif tag == "Beneficiario":
             el.clear()
             while el.getprevious() is not None:
@@ -893,44 +900,30 @@ _XML_FIELDS = ("key", "cf", "year", "sex", "comune", "citizenship", "service", "
 
 def _xml_batches(source: Path, size: int = 10_000) -> Any:
     """The floor's parse of a PS flow, the attributes gathered into columns of ``size``."""
-    from lxml import etree
-
     cols: dict[str, list[Any]] = {f: [] for f in _XML_FIELDS}
     add = [cols[f].append for f in _XML_FIELDS]
-    person: dict[str, str | None] = {}
-    for _ev, el in etree.iterparse(
-        str(source), events=("end",), resolve_entities=False, no_network=True, load_dtd=False
-    ):
-        tag = el.tag.rsplit("}", 1)[-1]
-        if tag == "Anagrafica":
-            person["year"] = el.get("AnnoNascita")
-            person["sex"] = "F" if el.get("Genere") == "2" else "M"
-            person["citizenship"] = el.get("CodiceCittadinanza")
-        elif tag == "Indirizzo":
-            person["comune"] = el.get("CodiceComune")
-        elif tag == "PrestazioniSociali":
-            values = (
-                el.get("ProtocolloDomanda"), el.getparent().get("CodiceFiscale"),
-                int(person["year"] or 0), person["sex"], person["comune"], person["citizenship"],
-                el.get("CodicePrestazione"), AREAS[el.get("AreaUtenza")],
-                el.get("DataInizioPrestazione"), el.get("DataFinePrestazione"),
-                el.get("ImportoMensile"), el.get("QuotaUtente"), el.get("PresaCarico") == "1",
-            )  # fmt: skip
-            for append, v in zip(add, values, strict=True):
-                append(v)
-            if len(cols["key"]) == size:
-                yield cols
-                cols = {f: [] for f in _XML_FIELDS}
-                add = [cols[f].append for f in _XML_FIELDS]
-        elif tag == "Beneficiario":
-            el.clear()
-            while el.getprevious() is not None:
-                del el.getparent()[0]
+    for el, person in _ps_elements(source):
+        values = (
+            el.get("ProtocolloDomanda"), el.getparent().get("CodiceFiscale"),
+            int(person["year"] or 0), person["sex"], person["comune"], person["citizenship"],
+            el.get("CodicePrestazione"), AREAS[el.get("AreaUtenza")],
+            el.get("DataInizioPrestazione"), el.get("DataFinePrestazione"),
+            el.get("ImportoMensile"), el.get("QuotaUtente"), el.get("PresaCarico") == "1",
+        )  # fmt: skip
+        for append, v in zip(add, values, strict=True):
+            append(v)
+        if len(cols["key"]) == size:
+            yield cols
+            cols = {f: [] for f in _XML_FIELDS}
+            add = [cols[f].append for f in _XML_FIELDS]
     if cols["key"]:
         yield cols
 
 
 def _columnar_xml(source: Path, col: _Columnar) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     n = 0
     for c in _xml_batches(source):
         m = len(c["key"])
@@ -939,9 +932,6 @@ def _columnar_xml(source: Path, col: _Columnar) -> int:
         subject, person = col.person_column(c["cf"], "CF")
         clock = time.process_time()
         # The common schema's rules the official one leaves open (the pipeline's validation).
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         ok = _plausible_years(pa.array(c["year"], pa.int32()))
         ok = pc.and_(ok, pc.match_substring_regex(pa.array(c["amount"], pa.string()),
                                                   r"^\d{1,7}(\.\d{1,2})?$"))  # fmt: skip
