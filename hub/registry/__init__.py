@@ -346,6 +346,9 @@ _DATA_COLUMNS = {
     for kind, table in t.RECORD_TABLES.items()
 }
 
+#: The fields a sync writes of a source record, and its key within the registry.
+_SOURCE_RECORD_FIELDS = ("stream_id", "org", "key", "record_hash", "unit", "run_id")
+_SOURCE_RECORD_KEY = ("stream_id", "key")
 
 #: Source records per ``INSERT ... RETURNING`` statement on SQLite (6 values each, within
 #: SQLite's 32,766 parameters).
@@ -1531,23 +1534,29 @@ class Registry:
         unit_hashes: Sequence[str | None],
     ) -> None:
         """One upsert of ``source_records`` (16-byte keys and record hashes)."""
-        units = self._unit_ids(conn, stream_id, {u for u in unit_hashes if u})
         n = len(keys)
         self._write_columns(
             conn,
             t.source_records,
-            ("stream_id", "org", "key", "record_hash", "unit", "run_id"),
+            _SOURCE_RECORD_FIELDS,
             [
                 repeat(stream_id, n),
                 repeat(org, n),
                 keys,
                 record_hashes,
-                [None if u is None else units[u] for u in unit_hashes],
+                self._unit_column(conn, stream_id, unit_hashes),
                 repeat(run_id, n),
             ],
-            ("stream_id", "key"),
+            _SOURCE_RECORD_KEY,
             rows=n,
         )
+
+    def _unit_column(
+        self, conn: sa.Connection, stream_id: int, unit_hashes: Sequence[str | None]
+    ) -> list[int | None]:
+        """The ``units.id`` of each keyed unit hash (None for a record of no unit)."""
+        units = self._unit_ids(conn, stream_id, {u for u in unit_hashes if u})
+        return [None if u is None else units[u] for u in unit_hashes]
 
     def _written_source_records(
         self,
@@ -1569,10 +1578,8 @@ class Registry:
                 conn, stream_id, org, run_id, keys, record_hashes, unit_hashes
             )
             return self._source_record_ids(conn, stream_id, keys)
-        units = self._unit_ids(conn, stream_id, {u for u in unit_hashes if u})
-        unit_ids = [None if u is None else units[u] for u in unit_hashes]
-        names = ("stream_id", "org", "key", "record_hash", "unit", "run_id")
-        conflict = ("stream_id", "key")
+        unit_ids = self._unit_column(conn, stream_id, unit_hashes)
+        names, conflict = _SOURCE_RECORD_FIELDS, _SOURCE_RECORD_KEY
         action = self._conflict_action(t.source_records, names, conflict, (), False)
         ids: dict[bytes, int] = {}
         for start in range(0, len(keys), RETURNING_ROWS):
