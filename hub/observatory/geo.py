@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-ATTRIBUTION = "Confini comunali: ISTAT 2023 (CC-BY-4.0)"
+#: Shown on every map and report (the licence asks for it).
+ATTRIBUTION = "Confini comunali: ISTAT 2023, semplificati (CC-BY-4.0)"
 #: The shipped boundaries (``scripts/build-comuni-boundaries.py``).
 BOUNDARIES = Path(__file__).resolve().parent.parent / "data" / "comuni_boundaries_2023.arrow"
 #: Sequential palette (light to dark blue), readable on white; text stays dark on all.

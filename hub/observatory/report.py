@@ -31,7 +31,7 @@ from hub.observatory.disclosure import (
     Value,
     protect_release,
 )
-from hub.observatory.geo import rates_per_1000, shapes, svg_map
+from hub.observatory.geo import ATTRIBUTION, rates_per_1000, shapes, svg_map
 from hub.observatory.indicators import latest_year, release_tables
 from hub.observatory.notes import NOTES_IT, italian_note, with_service_names
 from hub.observatory.rows import own
@@ -338,6 +338,7 @@ def build_report(
         tables=release.tables,
         charts={pt.spec.id: _bars(pt) for pt in release.tables},
         map_svg=map_svg,
+        boundaries=ATTRIBUTION,
         empty={c.table.id: c.note for c in choices if c.note},
         left_out=_italian_list([SOURCE_NAMES[s] for s in ALL_SOURCES if s in never]),
         k=k,
