@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import psycopg
 import pytest
 
@@ -148,14 +148,14 @@ class Cluster:
     def api(self, method: str, path: str, body: object = None) -> Any:
         if not self._token:
             password = (self.dir / "run" / "admin_password").read_text().strip()
-            r = httpx.post(
+            r = httpx2.post(
                 f"http://127.0.0.1:{self.api_port}/auth/token",
                 json={"username": "admin", "password": password},
                 timeout=30,
             )
             r.raise_for_status()
             self._token = r.json()["access_token"]
-        r = httpx.request(
+        r = httpx2.request(
             method,
             f"http://127.0.0.1:{self.api_port}/api/v2{path}",
             json=body,
