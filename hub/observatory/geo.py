@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+#: The year of ISTAT's boundaries shipped (``scripts/build-comuni-boundaries.py``'s ``YEAR``).
+BOUNDARIES_YEAR = 2023
 #: Shown on every map and report (the licence asks for it).
-ATTRIBUTION = "Confini comunali: ISTAT 2023, semplificati (CC-BY-4.0)"
-#: The shipped boundaries (``scripts/build-comuni-boundaries.py``).
-BOUNDARIES = Path(__file__).resolve().parent.parent / "data" / "comuni_boundaries_2023.arrow"
+ATTRIBUTION = f"Confini comunali: ISTAT {BOUNDARIES_YEAR}, semplificati (CC-BY-4.0)"
+#: The shipped boundaries.
+BOUNDARIES = (
+    Path(__file__).resolve().parent.parent / "data" / f"comuni_boundaries_{BOUNDARIES_YEAR}.arrow"
+)
 #: Sequential palette (light to dark blue), readable on white; text stays dark on all.
 PALETTE = ("#deebf7", "#b5d4ef", "#7fb2e1", "#3f8fd2", "#1f5fa8")
 MISSING = "#f2f2f2"
